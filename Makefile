@@ -1,0 +1,31 @@
+# The two commands for a newcomer: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv bench lint clean install
+
+$(STAMP): setup.py pyproject.toml
+	scripts/ensure-system-deps.sh demo
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/qrgate demo
+
+test: $(STAMP)
+	scripts/ensure-system-deps.sh test
+	PATH="$(abspath $(VENV))/bin:/usr/sbin:$$PATH" $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/qrgate bench decode
+	$(VENV)/bin/qrgate bench loop
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,5 @@
+"""Adapters for hardware and decoder libraries: cameras, QR decoders, GPIO outputs.
+
+Each library is imported inside its adapter module only, so the core and the tests
+import without hardware.
+"""

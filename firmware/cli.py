@@ -1,0 +1,84 @@
+"""The `qrgate` command: the composition root's entry point.
+
+Each subcommand lives in ``firmware/commands/<name>.py`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a
+function taking the parsed arguments and returning the exit status. Only
+modules under ``firmware/commands`` and ``firmware/wiring.py`` import ``device``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from firmware import __version__
+from firmware.errors import ConfigError, QrGateError
+from firmware.logsetup import setup_logging
+
+EX_CONFIG = 78
+
+# Fixed table: subcommand modules, in help order.
+COMMAND_MODULES = (
+    "firmware.commands.run",
+    "firmware.commands.demo",
+    "firmware.commands.decode",
+    "firmware.commands.keys",
+    "firmware.commands.pass_",
+    "firmware.commands.bench",
+    "firmware.commands.config",
+    "firmware.commands.provision",
+    "firmware.commands.lists",
+    "firmware.commands.status",
+    "firmware.commands.cmd",
+    "firmware.commands.history",
+)
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="qrgate",
+        description="QR turnstile controller: camera, offline pass checks, relay, durable MQTT events.",
+    )
+    parser.add_argument("--version", action="version", version=f"qrgate {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the qrgate command line. Returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print("qrgate: configuration error:", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EX_CONFIG
+    except QrGateError as err:
+        log.error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of `qrgate`, part of the composition root (the only code that builds adapters)."""

@@ -1,0 +1,1 @@
+"""Technician and issuer tools: keys, passes, venues, device configs, provisioning QR, lists."""
