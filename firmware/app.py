@@ -1,0 +1,162 @@
+"""The composition root's builder: config in, a wired gate out, ordered shutdown.
+
+``GateApp.build`` is the only place that turns configuration into hardware and
+library objects, from fixed tables (``device.camera.open_frame_source``,
+``device.decoders.make_decoder``, ``device.gpio.make_pin_factory``). Nothing here is
+chosen by importing a name found in the config.
+
+Start-up order: outputs first (the relay is claimed and driven off), then stores,
+then the camera. Shutdown order (HOUSE_STYLE section 3): relay, STOPPING=1, camera,
+outbox flush, MQTT offline and disconnect, GPIO and stores; each step guarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from firmware.clock import SystemClock
+from firmware.config import Config
+from firmware.credentials import check_payload
+from firmware.eventlog import JsonlEventLog, load_or_create_secret
+from firmware.events import EventFactory
+from firmware.model import Reason, ScanEvent
+from firmware.passback_store import SqlitePassbackStore
+from firmware.policy import EmptyLists, GateMemory, Lists, Rules
+from firmware.ports import Clock, EventSink
+from firmware.service import Gatekeeper, GateService
+
+log = logging.getLogger(__name__)
+
+
+def rules_from(cfg: Config) -> Rules:
+    """The core's Rules from the [policy] and [device] sections."""
+    p = cfg.policy
+    return Rules(
+        direction=cfg.device.direction,
+        repeat_window_s=p.repeat_window_s,
+        passback=p.passback,
+        passback_window_s=p.passback_window_s,
+        accept_unsigned_id=p.accept_unsigned_id,
+        health_declaration_max_age_s=p.health_declaration_max_age_h * 3600.0,
+        allow_list_required=p.allow_list_required,
+        clock_skew_s=p.clock_skew_s,
+    )
+
+
+@dataclass
+class Shutdown:
+    """Ordered shutdown steps; each runs in its own guard and logs one line on failure."""
+
+    steps: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
+
+    def add(self, name: str, step: Callable[[], Any]) -> None:
+        self.steps.append((name, step))
+
+    def run(self) -> None:
+        for name, step in self.steps:
+            try:
+                step()
+            except Exception as err:  # one failing step must not skip the rest
+                log.error("shutdown step %r failed: %s", name, err)
+
+
+class GateApp:
+    """A fully wired gate: the service plus the adapters it owns.
+
+    Args:
+        cfg: the validated configuration.
+        pin_factory: a gpiozero pin factory to use instead of the configured one (tests, demo).
+        clock: a Clock to use instead of the system clock (tests).
+        sink: an EventSink to use instead of the configured one.
+        on_event: extra callbacks for stored events (``--print-events``).
+    """
+
+    def __init__(self, cfg: Config, *, pin_factory: Any = None, clock: Clock | None = None,
+                 sink: EventSink | None = None, on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
+        self.cfg = cfg
+        self._pin_factory = pin_factory
+        self._clock = clock
+        self._sink = sink
+        self._on_event = list(on_event or [])
+        self.boot_id = secrets.token_hex(8)
+        self.service: GateService | None = None
+        self.outputs: Any = None
+        self.frames: Any = None
+        self.shutdown = Shutdown()
+        self.extras: dict[str, Any] = {}
+
+    def build(self) -> GateService:
+        """Open every adapter and return the service.
+
+        Raises:
+            ConfigError: keys or lists are unusable.
+            GpioUnavailable: the relay or another output cannot be claimed (fatal at start).
+            CameraUnavailable, StoreError: the camera or the state directory cannot be opened.
+        """
+        from device.camera import open_frame_source
+        from device.decoders import make_decoder
+        from device.gpio import GpiozeroOutputs, make_pin_factory
+
+        cfg = self.cfg
+        state_dir = cfg.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        clock = self._clock or SystemClock(state_dir / "clock-high-water", cfg.policy.require_synced_clock)
+        factory = self._pin_factory if self._pin_factory is not None else make_pin_factory(
+            cfg.gpio.pin_factory, cfg.gpio.chip)
+        g = cfg.gpio
+        self.outputs = GpiozeroOutputs(
+            pin_factory=factory, relay_pin=g.relay_pin, relay_active_high=g.relay_active_high,
+            relay_pulse_ms=g.relay_pulse_ms, green_led_pin=g.green_led_pin, red_led_pin=g.red_led_pin,
+            buzzer_pin=g.buzzer_pin, monotonic=clock.monotonic)
+        self.shutdown.add("release relay", self.outputs.release)
+        self.pin_factory = factory
+
+        from firmware.keystore import load_trust_dir
+
+        trust = load_trust_dir(cfg.issuers_dir)
+        secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
+        secret = load_or_create_secret(secret_path)
+        sink = self._sink or self._open_sink()
+        passback = SqlitePassbackStore(state_dir / "passback.sqlite", keep_s=max(cfg.policy.passback_window_s, 3600.0))
+        memory = GateMemory(passages=passback.load(clock.wall()), on_passage=passback.record)
+        self.frames = open_frame_source(cfg.camera, cfg.config_dir, clock=clock)
+        self.shutdown.add("close camera", self.frames.close)
+        self.extras["after_camera"] = len(self.shutdown.steps)
+        self.shutdown.add("close event sink", sink.close)
+        self.shutdown.add("close passback store", passback.close)
+        self.shutdown.add("close GPIO", self.outputs.close)
+
+        gatekeeper = Gatekeeper(rules=rules_from(cfg), check=partial(check_payload, trust=trust),
+                                lists=self._open_lists(), memory=memory,
+                                blocked=None if cfg.device.venue_id else Reason.NOT_PROVISIONED)
+        events = EventFactory(device_id=cfg.device.id, venue_id=cfg.device.venue_id, direction=cfg.device.direction,
+                              boot_id=self.boot_id, subject_mode=cfg.privacy.subject, secret=secret,
+                              publish_codes=cfg.privacy.publish_codes)
+        self.service = GateService(frames=self.frames, decoder=make_decoder(cfg.decoder.backend),
+                                   outputs=self.outputs, sink=sink, clock=clock, gatekeeper=gatekeeper,
+                                   events=events, on_event=self._on_event)
+        self.sink = sink
+        return self.service
+
+    def _open_sink(self) -> EventSink:
+        return JsonlEventLog(self.cfg.state_dir / "events.jsonl", random_bytes=os.urandom)
+
+    def _open_lists(self) -> Lists:
+        return EmptyLists()
+
+    def run(self, stop: threading.Event) -> None:
+        """Run the scan loop until stop is set (or a replay source ends)."""
+        assert self.service is not None
+        self.service.run(stop)
+
+    def close(self) -> None:
+        """Shut down in the documented order. Safe to call once after build (even a partial one)."""
+        self.shutdown.run()
+        self.shutdown.steps.clear()

@@ -1,0 +1,73 @@
+"""`qrgate run`: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from firmware.config import DEFAULT_CONFIG_PATH, load_config
+from firmware.errors import HardwareError, QrGateError
+from firmware.model import ScanEvent
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the gate daemon", description="Run the gate: camera, decoder, "
+                       "policy, relay and event recording, until SIGTERM or SIGINT.")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="TOML config file (default: %(default)s)")
+    p.add_argument("--exit-at-end", action="store_true",
+                   help="stop cleanly when a dir:/file: source runs out of images")
+    p.add_argument("--print-events", action="store_true",
+                   help="also print every stored scan event as one JSON line on stdout")
+    p.add_argument("--drain-timeout-s", type=float, default=30.0,
+                   help="with --exit-at-end and a broker: wait at most this long for the outbox to drain")
+    p.set_defaults(func=run_command)
+
+
+def print_event(event: ScanEvent) -> None:
+    """Write one stored event as a JSON line on stdout (flushed: scripts read it live)."""
+    sys.stdout.write(json.dumps(event.to_json_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set the stop event and nothing else."""
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from firmware.app import GateApp
+
+    cfg = load_config(args.config)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    app = GateApp(cfg, on_event=[print_event] if args.print_events else None)
+    app.drain_timeout_s = args.drain_timeout_s
+    try:
+        try:
+            app.build()
+        except HardwareError as err:
+            log.error("cannot start: %s", err)
+            return 1
+        log.info("gate %s running (venue %s, direction %s)", cfg.device.id, cfg.device.venue_id or "-",
+                 cfg.device.direction)
+        while not stop.is_set():
+            app.run(stop)
+            if app.service is not None and app.service.input_ended:
+                if args.exit_at_end:
+                    break
+                stop.wait()
+        return 0
+    except QrGateError as err:
+        log.error("stopped: %s", err)
+        return 1
+    finally:
+        app.close()

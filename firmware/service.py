@@ -1,0 +1,183 @@
+"""The gate service: the scan loop from frame to decision to relay and event.
+
+Usage flow::
+
+    service = GateService(frames=..., decoder=..., outputs=..., sink=..., clock=...,
+                          gatekeeper=Gatekeeper(rules, check, lists), events=EventFactory(...))
+    service.run(stop)          # until stop is set (or a replay source ends)
+    # then the composition root shuts down in order: relay, camera, outbox, MQTT, stores
+
+Tests drive ``step()`` directly; ``run()`` stays a thin wrapper.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from firmware.errors import DecodeError, StoreError
+from firmware.events import EventFactory
+from firmware.model import DecodedCode, Decision, Frame, Moment, Reason, ScanEvent, Verdict
+from firmware.policy import Checker, EmptyLists, GateMemory, Lists, Rules, decide
+from firmware.ports import Clock, Decoder, EventSink, FrameSource, Outputs
+
+log = logging.getLogger(__name__)
+
+
+class CodeInterceptor(Protocol):
+    """Sees every code before the policy; used for provisioning codes."""
+
+    def intercept(self, code: DecodedCode, now: Moment) -> bool:
+        """Return True if the code was consumed here (no scan decision for it)."""
+        ...
+
+
+@dataclass
+class Gatekeeper:
+    """The policy with its inputs: rules, credential check, lists, memory and blocking state.
+
+    ``blocked`` (a Reason or None) is set by the device state: lockdown, not provisioned,
+    storage full, stale lists with fail-closed policy.
+    """
+
+    rules: Rules
+    check: Checker
+    lists: Lists = field(default_factory=EmptyLists)
+    memory: GateMemory = field(default_factory=GateMemory)
+    blocked: Reason | None = None
+
+    def decide(self, code: DecodedCode, now: Moment, frame_mono_s: float) -> Decision | None:
+        """Decide one code (None while the same code is still in view)."""
+        decision = decide(code, now, frame_mono_s, self.memory, self.rules, self.check, self.lists, self.blocked)
+        if decision is None:
+            self.memory.saw(code.sha256, now.mono_s)
+        return decision
+
+
+class LoopStats:
+    """Frame and decode statistics for status, health and the watchdog. Loop thread writes."""
+
+    def __init__(self, window: int = 512) -> None:
+        self.frames = 0
+        self.last_frame_mono_s: float | None = None
+        self.decode_ms: deque[float] = deque(maxlen=window)
+        self.frame_times: deque[float] = deque(maxlen=window)
+        self.decisions = 0
+        self.granted = 0
+        self.last_event: ScanEvent | None = None
+
+    def frame_seen(self, now_mono_s: float) -> None:
+        self.frames += 1
+        self.last_frame_mono_s = now_mono_s
+        self.frame_times.append(now_mono_s)
+
+    def fps(self) -> float:
+        """Frames per second over the recent window."""
+        if len(self.frame_times) < 2:
+            return 0.0
+        span = self.frame_times[-1] - self.frame_times[0]
+        return (len(self.frame_times) - 1) / span if span > 0 else 0.0
+
+    def decode_percentile_ms(self, pct: float) -> float:
+        """Decode time percentile (0-100) in ms over the recent window, 0 if none."""
+        if not self.decode_ms:
+            return 0.0
+        ordered = sorted(self.decode_ms)
+        return ordered[min(len(ordered) - 1, int(round(pct / 100.0 * (len(ordered) - 1))))]
+
+
+class GateService:
+    """Reads frames, decodes, decides, records and gives feedback.
+
+    The event of a grant is committed before the relay moves; the event of a denial
+    is committed right after its feedback. If a grant cannot be stored, the gate
+    refuses instead (reason ``storage_full``): no unrecorded opening.
+
+    Args:
+        frames, decoder, outputs, sink, clock: the ports.
+        gatekeeper: the policy and its state.
+        events: builds events for this gate.
+        interceptors: see CodeInterceptor.
+        on_event: called with every stored event (loop thread); must return quickly.
+    """
+
+    def __init__(self, *, frames: FrameSource, decoder: Decoder, outputs: Outputs, sink: EventSink,
+                 clock: Clock, gatekeeper: Gatekeeper, events: EventFactory,
+                 interceptors: list[CodeInterceptor] | None = None,
+                 on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
+        self.frames, self.decoder, self.outputs, self.sink = frames, decoder, outputs, sink
+        self.clock, self.gatekeeper, self.events = clock, gatekeeper, events
+        self.interceptors = list(interceptors or [])
+        self.on_event = list(on_event or [])
+        self.stats = LoopStats()
+        self.input_ended = False
+        self._decode_errors = 0
+
+    def step(self, timeout_s: float = 0.5) -> int:
+        """Handle at most one frame. Returns the number of codes found in it.
+
+        Raises:
+            EOFError: a replay source has run out.
+            CameraUnavailable: the camera failed.
+        """
+        frame = self.frames.read(timeout_s)
+        if frame is None:
+            return 0
+        started = self.clock.monotonic()
+        self.stats.frame_seen(started)
+        try:
+            codes = self.decoder.decode(frame)
+        except DecodeError as err:
+            self._decode_errors += 1
+            if self._decode_errors in (1, 10, 100) or self._decode_errors % 1000 == 0:
+                log.warning("decoder failed on a frame (%d so far): %s", self._decode_errors, err)
+            return 0
+        self.stats.decode_ms.append((self.clock.monotonic() - started) * 1000.0)
+        for code in codes:
+            self._handle(code, frame)
+        return len(codes)
+
+    def _handle(self, code: DecodedCode, frame: Frame) -> None:
+        now = Moment(self.clock.monotonic(), self.clock.wall(), self.clock.wall_trusted())
+        if any(interceptor.intercept(code, now) for interceptor in self.interceptors):
+            return
+        decision = self.gatekeeper.decide(code, now, frame.captured_mono_s)
+        if decision is None:
+            return
+        event = self.events.build(decision, now.wall_s, now.wall_trusted, code.text)
+        if decision.granted:
+            try:
+                stored = self.sink.append(event)
+            except StoreError as err:
+                log.error("cannot record a grant, refusing instead: %s", err)
+                decision = replace(decision, verdict=Verdict.DENIED, reason=Reason.STORAGE_FULL)
+                self.gatekeeper.memory.saw(decision.code_sha256, now.mono_s)
+                self.outputs.show(decision)
+                return
+            self.outputs.show(decision)
+        else:
+            self.outputs.show(decision)
+            try:
+                stored = self.sink.append(event)
+            except StoreError as err:
+                log.error("cannot record a denial: %s", err)
+                self.gatekeeper.memory.saw(decision.code_sha256, now.mono_s)
+                return
+        self.gatekeeper.memory.remember(decision, now, self.events.direction)
+        self.stats.decisions += 1
+        self.stats.granted += int(decision.granted)
+        self.stats.last_event = stored
+        for callback in self.on_event:
+            callback(stored)
+
+    def run(self, stop: threading.Event) -> None:
+        """Run the loop until stop is set or a replay source ends (``input_ended``)."""
+        try:
+            while not stop.is_set():
+                self.step()
+        except EOFError:
+            self.input_ended = True
