@@ -12,6 +12,7 @@ outbox flush, MQTT offline and disconnect, GPIO and stores; each step guarded.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -19,12 +20,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from firmware.clock import SystemClock
 from firmware.config import Config
 from firmware.credentials import check_payload
 from firmware.eventlog import JsonlEventLog, load_or_create_secret
+from firmware.errors import StoreError
 from firmware.events import EventFactory
 from firmware.model import Reason, ScanEvent
 from firmware.passback_store import SqlitePassbackStore
@@ -33,6 +36,41 @@ from firmware.ports import Clock, EventSink
 from firmware.service import Gatekeeper, GateService
 
 log = logging.getLogger(__name__)
+
+
+STATE_LOCK_NAME = "daemon.lock"
+
+
+def hold_state_lock(state_dir: Path) -> Any:
+    """Take the state directory's exclusive lock for the daemon's lifetime.
+
+    Tools that must not touch the daemon's files check ``state_dir_in_use`` first.
+
+    Raises:
+        StoreError: another qrgate daemon already runs on this state directory.
+    """
+    fh = open(state_dir / STATE_LOCK_NAME, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        fh.close()
+        raise StoreError(f"another qrgate daemon is running on {state_dir}; stop it first "
+                         "(`systemctl stop qrgate`)") from err
+    return fh
+
+
+def state_dir_in_use(state_dir: Path) -> bool:
+    """True while a daemon holds the state directory's lock (for CLI tools)."""
+    path = state_dir / STATE_LOCK_NAME
+    if not path.exists():
+        return False
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return False
 
 
 def rules_from(cfg: Config) -> Rules:
@@ -107,6 +145,8 @@ class GateApp:
         cfg = self.cfg
         state_dir = cfg.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = hold_state_lock(state_dir)
+        self.shutdown.add("unlock state dir", self._lock.close)
         clock = self._clock or SystemClock(state_dir / "clock-high-water", cfg.policy.require_synced_clock)
         factory = self._pin_factory if self._pin_factory is not None else make_pin_factory(
             cfg.gpio.pin_factory, cfg.gpio.chip)
