@@ -1,0 +1,194 @@
+"""The manager's filters, and the one SQL ``WHERE`` clause both databases run.
+
+Pure: the current time is passed in. SQL uses ``?`` placeholders; the PostgreSQL store
+converts them to ``%s``. No SQL text contains a literal ``%`` or ``?`` besides placeholders.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+
+from firmware.errors import ConfigError
+from provisioning.history.events import person_key
+
+DECISIONS = ("granted", "denied")
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|min|h|d|w)$", re.IGNORECASE)
+_UNIT_S = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What the manager asked for. Every field is optional; empty means "any".
+
+    Attributes:
+        since_ms: events at or after this time (Unix ms).
+        until_ms: events strictly before this time (Unix ms).
+        person: matches the hashed or raw ``subject`` exactly (as the gate stored it), or a part
+            of the masked name and phone (accents, case and spaces ignored).
+        venue: exact venue id.
+        device: exact device id (the "controller" of the original system).
+        decision: ``granted``, ``denied``, or another stored event type.
+    """
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    person: str = ""
+    venue: str = ""
+    device: str = ""
+    decision: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        """The filter without the person text (safe to log or to put in an export header)."""
+        return {"since_ms": self.since_ms, "until_ms": self.until_ms, "person": bool(self.person),
+                "venue": self.venue or None, "device": self.device or None,
+                "decision": self.decision or None}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A run of missing sequence numbers on one device: scans lost somewhere.
+
+    Attributes:
+        device_id: the device.
+        first_missing, last_missing: the missing ``seq`` range, inclusive.
+        after_ts, before_ts: timestamps of the stored events around the hole.
+    """
+
+    device_id: str
+    first_missing: int
+    last_missing: int
+    after_ts: str
+    before_ts: str
+
+    @property
+    def missing(self) -> int:
+        """How many events are missing."""
+        return self.last_missing - self.first_missing + 1
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of results with the total count.
+
+    Attributes:
+        total: how many events match the filter.
+        rows: this page's events, newest first.
+        page: 1-based page number.
+        page_size: rows per page.
+    """
+
+    total: int
+    rows: list = field(default_factory=list)
+    page: int = 1
+    page_size: int = 50
+
+    @property
+    def pages(self) -> int:
+        """Number of pages (at least 1)."""
+        return max(1, -(-self.total // self.page_size))
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def build_where(flt: Filter) -> tuple[str, list[Any]]:
+    """Return ``(sql, params)`` for the WHERE clause of ``flt`` (``"1=1"`` when empty)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flt.since_ms is not None:
+        clauses.append("ts_ms >= ?")
+        params.append(int(flt.since_ms))
+    if flt.until_ms is not None:
+        clauses.append("ts_ms < ?")
+        params.append(int(flt.until_ms))
+    if flt.venue:
+        clauses.append("venue_id = ?")
+        params.append(flt.venue)
+    if flt.device:
+        clauses.append("device_id = ?")
+        params.append(flt.device)
+    if flt.decision:
+        clauses.append("decision = ?")
+        params.append(flt.decision)
+    if flt.person.strip():
+        needle = person_key(flt.person)
+        if needle:
+            clauses.append("(subject = ? OR person_key LIKE ? ESCAPE '\\')")
+            params.extend([flt.person.strip(), "%" + _like_escape(needle) + "%"])
+        else:
+            clauses.append("subject = ?")
+            params.append(flt.person.strip())
+    return (" AND ".join(clauses) or "1=1"), params
+
+
+def parse_time(text: str, now_ms: int, tz: tzinfo) -> int:
+    """Parse a ``--since``/``--until`` value into Unix ms.
+
+    Accepts RFC 3339 (``2026-07-02T10:21:00Z``), a local date and time in ``tz``
+    (``2026-07-02 10:21``, ``2026-07-02T10:21``), a local date (midnight), or a duration back
+    from now (``30m``, ``12h``, ``7d``, ``2w``).
+
+    Raises:
+        ConfigError: the value is none of these.
+    """
+    value = text.strip()
+    rel = _RELATIVE.match(value)
+    if rel:
+        seconds = float(rel.group(1)) * _UNIT_S[rel.group(2).lower()]
+        return now_ms - int(seconds * 1000)
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            moment = datetime(day.year, day.month, day.day, tzinfo=tz)
+        else:
+            moment = datetime.fromisoformat(value.replace(" ", "T", 1))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=tz)
+    except ValueError as err:
+        raise ConfigError(f"time {text!r} is not understood; use 2026-07-02, '2026-07-02 10:21', "
+                          "2026-07-02T10:21:00Z or a duration back from now such as 12h or 7d") from err
+    return int(round(moment.timestamp() * 1000))
+
+
+def day_after(ms: int, tz: tzinfo) -> int:
+    """Return the start of the day after the local day containing ``ms`` (for inclusive dates)."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=tz) + timedelta(days=1)
+    start = datetime(moment.year, moment.month, moment.day, tzinfo=tz)
+    return int(start.timestamp() * 1000)
+
+
+def make_filter(*, since: str = "", until: str = "", person: str = "", venue: str = "", device: str = "",
+                decision: str = "", now_ms: int, tz: tzinfo) -> Filter:
+    """Build a Filter from text inputs (CLI or web form), checking each.
+
+    A bare date for ``until`` includes that whole day.
+
+    Raises:
+        ConfigError: every bad input, one line each.
+    """
+    problems: list[str] = []
+    since_ms = until_ms = None
+    try:
+        since_ms = parse_time(since, now_ms, tz) if since.strip() else None
+    except ConfigError as err:
+        problems.extend(err.problems)
+    try:
+        if until.strip():
+            until_ms = parse_time(until, now_ms, tz)
+            if len(until.strip()) == 10:
+                until_ms = day_after(until_ms, tz)
+    except ConfigError as err:
+        problems.extend(err.problems)
+    decision = decision.strip().lower()
+    if decision and not re.fullmatch(r"[a-z_]{1,40}", decision):
+        problems.append(f"decision {decision!r} is not an event type; use granted or denied")
+    if since_ms is not None and until_ms is not None and until_ms <= since_ms:
+        problems.append("the 'until' time is not after the 'since' time; swap them")
+    if problems:
+        raise ConfigError(problems)
+    return Filter(since_ms=since_ms, until_ms=until_ms, person=person.strip(), venue=venue.strip(),
+                  device=device.strip(), decision=decision)

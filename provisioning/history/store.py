@@ -1,0 +1,253 @@
+"""Where the history keeps events: one small interface, SQLite and PostgreSQL behind it.
+
+``open_store(url)`` picks the adapter: a plain path or ``sqlite:///path`` gives
+``SqliteHistoryStore`` (``sqlite_store``), ``postgresql://...`` gives
+``PostgresHistoryStore`` (``pg_store``, psycopg 3). Both run the same SQL for every query
+(``SqlHistoryStore`` below); only connecting, the table types and the batch insert differ.
+
+Every public method of a store may be called from any thread (one lock per store).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from firmware.errors import ConfigError
+from provisioning.history.events import COLUMNS, HistoryEvent
+from provisioning.history.query import Filter, Gap, Page, build_where
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+EXPORT_BATCH_ROWS = 2000
+
+
+class HistoryStore(Protocol):
+    """Durable storage for scan history. Methods block on the database only."""
+
+    def add(self, events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
+        """Store the events that are not stored yet (by ``event_id``) in one transaction.
+
+        Returns only after the transaction is committed.
+
+        Returns:
+            The events that were new, in the order given.
+
+        Raises:
+            StoreError: the database refused or is unreachable; nothing was stored.
+        """
+        ...
+
+    def page(self, flt: Filter, page: int = 1, page_size: int = 50) -> Page:
+        """Return the total count and one page of matching events, newest first."""
+        ...
+
+    def rows(self, flt: Filter) -> Iterator[HistoryEvent]:
+        """Yield every matching event, newest first, reading in batches."""
+        ...
+
+    def gaps(self, device: str = "") -> list[Gap]:
+        """Return the holes in each device's stored ``seq`` numbers (all devices if empty)."""
+        ...
+
+    def sources(self) -> list[tuple[str, str]]:
+        """Return the (venue_id, device_id) pairs ever stored, sorted."""
+        ...
+
+    def max_seq(self, device: str) -> int | None:
+        """Return the highest stored ``seq`` of a device, or None if it has no events."""
+        ...
+
+    def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
+        """Delete events older than ``before_ms`` in batches of ``batch_rows``, one commit each.
+
+        An event is old when both its gate timestamp and its receive time are before
+        ``before_ms``, so a gate with a wrong clock cannot get its fresh scans deleted.
+
+        Returns:
+            How many events were deleted.
+        """
+        ...
+
+    def close(self) -> None:
+        """Close the connection. Safe to call twice."""
+        ...
+
+
+_SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM events"
+_ORDER = " ORDER BY ts_ms DESC, event_id DESC"
+_GAPS = (
+    "SELECT device_id, seq, ts, next_seq, next_ts FROM ("
+    " SELECT device_id, seq, ts,"
+    " LEAD(seq) OVER (PARTITION BY device_id ORDER BY seq) AS next_seq,"
+    " LEAD(ts) OVER (PARTITION BY device_id ORDER BY seq) AS next_ts"
+    " FROM events{where}) AS runs"
+    " WHERE next_seq > seq + 1 ORDER BY device_id, seq"
+)
+_PRUNE = ("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
+          " WHERE ts_ms < ? AND received_ms < ? ORDER BY ts_ms LIMIT ?)")
+
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms)",
+    "CREATE INDEX IF NOT EXISTS events_venue_ts ON events (venue_id, ts_ms)",
+    "CREATE INDEX IF NOT EXISTS events_device_ts ON events (device_id, ts_ms)",
+    "CREATE INDEX IF NOT EXISTS events_device_seq ON events (device_id, seq)",
+    "CREATE INDEX IF NOT EXISTS events_subject ON events (subject)",
+)
+
+
+def event_from_row(row: Sequence[Any]) -> HistoryEvent:
+    """Build a HistoryEvent from a row selected in ``COLUMNS`` order (same on both databases)."""
+    values = dict(zip(COLUMNS, row))
+    values["time_synced"] = bool(values["time_synced"])
+    values["latency_ms"] = float(values["latency_ms"])
+    values["ts_ms"] = int(values["ts_ms"])
+    values["seq"] = int(values["seq"])
+    values["received_ms"] = int(values["received_ms"])
+    return HistoryEvent(**values)
+
+
+def source_updates(events: Sequence[HistoryEvent]) -> list[tuple[str, str, int, int, int]]:
+    """Summarise a batch per (venue, device): first and last event time, last receive time."""
+    seen: dict[tuple[str, str], list[int]] = {}
+    for ev in events:
+        key = (ev.venue_id, ev.device_id)
+        if key in seen:
+            first, last, received = seen[key]
+            seen[key] = [min(first, ev.ts_ms), max(last, ev.ts_ms), max(received, ev.received_ms)]
+        else:
+            seen[key] = [ev.ts_ms, ev.ts_ms, ev.received_ms]
+    return [(v, d, *vals) for (v, d), vals in seen.items()]  # type: ignore[misc]
+
+
+class SqlHistoryStore:
+    """The queries both databases share. Adapters provide ``_run``, ``_fetch`` and ``_insert``.
+
+    Subclasses hold one connection and take ``self._lock`` around each public call.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    # -- adapter hooks -------------------------------------------------------------------
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _delete_batch(self, sql: str, params: Sequence[Any]) -> int:
+        raise NotImplementedError
+
+    # -- shared queries -------------------------------------------------------------------
+    def count(self, flt: Filter) -> int:
+        """Return how many events match ``flt``."""
+        where, params = build_where(flt)
+        with self._lock:
+            return int(self._fetch(f"SELECT count(*) FROM events WHERE {where}", params)[0][0])
+
+    def page(self, flt: Filter, page: int = 1, page_size: int = 50) -> Page:
+        """Return the total count and one page of matching events, newest first."""
+        page = max(1, int(page))
+        where, params = build_where(flt)
+        with self._lock:
+            total = int(self._fetch(f"SELECT count(*) FROM events WHERE {where}", params)[0][0])
+            last_page = max(1, -(-total // page_size))
+            page = min(page, last_page)
+            rows = self._fetch(f"{_SELECT} WHERE {where}{_ORDER} LIMIT ? OFFSET ?",
+                               [*params, page_size, (page - 1) * page_size])
+        return Page(total=total, rows=[event_from_row(r) for r in rows], page=page, page_size=page_size)
+
+    def rows(self, flt: Filter) -> Iterator[HistoryEvent]:
+        """Yield every matching event, newest first (keyset paging, ``EXPORT_BATCH_ROWS`` a read)."""
+        where, params = build_where(flt)
+        after: tuple[int, str] | None = None
+        while True:
+            sql, args = f"{_SELECT} WHERE {where}", list(params)
+            if after is not None:
+                sql += " AND (ts_ms < ? OR (ts_ms = ? AND event_id < ?))"
+                args += [after[0], after[0], after[1]]
+            with self._lock:
+                batch = self._fetch(sql + _ORDER + " LIMIT ?", [*args, EXPORT_BATCH_ROWS])
+            for row in batch:
+                yield event_from_row(row)
+            if len(batch) < EXPORT_BATCH_ROWS:
+                return
+            last = event_from_row(batch[-1])
+            after = (last.ts_ms, last.event_id)
+
+    def gaps(self, device: str = "") -> list[Gap]:
+        """Return the holes in each device's stored ``seq`` numbers (all devices if empty)."""
+        where, params = (" WHERE device_id = ?", [device]) if device else ("", [])
+        with self._lock:
+            found = self._fetch(_GAPS.format(where=where), params)
+        return [Gap(device_id=d, first_missing=int(s) + 1, last_missing=int(n) - 1, after_ts=ts,
+                    before_ts=nts) for d, s, ts, n, nts in found]
+
+    def sources(self) -> list[tuple[str, str]]:
+        """Return the (venue_id, device_id) pairs ever stored, sorted."""
+        with self._lock:
+            found = self._fetch("SELECT venue_id, device_id FROM sources ORDER BY venue_id, device_id")
+        return [(str(v), str(d)) for v, d in found]
+
+    def max_seq(self, device: str) -> int | None:
+        """Return the highest stored ``seq`` of a device, or None if it has no events."""
+        with self._lock:
+            found = self._fetch("SELECT max(seq) FROM events WHERE device_id = ?", [device])
+        return None if not found or found[0][0] is None else int(found[0][0])
+
+    def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
+        """Delete events older than ``before_ms`` in batches, one commit per batch."""
+        total = 0
+        while True:
+            with self._lock:
+                deleted = self._delete_batch(_PRUNE, [before_ms, before_ms, batch_rows])
+            total += deleted
+            if deleted < batch_rows:
+                break
+        if total:
+            log.info("retention: deleted %d events older than %d ms", total, before_ms)
+        return total
+
+
+def parse_db_url(url: str) -> tuple[str, str]:
+    """Split a ``--db`` value into (kind, target): ``("sqlite", path)`` or ``("postgresql", url)``.
+
+    Raises:
+        ConfigError: an unknown scheme.
+    """
+    text = url.strip()
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql", text
+    if text.startswith("sqlite:///"):
+        return "sqlite", text[len("sqlite://"):]
+    if text.startswith("sqlite://"):
+        return "sqlite", text[len("sqlite://"):]
+    if text.startswith("sqlite:"):
+        return "sqlite", text[len("sqlite:"):]
+    if "://" in text or not text:
+        raise ConfigError(f"--db {url!r} is not a database; give a file path, sqlite:///path/history.sqlite "
+                          "or postgresql://user@host/dbname")
+    return "sqlite", text
+
+
+def open_store(url: str, readonly: bool = False) -> SqlHistoryStore:
+    """Open (and create the tables of) the store named by ``url``.
+
+    Args:
+        url: a path, ``sqlite:///path`` or ``postgresql://...``.
+        readonly: refuse writes at the database level (the web page uses this).
+
+    Raises:
+        ConfigError: a bad URL.
+        StoreError: the database cannot be opened or created.
+    """
+    kind, target = parse_db_url(url)
+    if kind == "postgresql":
+        from provisioning.history.pg_store import PostgresHistoryStore
+
+        return PostgresHistoryStore(target, readonly=readonly)
+    from provisioning.history.sqlite_store import SqliteHistoryStore
+
+    return SqliteHistoryStore(Path(target), readonly=readonly)
