@@ -119,8 +119,10 @@ class ReplayFrames:
         clock: something with ``monotonic()`` (default: ``time.monotonic``). Frames are
             stamped with it.
         wait: ``wait(seconds) -> bool`` used to wait for a due frame; returning True means
-            "stop waiting, the source is closing". Default: the source's close event.
+            "stop waiting, the source is closing". Default: ``stop_event.wait``.
             Tests pass a function that advances a fake clock.
+        stop_event: the event ``close()`` sets (default: a new ``threading.Event``); a
+            service may pass its own stop event so a shutdown also ends a replay wait.
         origin: a name for logs (default: the file name of each image).
 
     Raises:
@@ -130,7 +132,8 @@ class ReplayFrames:
     def __init__(self, images: Iterable[str | Path | np.ndarray | Blank], *, fps: float = 15.0,
                  frames_per_image: int = 1, blank_frames_between: int = 0, repeat: int = 1,
                  as_fast_as_possible: bool = False, clock: MonotonicClock | None = None,
-                 wait: Callable[[float], bool] | None = None, origin: str = "") -> None:
+                 wait: Callable[[float], bool] | None = None, origin: str = "",
+                 stop_event: threading.Event | None = None) -> None:
         problems = []
         if not fps > 0:
             problems.append(f"replay fps {fps!r} must be above 0, for example 15")
@@ -142,7 +145,7 @@ class ReplayFrames:
             problems.append(f"replay repeat {repeat!r} must be at least 1")
         if problems:
             raise ConfigError(problems)
-        self._closed = threading.Event()
+        self._closed = stop_event or threading.Event()
         self._clock = clock or _SystemClock()
         self._wait = wait or self._closed.wait
         self._period_s = 1.0 / fps
