@@ -113,15 +113,17 @@ class GateApp:
         pin_factory: a gpiozero pin factory to use instead of the configured one (tests, demo).
         clock: a Clock to use instead of the system clock (tests).
         sink: an EventSink to use instead of the configured one.
+        lists: deny/allow lists to use instead of the stored ones (demo, tests).
         on_event: extra callbacks for stored events (``--print-events``).
     """
 
     def __init__(self, cfg: Config, *, pin_factory: Any = None, clock: Clock | None = None,
-                 sink: EventSink | None = None, on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
+                 sink: EventSink | None = None, lists: Lists | None = None, on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
         self.cfg = cfg
         self._pin_factory = pin_factory
         self._clock = clock
         self._sink = sink
+        self._lists = lists
         self._on_event = list(on_event or [])
         self.boot_id = secrets.token_hex(8)
         self.service: GateService | None = None
@@ -189,6 +191,8 @@ class GateApp:
         return JsonlEventLog(self.cfg.state_dir / "events.jsonl", random_bytes=os.urandom)
 
     def _open_lists(self) -> Lists:
+        if self._lists is not None:
+            return self._lists
         return EmptyLists()
 
     def run(self, stop: threading.Event) -> None:

@@ -109,7 +109,7 @@ class MemoryView(Protocol):
 
 def display_for(cred: Credential) -> str:
     """The masked name and phone of a credential's holder, safe to show and log."""
-    return masking.display(cred.name, cred.phone)
+    return masking.display_credential(cred)
 
 
 def subject_key(subject: str) -> str:
