@@ -86,7 +86,7 @@ def validity(now_s: float, *, valid_days: float | None = None, not_before: str |
 
 def issue(private_key: Any, *, sub: str, name: str, phone: str, now_s: float, window: Validity,
           iss: str | None = None, health_declared_s: int | None = None, cti: bytes | None = None,
-          compress: bool = True) -> str:
+          compress: bool | str = "auto") -> str:
     """Sign a pass and return its text ``QG1:...``.
 
     Args:
@@ -97,7 +97,7 @@ def issue(private_key: Any, *, sub: str, name: str, phone: str, now_s: float, wi
         iss: issuer name, optional.
         health_declared_s: time of the latest health declaration (``hd``), optional.
         cti: token id; default 16 random bytes.
-        compress: zlib the message when that makes it shorter.
+        compress: True to zlib the message, False not to, ``"auto"`` when that makes it shorter.
 
     Raises:
         PassError: an empty sub or name.

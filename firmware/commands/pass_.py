@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--expires", default=None, metavar="T", help="end of validity, same forms as --not-before")
     i.add_argument("--health-declared", default=None, metavar="T",
                    help="time of the holder's latest health declaration (claim hd)")
-    i.add_argument("--no-compress", action="store_true", help="do not zlib the message")
+    i.add_argument("--no-compress", action="store_true", help="never zlib the message (default: only when it makes the pass shorter)")
     i.add_argument("--png", default=None, metavar="FILE", help="also write a QR PNG (scale 10, border 4)")
     i.add_argument("--svg", default=None, metavar="FILE", help="also write a QR SVG")
     i.set_defaults(func=cmd_issue)
@@ -54,7 +54,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
     window = validity(now_s, valid_days=args.valid_days, not_before=args.not_before, expires=args.expires)
     hd = parse_time(args.health_declared, "--health-declared") if args.health_declared else None
     text = issue(key, sub=args.sub, name=args.name, phone=args.phone, now_s=now_s, window=window,
-                 iss=args.iss, health_declared_s=hd, compress=not args.no_compress)
+                 iss=args.iss, health_declared_s=hd, compress=False if args.no_compress else "auto")
     print(text)
     if args.png:
         save_png(text, args.png)

@@ -104,15 +104,19 @@ def inflate(data: bytes, max_bytes: int = MAX_INFLATED_BYTES) -> bytes:
     return out
 
 
-def wrap(prefix: str, message: bytes, compress: bool = True) -> str:
-    """Return ``prefix`` + base45 of the message, zlib-compressed (level 9) when compress is set.
+def wrap(prefix: str, message: bytes, compress: bool | str = True) -> str:
+    """Return ``prefix`` + base45 of the message, zlib-compressed (level 9) if asked.
 
-    Compression is skipped when it would not make the text shorter.
+    Args:
+        prefix: e.g. ``"QG1:"`` or ``"QGP1:"``.
+        message: the bytes to carry (a COSE message).
+        compress: True always compresses, False never, ``"auto"`` only when that makes
+            the text shorter (a signed pass of random-looking bytes often does not shrink).
     """
     body = message
     if compress:
         packed = zlib.compress(message, 9)
-        if len(packed) < len(message):
+        if compress != "auto" or len(packed) < len(message):
             body = packed
     return prefix + b45encode(body)
 

@@ -213,7 +213,7 @@ def build_claims(*, sub: str, name: str | None = None, phone: str | None = None,
 
 
 def encode(claims: dict[Any, Any], private_key: Any, *, kid: bytes | None = None, alg: int | None = None,
-           compress: bool = True) -> str:
+           compress: bool | str = "auto") -> str:
     """Sign claims and return the pass text ``QG1:...`` (the inverse of ``check``).
 
     Args:
@@ -221,7 +221,7 @@ def encode(claims: dict[Any, Any], private_key: Any, *, kid: bytes | None = None
         private_key: the issuer's Ed25519 or P-256 private key.
         kid: default ``kid_for`` of its public key.
         alg: default from the key type.
-        compress: zlib the message when that makes it shorter.
+        compress: True to zlib the message, False not to, ``"auto"`` when that makes it shorter.
     """
     message = sign1(cbor2.dumps(claims), private_key, kid, alg)
     return wrap(PREFIX, message, compress=compress)
