@@ -134,6 +134,8 @@ class Broker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()  # else -W error turns the unclosed pipe into a test error
         self.proc = None
 
     def kill(self) -> None:
@@ -141,6 +143,8 @@ class Broker:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
         self.proc = None
 
     def reload_acl(self, acl: str | None) -> None:
