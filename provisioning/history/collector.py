@@ -1,0 +1,316 @@
+"""The collector: MQTT scan events in, stored once, acknowledged only after the commit.
+
+Usage::
+
+    collector = ScanCollector(store, CollectorSettings(host="127.0.0.1", port=1883))
+    collector.run(stop)        # blocks until stop (a threading.Event) is set
+    store.close()
+
+paho-mqtt 2.x, MQTT 5, with a persistent session (``clean_start=False`` and a session
+expiry) and manual acknowledgement: a PUBACK goes back to the broker only once the event
+is committed, so a collector killed between receive and store gets the message again on
+its next connection. paho's callbacks only put items on a queue; the thread calling
+``run`` parses, stores in batches, acknowledges, logs sequence gaps and runs retention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from firmware.errors import StoreError
+from provisioning.history.events import HistoryEvent, Rejected, parse_scan
+from provisioning.history.store import HistoryStore
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """How the collector connects and stores.
+
+    Attributes:
+        host, port: the broker.
+        prefix: topic prefix; the collector subscribes to ``<prefix>/+/scan``.
+        shared_group: if set, subscribe to ``$share/<group>/<prefix>/+/scan`` so several
+            collectors split the load.
+        client_id: MQTT client id; keep it stable, the broker keeps the session under it.
+        session_expiry_s: how long the broker keeps the session (and queues events) while
+            the collector is away.
+        keepalive_s: MQTT keepalive.
+        receive_max: at most this many unacknowledged messages in flight from the broker.
+        batch_max: at most this many events per database transaction.
+        retention_days: delete events older than this; 0 keeps everything.
+        retention_interval_s: how often retention runs.
+        username, password: broker login (password read from a file by the CLI).
+        ca_file, cert_file, key_file: TLS settings; TLS is on when ``ca_file`` is set.
+        store_retry_s: wait between attempts when the database refuses a batch.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "qrgate"
+    shared_group: str = ""
+    client_id: str = "qrgate-history"
+    session_expiry_s: int = 86_400
+    keepalive_s: int = 30
+    receive_max: int = 1000
+    batch_max: int = 500
+    retention_days: float = 30.0
+    retention_interval_s: float = 3600.0
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    store_retry_s: float = 2.0
+
+    @property
+    def topic(self) -> str:
+        """The subscription filter."""
+        base = f"{self.prefix}/+/scan"
+        return f"$share/{self.shared_group}/{base}" if self.shared_group else base
+
+
+@dataclass
+class CollectorStats:
+    """Counters since start. Read under ``ScanCollector.changed``."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    gaps: int = 0
+    store_errors: int = 0
+    connected: bool = False
+    subscribed: bool = False
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+
+
+class ScanCollector:
+    """Subscribe to scan events and keep them in a ``HistoryStore``.
+
+    Args:
+        store: where events go; used only from the thread that calls ``run``.
+        settings: connection and batching settings.
+        now_ms: wall clock in Unix ms (receive times and retention cutoffs).
+        monotonic_s: monotonic clock (retention schedule).
+
+    ``changed`` is a Condition notified after every batch; tests and benches wait on it
+    with ``wait_for(lambda: collector.stats.stored >= n, timeout)``.
+    """
+
+    def __init__(self, store: HistoryStore, settings: CollectorSettings,
+                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 monotonic_s: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self.settings = settings
+        self._now_ms = now_ms
+        self._monotonic_s = monotonic_s
+        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._generation = 0
+        self._high_seq: dict[str, int | None] = {}
+        self.stats = CollectorStats()
+        self.changed = threading.Condition()
+        self._client = self._make_client()
+
+    # -- paho side: callbacks only enqueue ---------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
+                             protocol=mqtt.MQTTv5)
+        client.manual_ack_set(True)
+        client.reconnect_delay_set(1, 30)
+        if s.username:
+            client.username_pw_set(s.username, s.password or None)
+        if s.ca_file:
+            client.tls_set(ca_certs=s.ca_file, certfile=s.cert_file or None, keyfile=s.key_file or None)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            self._generation += 1  # mids of earlier connections must not be acked on this one
+        self._inbox.put(("connect", (str(reason_code), reason_code.is_failure, flags.session_present)))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._inbox.put(("disconnect", str(reason_code)))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._inbox.put(("subscribe", [str(rc) for rc in reason_codes if rc.is_failure]))
+
+    def _on_message(self, client, userdata, msg) -> None:
+        self._inbox.put(("msg", _Incoming(msg.topic, msg.payload, msg.mid, msg.qos, self._generation)))
+
+    # -- the run loop ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Connect, then store events until ``stop`` is set. Returns after disconnecting.
+
+        Events already received but not yet stored stay unacknowledged; the broker sends
+        them again to the next collector with the same client id.
+        """
+        s = self.settings
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = s.session_expiry_s
+        props.ReceiveMaximum = s.receive_max
+        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False,
+                                   properties=props)
+        self._client.loop_start()
+        next_prune_s = self._monotonic_s()
+        try:
+            while not stop.is_set():
+                if s.retention_days > 0 and self._monotonic_s() >= next_prune_s:
+                    self._prune()
+                    next_prune_s = self._monotonic_s() + s.retention_interval_s
+                self.step(timeout_s=0.5, stop=stop)
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def step(self, timeout_s: float, stop: threading.Event) -> int:
+        """Handle what is queued (at most ``batch_max`` messages); wait up to timeout_s for the first.
+
+        Returns:
+            The number of scan messages handled.
+        """
+        try:
+            first = self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return 0
+        messages: list[_Incoming] = []
+        item: tuple[str, Any] | None = first
+        while item is not None:
+            kind, value = item
+            if kind == "msg":
+                messages.append(value)
+            else:
+                self._control(kind, value)
+            if len(messages) >= self.settings.batch_max:
+                break
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                item = None
+        if messages:
+            self._handle(messages, stop)
+        return len(messages)
+
+    def _control(self, kind: str, value: Any) -> None:
+        if kind == "connect":
+            reason, failed, session_present = value
+            if failed:
+                log.warning("broker %s:%d refused the connection: %s", self.settings.host,
+                            self.settings.port, reason)
+                return
+            log.info("connected to %s:%d (session %s); subscribing to %s", self.settings.host,
+                     self.settings.port, "resumed" if session_present else "new", self.settings.topic)
+            self._client.subscribe(self.settings.topic, qos=1)
+            with self.changed:
+                self.stats.connected = True
+                self.changed.notify_all()
+        elif kind == "subscribe":
+            if value:
+                log.error("broker refused the subscription to %s: %s; check its ACL", self.settings.topic,
+                          ", ".join(value))
+            with self.changed:
+                self.stats.subscribed = not value
+                self.changed.notify_all()
+        elif kind == "disconnect":
+            log.warning("disconnected from the broker (%s); reconnecting", value)
+            with self.changed:
+                self.stats.connected = self.stats.subscribed = False
+                self.changed.notify_all()
+
+    def _device_of(self, topic: str) -> str | None:
+        head, tail = self.settings.prefix + "/", "/scan"
+        if topic.startswith(head) and topic.endswith(tail):
+            device = topic[len(head):-len(tail)]
+            return device if device and "/" not in device else None
+        return None
+
+    def _handle(self, messages: list[_Incoming], stop: threading.Event) -> None:
+        received_ms = self._now_ms()
+        good: list[HistoryEvent] = []
+        malformed = 0
+        for msg in messages:
+            device = self._device_of(msg.topic)
+            result = (parse_scan(device, msg.payload, received_ms) if device is not None
+                      else Rejected("topic is not <prefix>/<device>/scan"))
+            if isinstance(result, Rejected):
+                malformed += 1
+                log.warning("skipped a message on %s: %s (%d bytes, sha256 %s)", msg.topic, result.problem,
+                            len(msg.payload), hashlib.sha256(msg.payload).hexdigest()[:12])
+            else:
+                good.append(result)
+        for device in {ev.device_id for ev in good} - self._high_seq.keys():
+            self._high_seq[device] = self._retry(lambda d=device: self._store.max_seq(d), stop)
+        fresh = self._retry(lambda: self._store.add(good), stop) if good else []
+        if fresh is None:  # stopping before the database took the batch: leave it unacked
+            return
+        self._note_gaps(fresh)
+        for msg in messages:
+            if msg.generation == self._generation:
+                self._client.ack(msg.mid, msg.qos)
+        with self.changed:
+            self.stats.received += len(messages)
+            self.stats.malformed += malformed
+            self.stats.stored += len(fresh)
+            self.stats.duplicates += len(good) - len(fresh)
+            self.changed.notify_all()
+        if fresh:
+            log.info("stored %d new events (%d duplicates, %d skipped)", len(fresh), len(good) - len(fresh),
+                     malformed)
+
+    def _retry(self, action: Callable[[], Any], stop: threading.Event) -> Any:
+        """Run a store call until it works; None if stop is set first."""
+        while True:
+            try:
+                return action()
+            except StoreError as err:
+                with self.changed:
+                    self.stats.store_errors += 1
+                log.error("%s; retrying in %.0f s (events stay unacknowledged)", err, self.settings.store_retry_s)
+                if stop.wait(self.settings.store_retry_s):
+                    return None
+
+    def _note_gaps(self, fresh: list[HistoryEvent]) -> None:
+        for ev in fresh:  # arrival order: a late event is one below what arrived before it
+            high = self._high_seq.get(ev.device_id)
+            if high is not None and ev.seq > high + 1:
+                with self.changed:
+                    self.stats.gaps += 1
+                log.warning("seq gap on %s: %d..%d missing (%d scans); `qrgate history query --gaps` "
+                            "lists the holes still open", ev.device_id, high + 1, ev.seq - 1, ev.seq - high - 1)
+            elif high is not None and ev.seq < high:
+                log.info("late event on %s: seq %d arrived after %d", ev.device_id, ev.seq, high)
+            self._high_seq[ev.device_id] = ev.seq if high is None else max(high, ev.seq)
+
+    def _prune(self) -> None:
+        cutoff_ms = self._now_ms() - int(self.settings.retention_days * DAY_MS)
+        try:
+            self._store.prune(cutoff_ms)
+        except StoreError as err:
+            log.error("retention failed: %s; will try again later", err)

@@ -1,0 +1,261 @@
+"""History collector against a real Mosquitto: duplicates, out of order, gaps, malformed JSON,
+ack after store, shared subscriptions, and `qrgate history collect` as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from firmware.errors import StoreError
+from provisioning.history.collector import CollectorSettings, ScanCollector
+from provisioning.history.query import Filter
+from provisioning.history.store import open_store
+from tests.history_support import BASE_MS, pg_server_url, pg_url, scan_dict  # noqa: F401
+
+pytestmark = pytest.mark.broker
+WAIT_S = 20.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Publisher:
+    """A gate stand-in: publishes QoS 1 scan messages and waits for each PUBACK."""
+
+    def __init__(self, broker, prefix: str) -> None:
+        self.prefix = prefix
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{prefix}"[:60],
+                                  protocol=mqtt.MQTTv5)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def send(self, device: str, payload: bytes | dict) -> None:
+        body = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+        info = self.client.publish(f"{self.prefix}/{device}/scan", body, qos=1)
+        info.wait_for_publish(timeout=WAIT_S)
+        assert info.is_published()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class RunningCollector:
+    """A ScanCollector on its own thread, stopped by an Event."""
+
+    def __init__(self, store, settings: CollectorSettings) -> None:
+        self.collector = ScanCollector(store, settings)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.collector.run, args=(self.stop,), name="qrgate-history-test")
+        self.thread.start()
+        self.wait(lambda st: st.subscribed, "subscribed")
+
+    def wait(self, predicate, what: str) -> None:
+        with self.collector.changed:
+            ok = self.collector.changed.wait_for(lambda: predicate(self.collector.stats), timeout=WAIT_S)
+        assert ok, f"collector never {what}: {self.collector.stats}"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=WAIT_S)
+        assert not self.thread.is_alive()
+
+
+def settings(broker, prefix: str, **kw) -> CollectorSettings:
+    return CollectorSettings(host=broker.host, port=broker.port, prefix=prefix,
+                             client_id=kw.pop("client_id", f"hist-{prefix}")[:60], **kw)
+
+
+def test_collector_stores_once_reports_gaps_and_survives_malformed_json(shared_broker, topic_prefix, tmp_path,
+                                                                         caplog):
+    caplog.set_level("INFO")
+    store = open_store(str(tmp_path / "h.sqlite"))
+    running = RunningCollector(store, settings(shared_broker, topic_prefix))
+    pub = Publisher(shared_broker, topic_prefix)
+    try:
+        sends = [
+            ("gate-1", scan_dict(seq=1, ts_ms=BASE_MS + 1)),
+            ("gate-1", scan_dict(seq=2, ts_ms=BASE_MS + 2)),
+            ("gate-1", scan_dict(seq=2, ts_ms=BASE_MS + 2)),            # duplicate
+            ("gate-1", b"{\"seq\": 3, \"display\": \"NGUY\xe1\xbb\x84N"),  # truncated JSON
+            ("gate-1", scan_dict(seq=5, ts_ms=BASE_MS + 5)),            # 3 and 4 missing
+            ("gate-1", scan_dict(seq=3, ts_ms=BASE_MS + 3)),            # late: fills 3
+            ("gate-1", {"schema": "qrgate.scan/9"}),                    # unknown schema
+            ("gate-2", scan_dict(device="gate-9", seq=1)),              # device does not match topic
+            ("gate-2", scan_dict(device="gate-2", seq=10)),
+            ("gate-1", scan_dict(seq=6, ts_ms=BASE_MS + 6)),
+        ]
+        for device, payload in sends:
+            pub.send(device, payload)
+        running.wait(lambda st: st.received >= len(sends), f"received {len(sends)}")
+        st = running.collector.stats
+        assert (st.received, st.stored, st.duplicates, st.malformed, st.gaps) == (10, 6, 1, 3, 1)
+        assert running.thread.is_alive()
+        assert [(e.device_id, e.seq) for e in store.rows(Filter())] == [
+            ("gate-1", 6), ("gate-1", 5), ("gate-1", 3), ("gate-1", 2), ("gate-1", 1), ("gate-2", 10)]
+        assert [(g.device_id, g.first_missing, g.last_missing) for g in store.gaps()] == [("gate-1", 4, 4)]
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "seq gap on gate-1: 3..4 missing (2 scans)" in logged
+        assert "late event on gate-1: seq 3 arrived after 5" in logged
+        assert "not UTF-8 JSON" in logged and "unknown schema" in logged
+        assert "NGUY" not in logged and "0966" not in logged and "hmac-aa11" not in logged
+    finally:
+        pub.close()
+        running.close()
+        store.close()
+
+
+class RefusingStore:
+    """A store whose database is down: every add fails (reads go to the real store)."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.attempts = threading.Event()
+
+    def add(self, events):
+        self.attempts.set()
+        raise StoreError("database is down (test)")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_events_not_stored_are_not_acked_and_come_back_to_the_next_collector(shared_broker, topic_prefix,
+                                                                              tmp_path):
+    store = open_store(str(tmp_path / "h.sqlite"))
+    refusing = RefusingStore(store)
+    cfg = settings(shared_broker, topic_prefix, store_retry_s=0.05)
+    first = RunningCollector(refusing, cfg)
+    pub = Publisher(shared_broker, topic_prefix)
+    try:
+        for seq in (1, 2, 3):
+            pub.send("gate-1", scan_dict(seq=seq, ts_ms=BASE_MS + seq))
+        assert refusing.attempts.wait(WAIT_S)
+        first.close()
+        assert store.page(Filter()).total == 0
+        second = RunningCollector(store, cfg)  # same client id: resumes the session
+        try:
+            second.wait(lambda st: st.stored >= 3, "stored the redelivered events")
+        finally:
+            second.close()
+        assert sorted(e.seq for e in store.rows(Filter())) == [1, 2, 3]
+    finally:
+        pub.close()
+        store.close()
+
+
+def test_two_collectors_share_the_load_into_one_postgresql(shared_broker, topic_prefix, pg_url):  # noqa: F811
+    stores = [open_store(pg_url), open_store(pg_url)]
+    runs = [RunningCollector(s, settings(shared_broker, topic_prefix, shared_group="hist",
+                                         client_id=f"hist-{n}-{topic_prefix}")) for n, s in enumerate(stores)]
+    pub = Publisher(shared_broker, topic_prefix)
+    try:
+        for seq in range(1, 61):
+            pub.send(f"gate-{seq % 3}", scan_dict(device=f"gate-{seq % 3}", seq=seq, ts_ms=BASE_MS + seq))
+        with runs[0].collector.changed:
+            pass
+        for r in runs:
+            r.wait(lambda st: st.received > 0, "received a share")
+        total = lambda: sum(r.collector.stats.stored for r in runs)  # noqa: E731
+        runs[0].wait(lambda st: total() >= 60 or sum(r.collector.stats.received for r in runs) >= 60,
+                     "stored all")
+        for r in runs:
+            r.wait(lambda st: sum(x.collector.stats.received for x in runs) >= 60, "received all")
+        assert stores[0].page(Filter()).total == 60
+        assert sum(r.collector.stats.stored for r in runs) == 60
+    finally:
+        pub.close()
+        for r in runs:
+            r.close()
+        for s in stores:
+            s.close()
+
+
+def _reader(stream, lines: queue.Queue) -> None:
+    for line in iter(stream.readline, ""):
+        lines.put(line)
+    lines.put(None)
+
+
+def _wait_line(lines: queue.Queue, needle: str, seen: list[str]) -> None:
+    while True:
+        line = lines.get(timeout=WAIT_S)
+        assert line is not None, "collector exited early:\n" + "".join(seen)
+        seen.append(line)
+        if needle in line:
+            return
+
+
+def qrgate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "firmware.cli", *args], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+
+
+def test_qrgate_history_collect_process_end_to_end(broker, topic_prefix, tmp_path):
+    db = tmp_path / "history.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware.cli", "-v", "history", "collect", "--broker", broker.address,
+         "--db", f"sqlite:///{db}", "--prefix", topic_prefix, "--client-id", f"e2e-{os.getpid()}"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_reader, args=(proc.stderr, lines), daemon=True).start()
+    seen: list[str] = []
+    pub = None
+    try:
+        _wait_line(lines, "subscribing to", seen)
+        pub = Publisher(broker, topic_prefix)
+        for seq in [*range(1, 11), *range(13, 21)]:
+            pub.send("bus-3-gate-2", scan_dict(device="bus-3-gate-2", seq=seq, ts_ms=BASE_MS + seq * 1000,
+                                               venue="v-bus-3"))
+        pub.send("bus-3-gate-2", b"not json at all")
+        stored, skipped = 0, False
+        while stored < 18 or not skipped:
+            line = lines.get(timeout=WAIT_S)
+            assert line is not None, "".join(seen)
+            seen.append(line)
+            if "stored " in line and " new events" in line:
+                stored += int(line.split("stored ")[1].split()[0])
+            skipped = skipped or "skipped a message on" in line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=WAIT_S) == 0
+        for line in iter(lambda: lines.get(timeout=WAIT_S), None):
+            seen.append(line)
+    finally:
+        if pub:
+            pub.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    logged = "".join(seen)
+    assert "seq gap on bus-3-gate-2: 11..12 missing (2 scans)" in logged
+    assert "not UTF-8 JSON" in logged and "not json" not in logged
+    assert "collector stopped: 19 received, 18 stored, 0 duplicates, 1 skipped, 1 gaps seen" in logged
+
+    out = qrgate("history", "query", "--db", str(db), "--format", "json", "--tz", "UTC", "--since",
+                 "2026-07-02T11:00:05Z")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["count"] == 14 and [e["seq"] for e in doc["events"]] == [*range(20, 12, -1), *range(10, 4, -1)]
+    gaps = qrgate("history", "query", "--db", str(db), "--gaps")
+    assert gaps.returncode == 0, gaps.stderr
+    assert gaps.stdout.splitlines()[1].split()[:3] == ["bus-3-gate-2", "11..12", "2"]
+    assert gaps.stdout.splitlines()[-1] == "1 gaps, 2 events missing"
+    table = qrgate("history", "query", "--db", str(db), "--tz", "Asia/Ho_Chi_Minh", "--limit", "3",
+                   "--venue", "v-bus-3", "--decision", "granted")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[1].startswith("2026-07-02 18:00:20  NGUYỄN ĐÌNH *** 0966 323 ***")
+    assert table.stdout.splitlines()[-1].startswith("18 events match; showing the newest 3")
+    xlsx = tmp_path / "out.xlsx"
+    done = qrgate("history", "query", "--db", str(db), "--format", "xlsx", "--out", str(xlsx))
+    assert done.returncode == 0 and done.stderr.strip() == f"wrote 18 events to {xlsx}"
+    assert xlsx.stat().st_mode & 0o777 == 0o600
+    bad = qrgate("history", "query", "--db", str(db), "--since", "someday")
+    assert bad.returncode == 78 and "time 'someday' is not understood" in bad.stderr
