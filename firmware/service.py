@@ -113,6 +113,7 @@ class GateService:
         self.clock, self.gatekeeper, self.events = clock, gatekeeper, events
         self.interceptors = list(interceptors or [])
         self.on_event = list(on_event or [])
+        self.after_step: list[Callable[[], None]] = []  # loop thread, after every step (watchdog, timers)
         self.stats = LoopStats()
         self.input_ended = False
         self._decode_errors = 0
@@ -179,5 +180,7 @@ class GateService:
         try:
             while not stop.is_set():
                 self.step()
+                for hook in self.after_step:
+                    hook()
         except EOFError:
             self.input_ended = True
