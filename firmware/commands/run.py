@@ -26,7 +26,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also print every stored scan event as one JSON line on stdout")
     p.add_argument("--drain-timeout-s", type=float, default=30.0,
                    help="with --exit-at-end and a broker: wait at most this long for the outbox to drain")
+    p.add_argument("--pin-log", metavar="FILE",
+                   help="with gpio.pin_factory = \"mock\": write every simulated pin's level history "
+                        "as JSON to FILE at exit (tests, demos)")
     p.set_defaults(func=run_command)
+
+
+FEEDBACK_SETTLE_S = 10.0
+
+
+def write_pin_log(factory: object, path: str) -> None:
+    """Write {bcm_pin: [level, ...]} of a MockFactory's pins as JSON (nothing for real pins)."""
+    pins = getattr(factory, "pins", None)
+    if not isinstance(pins, dict):
+        log.error("--pin-log needs gpio.pin_factory = \"mock\"; no pin log written")
+        return
+    history = {str(info.name): [bool(change.state) for change in pin.states] for info, pin in pins.items()}
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(history, fh, sort_keys=True)
 
 
 def print_event(event: ScanEvent) -> None:
@@ -63,6 +80,8 @@ def run_command(args: argparse.Namespace) -> int:
             app.run(stop)
             if app.service is not None and app.service.input_ended:
                 if args.exit_at_end:
+                    # let the last pulse and feedback pattern finish before the ordered shutdown
+                    app.outputs.wait_idle(FEEDBACK_SETTLE_S)
                     break
                 stop.wait()
         return 0
@@ -71,3 +90,5 @@ def run_command(args: argparse.Namespace) -> int:
         return 1
     finally:
         app.close()
+        if args.pin_log:
+            write_pin_log(getattr(app, "pin_factory", None), args.pin_log)

@@ -1,0 +1,209 @@
+"""`qrgate demo`: the whole gate on images, with simulated pins and no broker.
+
+It makes a throw-away issuer key and a set of codes (a valid pass, an expired one, a
+forged signature, a person on the deny list, a CCCD card, a URL, a blank frame),
+renders them as camera scenes, and plays them through the real ``dir:`` camera
+source, decoder, policy, event sink and gpiozero outputs on a MockFactory. Each
+decision and each relay, LED and buzzer change is printed as it happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware.config import parse_config
+from firmware.model import ScanEvent
+
+ROLE_NAMES = {"relay": "relay", "green": "green LED", "red": "red LED", "buzzer": "buzzer"}
+COALESCE_S = 0.01
+FRAMES_PER_SCENE = 6
+PINS = {"relay": 17, "green": 27, "red": 22, "buzzer": 23}
+
+DEMO_PERSON = ("NGUYỄN ĐÌNH HÙNG", "0966323123")
+DENIED_PERSON = ("LÊ VĂN TÁM", "0912345678")
+CCCD_TEXT = "001190012345||TRẦN THỊ MAI|15081990|Nữ|12 Lê Lợi, Phường Bến Nghé, Quận 1, TP Hồ Chí Minh|01022021"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the gate end to end on generated images (no hardware, no broker)",
+                       description="Run the gate end to end on generated QR images with simulated GPIO.")
+    p.add_argument("--keep", metavar="DIR", help="keep the images, config, keys and events in DIR")
+    p.add_argument("--fps", type=float, default=6.0, help="replay frame rate (default: %(default)s)")
+    p.add_argument("--no-color", action="store_true", help="plain text output")
+    p.set_defaults(func=demo_command)
+
+
+class Printer:
+    """Prints decisions and pin changes as they happen, from any thread."""
+
+    def __init__(self, labels: dict[str, str], color: bool) -> None:
+        self.labels = labels
+        self.color = color
+        self.start = time.monotonic()
+        self.lock = threading.Lock()
+        self.pin_roles = {pin: role for role, pin in PINS.items()}
+        self.relay_active_high = False
+        self.counts = {"granted": 0, "denied": 0, "pulses": 0}
+        self.pending: list[str] = []
+
+    def _paint(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            print(f"[{time.monotonic() - self.start:6.2f}s] {text}", flush=True)
+
+    def event(self, event: ScanEvent) -> None:
+        label = self.labels.get(event.code_sha256, "code")
+        verdict = event.decision.upper()
+        verdict = self._paint(f"{verdict:<7}", "1;32" if event.decision == "granted" else "1;31")
+        self.counts[event.decision] = self.counts.get(event.decision, 0) + 1
+        person = event.display or "-"
+        self.line(f"{label:<26} {verdict} {event.reason:<22} {person}  (seq {event.seq}, "
+                  f"{event.latency_ms:.1f} ms)")
+
+    def pin_changed(self, number: int, state: bool) -> None:
+        """Queue one pin change; changes within COALESCE_S print as one line."""
+        role = self.pin_roles.get(number)
+        if role is None:
+            return
+        if role == "relay":
+            energised = state == self.relay_active_high
+            if energised:
+                self.counts["pulses"] += 1
+            text = "relay ENERGISED (turnstile free)" if energised else "relay released (locked)"
+        else:
+            text = f"{ROLE_NAMES[role]} {'on' if state else 'off'}"
+        with self.lock:
+            self.pending.append(text)
+            if len(self.pending) == 1:
+                timer = threading.Timer(COALESCE_S, self.flush)
+                timer.daemon = True
+                timer.start()
+
+    def flush(self) -> None:
+        with self.lock:
+            texts, self.pending = self.pending, []
+        if texts:
+            self.line("    " + self._paint(", ".join(texts), "2"))
+
+
+def _reporting_factory(printer: Printer) -> Any:
+    from gpiozero.pins.mock import MockFactory, MockPin
+
+    class ReportingPin(MockPin):
+        """A MockPin that reports each level change to the demo printer."""
+
+        def _change_state(self, value: bool) -> bool:
+            changed = super()._change_state(value)
+            if changed and getattr(printer, "live", False):
+                printer.pin_changed(self._info.name and int(str(self._info.name).removeprefix("GPIO")), bool(value))
+            return changed
+
+    return MockFactory(pin_class=ReportingPin)
+
+
+def build_codes(workdir: Path) -> tuple[list[tuple[str, str | None]], Path, set[str]]:
+    """Make the issuer key, trust it, and return (label, code text) pairs plus the deny list."""
+    from firmware.credentials import envelope
+    from provisioning import keys, passes
+
+    issuers = workdir / "issuers"
+    issuers.mkdir(parents=True, exist_ok=True)
+    key = keys.new_keypair(workdir / "issuer-key.pem")
+    (issuers / key.public_path.name).write_bytes(key.public_path.read_bytes())
+    private = keys.load_private_key(workdir / "issuer-key.pem")
+    now = time.time()
+    valid = passes.issue(private, sub="EMP-0001", name=DEMO_PERSON[0], phone=DEMO_PERSON[1], now_s=now,
+                         window=passes.validity(now, valid_days=30), iss="qrgate demo")
+    expired = passes.issue(private, sub="EMP-0002", name="PHẠM THỊ LAN", phone="0987654321", now_s=now - 40 * 86400,
+                           window=passes.validity(now - 40 * 86400, valid_days=30), iss="qrgate demo")
+    quarantined = passes.issue(private, sub="EMP-0666", name=DENIED_PERSON[0], phone=DENIED_PERSON[1], now_s=now,
+                               window=passes.validity(now, valid_days=30), iss="qrgate demo")
+    # forge: same pass, one bit of the signature flipped
+    message = bytearray(envelope.unwrap("QG1:", valid))
+    message[-1] ^= 0x01
+    forged = envelope.wrap("QG1:", bytes(message))
+    codes = [
+        ("valid pass", valid),
+        ("expired pass", expired),
+        ("forged signature", forged),
+        ("person on the deny list", quarantined),
+        ("CCCD citizen ID card", CCCD_TEXT),
+        ("a URL", "https://example.com/menu"),
+        ("blank frame (no code)", None),
+    ]
+    return codes, issuers, {"EMP-0666"}
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from firmware.app import GateApp
+    from firmware.model import DecodedCode
+    from firmware.policy import Lists
+    from provisioning.qrimage import save_scene
+
+    color = sys.stdout.isatty() and not args.no_color
+    with tempfile.TemporaryDirectory(prefix="qrgate-demo-") as tmp:
+        workdir = Path(args.keep) if args.keep else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        images = workdir / "images"
+        images.mkdir(exist_ok=True)
+        for old in images.glob("*.png"):
+            old.unlink()
+        codes, issuers, denied = build_codes(workdir)
+        labels = {}
+        for i, (label, text) in enumerate(codes):
+            save_scene(images / f"{i:02d}.png", text, seed=i)
+            if text is not None:
+                labels[DecodedCode(text.encode("utf-8")).sha256] = label
+
+        class DemoLists:
+            def is_denied(self, subject: str) -> bool:
+                return subject in denied
+
+            def is_allowed(self, subject: str) -> bool:
+                return True
+
+        lists: Lists = DemoLists()
+        cfg = parse_config({
+            "device": {"id": "demo-gate", "venue_id": "demo-venue", "direction": "in",
+                       "state_dir": str(workdir / "state"), "runtime_dir": str(workdir / "run")},
+            "camera": {"source": f"dir:{images}", "fps": args.fps, "frames_per_image": FRAMES_PER_SCENE},
+            "gpio": {"pin_factory": "mock", "relay_pulse_ms": 800, **{f"{k}_pin" if k == "relay" else
+                     {"green": "green_led_pin", "red": "red_led_pin", "buzzer": "buzzer_pin"}[k]: v
+                     for k, v in PINS.items()}},
+            "policy": {"accept_unsigned_id": True, "repeat_window_s": 3.0},
+            "keys": {"issuers_dir": str(issuers)},
+            "privacy": {"subject": "hmac"},
+        }, str(workdir / "qrgate.toml"))
+        printer = Printer(labels, color)
+        factory = _reporting_factory(printer)
+        app = GateApp(cfg, pin_factory=factory, lists=lists, on_event=[printer.event])
+        print("qrgate demo: gate 'demo-gate', direction in, simulated GPIO (relay is active-low), no broker.")
+        print(f"Playing {len(codes)} scenes from {images} at {args.fps:g} fps, each for {FRAMES_PER_SCENE} frames.\n")
+        stop = threading.Event()
+        try:
+            app.build()
+            printer.live = True
+            app.run(stop)
+            app.outputs.wait_idle(5.0)
+        finally:
+            printer.flush()
+            printer.live = False
+            app.close()
+        events_file = cfg.state_dir / "events.jsonl"
+        c = printer.counts
+        print(f"\n{c['granted']} granted, {c['denied']} denied, {c['pulses']} relay pulse(s). "
+              f"Every decision was recorded before the relay moved (events: {events_file}"
+              f"{'' if args.keep else ', deleted with the demo folder; use --keep DIR to keep it'}).")
+        expected = {"granted": 2, "denied": 4}
+        if c["granted"] != expected["granted"] or c["denied"] != expected["denied"]:
+            print(f"unexpected result: wanted {expected}", file=sys.stderr)
+            return 1
+    return 0

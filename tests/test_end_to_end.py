@@ -1,0 +1,174 @@
+"""From image files through `qrgate run --exit-at-end` to the events file and whole pin histories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware.credentials import envelope
+from provisioning import keys, passes
+from provisioning.qrimage import save_scene
+
+RELAY, GREEN, RED, BUZZER = "GPIO17", "GPIO27", "GPIO22", "GPIO23"
+DENIED_PATTERN = [False] + [True, False] * 3
+
+
+def qrgate(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "firmware.cli", *args], capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    """A config, a trusted issuer and an images folder."""
+    key = keys.new_keypair(tmp_path / "issuer.pem")
+    issuers = tmp_path / "issuers"
+    issuers.mkdir()
+    (issuers / key.public_path.name).write_bytes(key.public_path.read_bytes())
+    images = tmp_path / "images"
+    images.mkdir()
+    config = tmp_path / "qrgate.toml"
+    config.write_text(f"""
+[device]
+id = "e2e-gate"
+venue_id = "v-e2e"
+direction = "in"
+state_dir = "{tmp_path / 'state'}"
+runtime_dir = "{tmp_path / 'run'}"
+
+[camera]
+source = "dir:{images}"
+# each scene lasts 1 s, longer than the 0.75 s denial pattern, so patterns never overlap
+fps = 20
+frames_per_image = 20
+
+[gpio]
+pin_factory = "mock"
+relay_pulse_ms = 100
+
+[policy]
+repeat_window_s = 2.0
+
+[keys]
+issuers_dir = "{issuers}"
+
+[privacy]
+subject = "raw"
+""")
+    private = keys.load_private_key(tmp_path / "issuer.pem")
+    return tmp_path, config, images, private
+
+
+def issue(private, sub: str, days: float = 1.0, start_offset_s: float = 0.0) -> str:
+    now = time.time() + start_offset_s
+    return passes.issue(private, sub=sub, name="NGUYỄN ĐÌNH HÙNG", phone="0966323123", now_s=now,
+                        window=passes.validity(now, valid_days=days))
+
+
+def run_gate(tmp_path: Path, config: Path) -> tuple[subprocess.CompletedProcess, list[dict], dict]:
+    pin_log = tmp_path / "pins.json"
+    result = qrgate("run", "--config", str(config), "--exit-at-end", "--print-events", "--pin-log", str(pin_log))
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    return result, printed, json.loads(pin_log.read_text())
+
+
+def test_valid_pass_opens_once_and_everything_is_recorded(site):
+    tmp_path, config, images, private = site
+    valid = issue(private, "EMP-1")
+    message = bytearray(envelope.unwrap("QG1:", valid))
+    message[-1] ^= 0x40
+    save_scene(images / "00-valid.png", valid)
+    save_scene(images / "01-blank.png", None)
+    save_scene(images / "02-forged.png", envelope.wrap("QG1:", bytes(message)))
+    save_scene(images / "03-expired.png", issue(private, "EMP-2", days=1, start_offset_s=-3 * 86400))
+    save_scene(images / "04-url.png", "https://example.com")
+
+    result, printed, pins = run_gate(tmp_path, config)
+
+    stored = [json.loads(line) for line in (tmp_path / "state" / "events.jsonl").read_text().splitlines()]
+    assert printed == stored
+    assert [(e["decision"], e["reason"], e["subject"]) for e in stored] == [
+        ("granted", "ok", "EMP-1"),
+        ("denied", "bad_signature", None),
+        ("denied", "expired", "EMP-2"),
+        ("denied", "unknown_format", None),
+    ]
+    assert [e["seq"] for e in stored] == [1, 2, 3, 4]
+    assert len({e["event_id"] for e in stored}) == 4
+    for event in stored:
+        assert event["device_id"] == "e2e-gate" and event["venue_id"] == "v-e2e" and event["direction"] == "in"
+        assert event["ts"].endswith("Z") and event["code"] is None
+    assert stored[0]["display"] == "NGUYỄN ĐÌNH *** 0966 323 ***"
+    # active-low relay: driven off (HIGH) at start, one pulse, released, and off again at shutdown
+    assert pins[RELAY] == [False, True, False, True]
+    assert pins[GREEN] == [False, True, False]
+    assert pins[RED] == [False] + [True, False] * 9
+    assert pins[BUZZER] == [False, True, False] + [True, False] * 9
+    assert stored[0]["latency_ms"] < 1000
+    # no raw credential in the logs
+    assert valid not in result.stderr and "EMP-1" not in result.stderr
+
+
+def test_restart_continues_seq_and_keeps_anti_passback(site):
+    tmp_path, config, images, private = site
+    config.write_text(config.read_text().replace("repeat_window_s = 2.0",
+                                                 'repeat_window_s = 2.0\npassback = "hard"'))
+    save_scene(images / "00.png", issue(private, "EMP-7"))
+    _, first, _ = run_gate(tmp_path, config)
+    assert [(e["decision"], e["reason"], e["seq"]) for e in first] == [("granted", "ok", 1)]
+    # a second entry by the same person without an exit, after a restart: passback
+    (images / "00.png").unlink()
+    save_scene(images / "01.png", issue(private, "EMP-7"))
+    _, second, pins = run_gate(tmp_path, config)
+    assert [(e["decision"], e["reason"], e["seq"]) for e in second] == [("denied", "passback", 2)]
+    assert pins[RELAY] == [False, True]
+
+
+def test_broken_config_reports_every_problem_and_exits_78(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("""
+[device]
+id = "Gate 1"
+direction = "sideways"
+[gpio]
+relay_pin = 27
+green_led_pin = 27
+relay_pulse_ms = "long"
+[camera]
+source = "dir:/nonexistent/folder"
+[colour]
+x = 1
+""")
+    result = qrgate("run", "--config", str(config))
+    assert result.returncode == 78
+    for needle in ("device.id", "device.direction = 'sideways'", "gpio.green_led_pin 27 is also used by gpio.relay_pin",
+                   "gpio.relay_pulse_ms = 'long'", "/nonexistent/folder", "[colour] is not a known section"):
+        assert needle in result.stderr, needle
+
+
+def test_missing_config_file_says_how_to_make_one(tmp_path):
+    result = qrgate("run", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 78
+    assert "does not exist" in result.stderr and "qrgate config template" in result.stderr
+
+
+def test_config_that_is_not_toml_is_a_config_error(tmp_path):
+    config = tmp_path / "x.toml"
+    config.write_bytes(b"\x00\xff[device\n")
+    result = qrgate("run", "--config", str(config))
+    assert result.returncode == 78
+
+
+def test_demo_runs_end_to_end():
+    result = qrgate("demo", "--no-color", "--fps", "30", timeout_s=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 granted, 4 denied, 2 relay pulse(s)" in result.stdout
+    for needle in ("valid pass", "GRANTED", "expired", "bad_signature", "unknown_format",
+                   "NGUYỄN ĐÌNH *** 0966 323 ***", "relay ENERGISED"):
+        assert needle in result.stdout
