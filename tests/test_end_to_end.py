@@ -12,7 +12,7 @@ import pytest
 
 from firmware.credentials import envelope
 from provisioning import keys, passes
-from provisioning.qrimage import save_scene
+from device.synthetic import write_blank_png, write_code_png
 
 RELAY, GREEN, RED, BUZZER = "GPIO17", "GPIO27", "GPIO22", "GPIO23"
 DENIED_PATTERN = [False] + [True, False] * 3
@@ -83,11 +83,11 @@ def test_valid_pass_opens_once_and_everything_is_recorded(site):
     valid = issue(private, "EMP-1")
     message = bytearray(envelope.unwrap("QG1:", valid))
     message[-1] ^= 0x40
-    save_scene(images / "00-valid.png", valid)
-    save_scene(images / "01-blank.png", None)
-    save_scene(images / "02-forged.png", envelope.wrap("QG1:", bytes(message)))
-    save_scene(images / "03-expired.png", issue(private, "EMP-2", days=1, start_offset_s=-3 * 86400))
-    save_scene(images / "04-url.png", "https://example.com")
+    write_code_png(images / "00-valid.png", valid)
+    write_blank_png(images / "01-blank.png")
+    write_code_png(images / "02-forged.png", envelope.wrap("QG1:", bytes(message)))
+    write_code_png(images / "03-expired.png", issue(private, "EMP-2", days=1, start_offset_s=-3 * 86400))
+    write_code_png(images / "04-url.png", "https://example.com")
 
     result, printed, pins = run_gate(tmp_path, config)
 
@@ -119,12 +119,12 @@ def test_restart_continues_seq_and_keeps_anti_passback(site):
     tmp_path, config, images, private = site
     config.write_text(config.read_text().replace("repeat_window_s = 2.0",
                                                  'repeat_window_s = 2.0\npassback = "hard"'))
-    save_scene(images / "00.png", issue(private, "EMP-7"))
+    write_code_png(images / "00.png", issue(private, "EMP-7"))
     _, first, _ = run_gate(tmp_path, config)
     assert [(e["decision"], e["reason"], e["seq"]) for e in first] == [("granted", "ok", 1)]
     # a second entry by the same person without an exit, after a restart: passback
     (images / "00.png").unlink()
-    save_scene(images / "01.png", issue(private, "EMP-7"))
+    write_code_png(images / "01.png", issue(private, "EMP-7"))
     _, second, pins = run_gate(tmp_path, config)
     assert [(e["decision"], e["reason"], e["seq"]) for e in second] == [("denied", "passback", 2)]
     assert pins[RELAY] == [False, True]

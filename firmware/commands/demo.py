@@ -146,7 +146,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from firmware.app import GateApp
     from firmware.model import DecodedCode
     from firmware.policy import Lists
-    from provisioning.qrimage import save_scene
+    from device.synthetic import write_blank_png, write_code_png
 
     color = sys.stdout.isatty() and not args.no_color
     with tempfile.TemporaryDirectory(prefix="qrgate-demo-") as tmp:
@@ -159,7 +159,10 @@ def demo_command(args: argparse.Namespace) -> int:
         codes, issuers, denied = build_codes(workdir)
         labels = {}
         for i, (label, text) in enumerate(codes):
-            save_scene(images / f"{i:02d}.png", text, seed=i)
+            if text is None:
+                write_blank_png(images / f"{i:02d}.png", seed=i)
+            else:
+                write_code_png(images / f"{i:02d}.png", text, seed=i)
             if text is not None:
                 labels[DecodedCode(text.encode("utf-8")).sha256] = label
 
