@@ -266,6 +266,7 @@ def _field_type(section_cls: type, name: str) -> type:
 
 def _check_value(section: str, f: dataclasses.Field, value: Any, section_cls: type) -> tuple[Any, str | None]:
     key = f"{section}.{f.name}"
+    raw = value
     want = _field_type(section_cls, f.name)
     meta = f.metadata
     if f.metadata.get("pin") and isinstance(value, str):
@@ -294,9 +295,9 @@ def _check_value(section: str, f: dataclasses.Field, value: Any, section_cls: ty
             return None, f"{key} = {value!r} is not a header GPIO; use a BCM number 0-27{hint}"
     else:
         if "min" in meta and value < meta["min"]:
-            return None, f"{key} = {value!r} is below the minimum {meta['min']}"
+            return None, f"{key} = {raw!r} is below the minimum {meta['min']}"
         if "max" in meta and value > meta["max"]:
-            return None, f"{key} = {value!r} is above the maximum {meta['max']}"
+            return None, f"{key} = {raw!r} is above the maximum {meta['max']}"
     return value, None
 
 
@@ -415,7 +416,7 @@ def render_template() -> str:
     for name, cls in SECTIONS.items():
         lines.append(f"[{name}]")
         for f in dataclasses.fields(cls):
-            lines.append(f"# {f.metadata['doc']}")
+            lines.append(f"## {f.metadata['doc']}")
             default = f.default
             lines.append(f"# {f.name} = {_toml_value(default)}    # example: {_toml_value(f.metadata['example'])}")
         lines.append("")
