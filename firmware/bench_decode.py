@@ -60,6 +60,9 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                    help="alternating raw/loop rounds; the median is reported (default: %(default)s)")
     q.add_argument("--grants", type=int, default=200, help="valid passes for the latency run (default: %(default)s)")
     q.add_argument("--size", default="640x480", help="frame size WxH (default: %(default)s)")
+    q.add_argument("--sink", choices=("memory", "jsonl"), default="memory",
+                   help="event sink: in memory, or the real JSONL events file with fsync in a temporary "
+                   "folder (default: %(default)s)")
     q.add_argument("--samples", default=os.environ.get("QRGATE_SAMPLES", str(DEFAULT_SAMPLES)),
                    help="qr-samples folder for no-code photos (default: $QRGATE_SAMPLES or %(default)s)")
     add_json_flag(q)
@@ -245,8 +248,12 @@ def bench_loop_command(args: argparse.Namespace) -> int:
     from firmware.bench_loop import loop_report_text, run_loop_bench
 
     width, _, height = args.size.partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        from firmware.errors import ConfigError
+
+        raise ConfigError(f"--size {args.size!r} is not WIDTHxHEIGHT, for example 640x480")
     report = run_loop_bench(args.backend, frames=max(10, args.frames), rounds=max(1, args.rounds),
                             grants=max(1, args.grants), size=(int(width), int(height)),
-                            samples=Path(args.samples))
+                            samples=Path(args.samples), sink_kind=args.sink)
     emit(args, report, loop_report_text(report))
     return 0

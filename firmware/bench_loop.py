@@ -1,0 +1,228 @@
+"""The measurement behind `qrgate bench loop` (registered by ``firmware.bench_decode``).
+
+Two figures, both taken on the real ``GateService`` with the real decoder, credential
+check, policy and gpiozero outputs (on ``MockFactory`` pins):
+
+1. Frames per second of the whole loop on frames with no code (what a gate sees most of
+   the time), next to the raw decoder on the very same frames, in alternating rounds of
+   the same run; the median round of each is reported, and their ratio.
+2. Frame-to-relay latency: valid signed passes, each on its own frame; the time from the
+   frame's capture stamp to the relay being energised, and that time minus the frame's
+   decode time (what the gate adds on top of decoding: parse, verify, decide, store, drive).
+
+Targets (issue 2): the loop keeps at least 90 % of the raw decoder's frame rate, and
+frame-to-relay p99 is at most 5 ms beyond the decode.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware.commands.bench import format_table, machine_info, percentile
+from firmware.model import Frame, ScanEvent
+
+LOOP_TARGET_RATIO = 0.90
+LATENCY_TARGET_P99_MS = 5.0
+
+
+class MemorySink:
+    """An in-memory EventSink: numbers events and keeps them (no disk, so no fsync in the figures)."""
+
+    def __init__(self) -> None:
+        self.events: list[ScanEvent] = []
+
+    def append(self, event: ScanEvent) -> ScanEvent:
+        seq = len(self.events) + 1
+        stored = replace(event, event_id=f"bench-{seq:08d}", seq=seq)
+        self.events.append(stored)
+        return stored
+
+    def close(self) -> None:
+        return None
+
+
+def _no_code_frames(samples: Path, size: tuple[int, int], count: int) -> list[np.ndarray]:
+    from device.synthetic import noise_frame
+    from firmware.bench_decode import no_code_photos
+
+    width, height = size
+    pool = no_code_photos(samples, width, height) if samples.is_dir() else []
+    pool += [noise_frame(width, height, seed) for seed in range(4)]
+    return [pool[i % len(pool)] for i in range(count)]
+
+
+def _build_service(frames: Any, backend: str, trust: Any, sink: Any) -> tuple[Any, Any]:
+    from gpiozero.pins.mock import MockFactory
+
+    from device.decoders import make_decoder
+    from device.gpio import GpiozeroOutputs
+    from firmware.clock import SystemClock
+    from firmware.credentials import check_payload
+    from firmware.events import EventFactory
+    from firmware.policy import Rules
+    from firmware.service import Gatekeeper, GateService
+
+    clock = SystemClock()
+    outputs = GpiozeroOutputs(pin_factory=MockFactory(), relay_pin=17, relay_active_high=True,
+                              relay_pulse_ms=50, green_led_pin=27, red_led_pin=22, buzzer_pin=23,
+                              monotonic=clock.monotonic)
+    gatekeeper = Gatekeeper(rules=Rules(), check=partial(check_payload, trust=trust))
+    events = EventFactory(device_id="bench", venue_id="bench-venue", direction="in",
+                          boot_id=secrets.token_hex(8), subject_mode="hmac", secret=secrets.token_bytes(32))
+    service = GateService(frames=frames, decoder=make_decoder(backend), outputs=outputs, sink=sink,
+                          clock=clock, gatekeeper=gatekeeper, events=events)
+    return service, outputs
+
+
+def _open_sink(kind: str, workdir: Path) -> Any:
+    if kind == "jsonl":
+        from firmware.eventlog import JsonlEventLog
+
+        return JsonlEventLog(workdir / "events.jsonl", random_bytes=os.urandom)
+    return MemorySink()
+
+
+def _raw_fps(decoder: Any, images: list[np.ndarray]) -> float:
+    start = time.perf_counter()
+    for i, pixels in enumerate(images):
+        decoder.decode(Frame(pixels=pixels, captured_mono_s=0.0, index=i, origin="bench"))
+    return len(images) / (time.perf_counter() - start)
+
+
+def _loop_fps(service: Any, count: int) -> float:
+    start = time.perf_counter()
+    steps = 0
+    try:
+        while True:
+            service.step(0.5)
+            steps += 1
+    except EOFError:
+        pass
+    elapsed = time.perf_counter() - start
+    if steps != count:
+        raise AssertionError(f"the loop handled {steps} frames, expected {count}")
+    return count / elapsed
+
+
+def run_loop_bench(backend: str = "zxing", *, frames: int = 600, rounds: int = 3, grants: int = 200,
+                   size: tuple[int, int] = (640, 480), samples: Path = Path("../shared/qr-samples"),
+                   sink_kind: str = "memory") -> dict[str, Any]:
+    """Run both measurements and return the JSON-ready report."""
+    from device.camera import ReplayFrames
+    from device.decoders import make_decoder
+    from device.synthetic import render_code_frame
+    from firmware.credentials import TrustStore
+    from provisioning.keys import generate
+    from provisioning.passes import issue, validity
+
+    images = _no_code_frames(samples, size, frames)
+    raw_decoder = make_decoder(backend)
+    key = generate("ed25519")
+    trust = TrustStore.from_keys([key.public_key()])
+    raw_runs, loop_runs = [], []
+    with tempfile.TemporaryDirectory(prefix="qrgate-bench-") as tmp:
+        _raw_fps(raw_decoder, images[:10])  # warm-up
+        for _ in range(rounds):
+            raw_runs.append(_raw_fps(raw_decoder, images))
+            source = ReplayFrames(images, frames_per_image=1, as_fast_as_possible=True)
+            service, outputs = _build_service(source, backend, trust, _open_sink(sink_kind, Path(tmp)))
+            try:
+                loop_runs.append(_loop_fps(service, len(images)))
+            finally:
+                outputs.close()
+                service.sink.close()
+
+        # Frame-to-relay: each pass on its own frame; the relay is released after each so
+        # that every grant gives a fresh "energised" edge.
+        now_s = time.time()
+        window = validity(now_s, valid_days=1)
+        passes = [issue(key, sub=f"bench-{i:05d}", name="Nguyễn Văn Bench", phone="0966323444", now_s=now_s,
+                        window=window) for i in range(grants)]
+        pass_frames = [render_code_frame(text, size[0], size[1], seed=i) for i, text in enumerate(passes)]
+        stamps: list[float] = []
+        source = _StampingFrames(ReplayFrames(pass_frames, frames_per_image=1, as_fast_as_possible=True), stamps)
+        sink = _open_sink(sink_kind, Path(tmp))
+        service, outputs = _build_service(source, backend, trust, sink)
+        energised_at: list[float] = []
+        outputs.pulser.add_listener(lambda on: energised_at.append(time.monotonic()) if on else None)
+        latency_ms, beyond_ms, missed = [], [], 0
+        try:
+            for _ in range(grants):
+                before = len(energised_at)
+                service.step(0.5)
+                if len(energised_at) == before:
+                    missed += 1
+                    continue
+                total = (energised_at[-1] - stamps[-1]) * 1000.0
+                latency_ms.append(total)
+                beyond_ms.append(total - service.stats.decode_ms[-1])
+                outputs.release()
+        finally:
+            outputs.close()
+            sink.close()
+        granted = len(latency_ms)
+
+    raw_fps, loop_fps = statistics.median(raw_runs), statistics.median(loop_runs)
+    ratio = loop_fps / raw_fps if raw_fps else 0.0
+    p99_beyond = percentile(beyond_ms, 99)
+    return {
+        "bench": "loop", **machine_info(), "backend": backend, "size": f"{size[0]}x{size[1]}",
+        "sink": sink_kind, "frames": len(images), "rounds": rounds,
+        "raw_fps_runs": [round(v, 1) for v in raw_runs], "loop_fps_runs": [round(v, 1) for v in loop_runs],
+        "raw_fps": round(raw_fps, 1), "loop_fps": round(loop_fps, 1), "loop_to_raw": round(ratio, 3),
+        "grants": grants, "granted": granted, "missed": missed,
+        "frame_to_relay_ms": {"p50": round(percentile(latency_ms, 50), 3), "p99": round(percentile(latency_ms, 99), 3)},
+        "beyond_decode_ms": {"p50": round(percentile(beyond_ms, 50), 3), "p99": round(p99_beyond, 3)},
+        "targets": {"loop_to_raw_min": LOOP_TARGET_RATIO, "beyond_decode_p99_max_ms": LATENCY_TARGET_P99_MS,
+                    "loop_ok": ratio >= LOOP_TARGET_RATIO,
+                    "latency_ok": bool(beyond_ms) and p99_beyond <= LATENCY_TARGET_P99_MS and missed == 0},
+    }
+
+
+class _StampingFrames:
+    """Wraps a frame source and notes each delivered frame's capture stamp."""
+
+    def __init__(self, inner: Any, stamps: list[float]) -> None:
+        self._inner, self._stamps = inner, stamps
+
+    def read(self, timeout_s: float) -> Frame | None:
+        frame = self._inner.read(timeout_s)
+        if frame is not None:
+            self._stamps.append(frame.captured_mono_s)
+        return frame
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def loop_report_text(report: dict[str, Any]) -> str:
+    t = report["targets"]
+    lines = [f"qrgate bench loop - {report['date']} - {report['cpu']} ({report['cpus']} CPUs), Python "
+             f"{report['python']}; backend {report['backend']}, {report['size']} frames, {report['sink']} event sink",
+             ""]
+    lines.append(format_table(
+        ["measure", "value", "target", "ok"],
+        [["raw decoder, no-code frames (fps, median of rounds)", report["raw_fps"], "", ""],
+         ["whole gate loop, same frames (fps, median of rounds)", report["loop_fps"], "", ""],
+         ["loop / raw", f"{report['loop_to_raw'] * 100:.1f} %", f">= {t['loop_to_raw_min'] * 100:.0f} %",
+          "yes" if t["loop_ok"] else "NO"],
+         ["frame-to-relay p50 (ms)", report["frame_to_relay_ms"]["p50"], "", ""],
+         ["frame-to-relay p99 (ms)", report["frame_to_relay_ms"]["p99"], "", ""],
+         ["beyond decode p50 (ms)", report["beyond_decode_ms"]["p50"], "", ""],
+         ["beyond decode p99 (ms)", report["beyond_decode_ms"]["p99"], f"<= {t['beyond_decode_p99_max_ms']:.0f}",
+          "yes" if t["latency_ok"] else "NO"],
+         ["passes granted / shown", f"{report['granted']}/{report['grants']}", "all",
+          "yes" if report["missed"] == 0 else "NO"]]))
+    lines.append("")
+    lines.append(f"rounds (fps): raw {report['raw_fps_runs']}, loop {report['loop_fps_runs']}")
+    return "\n".join(lines)
