@@ -411,8 +411,8 @@ def load_config(path: str | Path) -> Config:
 
 def render_template() -> str:
     """Return a commented TOML config with every setting, its description and default."""
-    lines = ["# qrgate configuration (/etc/qrgate/qrgate.toml). Every setting is shown with its",
-             "# default; uncomment and change what you need.", ""]
+    lines = ["## qrgate configuration (/etc/qrgate/qrgate.toml). Every setting is shown with its",
+             "## default; uncomment and change what you need.", ""]
     for name, cls in SECTIONS.items():
         lines.append(f"[{name}]")
         for f in dataclasses.fields(cls):
