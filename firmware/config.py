@@ -96,6 +96,10 @@ class GpioConfig:
                               pin=True, optional_pin=True)
     fire_alarm_active_high: bool = opt(False, "True if the fire-alarm input reads HIGH when the "
                                        "alarm is active.", False)
+    free_passage_relay: str = opt("hold", "In free passage (fire alarm or `mode free_passage`): `hold` "
+                                  "keeps the relay energised (turnstile free); `release` keeps it off "
+                                  "because the fire panel frees the lock in hardware.", "hold",
+                                  choices=("hold", "release"))
     passage_sensor_pin: int = opt(-1, "BCM input pin of a rotation or door sensor; -1 for none.", 6,
                                   pin=True, optional_pin=True)
     reprovision_pin: int = opt(-1, "BCM input pin that, held active at boot, allows re-provisioning; "
