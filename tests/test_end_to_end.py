@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -172,3 +173,27 @@ def test_demo_runs_end_to_end():
     for needle in ("valid pass", "GRANTED", "expired", "bad_signature", "unknown_format",
                    "NGUYỄN ĐÌNH *** 0966 323 ***", "relay ENERGISED"):
         assert needle in result.stdout
+
+
+def test_sigterm_mid_pulse_releases_the_relay_first_and_exits_cleanly(site):
+    tmp_path, config, images, private = site
+    config.write_text(config.read_text().replace("relay_pulse_ms = 100", "relay_pulse_ms = 30000"))
+    write_code_png(images / "00.png", issue(private, "EMP-9"))
+    pin_log = tmp_path / "pins.json"
+    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", str(config), "--print-events",
+                             "--pin-log", str(pin_log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(proc.stdout.readline())  # blocks until the grant is committed and printed
+        assert first["decision"] == "granted"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        # released at once, not after the 30 s pulse
+        assert time.monotonic() - started < 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert json.loads(pin_log.read_text())[RELAY] == [False, True, False, True]
