@@ -171,11 +171,15 @@ def test_seeded_mutations_of_valid_passes_are_never_accepted_as_anything_else():
     rng = random.Random(20261126)
     started = time.perf_counter()
     accepted_as_original = 0
+    slowest_ms = 0.0
     reasons: dict[str, int] = {}
     for n, payload in enumerate(_mutations(rng)):
         if n >= LOOP_N:
             break
-        if assert_refused_or_same(payload):
+        one_started = time.perf_counter()
+        accepted = assert_refused_or_same(payload)
+        slowest_ms = max(slowest_ms, (time.perf_counter() - one_started) * 1000)
+        if accepted:
             accepted_as_original += 1
         else:
             reason = check_payload(payload, TRUST).reason.value
@@ -184,5 +188,23 @@ def test_seeded_mutations_of_valid_passes_are_never_accepted_as_anything_else():
     # Every refusal reason of the pass parser shows up, so every stage was exercised.
     assert {"malformed", "bad_signature", "unknown_issuer", "unknown_format"} <= set(reasons), reasons
     assert accepted_as_original < LOOP_N // 1000
-    print(f"\n{LOOP_N} mutated inputs in {elapsed:.1f} s; reasons {reasons}; "
+    assert slowest_ms < 500, slowest_ms  # R1: no hang (measured under 5 ms)
+    print(f"\n{LOOP_N} mutated inputs in {elapsed:.1f} s, slowest {slowest_ms:.1f} ms; reasons {reasons}; "
           f"{accepted_as_original} decoded to the unchanged signed pass")
+
+
+def test_worst_case_inputs_under_the_caps_are_refused_quickly():
+    """R1: no hang. Colliding integer map keys and deep nesting, as large as the caps allow."""
+    m61 = (1 << 61) - 1  # ints that are multiples of 2**61-1 all hash to 0
+    colliding = cbor2.dumps({k * m61: 0 for k in range(1, 1300)})
+    assert len(colliding) < 16 * 1024
+    hostile = [colliding, b"\x81" * 16000 + b"\x00", cbor2.dumps([{}] * 5000), cbor2.dumps([[b"\x00"]] * 5000)]
+    worst_ms = 0.0
+    for message in hostile:
+        payload = wrap("QG1:", message, compress=True).encode()
+        started = time.perf_counter()
+        result = check_payload(payload, TRUST)
+        worst_ms = max(worst_ms, (time.perf_counter() - started) * 1000)
+        assert isinstance(result, Rejection) and result.reason is Reason.MALFORMED
+    # Measured about 20 ms on the dev machine; the bound is loose for shared CI cores.
+    assert worst_ms < 500, worst_ms
