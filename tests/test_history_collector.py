@@ -50,8 +50,8 @@ class Publisher:
 class RunningCollector:
     """A ScanCollector on its own thread, stopped by an Event."""
 
-    def __init__(self, store, settings: CollectorSettings) -> None:
-        self.collector = ScanCollector(store, settings)
+    def __init__(self, store, settings: CollectorSettings, changed: threading.Condition | None = None) -> None:
+        self.collector = ScanCollector(store, settings, changed=changed)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.collector.run, args=(self.stop,), name="qrgate-history-test")
         self.thread.start()
@@ -153,21 +153,16 @@ def test_events_not_stored_are_not_acked_and_come_back_to_the_next_collector(sha
 
 def test_two_collectors_share_the_load_into_one_postgresql(shared_broker, topic_prefix, pg_url):  # noqa: F811
     stores = [open_store(pg_url), open_store(pg_url)]
+    changed = threading.Condition()
     runs = [RunningCollector(s, settings(shared_broker, topic_prefix, shared_group="hist",
-                                         client_id=f"hist-{n}-{topic_prefix}")) for n, s in enumerate(stores)]
+                                         client_id=f"hist-{n}-{topic_prefix}"), changed)
+            for n, s in enumerate(stores)]
     pub = Publisher(shared_broker, topic_prefix)
     try:
         for seq in range(1, 61):
             pub.send(f"gate-{seq % 3}", scan_dict(device=f"gate-{seq % 3}", seq=seq, ts_ms=BASE_MS + seq))
-        with runs[0].collector.changed:
-            pass
-        for r in runs:
-            r.wait(lambda st: st.received > 0, "received a share")
-        total = lambda: sum(r.collector.stats.stored for r in runs)  # noqa: E731
-        runs[0].wait(lambda st: total() >= 60 or sum(r.collector.stats.received for r in runs) >= 60,
-                     "stored all")
-        for r in runs:
-            r.wait(lambda st: sum(x.collector.stats.received for x in runs) >= 60, "received all")
+        runs[0].wait(lambda _: sum(r.collector.stats.received for r in runs) >= 60, "received all")
+        assert all(r.collector.stats.received > 0 for r in runs), [r.collector.stats for r in runs]
         assert stores[0].page(Filter()).total == 60
         assert sum(r.collector.stats.stored for r in runs) == 60
     finally:

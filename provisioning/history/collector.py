@@ -115,14 +115,17 @@ class ScanCollector:
         settings: connection and batching settings.
         now_ms: wall clock in Unix ms (receive times and retention cutoffs).
         monotonic_s: monotonic clock (retention schedule).
+        changed: the Condition to notify after every batch (several collectors may share
+            one); a new one if None.
 
-    ``changed`` is a Condition notified after every batch; tests and benches wait on it
-    with ``wait_for(lambda: collector.stats.stored >= n, timeout)``.
+    ``changed`` is notified after every batch; tests and benches wait on it with
+    ``wait_for(lambda: collector.stats.stored >= n, timeout)``.
     """
 
     def __init__(self, store: HistoryStore, settings: CollectorSettings,
                  now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-                 monotonic_s: Callable[[], float] = time.monotonic) -> None:
+                 monotonic_s: Callable[[], float] = time.monotonic,
+                 changed: threading.Condition | None = None) -> None:
         self._store = store
         self.settings = settings
         self._now_ms = now_ms
@@ -131,7 +134,7 @@ class ScanCollector:
         self._generation = 0
         self._high_seq: dict[str, int | None] = {}
         self.stats = CollectorStats()
-        self.changed = threading.Condition()
+        self.changed = changed or threading.Condition()
         self._client = self._make_client()
 
     # -- paho side: callbacks only enqueue ---------------------------------------------------

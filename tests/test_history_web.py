@@ -1,0 +1,227 @@
+"""The history web page in a real headless Chromium (apt package) driven by Playwright:
+refused without the token, filters, pages, exports, language, phone layout."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import stat
+import threading
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from provisioning.history.export import EXPORT_COLUMNS, local_time
+from provisioning.history.query import Filter
+from provisioning.history.store import open_store
+from provisioning.history.web import load_or_create_token, make_server
+from tests.history_support import BASE_MS
+from tests.test_history_store import event
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
+TOKEN = "test-token-0123456789abcdef"
+PEOPLE = [("NGUYỄN ĐÌNH *** 0966 323 ***", "hmac-aa11"), ("TRẦN THỊ *** 0912 555 ***", "hmac-bb22"),
+          ("LÊ VĂN *** 0988 111 ***", "hmac-cc33")]
+
+
+def ids(rows) -> list[str]:
+    return [r.event_id for r in rows]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing; install it with `sudo apt-get install -y chromium` "
+                    "(make test does this by itself when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def site(tmp_path):
+    db = tmp_path / "history.sqlite"
+    writer = open_store(str(db))
+    events = []
+    for n in range(120):
+        display, subject = PEOPLE[n % 3]
+        events.append(event(device=f"gate-{n % 4}", venue="v-1" if n % 4 < 3 else "v-2", seq=n + 1,
+                            ts_ms=BASE_MS + n * 60_000, decision="denied" if n % 5 == 0 else "granted",
+                            display=display, subject=subject, direction="in" if n % 2 else "out"))
+    writer.add(events)
+    writer.close()
+    store = open_store(str(db), readonly=True)
+    server = make_server(store, TOKEN, HANOI, ("127.0.0.1", 0), page_size=50,
+                         now_ms=lambda: BASE_MS + 200 * 60_000)
+    thread = threading.Thread(target=server.serve_forever, name="qrgate-history-web-test")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", store
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        store.close()
+
+
+def login(page, base: str) -> None:
+    page.goto(base + "/")
+    page.fill("input[name=token]", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#count")
+
+
+def count_on(page) -> int:
+    return int(page.inner_text("#count span"))
+
+
+def test_history_page_refuses_without_token_then_filters_pages_and_exports(browser, site, tmp_path, caplog):
+    caplog.set_level("INFO")
+    base, store = site
+    context = browser.new_context(locale="vi-VN", accept_downloads=True)
+    page = context.new_page()
+    try:
+        # refused: page, export and a wrong token
+        response = page.goto(base + "/")
+        assert response.status == 401
+        assert page.locator("#history").count() == 0 and "NGUYỄN" not in page.content()
+        assert "Cần đăng nhập" in page.inner_text("main")
+        refused = context.request.post(base + "/", form={"export": "csv"})
+        assert refused.status == 401 and "hmac-aa11" not in refused.text()
+        page.fill("input[name=token]", "wrong-token-wrong-token")
+        page.click("button[type=submit]")
+        assert page.inner_text("p.error") == "Mã truy cập không đúng."
+
+        login(page, base)
+        assert page.inner_text("h1") == "Lịch sử quét mã QR"
+        assert count_on(page) == 120
+        assert page.inner_text("#pageinfo") == "Trang 1/3"
+        newest = list(store.rows(Filter()))
+        first_row = page.locator("#history tbody tr").first.locator("td")
+        assert (newest[0].venue_id, newest[0].device_id, newest[0].direction) == ("v-2", "gate-3", "in")
+        assert first_row.all_inner_texts() == [local_time(newest[0].ts_ms, HANOI), newest[0].display, "v-2",
+                                               "gate-3", "Vào", "Cho vào", "ok"]
+
+        # paging keeps the newest-first order
+        page.click("#next")
+        assert page.inner_text("#pageinfo") == "Trang 2/3"
+        times = page.locator("#history tbody tr td:first-child").all_inner_texts()
+        assert times == [local_time(e.ts_ms, HANOI) for e in newest[50:100]]
+        page.click("#next")
+        assert page.inner_text("#pageinfo") == "Trang 3/3"
+        assert page.locator("#history tbody tr").count() == 20 and page.locator("#next").count() == 0
+        page.click("#prev")
+        assert page.inner_text("#pageinfo") == "Trang 2/3"
+
+        # venue + decision
+        page.select_option("select[name=venue]", "v-2")
+        page.select_option("select[name=decision]", "denied")
+        page.click("button.primary")
+        want = list(store.rows(Filter(venue="v-2", decision="denied")))
+        assert count_on(page) == len(want) == 6
+        assert page.locator("#history tbody tr td:nth-child(3)").all_inner_texts() == ["v-2"] * 6
+        assert page.locator("#history tbody tr td:nth-child(6)").all_inner_texts() == ["Từ chối"] * 6
+
+        # time window and device
+        page.click("a.clear")
+        page.fill("input[name=since]", local_time(BASE_MS + 10 * 60_000, HANOI).replace(" ", "T"))
+        page.fill("input[name=until]", local_time(BASE_MS + 30 * 60_000, HANOI).replace(" ", "T"))
+        page.select_option("select[name=device]", "gate-1")
+        page.click("button.primary")
+        want = list(store.rows(Filter(since_ms=BASE_MS + 10 * 60_000, until_ms=BASE_MS + 30 * 60_000,
+                                      device="gate-1")))
+        assert count_on(page) == len(want) == 5
+        assert page.locator("#history tbody tr td:first-child").all_inner_texts() == [
+            local_time(e.ts_ms, HANOI) for e in want]
+
+        # person (masked name, any accents and case): POSTed, never in the URL
+        page.click("a.clear")
+        page.fill("input[name=person]", "trần thị")
+        page.click("button.primary")
+        assert count_on(page) == 40
+        assert set(page.locator("#history tbody tr td:nth-child(2)").all_inner_texts()) == {PEOPLE[1][0]}
+        assert page.url == base + "/"
+        assert page.input_value("input[name=person]") == "trần thị"
+
+        # export what the filter shows: CSV and XLSX read back
+        with page.expect_download() as info:
+            page.click("button[name=export][value=csv]")
+        path = Path(info.value.path())
+        assert info.value.suggested_filename.endswith(".csv")
+        records = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+        assert [r["event_id"] for r in records] == ids(store.rows(Filter(person="trần thị")))
+        assert {r["subject"] for r in records} == {"hmac-bb22"}
+        with page.expect_download() as info:
+            page.click("button[name=export][value=xlsx]")
+        from openpyxl import load_workbook
+
+        sheet = load_workbook(io.BytesIO(Path(info.value.path()).read_bytes())).active
+        table = [[c.value for c in row] for row in sheet.iter_rows()]
+        assert tuple(table[0]) == EXPORT_COLUMNS and len(table) == 41
+        assert [r[EXPORT_COLUMNS.index("event_id")] for r in table[1:]] == [r["event_id"] for r in records]
+
+        # English, and the language sticks
+        page.goto(base + "/?lang=en")
+        assert page.inner_text("h1") == "QR scan history"
+        assert page.inner_text("#count") == "Scans: 120"
+        page.click("#next")
+        assert page.inner_text("#pageinfo") == "Page 2/3"
+
+        # a phone screen: rows become cards, nothing wider than the screen
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(base + "/")
+        assert page.evaluate("getComputedStyle(document.querySelector('#history tbody tr')).display") == "block"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+        page.click("header button")  # log out
+        assert page.goto(base + "/").status == 401
+    finally:
+        context.close()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "POST / 200" in logged and "GET / 401" in logged
+    for secret in ("trần", "tran", "0912", TOKEN, "hmac-bb22"):
+        assert secret not in logged.lower()
+
+
+def test_bearer_token_and_optional_localhost_access(tmp_path, site):
+    import urllib.error
+    import urllib.request
+
+    base, store = site
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(base + "/", timeout=10)
+    assert refused.value.code == 401
+    refused.value.close()
+    request = urllib.request.Request(base + "/?lang=en", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as ok:
+        assert ok.status == 200 and "Scans: <span>120</span>" in ok.read().decode()
+
+    server = make_server(store, TOKEN, HANOI, ("127.0.0.1", 0), allow_localhost=True)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/", timeout=10) as ok:
+            assert ok.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_token_file_is_created_0600_and_announced_once(tmp_path):
+    path = tmp_path / "conf" / "history-token"
+    said: list[str] = []
+    token = load_or_create_token(path, said.append)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(token) >= 32
+    assert said == [f"created access token file {path} (0600); the token, shown only now: {token}"]
+    assert load_or_create_token(path, said.append) == token and len(said) == 1
