@@ -1,0 +1,134 @@
+"""`qrgate provision venue|device|qr`: register venues, configure gates, make provisioning QRs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from firmware.config import DEFAULT_CONFIG_PATH
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("provision", help="register a venue, configure a gate, make a provisioning QR",
+                       description="Provisioning tools for technicians. They never touch the files of "
+                       "a running gate daemon.")
+    ps = p.add_subparsers(dest="provision_command", metavar="ACTION", required=True)
+
+    v = ps.add_parser("venue", help="validate a venue registration; write its record and QR poster",
+                      description="Validates every field (all problems reported at once), gives the venue "
+                      "a stable id, writes DIR/<venue_id>.json and the poster (PNG, SVG, PDF).")
+    v.add_argument("--name", required=True, help="venue name, e.g. \"Bến xe Mỹ Đình\"")
+    v.add_argument("--province", required=True, help="province or centrally-run city (Tỉnh/Thành phố)")
+    v.add_argument("--district", default=None, help="district (Quận/Huyện/Thị xã); required with the "
+                   "three-level (2021) data, kept as written with the two-level (2025) data")
+    v.add_argument("--ward", required=True, help="ward or commune (Phường/Xã/Đặc khu)")
+    v.add_argument("--address", required=True, help="house number and street, e.g. \"Số 20 Phạm Hùng\"")
+    v.add_argument("--registrant", required=True, help="the registrant's full name")
+    v.add_argument("--phone", required=True, help="the registrant's Vietnamese mobile number")
+    v.add_argument("--out", required=True, help="output directory")
+    v.add_argument("--divisions", default=None, help="administrative units as a nested-divisions.json "
+                   "file (either structure); default: the installed vietnam-provinces data")
+    v.add_argument("--error", default="Q", choices=("M", "Q", "m", "q"), help="QR error level (default Q)")
+    v.add_argument("--font", default=None, help="TrueType font with Vietnamese glyphs (default: DejaVu Sans)")
+    v.add_argument("--no-pdf", action="store_true", help="do not write the PDF poster")
+    v.set_defaults(func=cmd_venue)
+
+    d = ps.add_parser("device", help="write or update a gate's TOML config for a venue",
+                      description="Writes or updates the config file, shows what changed, and refuses "
+                      "inconsistent input.")
+    d.add_argument("--config", required=True, help="the gate's TOML config to create or update")
+    d.add_argument("--device-id", required=True, help="gate id, a slug such as busstation-3-gate-2")
+    d.add_argument("--venue", required=True, help="venue record JSON from `qrgate provision venue`")
+    d.add_argument("--direction", required=True, choices=("in", "out"))
+    d.add_argument("--broker", default=None, help="MQTT broker host:port")
+    d.add_argument("--pins", default=None, help="pin profile: a name from `--list-pins` or a TOML file")
+    d.add_argument("--dry-run", action="store_true", help="show the changes without writing")
+    d.set_defaults(func=cmd_device)
+
+    lp = ps.add_parser("pins", help="list the pin profiles shipped for common relay HATs")
+    lp.set_defaults(func=cmd_pins)
+
+    q = ps.add_parser("qr", help="make a signed provisioning QR for a headless gate",
+                      description="A QGP1: code signed by the provisioning authority key, valid for at most "
+                      "24 hours, usable once per gate. Show it to the gate's camera.")
+    q.add_argument("--authority-key", required=True, help="the authority's private key (PEM)")
+    q.add_argument("--venue", required=True, help="venue record JSON")
+    q.add_argument("--direction", required=True, choices=("in", "out"))
+    q.add_argument("--broker", default="", help="MQTT broker host:port (default: none)")
+    q.add_argument("--valid-minutes", type=float, default=60.0, help="validity, 1-1440 (default 60)")
+    q.add_argument("--trust-issuer", action="append", default=[], metavar="PUBFILE",
+                   help="pass issuer public key the gate should trust (repeatable)")
+    q.add_argument("--device-id", default=None, help="only this gate may use the code")
+    q.add_argument("--png", required=True, help="PNG file to write")
+    q.add_argument("--svg", default=None, help="also write an SVG")
+    q.add_argument("--print", dest="print_text", action="store_true", help="print the code text on stdout")
+    q.set_defaults(func=cmd_qr)
+
+
+def cmd_venue(args: argparse.Namespace) -> int:
+    from provisioning.poster import write_poster
+    from provisioning.venues import Divisions, display_phone, validate_venue, write_venue
+
+    divisions = Divisions.from_file(args.divisions) if args.divisions else Divisions.builtin()
+    venue = validate_venue(name=args.name, province=args.province, district=args.district, ward=args.ward,
+                           address=args.address, registrant=args.registrant, phone=args.phone,
+                           divisions=divisions)
+    path, record = write_venue(venue, args.out, time.time())
+    files = write_poster(record, args.out, error=args.error, pdf=not args.no_pdf, font_path=args.font)
+    print(record["venue_id"])
+    print(f"venue {record['name']}: {record['full_address']}", file=sys.stderr)
+    print(f"registrant {record['registrant']['name']}, {display_phone(record['registrant']['phone'])}",
+          file=sys.stderr)
+    print(f"record {path}; poster {files.png}, {files.svg}" + (f", {files.pdf}" if files.pdf else "")
+          + f" (QR {files.qr_symbol_mm:.0f} mm wide at 100 %)", file=sys.stderr)
+    return 0
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    from provisioning.device_config import provision_device
+
+    result = provision_device(config_path=args.config, device_id=args.device_id, venue_path=args.venue,
+                              direction=args.direction, broker=args.broker, pins=args.pins,
+                              dry_run=args.dry_run)
+    if not result.changes:
+        print(f"{args.config}: already up to date")
+    for line in result.changes:
+        print(line)
+    if result.changes and not args.dry_run:
+        print(f"wrote {args.config}", file=sys.stderr)
+    return 0
+
+
+def cmd_pins(args: argparse.Namespace) -> int:
+    from provisioning.device_config import list_profiles
+
+    for name, description in list_profiles():
+        print(f"{name:24} {description}")
+    return 0
+
+
+def cmd_qr(args: argparse.Namespace) -> int:
+    from provisioning.keys import load_private_key, load_public_key
+    from provisioning.prov_qr import make_code, save_png, save_svg
+    from provisioning.venues import load_venue
+
+    record = load_venue(args.venue)
+    key = load_private_key(args.authority_key)
+    issuers = [load_public_key(p) for p in args.trust_issuer]
+    made = make_code(key, record, direction=args.direction, broker=args.broker, now_s=time.time(),
+                     valid_minutes=args.valid_minutes, issuer_keys=issuers, device_id=args.device_id)
+    save_png(made.text, args.png)
+    if args.svg:
+        save_svg(made.text, args.svg)
+    if args.print_text:
+        print(made.text)
+    summary = {k: v for k, v in made.claims.items() if k not in ("nonce", "issuers")}
+    summary["issuer_keys"] = len(made.claims.get("issuers", []))
+    summary["expires"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(made.claims["exp"]))
+    print(f"provisioning code written to {args.png}: {json.dumps(summary, ensure_ascii=False)}", file=sys.stderr)
+    return 0
