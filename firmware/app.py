@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +26,7 @@ from typing import Any
 from firmware.clock import SystemClock
 from firmware.config import Config
 from firmware.credentials import check_payload
-from firmware.eventlog import JsonlEventLog, load_or_create_secret
+from firmware.eventlog import load_or_create_secret
 from firmware.errors import StoreError
 from firmware.events import EventFactory
 from firmware.model import Reason, ScanEvent
@@ -71,6 +71,32 @@ def state_dir_in_use(state_dir: Path) -> bool:
             return True
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
     return False
+
+
+def events_state_fields(app: GateApp, sink: EventSink) -> dict[str, Any]:
+    """The events/MQTT part of the retained state: version, camera, backlog, counts, alarms."""
+    from firmware import __version__
+
+    doc: dict[str, Any] = {"version": __version__, "device_id": app.cfg.device.id, "boot_id": app.boot_id,
+                           "mode": "normal"}
+    service = app.service
+    if service is not None:
+        last = service.stats.last_frame_mono_s
+        fresh = last is not None and service.clock.monotonic() - last <= app.cfg.camera.max_frame_age_s
+        doc["camera"] = "ok" if fresh or service.input_ended else "stale"
+        doc["scans"] = service.stats.decisions
+        doc["granted"] = service.stats.granted
+    stats = getattr(sink, "stats", None)
+    if stats is not None:
+        s = stats()
+        doc["broker_backlog"] = s.unsent
+        doc["outbox_fill"] = round(s.fill, 3)
+        oldest = s.oldest_unsent_s
+        # Whole minutes: the state is re-published on change, not every second.
+        doc["oldest_unsent_age_min"] = None if oldest is None else int(max(0.0, time.time() - oldest) // 60)
+        doc["seq"] = s.seq_high
+    doc["alarms"] = app.alarms.active()
+    return doc
 
 
 def rules_from(cfg: Config) -> Rules:
@@ -131,6 +157,16 @@ class GateApp:
         self.frames: Any = None
         self.shutdown = Shutdown()
         self.extras: dict[str, Any] = {}
+        # Events and MQTT (firmware.outbox, firmware.mqtt, firmware.publisher). Other features
+        # add fields to the retained state by appending to state_fields, and raise alarms here.
+        from firmware.publisher import Alarms
+
+        self.alarms = Alarms()
+        self.state_fields: list[Callable[[], dict[str, Any]]] = []
+        self.link: Any = None
+        self.publisher: Any = None
+        self.drain_timeout_s = 30.0
+        self.flush_timeout_s = 3.0
 
     def build(self) -> GateService:
         """Open every adapter and return the service.
@@ -166,6 +202,7 @@ class GateApp:
         secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
         secret = load_or_create_secret(secret_path)
         sink = self._sink or self._open_sink()
+        self.link = self._open_link()
         passback = SqlitePassbackStore(state_dir / "passback.sqlite", keep_s=max(cfg.policy.passback_window_s, 3600.0))
         memory = GateMemory(passages=passback.load(clock.wall()), on_passage=passback.record)
         self.frames = open_frame_source(cfg.camera, cfg.config_dir, clock=clock)
@@ -185,10 +222,73 @@ class GateApp:
                                    outputs=self.outputs, sink=sink, clock=clock, gatekeeper=gatekeeper,
                                    events=events, on_event=self._on_event)
         self.sink = sink
+        self._start_events(sink)
         return self.service
 
     def _open_sink(self) -> EventSink:
-        return JsonlEventLog(self.cfg.state_dir / "events.jsonl", random_bytes=os.urandom)
+        """The SQLite outbox; if none can be opened, a sink that refuses (the gate fails closed)."""
+        from firmware.outbox import SqliteOutbox, UnavailableSink
+
+        try:
+            return SqliteOutbox(self.cfg.state_dir / "outbox.sqlite", max_events=self.cfg.outbox.max_events,
+                                retention_s=self.cfg.outbox.retention_days * 86400.0, on_alarm=self.alarms.set)
+        except StoreError as err:
+            log.error("no usable outbox, the gate refuses every scan until this is fixed: %s", err)
+            self.alarms.set("outbox_unavailable", str(err))
+            return UnavailableSink(str(err))
+
+    def _open_link(self) -> Any:
+        """The MQTT link when [mqtt] host is set (not started yet), else None."""
+        if not self.cfg.mqtt.host:
+            return None
+        from firmware.mqtt import MqttLink, MqttSettings
+
+        return MqttLink(MqttSettings.from_config(self.cfg))
+
+    def _start_events(self, sink: EventSink) -> None:
+        """Start publishing: the outbox drain, the retained state, the MQTT connection.
+
+        Adds the shutdown steps "flush outbox" and "MQTT offline and disconnect" right after
+        the camera is closed, before the stores close.
+        """
+        from firmware.outbox import SqliteOutbox, UnavailableSink
+        from firmware.publisher import OutboxPublisher, StateReporter
+
+        assert self.service is not None
+        service = self.service
+        if isinstance(sink, UnavailableSink) and service.gatekeeper.blocked is None:
+            service.gatekeeper.blocked = Reason.FAIL_CLOSED
+        self.state_fields.insert(0, partial(events_state_fields, self, sink))
+        if self.link is None or not isinstance(sink, SqliteOutbox):
+            if self.link is None:
+                log.info("no MQTT broker configured ([mqtt] host); scan events wait in the outbox")
+            return
+        state = StateReporter(self.link, self.state_fields, self.cfg.mqtt.state_interval_s)
+        self.publisher = OutboxPublisher(sink, self.link, inflight_max=self.cfg.mqtt.inflight_max,
+                                         alarms=self.alarms, state=state)
+        service.on_event.append(lambda _event: self.publisher.wake())
+        at = self.extras.get("after_camera", len(self.shutdown.steps))
+        link, publisher = self.link, self.publisher
+        self.shutdown.steps.insert(at, ("MQTT offline and disconnect", partial(link.stop, self.flush_timeout_s)))
+        self.shutdown.steps.insert(at, ("flush outbox", partial(self._flush_outbox, self.flush_timeout_s)))
+        publisher.start()
+        link.start()
+
+    def _flush_outbox(self, timeout_s: float) -> None:
+        if self.publisher is None:
+            return
+        if not self.publisher.wait_drained(timeout_s):
+            log.warning("%d scan events still unsent at shutdown; they stay in the outbox",
+                        self.publisher.outbox.unsent)
+        self.publisher.stop()
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """With a broker: wait until every stored event is acknowledged (at most timeout_s).
+
+        Returns True when nothing is left unsent, False on timeout or without a broker."""
+        if self.publisher is None:
+            return False
+        return self.publisher.wait_drained(timeout_s)
 
     def _open_lists(self) -> Lists:
         if self._lists is not None:

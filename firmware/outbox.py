@@ -496,3 +496,23 @@ class UnavailableSink:
 
     def close(self) -> None:
         return None
+
+
+def read_events(path: Path) -> list[dict]:
+    """Every event stored in an outbox file, in seq order, as JSON dicts (for tools and tests).
+
+    Opens the file read-only; never modifies or quarantines it.
+
+    Raises:
+        StoreError: the file is missing or unreadable.
+    """
+    if not Path(path).is_file():
+        raise StoreError(f"outbox {path} does not exist")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return [json.loads(body) for (body,) in conn.execute("SELECT body FROM events ORDER BY seq")]
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot read the outbox {path} ({err})") from err

@@ -92,7 +92,9 @@ def test_valid_pass_opens_once_and_everything_is_recorded(site):
 
     result, printed, pins = run_gate(tmp_path, config)
 
-    stored = [json.loads(line) for line in (tmp_path / "state" / "events.jsonl").read_text().splitlines()]
+    from firmware.outbox import read_events
+
+    stored = read_events(tmp_path / "state" / "outbox.sqlite")
     assert printed == stored
     assert [(e["decision"], e["reason"], e["subject"]) for e in stored] == [
         ("granted", "ok", "EMP-1"),

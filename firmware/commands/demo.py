@@ -200,7 +200,7 @@ def demo_command(args: argparse.Namespace) -> int:
             printer.flush()
             printer.live = False
             app.close()
-        events_file = cfg.state_dir / "events.jsonl"
+        events_file = cfg.state_dir / "outbox.sqlite"
         c = printer.counts
         print(f"\n{c['granted']} granted, {c['denied']} denied, {c['pulses']} relay pulse(s). "
               f"Every decision was recorded before the relay moved (events: {events_file}"

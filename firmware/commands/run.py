@@ -82,6 +82,9 @@ def run_command(args: argparse.Namespace) -> int:
                 if args.exit_at_end:
                     # let the last pulse and feedback pattern finish before the ordered shutdown
                     app.outputs.wait_idle(FEEDBACK_SETTLE_S)
+                    if app.publisher is not None and not app.wait_drained(args.drain_timeout_s):
+                        log.warning("outbox not drained within %.0f s; the rest stays on disk",
+                                    args.drain_timeout_s)
                     break
                 stop.wait()
         return 0

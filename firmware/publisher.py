@@ -1,0 +1,294 @@
+"""Draining the outbox to MQTT, and the retained ``state`` document.
+
+``OutboxPublisher`` runs on one named thread (``qrgate-outbox``). It feeds QoS 1 scan events
+to the link in ``seq`` order, at most ``inflight_max`` unacknowledged at a time, and marks an
+event sent only when its PUBACK arrives with a success reason code (MQTT 5: below 0x80).
+A failure code (for example 0x87 "Not authorized" for an ACL refusal) leaves the event
+unsent, raises the ``publish_refused`` alarm and retries after a backoff (5 s doubling to
+60 s, and at once after a reconnect). Nothing is marked sent by assumption.
+
+Message ids belong to one paho client and are never stored: a ``mid -> seq`` map lives only
+in memory. paho keeps unacknowledged messages across a reconnect and re-sends them itself;
+after a restart every unsent row is published again. Delivery is therefore at least once,
+and consumers drop duplicates on ``event_id`` (or ``(device_id, seq)``).
+
+paho's ``on_publish`` runs on paho's thread and may fire before ``publish()`` has returned
+the id (paho #361), so the callback only puts ``(mid, ok, code)`` on a queue; this thread
+reads the queue only after it has recorded the id of everything it published.
+
+The publisher also prunes the outbox periodically and ticks the ``StateReporter``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from firmware.errors import StoreError
+from firmware.outbox import SqliteOutbox
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 60.0
+PRUNE_EVERY_S = 30.0
+TICK_S = 0.5
+
+
+class Alarms:
+    """Named alarms shared by the outbox, the publisher and the status: name -> text.
+
+    Thread-safe. ``set(name, None)`` clears an alarm.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[str, str] = {}
+
+    def set(self, name: str, text: str | None) -> None:
+        with self._lock:
+            if text is None:
+                self._active.pop(name, None)
+            else:
+                self._active[name] = text
+
+    def active(self) -> dict[str, str]:
+        """A copy of the active alarms."""
+        with self._lock:
+            return dict(self._active)
+
+
+class StateReporter:
+    """Publishes the retained ``<prefix>/<device_id>/state`` JSON.
+
+    The document is the union of the dicts returned by ``providers`` (called on the
+    publisher thread; each must be quick and never block) plus ``ts``. It is published
+    when its content changes (checked every tick, so at most about twice a second), at
+    least every ``interval_s``, and after every reconnect.
+
+    Args:
+        link: the MqttLink.
+        providers: callables returning dicts of fields; the app's list, so other
+            features append to it.
+        interval_s: the periodic refresh (mqtt.state_interval_s).
+        wall: wall clock for ``ts``.
+    """
+
+    def __init__(self, link: Any, providers: list[Callable[[], dict[str, Any]]], interval_s: float,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.link = link
+        self.providers = providers
+        self.interval_s = interval_s
+        self._wall = wall
+        self._last: dict[str, Any] | None = None
+        self._last_mono_s = 0.0
+        self.published = 0
+
+    def document(self) -> dict[str, Any]:
+        """The current state fields (without ``ts``)."""
+        doc: dict[str, Any] = {}
+        for provider in list(self.providers):
+            try:
+                doc.update(provider())
+            except Exception:  # a broken provider must not stop the state
+                log.exception("state provider %r failed", provider)
+        return doc
+
+    def force(self) -> None:
+        """Publish at the next tick even if nothing changed (after a reconnect)."""
+        self._last = None
+
+    def tick(self, now_mono_s: float) -> None:
+        if not self.link.is_connected():
+            return
+        doc = self.document()
+        if doc == self._last and now_mono_s - self._last_mono_s < self.interval_s:
+            return
+        from firmware.events import rfc3339_ms
+
+        body = json.dumps({**doc, "ts": rfc3339_ms(self._wall())}, separators=(",", ":"), default=str)
+        if self.link.publish("state", body, qos=1, retain=True):
+            self._last, self._last_mono_s = doc, now_mono_s
+            self.published += 1
+
+
+class OutboxPublisher:
+    """The drain loop. See the module docstring.
+
+    Args:
+        outbox: the SqliteOutbox.
+        link: the MqttLink (its ``on_ack`` is taken over).
+        inflight_max: at most this many scan events unacknowledged.
+        alarms: where ``publish_refused`` is raised.
+        state: an optional StateReporter ticked on this thread.
+        monotonic, wall: clocks (durations and prune age).
+    """
+
+    def __init__(self, outbox: SqliteOutbox, link: Any, *, inflight_max: int = 100,
+                 alarms: Alarms | None = None, state: StateReporter | None = None,
+                 monotonic: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.outbox = outbox
+        self.link = link
+        self.inflight_max = inflight_max
+        self.alarms = alarms or Alarms()
+        self.state = state
+        self._monotonic = monotonic
+        self._wall = wall
+        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._stop = threading.Event()
+        self._drained = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._inflight: dict[int, int] = {}   # paho mid -> seq, this client only
+        self._outstanding: set[int] = set()   # seqs handed to paho, not yet acknowledged
+        self._cursor = 0                      # highest seq handed over (unless rewound)
+        self._failed: dict[int, str] = {}     # seq -> refusal text
+        self._retry_at = 0.0
+        self._retry_s = RETRY_FIRST_S
+        self._next_prune = 0.0
+        self.sent = 0
+        self.refused = 0
+        link.on_ack = self._on_ack
+        link.add_on_connect(self._on_connect)
+        link.add_on_disconnect(self.wake)
+
+    # called on paho's / the link's threads: enqueue only
+    def _on_ack(self, mid: int, ok: bool, code: int, reason: str) -> None:
+        self._inbox.put(("ack", mid, ok, code, reason))
+
+    def _on_connect(self) -> None:
+        self._inbox.put(("connected",))
+
+    def wake(self) -> None:
+        """Ask the loop to look at the outbox now (after an append). Thread-safe, never blocks."""
+        self._inbox.put(("wake",))
+
+    def start(self) -> None:
+        """Start the ``qrgate-outbox`` thread."""
+        self._thread = threading.Thread(target=self._run, name="qrgate-outbox", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the thread (unsent events stay in the outbox). Safe to call twice."""
+        self._stop.set()
+        self._inbox.put(("wake",))
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+            if self._thread.is_alive():
+                log.warning("outbox publisher did not stop within %.1f s", timeout_s)
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Block until every event in the outbox is acknowledged, or timeout_s passes.
+
+        Returns True when the outbox is empty of unsent events."""
+        deadline = self._monotonic() + timeout_s
+        while self.outbox.unsent > 0:
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                return False
+            self._drained.clear()
+            self.wake()
+            if self.outbox.unsent == 0:
+                break
+            self._drained.wait(min(remaining, 1.0))
+        return True
+
+    @property
+    def inflight(self) -> int:
+        """Scan events handed to paho and not yet acknowledged."""
+        return len(self._outstanding)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._turn()
+            except StoreError as err:
+                log.error("outbox publisher: %s", err)
+                self._stop.wait(1.0)
+            except Exception:  # the drain thread must survive a bug in one turn
+                log.exception("outbox publisher turn failed")
+                self._stop.wait(1.0)
+
+    def _turn(self) -> None:
+        try:
+            items = [self._inbox.get(timeout=TICK_S)]
+        except queue.Empty:
+            items = []
+        while True:
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        acked: list[int] = []
+        for item in items:
+            if item[0] == "ack":
+                seq = self._inflight.pop(item[1], None)
+                if seq is None:
+                    continue  # not ours (state, availability...)
+                self._outstanding.discard(seq)
+                if item[2]:
+                    acked.append(seq)
+                else:
+                    self._refused(seq, item[3], item[4])
+            elif item[0] == "connected":
+                self._retry_at = 0.0
+                if self.state is not None:
+                    self.state.force()
+        if acked:
+            self.outbox.mark_sent(acked)
+            self.sent += len(acked)
+            for seq in acked:
+                self._failed.pop(seq, None)
+            if not self._failed and "publish_refused" in self.alarms.active():
+                log.info("broker accepts scan events again")
+                self.alarms.set("publish_refused", None)
+                self._retry_s = RETRY_FIRST_S
+        now = self._monotonic()
+        if self.link.is_connected() and now >= self._retry_at:
+            self._feed()
+        if self.outbox.unsent == 0:
+            self._drained.set()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY_S
+            self.outbox.prune(self._wall())
+        if self.state is not None:
+            self.state.tick(now)
+
+    def _refused(self, seq: int, code: int, reason: str) -> None:
+        self.refused += 1
+        first = not self._failed
+        self._failed[seq] = f"0x{code:02x} {reason}"
+        # Publish it again later, in order, with everything after it that is not outstanding.
+        self._cursor = min(self._cursor, seq - 1)
+        self._retry_at = self._monotonic() + self._retry_s
+        if first:
+            text = (f"broker refused scan event seq {seq} with reason 0x{code:02x} ({reason}); "
+                    f"events stay in the outbox; check the broker ACL for {self.link.topic('scan')}")
+            log.error("%s", text)
+            self.alarms.set("publish_refused", text)
+            self._retry_s = min(RETRY_MAX_S, self._retry_s * 2)
+
+    def _feed(self) -> None:
+        free = self.inflight_max - len(self._outstanding)
+        if free <= 0:
+            return
+        rows = self.outbox.pending(after_seq=self._cursor, limit=free + len(self._outstanding))
+        for seq, body in rows:
+            if free <= 0:
+                break
+            if seq in self._outstanding:
+                self._cursor = max(self._cursor, seq)
+                continue
+            mid = self.link.publish_tracked("scan", body)
+            if mid is None:
+                break  # paho's queue is full; the rest stays on disk
+            self._inflight[mid] = seq
+            self._outstanding.add(seq)
+            self._cursor = max(self._cursor, seq)
+            free -= 1
