@@ -93,6 +93,7 @@ class RelayPulser:
         self._monotonic = monotonic
         self._cond = threading.Condition()
         self._deadline: float | None = None
+        self._held = False  # free passage: energised until unhold(); pulse deadlines do not end it
         self._closed = False
         self._idle = threading.Event()
         self._idle.set()
@@ -119,10 +120,43 @@ class RelayPulser:
                 self._notify(True)
             self._cond.notify_all()
 
+    def hold(self) -> None:
+        """Energise and keep energised until ``unhold()`` or ``release()`` (free passage).
+
+        A pulse in progress does not end the hold when its deadline passes.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._held = True
+            if not self._relay.value:
+                self._idle.clear()
+                self._relay.on()
+                self._notify(True)
+            self._cond.notify_all()
+
+    def unhold(self) -> None:
+        """End a hold: de-energise now, unless a pulse is still due to run (it ends on time)."""
+        with self._cond:
+            if not self._held:
+                return
+            self._held = False
+            if self._deadline is None and self._relay.value:
+                self._relay.off()
+                self._notify(False)
+                self._idle.set()
+            self._cond.notify_all()
+
+    @property
+    def held(self) -> bool:
+        """True while a hold is in force."""
+        return self._held
+
     def release(self) -> None:
-        """De-energise now and cancel any pending pulse. Never raises."""
+        """De-energise now, cancel any pending pulse and any hold. Never raises."""
         with self._cond:
             self._deadline = None
+            self._held = False
             try:
                 if self._relay.value:
                     self._relay.off()
@@ -166,6 +200,8 @@ class RelayPulser:
                     self._cond.wait(remaining)
                     continue
                 self._deadline = None
+                if self._held:
+                    continue  # free passage: the hold outlives the pulse
                 if self._relay.value:
                     self._relay.off()
                     self._notify(False)
@@ -238,6 +274,14 @@ class GpiozeroOutputs:
         """Pulse the relay without a scan (remote open). Returns at once."""
         self.pulser.pulse(pulse_s)
         self.green.blink(on_time=pulse_s or self.pulse_s, off_time=0.01, n=1, background=True)
+
+    def hold_open(self) -> None:
+        """Hold the relay energised (free passage) until ``hold_released()``. Returns at once."""
+        self.pulser.hold()
+
+    def hold_released(self) -> None:
+        """End a hold: the relay goes off now, or when a pulse in progress ends."""
+        self.pulser.unhold()
 
     def release(self) -> None:
         """Release the relay first, then stop the LED and buzzer patterns. Never raises."""

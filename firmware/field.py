@@ -1,0 +1,411 @@
+"""Field operations wiring (part of the composition root): device state, LED, status, systemd, inputs.
+
+``FieldOps.attach(app)`` is called at the end of ``GateApp.build``; ``start()`` at the
+first ``GateApp.run``. It adds:
+
+- a monitor thread (``qrgate-monitor``, every 0.25 s or when woken) that samples the
+  device inputs, evaluates the ``DeviceState``, sets ``Gatekeeper.blocked``, holds or
+  releases the relay for free passage, plays the LED code, writes the status file and
+  tells listeners (MQTT state) about changes. It needs neither the broker nor the scan
+  loop, so a hung camera still shows ``camera_fault`` on the LED;
+- from the scan loop (``GateService.after_step``): ``WATCHDOG=1`` while frames are fresh,
+  passage-sensor matching and ``not_passed`` events (the sink is the loop's);
+- ``READY=1`` at start, ``STATUS=`` on each state change, ``STOPPING=1`` as shutdown step 2;
+- the fire-alarm and passage inputs.
+
+Other parts feed it through two lists on the app: ``app.device_inputs`` (callables
+returning ``DeviceInputs`` field overrides, e.g. ``{"lists_stale": True}``) and
+``app.status_fields`` (callables returning dicts merged into the status snapshot).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from firmware import __version__
+from firmware.device_state import DeviceInputs, DeviceState, Mode, ModeControl, blocked_reason, evaluate
+from firmware.events import rfc3339_ms
+from firmware.notify import SystemdNotifier
+from firmware.passage import PassageWatch, not_passed_event
+from firmware.status import STATUS_SCHEMA, StatusWriter, status_path
+
+log = logging.getLogger(__name__)
+
+MONITOR_PERIOD_S = 0.25
+THERMAL_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
+MODE_FILE = "mode.json"
+_INPUT_FIELDS = {f.name for f in fields(DeviceInputs)}
+
+
+def read_cpu_temp_c(path: Path = THERMAL_PATH) -> float | None:
+    """CPU temperature in °C from sysfs (millidegrees), or None where it cannot be read."""
+    try:
+        return int(path.read_text().strip()) / 1000.0
+    except (OSError, ValueError):
+        return None
+
+
+def load_mode(path: Path, reset_required: bool) -> ModeControl:
+    """The persisted operator mode and fire latch (normal if missing or unreadable)."""
+    control = ModeControl(reset_required_after_fire=reset_required)
+    try:
+        data = json.loads(path.read_text())
+        return replace(control, mode=Mode.parse(str(data.get("mode", "normal"))),
+                       fire_latched=bool(data.get("fire_latched", False)) and reset_required)
+    except FileNotFoundError:
+        return control
+    except (OSError, ValueError, AttributeError) as err:
+        log.warning("mode file %s is unreadable (%s); starting in normal mode", path, err)
+        return control
+
+
+def save_mode(path: Path, control: ModeControl) -> None:
+    """Persist mode and fire latch atomically, so lockdown survives a restart."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump({"mode": control.mode.value, "fire_latched": control.fire_latched}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class FieldOps:
+    """Device state, LED, status file, systemd notifications and inputs of one GateApp.
+
+    Args:
+        app: the GateApp (built up to its service).
+        environ: environment for ``NOTIFY_SOCKET`` (tests pass a dict).
+        thermal_path: where to read the CPU temperature.
+        input_bounce_s: debounce for the inputs (None with mock pins).
+    """
+
+    def __init__(self, app: Any, *, environ: dict[str, str] | None = None,
+                 thermal_path: Path = THERMAL_PATH, input_bounce_s: float | None = 0.05) -> None:
+        self.app = app
+        self.cfg = app.cfg
+        self.service = app.service
+        self.clock = self.service.clock
+        self.notifier = SystemdNotifier(environ)
+        self.thermal_path = thermal_path
+        self._input_bounce_s = input_bounce_s
+        self.started_mono_s = self.clock.monotonic()
+        self.started_wall_s = time.time()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._mode_path = self.cfg.state_dir / MODE_FILE
+        self.modes = load_mode(self._mode_path, self.cfg.commands.reset_required_after_fire)
+        self.state = DeviceState.BOOTING
+        self.inputs = DeviceInputs(built=False)
+        self.listeners: list[Callable[[DeviceState], None]] = []
+        self._holding = False
+        self._started = False
+        self.led: Any = None
+        self.gpio_inputs: Any = None
+        self.watch: PassageWatch | None = None
+        self._passages: queue.SimpleQueue[float] = queue.SimpleQueue()
+        self.writer = StatusWriter(status_path(self.cfg.resolve(self.cfg.device.runtime_dir, "run")))
+
+    # ------------------------------------------------------------------ build and start
+
+    def attach(self) -> FieldOps:
+        """Open the LED and inputs and hook into the service and the shutdown order.
+
+        Raises:
+            GpioUnavailable: the status LED or an input pin cannot be claimed.
+        """
+        app, g = self.app, self.cfg.gpio
+        steps = app.shutdown.steps
+        at = next((i + 1 for i, (name, _) in enumerate(steps) if name == "release relay"), 0)
+        steps.insert(at, ("notify systemd STOPPING", self.notifier.stopping))
+        steps.insert(at + 1, ("stop monitor", self.stop))
+        if g.status_led_pin >= 0:
+            from device.status_led import StatusLed
+
+            self.led = StatusLed(pin_factory=app.pin_factory, pin=g.status_led_pin)
+            self.led.show(DeviceState.BOOTING)
+            app.shutdown.add("close status LED", self.led.close)
+        if g.passage_sensor_pin >= 0:
+            self.watch = PassageWatch(self.cfg.commands.pass_timeout_s)
+            self.service.on_event.append(self._event_stored)
+        if g.fire_alarm_pin >= 0 or g.passage_sensor_pin >= 0:
+            from device.inputs import GpioInputs
+
+            self.gpio_inputs = GpioInputs(
+                pin_factory=app.pin_factory, fire_alarm_pin=g.fire_alarm_pin,
+                fire_alarm_active_high=g.fire_alarm_active_high, passage_sensor_pin=g.passage_sensor_pin,
+                on_fire=self.fire_alarm, on_passage=self._passage_pulse, bounce_s=self._input_bounce_s)
+            app.shutdown.add("close inputs", self.gpio_inputs.close)
+            self.gpio_inputs.report_fire_level()
+        app.shutdown.add("remove status file", self.writer.remove)
+        self.service.after_step.append(self.after_step)
+        self.tick()
+        return self
+
+    def start(self) -> None:
+        """Send READY=1 and start the monitor thread. Idempotent."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            self.inputs = replace(self.inputs, built=True)
+        self.tick()
+        self.notifier.ready(self._status_text())
+        self._thread = threading.Thread(target=self._run, name="qrgate-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the monitor thread (shutdown). Safe to call twice."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(MONITOR_PERIOD_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.tick()
+            except Exception:  # the monitor must outlive one bad sample
+                log.exception("device monitor tick failed")
+
+    # ------------------------------------------------------------------ inputs and commands
+
+    def fire_alarm(self, active: bool) -> None:
+        """The fire-alarm input changed (gpiozero thread): update the latch, wake the monitor."""
+        with self._lock:
+            before = self.modes
+            self.modes = self.modes.fire_alarm(active)
+            if self.modes != before:
+                log.warning("fire alarm %s", "ACTIVE: passage freed" if active else "cleared")
+                self._save_modes()
+        self._wake.set()
+
+    def set_mode(self, mode: Mode) -> str | None:
+        """Apply a verified ``mode`` command. Returns None, or the error text for the response."""
+        with self._lock:
+            control, error = self.modes.command(mode)
+            if error is None:
+                self.modes = control
+                self._save_modes()
+                log.warning("mode set to %s by a signed command", mode.value)
+        self.tick()
+        return error
+
+    def _save_modes(self) -> None:
+        try:
+            save_mode(self._mode_path, self.modes)
+        except OSError as err:
+            log.error("cannot persist the mode to %s: %s; it will be normal after a restart",
+                      self._mode_path, err)
+
+    def _passage_pulse(self) -> None:
+        self._passages.put(self.clock.monotonic())
+
+    def _event_stored(self, event: Any) -> None:
+        if self.watch is not None:
+            self.watch.granted(event, self.clock.monotonic())
+
+    # ------------------------------------------------------------------ scan loop hook
+
+    def after_step(self) -> None:
+        """Scan loop thread, after each step: watchdog ping, then passages and unused grants."""
+        now = self.clock.monotonic()
+        stats = self.service.stats
+        self.notifier.ping_if_frames_fresh(now, stats.last_frame_mono_s, self.cfg.camera.max_frame_age_s)
+        if self.watch is None:
+            return
+        while True:
+            try:
+                self._passages.get_nowait()
+            except queue.Empty:
+                break
+            self.watch.passage()
+        for grant in self.watch.expired(now):
+            self._record_not_passed(grant)
+
+    def _record_not_passed(self, grant: Any) -> None:
+        from firmware.errors import StoreError
+
+        memory = self.service.gatekeeper.memory
+        if grant.subject_key is not None:
+            memory.forget_passage(grant.subject_key)
+            forget = getattr(getattr(self.app, "passback", None), "forget", None)
+            if forget is not None:
+                forget(grant.subject_key)
+        event = not_passed_event(grant.event, self.clock.wall(), self.clock.wall_trusted())
+        try:
+            stored = self.service.sink.append(event)
+        except StoreError as err:
+            log.error("cannot record a not_passed event: %s", err)
+            return
+        log.info("grant %s was not used within %.0f s: recorded not_passed", grant.event.event_id,
+                 self.cfg.commands.pass_timeout_s)
+        for callback in self.service.on_event:
+            if callback != self._event_stored:
+                callback(stored)
+
+    # ------------------------------------------------------------------ the monitor
+
+    def sample(self) -> DeviceInputs:
+        """Gather the device inputs now (monitor thread)."""
+        cfg, stats = self.cfg, self.service.stats
+        now = self.clock.monotonic()
+        last = stats.last_frame_mono_s if stats.last_frame_mono_s is not None else self.started_mono_s
+        broker_configured, broker_connected = self._broker()
+        storage_alarm, storage_full = self._storage()
+        with self._lock:
+            modes, built = self.modes, self.inputs.built
+        inputs = DeviceInputs(
+            built=built, provisioned=bool(cfg.device.venue_id), free_passage=modes.free_passage,
+            mode=modes.mode, frame_age_s=max(0.0, now - last), max_frame_age_s=cfg.camera.max_frame_age_s,
+            storage_alarm=storage_alarm, storage_full=storage_full, clock_trusted=self.clock.wall_trusted(),
+            lists_fail_closed=cfg.lists.stale_policy == "fail_closed",
+            broker_configured=broker_configured, broker_connected=broker_connected)
+        overrides: dict[str, Any] = {}
+        for provider in getattr(self.app, "device_inputs", []):
+            try:
+                overrides.update({k: v for k, v in provider().items() if k in _INPUT_FIELDS})
+            except Exception:  # one broken provider must not stop the monitor
+                log.exception("device input provider failed")
+        return replace(inputs, **overrides) if overrides else inputs
+
+    def _broker(self) -> tuple[bool, bool]:
+        link = getattr(self.app, "link", None)
+        if not self.cfg.mqtt.host or link is None:
+            return bool(self.cfg.mqtt.host), False
+        try:
+            return True, bool(link.is_connected())
+        except Exception:
+            return True, False
+
+    def _storage(self) -> tuple[bool, bool]:
+        stats_fn = getattr(getattr(self.app, "sink", None), "stats", None)
+        if stats_fn is None:
+            return False, False
+        try:
+            s = stats_fn()
+        except Exception:
+            return True, False
+        level = getattr(s, "alarm_level", 0.0)
+        return level >= 0.8 or bool(getattr(s, "quarantined", ())), level >= 1.0
+
+    def tick(self) -> DeviceState:
+        """Sample, evaluate and apply the device state. Returns it. Any thread; serialised."""
+        with self._lock:
+            inputs = self.sample()
+            state = evaluate(inputs)
+            self.service.gatekeeper.blocked = blocked_reason(inputs)
+            self._apply_relay(inputs, state)
+            if self.led is not None:
+                self.led.show(state)
+            previous, self.state, self.inputs = self.state, state, inputs
+            if state is not previous:
+                log.log(logging.INFO if state is DeviceState.READY else logging.WARNING,
+                        "device state %s -> %s", previous.value, state.value)
+                self.notifier.status(self._status_text())
+                self._changed.notify_all()
+            self.writer.maybe_write(self.clock.monotonic(), self.snapshot, state.value)
+            listeners = list(self.listeners) if state is not previous else []
+        for listener in listeners:
+            try:
+                listener(state)
+            except Exception:
+                log.exception("device state listener failed")
+        return state
+
+    def _apply_relay(self, inputs: DeviceInputs, state: DeviceState) -> None:
+        outputs = self.app.outputs
+        want_hold = inputs.free_passage and self.cfg.gpio.free_passage_relay == "hold"
+        if want_hold and not self._holding:
+            outputs.hold_open()
+        elif self._holding and not want_hold:
+            outputs.hold_released()
+        self._holding = want_hold
+        if state is DeviceState.CAMERA_FAULT and self.state is not DeviceState.CAMERA_FAULT and not want_hold:
+            outputs.release()  # a camera fault keeps the gate closed
+
+    def wait_for_state(self, state: DeviceState, timeout_s: float) -> bool:
+        """Wait until the monitor reaches state (tests). False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.state is state, timeout_s)
+
+    # ------------------------------------------------------------------ status
+
+    def _status_text(self) -> str:
+        fps = self.service.stats.fps()
+        return f"{self.state.value}; {fps:.1f} fps; {self.service.stats.decisions} decisions"
+
+    def health(self) -> dict[str, Any]:
+        """fps, decode p50/p99, uptime and CPU temperature (for status and the MQTT state)."""
+        stats = self.service.stats
+        return {
+            "fps": round(stats.fps(), 2),
+            "decode_p50_ms": round(stats.decode_percentile_ms(50), 3),
+            "decode_p99_ms": round(stats.decode_percentile_ms(99), 3),
+            "uptime_s": round(self.clock.monotonic() - self.started_mono_s, 1),
+            "cpu_temp_c": read_cpu_temp_c(self.thermal_path),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The status file's content (monitor thread)."""
+        cfg, app, stats = self.cfg, self.app, self.service.stats
+        now_mono, now_wall = self.clock.monotonic(), time.time()
+        health = self.health()
+        last_frame_age = (now_mono - stats.last_frame_mono_s) if stats.last_frame_mono_s is not None else None
+        outbox: dict[str, Any] = {"backlog": None, "oldest_unsent_age_s": None}
+        stats_fn = getattr(getattr(app, "sink", None), "stats", None)
+        if stats_fn is not None:
+            try:
+                o = stats_fn()
+                outbox = {"backlog": o.unsent, "oldest_unsent_age_s":
+                          None if o.oldest_unsent_s is None else max(0.0, now_wall - o.oldest_unsent_s),
+                          "fill": round(o.fill, 4), "alarm_level": o.alarm_level}
+            except Exception as err:
+                outbox["error"] = str(err)
+        last = stats.last_event
+        outputs = app.outputs
+        snap: dict[str, Any] = {
+            "schema": STATUS_SCHEMA, "pid": os.getpid(), "written_at": rfc3339_ms(now_wall),
+            "written_wall_s": now_wall, "state": self.state.value, "device_id": cfg.device.id,
+            "venue_id": cfg.device.venue_id, "direction": cfg.device.direction, "version": __version__,
+            "boot_id": app.boot_id, "started_at": rfc3339_ms(self.started_wall_s),
+            "uptime_s": health["uptime_s"], "mode": self.modes.mode.value,
+            "free_passage": self.modes.free_passage, "fire_alarm": self.modes.fire_active,
+            "relay": "ON" if getattr(getattr(outputs, "pulser", None), "energised", False) else "OFF",
+            "camera": {"fps": health["fps"], "frames": stats.frames,
+                       "last_frame_age_s": None if last_frame_age is None else round(last_frame_age, 3),
+                       "max_frame_age_s": cfg.camera.max_frame_age_s},
+            "decode": {"p50_ms": health["decode_p50_ms"], "p99_ms": health["decode_p99_ms"]},
+            "outbox": outbox,
+            "broker": {"configured": bool(cfg.mqtt.host), "connected": self._broker()[1],
+                       "address": f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else ""},
+            "lists": {},
+            "clock": {"trusted": self.inputs.clock_trusted, "synced": Path("/run/systemd/timesync/synchronized").exists()},
+            "decisions": stats.decisions, "granted": stats.granted,
+            "last_decision": None if last is None else {
+                "ts": last.ts, "decision": last.decision, "reason": last.reason, "credential": last.credential,
+                "display": last.display, "code_sha256_prefix": last.code_sha256[:12]},
+            "health": {"cpu_temp_c": health["cpu_temp_c"]},
+            "passage": None if self.watch is None else {"waiting": self.watch.waiting, "passed": self.watch.passed},
+        }
+        for provider in getattr(app, "status_fields", []):
+            try:
+                snap.update(provider())
+            except Exception as err:  # one broken provider must not stop the status file
+                log.warning("status provider failed: %s", err)
+        return snap

@@ -1,0 +1,211 @@
+"""MQTT glue for remote commands and Home Assistant discovery (on the shared ``MqttLink``).
+
+Commands: subscribed to ``<prefix>/<device_id>/cmd/+`` on a clean session (the link
+never keeps a session, so the broker cannot queue an ``open`` for a gate that was
+offline). Every message goes through ``firmware.remote.CommandVerifier``; the nonce
+cache is persisted (atomically, fsynced) before the command is acted on; the answer
+goes to ``<prefix>/<device_id>/response/<name>`` (QoS 1, not retained) with
+``status``, ``error``, ``detail``, ``data`` and the echoed ``transaction``.
+
+Discovery: one retained device-discovery message on
+``<discovery_prefix>/device/<device_id>/config`` (published on every connect, on
+``rebirth`` and when Home Assistant announces ``online`` on ``<discovery_prefix>/status``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from firmware import __version__
+from firmware.device_state import Mode
+from firmware.remote import CommandVerifier, NonceCache, Verdict, response_body
+
+log = logging.getLogger(__name__)
+
+NONCE_FILE = "command-nonces.json"
+
+
+def load_nonces(path: Path) -> NonceCache:
+    """The persisted nonce cache; a damaged file gives an empty cache and a warning.
+
+    An empty cache after damage only matters for commands still inside their (at most
+    30 s) validity window.
+    """
+    try:
+        return NonceCache.from_json(path.read_text())
+    except FileNotFoundError:
+        return NonceCache()
+    except (OSError, ValueError) as err:
+        log.warning("command nonce cache %s is unreadable (%s); starting empty", path, err)
+        return NonceCache()
+
+
+def save_nonces(path: Path, cache: NonceCache) -> None:
+    """Write the nonce cache atomically and durably (before the command is acted on)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(cache.to_json())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class RemoteCommands:
+    """Receives, verifies, acts on and answers remote commands. Runs on the MQTT worker thread.
+
+    Args:
+        link: the MqttLink (``subscribe``, ``publish``).
+        verifier: the CommandVerifier for this gate.
+        nonce_path: where the nonce cache is persisted.
+        clock: the Clock port (wall, monotonic, wall_trusted).
+        actions: name -> ``action(command) -> (data dict, error or None)``.
+    """
+
+    def __init__(self, *, link: Any, verifier: CommandVerifier, nonce_path: Path, clock: Any,
+                 actions: dict[str, Callable[[Any], tuple[dict[str, Any], str | None]]]) -> None:
+        self.link = link
+        self.verifier = verifier
+        self.nonce_path = nonce_path
+        self.clock = clock
+        self.actions = actions
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+
+    def subscribe(self) -> None:
+        """Subscribe to ``cmd/+`` (renewed by the link after every reconnect)."""
+        self.link.subscribe("cmd/+", self.handle, qos=1)
+
+    def handle(self, topic: str, payload: bytes, retained: bool, props: dict[str, Any]) -> None:
+        """One command message (MQTT worker thread)."""
+        name = topic.rsplit("/", 1)[-1]
+        verdict = self.verifier.verify(name, payload, retained, self.clock.wall(), self.clock.monotonic(),
+                                       self.clock.wall_trusted())
+        if not verdict.ok:
+            assert verdict.reject is not None
+            self.rejected[verdict.reject.value] = self.rejected.get(verdict.reject.value, 0) + 1
+            log.warning("command %s rejected: %s (%s)", name, verdict.reject.value, verdict.detail)
+            self._answer(name, verdict)
+            return
+        command = verdict.command
+        assert command is not None
+        try:
+            save_nonces(self.nonce_path, self.verifier.nonces)
+        except OSError as err:
+            # without a durable nonce a restart could accept a replay: refuse instead
+            self.verifier.nonces.entries.pop(command.nonce, None)
+            log.error("cannot persist the command nonce cache %s (%s); command refused", self.nonce_path, err)
+            self._answer(name, verdict, error="storage_error")
+            return
+        self.accepted += 1
+        log.warning("command %s accepted (key %s, transaction %s)", name, command.kid_hex, command.transaction)
+        try:
+            data, error = self.actions[name](command)
+        except Exception as err:  # an action bug must still answer the operator
+            log.exception("command %s failed", name)
+            data, error = {}, f"failed: {err}"
+        self._answer(name, verdict, data, error)
+
+    def _answer(self, name: str, verdict: Verdict, data: dict[str, Any] | None = None,
+                error: str | None = None) -> None:
+        self.link.publish(f"response/{name}", response_body(verdict, data, error), qos=1, retain=False)
+
+
+# --------------------------------------------------------------------------- Home Assistant
+
+def discovery_topic(discovery_prefix: str, device_id: str) -> str:
+    """``<discovery_prefix>/device/<device_id>/config``."""
+    return f"{discovery_prefix}/device/{device_id}/config"
+
+
+def discovery_payload(*, device_id: str, base_topic: str, venue_id: str = "") -> dict[str, Any]:
+    """The Home Assistant device-discovery document (``dev``, ``o``, ``cmps``).
+
+    Components: the ``scan`` event, an ``open`` button and a ``mode`` select (HA cannot
+    sign, so their raw payloads are refused as ``unsigned`` unless a signing bridge such
+    as ``qrgate cmd send`` sits between), ``relay`` and ``camera`` binary sensors, and
+    sensors for scans, backlog, fps, decode p99, CPU temperature and the device state.
+    """
+    uid = device_id.replace("-", "_")
+    state = f"{base_topic}/state"
+
+    def sensor(key: str, name: str, template: str, **extra: Any) -> dict[str, Any]:
+        return {"p": "sensor", "name": name, "unique_id": f"qrgate_{uid}_{key}", "state_topic": state,
+                "value_template": template, **extra}
+
+    cmps: dict[str, Any] = {
+        "scan": {"p": "event", "name": "Scan", "unique_id": f"qrgate_{uid}_scan",
+                 "state_topic": f"{base_topic}/scan",
+                 "event_types": ["granted", "denied", "error", "not_passed"]},
+        "open": {"p": "button", "name": "Open", "unique_id": f"qrgate_{uid}_open",
+                 "command_topic": f"{base_topic}/cmd/open", "payload_press": "PRESS", "retain": False},
+        "mode": {"p": "select", "name": "Mode", "unique_id": f"qrgate_{uid}_mode",
+                 "command_topic": f"{base_topic}/cmd/mode", "state_topic": state,
+                 "value_template": "{{ value_json.mode }}", "options": [m.value for m in Mode],
+                 "retain": False},
+        "relay": {"p": "binary_sensor", "name": "Relay", "unique_id": f"qrgate_{uid}_relay",
+                  "state_topic": f"{base_topic}/relay", "payload_on": "ON", "payload_off": "OFF"},
+        "camera": {"p": "binary_sensor", "name": "Camera problem", "unique_id": f"qrgate_{uid}_camera",
+                   "device_class": "problem", "entity_category": "diagnostic", "state_topic": state,
+                   "value_template": "{{ 'ON' if value_json.device_state == 'camera_fault' else 'OFF' }}"},
+        "scans": sensor("scans", "Scans since start", "{{ value_json.scans }}", state_class="total_increasing"),
+        "backlog": sensor("backlog", "Unsent events", "{{ value_json.broker_backlog }}",
+                          state_class="measurement", entity_category="diagnostic"),
+        "fps": sensor("fps", "Camera fps", "{{ value_json.health.fps }}", state_class="measurement",
+                      entity_category="diagnostic"),
+        "decode_p99": sensor("decode_p99", "Decode p99", "{{ value_json.health.decode_p99_ms }}",
+                             unit_of_measurement="ms", state_class="measurement", entity_category="diagnostic"),
+        "cpu_temp": sensor("cpu_temp", "CPU temperature", "{{ value_json.health.cpu_temp_c }}",
+                           device_class="temperature", unit_of_measurement="°C", state_class="measurement",
+                           entity_category="diagnostic"),
+        "state": sensor("state", "Device state", "{{ value_json.device_state }}", entity_category="diagnostic"),
+    }
+    return {
+        "dev": {"ids": [f"qrgate_{uid}"], "name": f"qrgate {device_id}", "mf": "qrgate",
+                "mdl": "QR turnstile controller", "sw": __version__,
+                **({"sa": venue_id} if venue_id else {})},
+        "o": {"name": "qrgate", "sw": __version__},
+        "availability_topic": f"{base_topic}/availability",
+        "qos": 1,
+        "cmps": cmps,
+    }
+
+
+class Discovery:
+    """Publishes the retained discovery document; republishes when HA says ``online``.
+
+    The HA status topic is outside the gate's own tree, so it is subscribed through the
+    link's raw client hook if it has one (``subscribe_absolute``); otherwise discovery is
+    still published on every connect and ``rebirth``.
+
+    Args:
+        link: the MqttLink.
+        topic: the discovery topic.
+        payload: the discovery document.
+        publish_absolute: ``publish_absolute(topic, payload, qos, retain) -> bool`` for a topic
+            outside ``<prefix>/<device_id>/``.
+    """
+
+    def __init__(self, *, link: Any, topic: str, payload: dict[str, Any],
+                 publish_absolute: Callable[[str, bytes, int, bool], bool]) -> None:
+        self.link = link
+        self.topic = topic
+        self.body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        self._publish_absolute = publish_absolute
+        self.published = 0
+
+    def publish(self) -> bool:
+        """Publish the retained document now. False if not handed over (not connected)."""
+        ok = bool(self._publish_absolute(self.topic, self.body, 1, True))
+        self.published += int(ok)
+        return ok
+
+    def ha_status(self, topic: str, payload: bytes, retained: bool, props: dict[str, Any]) -> None:
+        """Handler for ``<discovery_prefix>/status``: ``online`` means HA restarted."""
+        if payload.strip().lower() == b"online":
+            self.publish()
