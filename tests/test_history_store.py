@@ -262,3 +262,24 @@ def test_each_export_format_reads_back(tmp_path):
     assert lines[0].split() == ["Time", "Person", "Venue", "Device", "Dir", "Decision", "Reason"]
     assert lines[1].startswith("2026-07-02 11:12:00  " + evs[0].display)
     assert lines[-1] == f"{len(rows)} events match; showing the newest 2 (use --limit, or --format csv|json|xlsx --out FILE for all)"
+
+
+def test_query_by_person_id_hashes_it_like_the_gate(tmp_path, capsys):
+    from firmware.cli import main
+    from firmware.events import protect_subject
+
+    secret = bytes(range(32))
+    (tmp_path / "venue-secret").write_text(secret.hex() + "\n")
+    hashed = protect_subject("001099012345", "hmac", secret)
+    db = tmp_path / "h.sqlite"
+    s = open_store(str(db))
+    s.add([event(seq=1, subject=hashed), event(seq=2, subject="hmac-other"), event(seq=3, subject="001099012345")])
+    s.close()
+    base = ["history", "query", "--db", str(db), "--format", "json", "--person-id", "001099012345"]
+    assert main([*base, "--hmac-secret-file", str(tmp_path / "venue-secret")]) == 0
+    assert [e["seq"] for e in json.loads(capsys.readouterr().out)["events"]] == [1]
+    assert main(base) == 0  # a gate with privacy.subject = raw
+    assert [e["seq"] for e in json.loads(capsys.readouterr().out)["events"]] == [3]
+    assert main([*base[:-2], "--person", hashed]) == 0
+    assert [e["seq"] for e in json.loads(capsys.readouterr().out)["events"]] == [1]
+    assert main([*base, "--hmac-secret-file", str(tmp_path / "missing")]) == 78

@@ -99,6 +99,11 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", default="", help="events before this time (a bare date includes that day)")
     p.add_argument("--person", default="",
                    help="part of the masked name/phone, or the subject as stored (HMAC or raw id)")
+    p.add_argument("--person-id", default="",
+                   help="a person's id (pass subject or CCCD number): matched as the gate stored it, "
+                   "hashed first with --hmac-secret-file when the venue uses privacy.subject = hmac")
+    p.add_argument("--hmac-secret-file", default="",
+                   help="the venue's HMAC secret file (hex, as the gate keeps it) for --person-id")
     p.add_argument("--venue", default="", help="venue id")
     p.add_argument("--device", default="", help="device id (the gate that scanned)")
     p.add_argument("--decision", default="", help="granted or denied (or another event type)")
@@ -195,7 +200,14 @@ def query_command(args: argparse.Namespace) -> int:
     from provisioning.history.store import open_store
 
     tz = resolve_tz(args.tz)
-    flt = make_filter(since=args.since, until=args.until, person=args.person, venue=args.venue,
+    person = args.person
+    if args.person_id:
+        if args.person:
+            raise ConfigError("give --person or --person-id, not both")
+        person = hashed_person(args.person_id, args.hmac_secret_file) if args.hmac_secret_file else args.person_id
+    elif args.hmac_secret_file:
+        raise ConfigError("--hmac-secret-file goes with --person-id")
+    flt = make_filter(since=args.since, until=args.until, person=person, venue=args.venue,
                       device=args.device, decision=args.decision, now_ms=int(time.time() * 1000), tz=tz)
     store = open_store(args.db, readonly=True)
     try:
@@ -225,6 +237,22 @@ def query_command(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def hashed_person(person_id: str, secret_file: str) -> str:
+    """Hash a person id the way a gate with ``privacy.subject = "hmac"`` does.
+
+    Raises:
+        ConfigError: the secret file is missing or not hex.
+    """
+    from firmware.events import protect_subject
+
+    try:
+        secret = bytes.fromhex(Path(secret_file).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--hmac-secret-file {secret_file} is not a venue secret ({err}); copy the "
+                          "gate's privacy.hmac_secret_file") from err
+    return protect_subject(person_id.strip(), "hmac", secret) or ""
 
 
 def _print_gaps(store, device: str) -> int:

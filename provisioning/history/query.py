@@ -17,6 +17,9 @@ from provisioning.history.events import person_key
 DECISIONS = ("granted", "denied")
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|min|h|d|w)$", re.IGNORECASE)
 _UNIT_S = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# A person text that can only be an id: an HMAC (hex) or an ID card number. A masked display
+# never holds more than 7 digits in a row, so these skip the (unindexed) display search.
+_ID_ONLY = re.compile(r"^(?:[0-9a-fA-F]{16,}|\d{9,})$")
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,8 @@ class Filter:
         since_ms: events at or after this time (Unix ms).
         until_ms: events strictly before this time (Unix ms).
         person: matches the hashed or raw ``subject`` exactly (as the gate stored it), or a part
-            of the masked name and phone (accents, case and spaces ignored).
+            of the masked name and phone (accents, case and spaces ignored). A text that can
+            only be an id (16+ hex digits, or 9+ digits) is matched against ``subject`` only.
         venue: exact venue id.
         device: exact device id (the "controller" of the original system).
         decision: ``granted``, ``denied``, or another stored event type.
@@ -116,7 +120,7 @@ def build_where(flt: Filter) -> tuple[str, list[Any]]:
         params.append(flt.decision)
     if flt.person.strip():
         needle = person_key(flt.person)
-        if needle:
+        if needle and not _ID_ONLY.match(flt.person.strip()):
             clauses.append("(subject = ? OR person_key LIKE ? ESCAPE '\\')")
             params.extend([flt.person.strip(), "%" + _like_escape(needle) + "%"])
         else:
