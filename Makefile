@@ -27,5 +27,9 @@ bench: $(STAMP)
 	$(VENV)/bin/qrgate bench decode
 	$(VENV)/bin/qrgate bench loop
 
+# Install as a systemd service (root): user, /opt/qrgate/venv, /etc/qrgate/qrgate.toml, unit. Idempotent.
+install:
+	systemd/install.sh
+
 clean:
 	rm -rf $(VENV) build *.egg-info
