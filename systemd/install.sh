@@ -1,0 +1,116 @@
+#!/bin/sh
+# Install qrgate as a systemd service. Safe to run again: every step checks before it acts,
+# an existing /etc/qrgate/qrgate.toml is never overwritten, and the venv is upgraded in place.
+#
+#   sudo systemd/install.sh            # from a source checkout (or: sudo make install)
+#   sudo systemd/install.sh --start    # also start the service now
+#
+# Environment (for packaging and tests): ROOT (install below this directory instead of /),
+# QRGATE_USER (default qrgate), QRGATE_PYTHON (default python3), QRGATE_SKIP_APT=1,
+# QRGATE_SKIP_USER=1, QRGATE_SKIP_PIP=1, QRGATE_SKIP_SYSTEMCTL=1.
+set -eu
+
+SRC_DIR=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
+ROOT=${ROOT:-}
+USER_NAME=${QRGATE_USER:-qrgate}
+PYTHON=${QRGATE_PYTHON:-python3}
+PREFIX="$ROOT/opt/qrgate"
+VENV="$PREFIX/venv"
+ETC="$ROOT/etc/qrgate"
+UNIT_DIR="$ROOT/etc/systemd/system"
+START=no
+for arg in "$@"; do
+    case "$arg" in
+        --start) START=yes ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+say() { printf 'qrgate install: %s\n' "$*"; }
+
+if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
+    echo "install.sh: run as root (sudo $0)" >&2
+    exit 1
+fi
+
+# 1. apt packages that must not come from PyPI (CONVENTIONS.md section 1 and 3).
+if [ "${QRGATE_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
+    want="python3-venv"
+    for pkg in python3-lgpio python3-picamera2; do
+        if apt-cache show "$pkg" >/dev/null 2>&1; then want="$want $pkg"; fi
+    done
+    missing=""
+    for pkg in $want; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+    done
+    if [ -n "$missing" ]; then
+        say "apt-get install$missing"
+        apt-get install -y --no-install-recommends $missing
+    fi
+fi
+
+# 2. The service user, in the gpio and video groups where they exist.
+if [ "${QRGATE_SKIP_USER:-0}" != 1 ]; then
+    if ! id "$USER_NAME" >/dev/null 2>&1; then
+        say "creating system user $USER_NAME"
+        useradd --system --user-group --home-dir /var/lib/qrgate --no-create-home \
+            --shell /usr/sbin/nologin "$USER_NAME"
+    fi
+    for group in gpio video; do
+        if getent group "$group" >/dev/null 2>&1 && ! id -nG "$USER_NAME" | tr ' ' '\n' | grep -qx "$group"; then
+            say "adding $USER_NAME to group $group"
+            usermod -a -G "$group" "$USER_NAME"
+        fi
+    done
+fi
+
+# 3. The venv, with the system site packages (picamera2, libcamera and lgpio come from apt).
+mkdir -p "$PREFIX"
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV (--system-site-packages)"
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+fi
+if [ "${QRGATE_SKIP_PIP:-0}" != 1 ]; then
+    say "installing qrgate from $SRC_DIR into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade "$SRC_DIR"
+fi
+cp "$SRC_DIR/README.md" "$PREFIX/README.md"
+
+# 4. The config, from the commented template; never overwritten.
+mkdir -p "$ETC/issuers" "$ETC/authority" "$ETC/commands"
+if [ ! -e "$ETC/qrgate.toml" ]; then
+    say "writing $ETC/qrgate.toml from the commented template (edit it, then start the service)"
+    if [ -x "$VENV/bin/qrgate" ]; then
+        "$VENV/bin/qrgate" config template > "$ETC/qrgate.toml.new"
+    else
+        (cd "$SRC_DIR" && "$PYTHON" -c 'from firmware.config import render_template; print(render_template())') \
+            > "$ETC/qrgate.toml.new"
+    fi
+    chmod 0640 "$ETC/qrgate.toml.new"
+    mv "$ETC/qrgate.toml.new" "$ETC/qrgate.toml"
+else
+    say "keeping the existing $ETC/qrgate.toml"
+fi
+if [ "${QRGATE_SKIP_USER:-0}" != 1 ]; then
+    chown -R "root:$USER_NAME" "$ETC"
+    chmod 0750 "$ETC"
+fi
+
+# 5. The unit, enabled (started only with --start).
+mkdir -p "$UNIT_DIR"
+if ! cmp -s "$SRC_DIR/systemd/qrgate.service" "$UNIT_DIR/qrgate.service"; then
+    say "installing $UNIT_DIR/qrgate.service"
+    install -m 0644 "$SRC_DIR/systemd/qrgate.service" "$UNIT_DIR/qrgate.service"
+fi
+if [ "${QRGATE_SKIP_SYSTEMCTL:-0}" != 1 ] && [ -z "$ROOT" ]; then
+    systemctl daemon-reload
+    systemctl enable qrgate.service
+    if [ "$START" = yes ]; then
+        systemctl restart qrgate.service
+    fi
+fi
+
+say "done. Next: edit $ETC/qrgate.toml, add the safe-boot lines with"
+say "  $VENV/bin/qrgate config boot-fragment --config /etc/qrgate/qrgate.toml | sudo tee -a /boot/firmware/config.txt"
+say "then reboot, or: sudo systemctl start qrgate && qrgate status"
