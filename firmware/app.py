@@ -157,6 +157,8 @@ class GateApp:
         self.frames: Any = None
         self.shutdown = Shutdown()
         self.extras: dict[str, Any] = {}
+        self.exit_status = 0  # EX_RESTART (75) after a provisioning that changed the broker
+        self.stop_event: threading.Event | None = None
         # Events and MQTT (firmware.outbox, firmware.mqtt, firmware.publisher). Other features
         # add fields to the retained state by appending to state_fields, and raise alarms here.
         from firmware.publisher import Alarms
@@ -195,10 +197,20 @@ class GateApp:
             buzzer_pin=g.buzzer_pin, monotonic=clock.monotonic)
         self.shutdown.add("release relay", self.outputs.release)
         self.pin_factory = factory
+        # The persisted provisioning record overrides venue, direction and broker (firmware.provisioning_setup).
+        from device.reprovision_pin import held_at_boot
+        from firmware.provisioning_setup import install_provisioning, load_provisioning
+
+        self.provisioning = load_provisioning(cfg, self.alarms)
+        self.shutdown.add("close state store", self.provisioning.store.close)
+        self.provisioning.reprovision |= held_at_boot(factory, g.reprovision_pin)
+        cfg = self.cfg = self.provisioning.cfg
 
         from firmware.keystore import load_trust_dir
 
-        trust = load_trust_dir(cfg.issuers_dir)
+        # An unprovisioned gate may get its issuer keys from the provisioning QR.
+        trust = load_trust_dir(cfg.issuers_dir, missing_ok=not cfg.device.venue_id or len(
+            self.provisioning.issuers) > 0).merged(self.provisioning.issuers)
         secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
         secret = load_or_create_secret(secret_path)
         sink = self._sink or self._open_sink()
@@ -222,6 +234,7 @@ class GateApp:
                                    outputs=self.outputs, sink=sink, clock=clock, gatekeeper=gatekeeper,
                                    events=events, on_event=self._on_event)
         self.sink = sink
+        install_provisioning(self, self.provisioning)
         self._start_events(sink)
         return self.service
 
@@ -298,6 +311,7 @@ class GateApp:
     def run(self, stop: threading.Event) -> None:
         """Run the scan loop until stop is set (or a replay source ends)."""
         assert self.service is not None
+        self.stop_event = stop
         self.service.run(stop)
 
     def close(self) -> None:

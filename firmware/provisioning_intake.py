@@ -93,13 +93,15 @@ class ProvisioningIntake:
         allow_reprovision: accept codes on a provisioned gate.
         repeat_window_s: a payload held in view is handled once per window.
         clock_skew_s: tolerance on the code's validity window.
+        on_event: callbacks for each stored provisioning event (the service's ``on_event``
+            list, so the publisher and ``--print-events`` see them too).
     """
 
     def __init__(self, *, authority: TrustStore, store: StateStore, device_id: str, sink: EventSink,
                  events: Callable[[], EventFactory], on_applied: Callable[[dict[str, Any]], None],
                  feedback: Callable[[bool], None], is_provisioned: Callable[[], bool],
                  allow_reprovision: bool = False, repeat_window_s: float = 5.0,
-                 clock_skew_s: float = 0.0) -> None:
+                 clock_skew_s: float = 0.0, on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
         self.authority = authority
         self.store = store
         self.device_id = device_id
@@ -111,6 +113,7 @@ class ProvisioningIntake:
         self.allow_reprovision = allow_reprovision
         self.repeat_window_s = repeat_window_s
         self.clock_skew_s = clock_skew_s
+        self.on_event = on_event if on_event is not None else []
         self.last: IntakeResult | None = None
         self._seen: dict[str, float] = {}
 
@@ -174,6 +177,9 @@ class ProvisioningIntake:
             decision=decision, reason=reason, credential=CredentialType.PROVISIONING.value,
             subject=None, display="", latency_ms=0.0, code_sha256=sha, code=None)
         try:
-            self.sink.append(event)
+            stored = self.sink.append(event)
         except StoreError as err:
             log.error("cannot record the provisioning event: %s", err)
+            return
+        for callback in self.on_event:
+            callback(stored)

@@ -87,7 +87,7 @@ def run_command(args: argparse.Namespace) -> int:
                                     args.drain_timeout_s)
                     break
                 stop.wait()
-        return 0
+        return app.exit_status  # 75 after a provisioning that changed the broker: systemd restarts us
     except QrGateError as err:
         log.error("stopped: %s", err)
         return 1
