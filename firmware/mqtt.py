@@ -197,6 +197,19 @@ class MqttLink:
         if self._connected.is_set():
             self._client.subscribe(self.topic(subtopic_filter), qos=qos)
 
+    def subscribe_absolute(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Like ``subscribe`` for a topic outside ``<prefix>/<device_id>/`` (``homeassistant/status``)."""
+        self._subs.append((topic_filter, handler, qos))
+        if self._connected.is_set():
+            self._client.subscribe(topic_filter, qos=qos)
+
+    def publish_absolute(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> bool:
+        """Like ``publish`` for a topic outside ``<prefix>/<device_id>/`` (Home Assistant discovery)."""
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
+
     def add_on_connect(self, callback: Callable[[], None]) -> None:
         """Run callback() on the worker thread after every successful connect."""
         self._on_connect.append(callback)
