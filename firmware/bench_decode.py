@@ -57,7 +57,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                    help="decoder backend (default: %(default)s)")
     q.add_argument("--frames", type=int, default=600, help="no-code frames per round (default: %(default)s)")
     q.add_argument("--rounds", type=int, default=3,
-                   help="alternating raw/loop rounds; the median is reported (default: %(default)s)")
+                   help="rounds of raw and loop timed frame by frame; the median is reported (default: %(default)s)")
     q.add_argument("--grants", type=int, default=200, help="valid passes for the latency run (default: %(default)s)")
     q.add_argument("--size", default="640x480", help="frame size WxH (default: %(default)s)")
     q.add_argument("--sink", choices=("memory", "jsonl"), default="memory",
@@ -206,8 +206,8 @@ def library_versions() -> dict[str, str]:
 
 
 def decode_report_text(report: dict[str, Any]) -> str:
-    lines = [f"qrgate bench decode - {report['date']} - {report['cpu']} ({report['cpus']} CPUs), "
-             f"Python {report['python']}, " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    lines = [f"qrgate bench decode - {report['date']} - {report['cpu']} ({report['cpus']} CPUs, load "
+             f"{report['load_avg_1m']}), Python {report['python']}, " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     lines.append(format_table(
         ["backend", "size", "frames", "code", "mean ms", "p50 ms", "p99 ms", "fps", "decoded/frames"],
         [[t["backend"], t["size"], t["frames"], "yes" if t["code"] else "no", t["mean_ms"], t["p50_ms"],

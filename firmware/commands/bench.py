@@ -76,9 +76,14 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """Date (UTC), CPU, core count and Python version, for every bench report."""
+    """Date (UTC), CPU, core count, load average at the start and Python version, for every bench report."""
+    try:
+        load_1m = round(os.getloadavg()[0], 2)
+    except OSError:
+        load_1m = -1.0
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+        "load_avg_1m": load_1m,
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
