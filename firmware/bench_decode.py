@@ -60,9 +60,9 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                    help="rounds of raw and loop timed frame by frame; the median is reported (default: %(default)s)")
     q.add_argument("--grants", type=int, default=200, help="valid passes for the latency run (default: %(default)s)")
     q.add_argument("--size", default="640x480", help="frame size WxH (default: %(default)s)")
-    q.add_argument("--sink", choices=("memory", "jsonl"), default="memory",
-                   help="event sink: in memory, or the real JSONL events file with fsync in a temporary "
-                   "folder (default: %(default)s)")
+    q.add_argument("--sink", choices=("memory", "outbox"), default="memory",
+                   help="event sink: in memory, or the real SQLite outbox (WAL, synchronous=FULL) in a "
+                   "temporary folder (default: %(default)s)")
     q.add_argument("--samples", default=os.environ.get("QRGATE_SAMPLES", str(DEFAULT_SAMPLES)),
                    help="qr-samples folder for no-code photos (default: $QRGATE_SAMPLES or %(default)s)")
     add_json_flag(q)

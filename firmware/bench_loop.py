@@ -16,7 +16,6 @@ frame-to-relay p99 is at most 5 ms beyond the decode.
 
 from __future__ import annotations
 
-import os
 import secrets
 import statistics
 import tempfile
@@ -85,10 +84,11 @@ def _build_service(frames: Any, backend: str, trust: Any, sink: Any) -> tuple[An
 
 
 def _open_sink(kind: str, workdir: Path) -> Any:
-    if kind == "jsonl":
-        from firmware.eventlog import JsonlEventLog
+    if kind == "outbox":
+        from firmware.outbox import SqliteOutbox
 
-        return JsonlEventLog(workdir / "events.jsonl", random_bytes=os.urandom)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return SqliteOutbox(workdir / "outbox.sqlite")
     return MemorySink()
 
 
@@ -142,7 +142,8 @@ def run_loop_bench(backend: str = "zxing", *, frames: int = 600, rounds: int = 3
     with tempfile.TemporaryDirectory(prefix="qrgate-bench-") as tmp:
         for _ in range(rounds):
             source = ReplayFrames(images, frames_per_image=1, as_fast_as_possible=True)
-            service, outputs = _build_service(source, backend, trust, _open_sink(sink_kind, Path(tmp)))
+            sink = _open_sink(sink_kind, Path(tmp) / secrets.token_hex(4))
+            service, outputs = _build_service(source, backend, trust, sink)
             try:
                 raw_fps_round, loop_fps_round = _interleaved_fps(service, raw_decoder, images)
             finally:
@@ -160,7 +161,7 @@ def run_loop_bench(backend: str = "zxing", *, frames: int = 600, rounds: int = 3
         pass_frames = [render_code_frame(text, size[0], size[1], seed=i) for i, text in enumerate(passes)]
         stamps: list[float] = []
         source = _StampingFrames(ReplayFrames(pass_frames, frames_per_image=1, as_fast_as_possible=True), stamps)
-        sink = _open_sink(sink_kind, Path(tmp))
+        sink = _open_sink(sink_kind, Path(tmp) / secrets.token_hex(4))
         service, outputs = _build_service(source, backend, trust, sink)
         energised_at: list[float] = []
         outputs.pulser.add_listener(lambda on: energised_at.append(time.monotonic()) if on else None)
