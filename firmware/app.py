@@ -169,6 +169,15 @@ class GateApp:
         self.publisher: Any = None
         self.drain_timeout_s = 30.0
         self.flush_timeout_s = 3.0
+        # Field operations (firmware.field): device state, LED, status file, systemd, inputs,
+        # remote commands. Features feed the device state and `qrgate status` through these lists.
+        self.device_inputs: list[Callable[[], dict[str, Any]]] = []
+        self.status_fields: list[Callable[[], dict[str, Any]]] = []
+        self.rebirth_hooks: list[Callable[[], Any]] = []
+        self.reload_hooks: list[Callable[[], Any]] = []
+        self.passage_listeners: list[Callable[[str], None]] = []
+        self.field: Any = None
+        self.field_options: dict[str, Any] = {}
 
     def build(self) -> GateService:
         """Open every adapter and return the service.
@@ -208,15 +217,16 @@ class GateApp:
 
         from firmware.keystore import load_trust_dir
 
-        # An unprovisioned gate may get its issuer keys from the provisioning QR.
-        trust = load_trust_dir(cfg.issuers_dir, missing_ok=not cfg.device.venue_id or len(
-            self.provisioning.issuers) > 0).merged(self.provisioning.issuers)
+        # A gate provisioned by QR may have no issuer directory (its keys came in the code).
+        trust = load_trust_dir(cfg.issuers_dir, missing_ok=not cfg.device.venue_id or bool(
+            self.provisioning.record)).merged(self.provisioning.issuers)
         secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
         secret = load_or_create_secret(secret_path)
         sink = self._sink or self._open_sink()
         self.link = self._open_link()
         passback = SqlitePassbackStore(state_dir / "passback.sqlite", keep_s=max(cfg.policy.passback_window_s, 3600.0))
-        memory = GateMemory(passages=passback.load(clock.wall()), on_passage=passback.record)
+        self.passback = passback
+        memory = GateMemory(passages=passback.load(clock.wall()), on_passage=self._passage_recorded)
         self.frames = open_frame_source(cfg.camera, cfg.config_dir, clock=clock)
         self.shutdown.add("close camera", self.frames.close)
         self.extras["after_camera"] = len(self.shutdown.steps)
@@ -236,7 +246,15 @@ class GateApp:
         self.sink = sink
         install_provisioning(self, self.provisioning)
         self._start_events(sink)
+        from firmware.field import FieldOps
+
+        self.field = FieldOps(self, **self.field_options).attach()
         return self.service
+
+    def _passage_recorded(self, key: str, direction: str, wall_s: float) -> None:
+        self.passback.record(key, direction, wall_s)
+        for listener in self.passage_listeners:
+            listener(key)
 
     def _open_sink(self) -> EventSink:
         """The SQLite outbox; if none can be opened, a sink that refuses (the gate fails closed)."""
@@ -312,6 +330,8 @@ class GateApp:
         """Run the scan loop until stop is set (or a replay source ends)."""
         assert self.service is not None
         self.stop_event = stop
+        if self.field is not None:
+            self.field.start()  # READY=1 and the device monitor, once
         self.service.run(stop)
 
     def close(self) -> None:

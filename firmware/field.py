@@ -111,6 +111,9 @@ class FieldOps:
         self.listeners: list[Callable[[DeviceState], None]] = []
         self._holding = False
         self._started = False
+        self._health_cache: tuple[float, dict[str, Any]] | None = None
+        self.remote: Any = None
+        self.discovery: Any = None
         self.led: Any = None
         self.gpio_inputs: Any = None
         self.watch: PassageWatch | None = None
@@ -139,6 +142,7 @@ class FieldOps:
         if g.passage_sensor_pin >= 0:
             self.watch = PassageWatch(self.cfg.commands.pass_timeout_s)
             self.service.on_event.append(self._event_stored)
+            app.passage_listeners.append(self.watch.passage_recorded)
         if g.fire_alarm_pin >= 0 or g.passage_sensor_pin >= 0:
             from device.inputs import GpioInputs
 
@@ -150,8 +154,78 @@ class FieldOps:
             self.gpio_inputs.report_fire_level()
         app.shutdown.add("remove status file", self.writer.remove)
         self.service.after_step.append(self.after_step)
+        app.state_fields.append(self.state_fields)
+        if getattr(app, "link", None) is not None:
+            self._attach_mqtt(app.link)
         self.tick()
         return self
+
+    def _attach_mqtt(self, link: Any) -> None:
+        """Remote commands, Home Assistant discovery and the retained relay topic."""
+        from firmware.keystore import load_trust_dir
+        from firmware.remote import CommandVerifier
+        from firmware.remote_link import NONCE_FILE, Discovery, RemoteCommands, discovery_payload, \
+            discovery_topic, load_nonces
+
+        cfg, app = self.cfg, self.app
+        pulser = getattr(app.outputs, "pulser", None)
+        if pulser is not None:
+            pulser.add_listener(lambda on: link.publish("relay", "ON" if on else "OFF", qos=1, retain=True))
+            link.add_on_connect(lambda: link.publish("relay", "ON" if pulser.energised else "OFF", qos=1,
+                                                     retain=True))
+        if cfg.mqtt.discovery:
+            self.discovery = Discovery(
+                link=link, topic=discovery_topic(cfg.mqtt.discovery_prefix, cfg.device.id),
+                payload=discovery_payload(device_id=cfg.device.id, base_topic=link.topic("").rstrip("/"),
+                                          venue_id=cfg.device.venue_id),
+                publish_absolute=link.publish_absolute)
+            link.add_on_connect(self.discovery.publish)
+            link.subscribe_absolute(f"{cfg.mqtt.discovery_prefix}/status", self.discovery.ha_status)
+            app.rebirth_hooks.append(self.discovery.publish)
+        if cfg.commands.enabled:
+            trust = load_trust_dir(cfg.command_keys_dir, missing_ok=True)
+            nonce_path = cfg.state_dir / NONCE_FILE
+            verifier = CommandVerifier(device_id=cfg.device.id, keys_for_kid=trust.keys_for,
+                                       rate_per_min=cfg.commands.rate_per_min, max_age_s=cfg.commands.max_age_s,
+                                       max_pulse_ms=cfg.gpio.relay_pulse_ms, nonces=load_nonces(nonce_path))
+            self.remote = RemoteCommands(link=link, verifier=verifier, nonce_path=nonce_path, clock=self.clock,
+                                         actions={"open": self._cmd_open, "mode": self._cmd_mode,
+                                                  "reload": self._cmd_reload, "rebirth": self._cmd_rebirth})
+            self.remote.subscribe()
+            if len(trust) == 0:
+                log.warning("no command keys in %s: every remote command will be refused (unknown_key)",
+                            cfg.command_keys_dir)
+
+    # ------------------------------------------------------------------ command actions (MQTT worker)
+
+    def _cmd_open(self, command: Any) -> tuple[dict[str, Any], str | None]:
+        with self._lock:
+            state = self.state
+        if state in (DeviceState.LOCKDOWN, DeviceState.FREE_PASSAGE):
+            return {"state": state.value}, state.value  # locked: no; free: already open
+        pulse_ms = command.args.get("pulse_ms", self.cfg.gpio.relay_pulse_ms)
+        self.app.outputs.open_pulse(pulse_ms / 1000.0)
+        return {"pulse_ms": pulse_ms}, None
+
+    def _cmd_mode(self, command: Any) -> tuple[dict[str, Any], str | None]:
+        error = self.set_mode(command.args["mode"])
+        with self._lock:
+            return {"mode": self.modes.mode.value, "state": self.state.value}, error
+
+    def _cmd_reload(self, command: Any) -> tuple[dict[str, Any], str | None]:
+        done = []
+        for hook in list(getattr(self.app, "reload_hooks", [])):
+            hook()
+            done.append(getattr(hook, "__name__", "hook"))
+        return {"reloaded": done}, None
+
+    def _cmd_rebirth(self, command: Any) -> tuple[dict[str, Any], str | None]:
+        for hook in list(getattr(self.app, "rebirth_hooks", [])):
+            hook()
+        state = getattr(getattr(self.app, "publisher", None), "state", None)
+        if state is not None:
+            state.force()
+        return {}, None
 
     def start(self) -> None:
         """Send READY=1 and start the monitor thread. Idempotent."""
@@ -350,10 +424,29 @@ class FieldOps:
         fps = self.service.stats.fps()
         return f"{self.state.value}; {fps:.1f} fps; {self.service.stats.decisions} decisions"
 
+    def state_fields(self) -> dict[str, Any]:
+        """Fields of the retained MQTT state: device state, mode and health (refreshed every
+        ``mqtt.state_interval_s`` so a moving fps does not republish the state twice a second)."""
+        now = self.clock.monotonic()
+        with self._lock:
+            if self._health_cache is None or now - self._health_cache[0] >= self.cfg.mqtt.state_interval_s:
+                self._health_cache = (now, self.health())
+            return {"device_state": self.state.value, "mode": self.modes.mode.value,
+                    "free_passage": self.modes.free_passage, "fire_alarm": self.modes.fire_active,
+                    "health": self._health_cache[1]}
+
     def health(self) -> dict[str, Any]:
         """fps, decode p50/p99, uptime and CPU temperature (for status and the MQTT state)."""
         stats = self.service.stats
+        backlog = None
+        stats_fn = getattr(getattr(self.app, "sink", None), "stats", None)
+        if stats_fn is not None:
+            try:
+                backlog = stats_fn().unsent
+            except Exception:  # a closed or broken outbox: health still reports the rest
+                backlog = None
         return {
+            "backlog": backlog,
             "fps": round(stats.fps(), 2),
             "decode_p50_ms": round(stats.decode_percentile_ms(50), 3),
             "decode_p99_ms": round(stats.decode_percentile_ms(99), 3),
