@@ -143,6 +143,9 @@ def install_provisioning(app: Any, prov: Provisioning) -> ProvisioningIntake:
             and bool(record.get("broker"))
         app.cfg = new_cfg
         prov.record = record
+        field_ops = getattr(app, "field", None)
+        if field_ops is not None:
+            field_ops.tick()  # the device state (and gatekeeper.blocked) follows at once
         if broker_changed:
             log.warning("provisioned with a new broker %s; restarting the daemon to connect to it",
                         record["broker"])
@@ -154,10 +157,19 @@ def install_provisioning(app: Any, prov: Provisioning) -> ProvisioningIntake:
     intake = ProvisioningIntake(
         authority=authority, store=prov.store, device_id=cfg.device.id, sink=app.sink,
         events=lambda: service.events, on_applied=applied, feedback=confirm_on_outputs(app.outputs),
-        is_provisioned=lambda: bool(prov.record), allow_reprovision=prov.reprovision,
+        is_provisioned=lambda: bool(prov.record) or bool(app.cfg.device.venue_id),
+        allow_reprovision=prov.reprovision,
         repeat_window_s=cfg.policy.repeat_window_s, clock_skew_s=cfg.policy.clock_skew_s,
         on_event=service.on_event)
     service.interceptors.append(intake)
-    app.state_fields.append(lambda: {"provisioned": bool(prov.record),
-                                     "venue_id": (prov.record or {}).get("venue_id", "")})
+    def fields() -> dict[str, Any]:
+        record = prov.record or {}
+        return {"provisioned": bool(record), "venue_id": record.get("venue_id", app.cfg.device.venue_id),
+                "venue_name": record.get("venue_name", ""), "direction": app.cfg.device.direction}
+
+    app.state_fields.append(fields)
+    getattr(app, "status_fields", []).append(fields)
+    # The device state (firmware.field) reads "provisioned" from here, not from the start-up config.
+    getattr(app, "device_inputs", []).append(lambda: {"provisioned": bool(prov.record) or bool(
+        app.cfg.device.venue_id)})
     return intake

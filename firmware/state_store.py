@@ -4,8 +4,8 @@ The state is a few kilobytes: the provisioning record, used provisioning nonces 
 list versions. tinydb's own JSONStorage rewrites its file in place, so a crash or a
 power cut mid-write leaves broken JSON. ``AtomicJSONStorage`` instead writes a
 temporary file in the same directory, fsyncs it, renames it over the state file with
-``os.replace`` and fsyncs the directory; the previous good content is kept beside it
-as ``<name>.bak``.
+``os.replace`` and fsyncs the directory; a second copy of the last good document is
+kept beside it as ``<name>.bak`` (written first, so one of the two is always whole).
 
 At start a state file that cannot be read as a JSON object (empty, truncated, garbage,
 NUL-filled after a power cut) is moved aside as ``<name>.corrupt-<unix time>``, the
@@ -147,8 +147,8 @@ class AtomicJSONStorage(Storage):
             raise StoreError(f"state would grow to {len(raw)} bytes (limit {MAX_STATE_BYTES}); "
                              "this is a bug: the state holds small records only")
         try:
-            if self._committed is not None and self.path.exists():
-                write_atomic(self.bak_path, _encode(self._committed))
+            # The copy goes first: at every moment one of the two files holds a whole document.
+            write_atomic(self.bak_path, raw)
             write_atomic(self.path, raw)
         except OSError as err:
             raise StoreError(f"cannot write state file {self.path} ({err.strerror}); check that "
