@@ -200,7 +200,8 @@ class ReplayFrames:
                 continue
             if isinstance(item, np.ndarray):
                 if item.ndim != 2 or item.dtype != np.uint8:
-                    problems.append(f"replay array #{len(plan)} has shape {item.shape} and dtype {item.dtype}; "
+                    problems.append(f"replay array #{len(plan)} has shape {item.shape} and dtype "
+                                    f"{item.dtype}; "
                                     "give a 2-D uint8 greyscale array")
                     continue
                 pixels, name = np.ascontiguousarray(item), origin or "array"
@@ -262,6 +263,9 @@ class ReplayFrames:
         frame = Frame(pixels=pixels, captured_mono_s=now_s, index=self._next, origin=name)
         self._next += 1
         return frame
+
+    def flush_next(self) -> None:
+        """Nothing to do: a replayed frame is never stale. Present so every source can be flushed."""
 
     def close(self) -> None:
         """Stop the replay and wake a waiting ``read``. Safe to call twice."""
@@ -467,6 +471,11 @@ class V4l2Frames:
         self._cap.set(cv2_module.CAP_PROP_FPS, fps)
         self._cap.set(cv2_module.CAP_PROP_BUFFERSIZE, 1)
         self._device = device
+        self._flush = False
+
+    def flush_next(self) -> None:
+        """Drop the one buffered frame before the next ``read`` (the capture buffer holds one)."""
+        self._flush = True
 
     def read(self, timeout_s: float) -> Frame | None:
         """Return the next frame. OpenCV's read blocks for one frame period; timeout_s is not enforced.
@@ -474,6 +483,9 @@ class V4l2Frames:
         Raises:
             CameraUnavailable: the webcam stopped delivering.
         """
+        if self._flush:
+            self._flush = False
+            self._cap.grab()
         ok, image = self._cap.read()
         if not ok:
             raise CameraUnavailable(f"/dev/video{self._device} stopped delivering frames")
@@ -501,7 +513,8 @@ def _open_replay(source: str, camera: Any, config_dir: Path, clock: MonotonicClo
     path = Path(raw_path).expanduser()
     if not path.is_absolute():
         path = config_dir / path
-    return ReplayFrames.from_source(f"{kind}:{path}", fps=camera.fps, frames_per_image=camera.frames_per_image,
+    return ReplayFrames.from_source(f"{kind}:{path}", fps=camera.fps,
+                                    frames_per_image=camera.frames_per_image,
                                     as_fast_as_possible=camera.as_fast_as_possible, clock=clock)
 
 

@@ -50,15 +50,18 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=bench_decode_command)
 
-    q = bench_sub.add_parser("loop", help="whole gate loop fps next to the raw decoder; frame-to-relay latency",
+    q = bench_sub.add_parser("loop",
+                             help="whole gate loop fps next to the raw decoder; frame-to-relay latency",
                              description="Run the real GateService on no-code frames next to the raw decoder "
                              "on the same frames, then time frame-to-relay on valid passes.")
     q.add_argument("--backend", choices=("zxing", "zbar"), default="zxing",
                    help="decoder backend (default: %(default)s)")
     q.add_argument("--frames", type=int, default=600, help="no-code frames per round (default: %(default)s)")
     q.add_argument("--rounds", type=int, default=3,
-                   help="rounds of raw and loop timed frame by frame; the median is reported (default: %(default)s)")
-    q.add_argument("--grants", type=int, default=200, help="valid passes for the latency run (default: %(default)s)")
+                   help="rounds of raw and loop timed frame by frame; the median is reported "
+                   "(default: %(default)s)")
+    q.add_argument("--grants", type=int, default=200,
+                   help="valid passes for the latency run (default: %(default)s)")
     q.add_argument("--size", default="640x480", help="frame size WxH (default: %(default)s)")
     q.add_argument("--sink", choices=("memory", "outbox"), default="memory",
                    help="event sink: in memory, or the real SQLite outbox (WAL, synchronous=FULL) in a "
@@ -85,7 +88,8 @@ def no_code_photos(samples: Path, width: int, height: int) -> list[np.ndarray]:
     return out
 
 
-def time_decodes(decoder: Any, frames: Sequence[np.ndarray], count: int, warmup: int = 3) -> tuple[list[float], int]:
+def time_decodes(decoder: Any, frames: Sequence[np.ndarray], count: int,
+                 warmup: int = 3) -> tuple[list[float], int]:
     """Decode count frames (cycling through frames); return the ms of each and the codes found."""
     def frame(i: int) -> Frame:
         return Frame(pixels=frames[i % len(frames)], captured_mono_s=0.0, index=i, origin="bench")
@@ -148,7 +152,8 @@ def detection(decoder: Any, samples: Path, pattern: str) -> list[dict[str, Any]]
                 message = folder / (path.stem.split("-", 1)[0] + ".txt")
                 parts.setdefault(message, []).append(b"".join(c.payload for c in codes))
         messages = {m: b"".join(p) == m.read_bytes() for m, p in parts.items() if m.exists()}
-        rows.append({"folder": folder.name, "images": len(images) - sum(len(p) for p in parts.values()) + len(messages),
+        units = len(images) - sum(len(p) for p in parts.values()) + len(messages)
+        rows.append({"folder": folder.name, "images": units,
                      "decoded": good + sum(messages.values()), "unit": "messages" if messages else "images",
                      "mean_ms": round(ms / len(images), 3) if images else 0.0})
     return rows
@@ -207,7 +212,8 @@ def library_versions() -> dict[str, str]:
 
 def decode_report_text(report: dict[str, Any]) -> str:
     lines = [f"qrgate bench decode - {report['date']} - {report['cpu']} ({report['cpus']} CPUs, load "
-             f"{report['load_avg_1m']}), Python {report['python']}, " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+             f"{report['load_avg_1m']}), Python {report['python']}, "
+             + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     lines.append(format_table(
         ["backend", "size", "frames", "code", "mean ms", "p50 ms", "p99 ms", "fps", "decoded/frames"],
         [[t["backend"], t["size"], t["frames"], "yes" if t["code"] else "no", t["mean_ms"], t["p50_ms"],

@@ -160,7 +160,8 @@ def run_loop_bench(backend: str = "zxing", *, frames: int = 600, rounds: int = 3
                         window=window) for i in range(grants)]
         pass_frames = [render_code_frame(text, size[0], size[1], seed=i) for i, text in enumerate(passes)]
         stamps: list[float] = []
-        source = _StampingFrames(ReplayFrames(pass_frames, frames_per_image=1, as_fast_as_possible=True), stamps)
+        replay = ReplayFrames(pass_frames, frames_per_image=1, as_fast_as_possible=True)
+        source = _StampingFrames(replay, stamps)
         sink = _open_sink(sink_kind, Path(tmp) / secrets.token_hex(4))
         service, outputs = _build_service(source, backend, trust, sink)
         energised_at: list[float] = []
@@ -191,7 +192,8 @@ def run_loop_bench(backend: str = "zxing", *, frames: int = 600, rounds: int = 3
         "raw_fps_runs": [round(v, 1) for v in raw_runs], "loop_fps_runs": [round(v, 1) for v in loop_runs],
         "raw_fps": round(raw_fps, 1), "loop_fps": round(loop_fps, 1), "loop_to_raw": round(ratio, 3),
         "grants": grants, "granted": granted, "missed": missed,
-        "frame_to_relay_ms": {"p50": round(percentile(latency_ms, 50), 3), "p99": round(percentile(latency_ms, 99), 3)},
+        "frame_to_relay_ms": {"p50": round(percentile(latency_ms, 50), 3),
+                              "p99": round(percentile(latency_ms, 99), 3)},
         "beyond_decode_ms": {"p50": round(percentile(beyond_ms, 50), 3), "p99": round(p99_beyond, 3)},
         "targets": {"loop_to_raw_min": LOOP_TARGET_RATIO, "beyond_decode_p99_max_ms": LATENCY_TARGET_P99_MS,
                     "loop_ok": ratio >= LOOP_TARGET_RATIO,
@@ -218,19 +220,22 @@ class _StampingFrames:
 def loop_report_text(report: dict[str, Any]) -> str:
     t = report["targets"]
     lines = [f"qrgate bench loop - {report['date']} - {report['cpu']} ({report['cpus']} CPUs), Python "
-             f"{report['python']}, load {report['load_avg_1m']}; backend {report['backend']}, {report['size']} frames, "
+             f"{report['python']}, load {report['load_avg_1m']}; backend {report['backend']}, "
+             f"{report['size']} frames, "
              f"{report['sink']} event sink",
              ""]
     lines.append(format_table(
         ["measure", "value", "target", "ok"],
         [["raw decoder, no-code frames (fps, median of rounds)", report["raw_fps"], "", ""],
          ["whole gate loop, same frames (fps, median of rounds)", report["loop_fps"], "", ""],
-         ["loop / raw (median of rounds)", f"{report['loop_to_raw'] * 100:.1f} %", f">= {t['loop_to_raw_min'] * 100:.0f} %",
+         ["loop / raw (median of rounds)", f"{report['loop_to_raw'] * 100:.1f} %",
+          f">= {t['loop_to_raw_min'] * 100:.0f} %",
           "yes" if t["loop_ok"] else "NO"],
          ["frame-to-relay p50 (ms)", report["frame_to_relay_ms"]["p50"], "", ""],
          ["frame-to-relay p99 (ms)", report["frame_to_relay_ms"]["p99"], "", ""],
          ["beyond decode p50 (ms)", report["beyond_decode_ms"]["p50"], "", ""],
-         ["beyond decode p99 (ms)", report["beyond_decode_ms"]["p99"], f"<= {t['beyond_decode_p99_max_ms']:.0f}",
+         ["beyond decode p99 (ms)", report["beyond_decode_ms"]["p99"],
+          f"<= {t['beyond_decode_p99_max_ms']:.0f}",
           "yes" if t["latency_ok"] else "NO"],
          ["passes granted / shown", f"{report['granted']}/{report['grants']}", "all",
           "yes" if report["missed"] == 0 else "NO"]]))

@@ -44,7 +44,8 @@ def test_bench_decode_table_names_backends_and_folders(capsys, samples_dir):
 
 
 def test_bench_decode_without_samples_still_times_synthetic_frames(capsys, tmp_path):
-    report = run_json(capsys, "decode", "--backend", "zxing", "--frames", "1", "--samples", str(tmp_path / "none"))
+    report = run_json(capsys, "decode", "--backend", "zxing", "--frames", "1",
+                      "--samples", str(tmp_path / "none"))
     assert {t["frames"] for t in report["timings"]} == {"noise", "pass QR"}
     assert report["detection"] == []
 

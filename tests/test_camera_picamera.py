@@ -134,7 +134,8 @@ class FakePicamera2:
 
 
 def open_frames(fake: FakePicamera2, **options) -> PicameraFrames:
-    return PicameraFrames(picamera2_factory=lambda num: fake, clock=options.pop("clock", FakeClock()), **options)
+    clock = options.pop("clock", FakeClock())
+    return PicameraFrames(picamera2_factory=lambda num: fake, clock=clock, **options)
 
 
 def test_frames_are_the_y_plane_sliced_out_of_the_stride_padded_buffer():
@@ -223,7 +224,8 @@ def test_a_zero_timeout_still_gives_picamera2_a_positive_wait():
 
 def test_a_busy_camera_says_to_stop_the_service():
     def busy(num):
-        return FakePicamera2(num, open_error=RuntimeError("Failed to acquire camera: Device or resource busy"))
+        error = RuntimeError("Failed to acquire camera: Device or resource busy")
+        return FakePicamera2(num, open_error=error)
 
     with pytest.raises(CameraUnavailable, match=r"camera 0 is busy .*stop the qrgate service"):
         PicameraFrames(picamera2_factory=busy)

@@ -114,6 +114,12 @@ def test_as_fast_as_possible_never_waits(fake_clock):
     assert wait.waits == []
 
 
+def test_flush_next_on_a_replay_changes_nothing(fake_clock):
+    source = ReplayFrames([render_code_frame("A"), Blank()], as_fast_as_possible=True, clock=fake_clock)
+    source.flush_next()
+    assert [f.index for f in read_all(source)] == [0, 1]
+
+
 def test_end_of_input_raises_eof_on_every_later_read(fake_clock):
     source = ReplayFrames([render_code_frame("A")], as_fast_as_possible=True, clock=fake_clock)
     assert source.read(0.1) is not None
@@ -142,7 +148,8 @@ def test_blank_placeholder_of_any_size(fake_clock):
 
 
 def test_repeat_plays_the_list_again(fake_clock):
-    source = ReplayFrames([render_code_frame("A"), Blank()], repeat=3, as_fast_as_possible=True, clock=fake_clock)
+    source = ReplayFrames([render_code_frame("A"), Blank()], repeat=3, as_fast_as_possible=True,
+                          clock=fake_clock)
     assert [f.origin for f in read_all(source)] == ["array", "blank"] * 3
     assert source.frame_count == 6
 

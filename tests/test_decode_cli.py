@@ -65,7 +65,8 @@ def test_a_folder_is_expanded_to_its_images_in_name_order(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("A")
     status, lines = run_decode(capsys, str(tmp_path))
     assert status == 0
-    assert [(Path(line["file"]).name, line["codes"][0]["text"]) for line in lines] == [("a.png", "A"), ("b.png", "B")]
+    got = [(Path(line["file"]).name, line["codes"][0]["text"]) for line in lines]
+    assert got == [("a.png", "A"), ("b.png", "B")]
 
 
 def test_the_console_script_decodes_a_sample_photo(samples_dir):
