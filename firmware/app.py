@@ -245,10 +245,11 @@ class GateApp:
                                    events=events, on_event=self._on_event)
         self.sink = sink
         install_provisioning(self, self.provisioning)
-        self._start_events(sink)
         from firmware.field import FieldOps
 
+        # before the link starts, so command subscriptions go out with the first connect
         self.field = FieldOps(self, **self.field_options).attach()
+        self._start_events(sink)
         return self.service
 
     def _passage_recorded(self, key: str, direction: str, wall_s: float) -> None:

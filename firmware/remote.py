@@ -247,7 +247,8 @@ class CommandVerifier:
             return Verdict(None, reason, detail, tx)
 
         if retained:
-            return reject(Reject.RETAINED, "retained commands are never acted on; clear the retained message")
+            return reject(Reject.RETAINED, "retained commands are never acted on; clear the retained message",
+                          _peek_transaction(payload))
         if len(payload) > MAX_ENVELOPE_BYTES:
             return reject(Reject.MALFORMED, f"envelope is {len(payload)} bytes, over {MAX_ENVELOPE_BYTES}")
         try:
@@ -306,6 +307,16 @@ class CommandVerifier:
         return Verdict(Command(name=body["command"], args=args, device_id=body["device_id"], nonce=body["nonce"],
                                issued_at=issued, expires_at=expires, transaction=tx, kid_hex=kid_text),
                        transaction=tx)
+
+
+def _peek_transaction(payload: bytes) -> str | None:
+    """The transaction of an envelope, unverified, only to echo it in a rejection."""
+    try:
+        body = json.loads(unb64url(json.loads(payload)["payload"]))
+        tx = body.get("transaction")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return tx if isinstance(tx, str) and len(tx) <= 128 else None
 
 
 def _verifies(key: ed25519.Ed25519PublicKey, sig: bytes, data: bytes) -> bool:

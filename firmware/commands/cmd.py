@@ -1,0 +1,82 @@
+"""`qrgate cmd send`: sign a remote command, send it to a gate and print the gate's answer.
+
+Exit status: 0 the gate answered ``ok``; 1 it answered an error; 4 no answer in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from firmware.errors import ConfigError
+
+EXIT_NO_ANSWER = 4
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cmd", help="send a signed remote command to a gate (open, mode, reload, rebirth)")
+    cs = p.add_subparsers(dest="cmd_command", metavar="ACTION", required=True)
+    s = cs.add_parser("send", help="sign, send, wait for the answer and print it",
+                      description="Examples: `qrgate cmd send --key ops.pem --broker mqtt.lan:8883 --tls-ca ca.pem "
+                      "--device gate-1 open`; `... mode lockdown`; `... mode normal`; `... rebirth`.")
+    s.add_argument("--key", required=True, help="command signing key (Ed25519 private PEM, `qrgate keys new "
+                   "--role command`); the gate must trust its public key (`qrgate keys trust --role command`)")
+    s.add_argument("--broker", required=True, metavar="HOST:PORT", help="MQTT broker")
+    s.add_argument("--device", required=True, help="the gate's device id")
+    s.add_argument("--prefix", default="qrgate", help="topic prefix (default: %(default)s)")
+    s.add_argument("--ttl-s", type=float, default=10.0, help="validity of the command, at most 30 s "
+                   "(default: %(default)s)")
+    s.add_argument("--timeout-s", type=float, default=10.0, help="wait this long for the answer (default: %(default)s)")
+    s.add_argument("--transaction", default=None, help="transaction id echoed in the answer (default: random)")
+    s.add_argument("--pulse-ms", type=int, default=None, help="open: pulse length (at most the gate's relay_pulse_ms)")
+    s.add_argument("--tls-ca", default="", help="CA certificate (enables TLS)")
+    s.add_argument("--tls-cert", default="", help="client certificate")
+    s.add_argument("--tls-key", default="", help="client certificate key")
+    s.add_argument("--username", default="", help="broker user name")
+    s.add_argument("--password-file", default="", help="file holding the broker password")
+    s.add_argument("command", choices=("open", "mode", "reload", "rebirth"), help="what to do")
+    s.add_argument("argument", nargs="?", help="for mode: normal, lockdown or free_passage")
+    s.set_defaults(func=cmd_send)
+
+
+def _broker(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--broker {text!r} must be HOST:PORT, for example mqtt.example.lan:8883")
+    return host, int(port)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from firmware.device_state import Mode
+    from provisioning.commands import Target, build_envelope, send_command
+    from provisioning.keys import load_private_key
+
+    host, port = _broker(args.broker)
+    command_args: dict[str, object] = {}
+    if args.command == "mode":
+        try:
+            command_args["mode"] = Mode.parse(args.argument or "").value
+        except ValueError as err:
+            raise ConfigError(f"mode {args.argument!r} must be normal, lockdown or free_passage") from err
+    elif args.argument:
+        raise ConfigError(f"{args.command} takes no argument (got {args.argument!r})")
+    if args.command == "open" and args.pulse_ms is not None:
+        command_args["pulse_ms"] = args.pulse_ms
+    key = load_private_key(args.key)
+    try:
+        envelope, tx = build_envelope(key, device_id=args.device, command=args.command, args=command_args,
+                                      ttl_s=args.ttl_s, transaction=args.transaction)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    password = Path(args.password_file).read_text().strip() if args.password_file else ""
+    target = Target(host=host, port=port, device_id=args.device, prefix=args.prefix, tls_ca=args.tls_ca,
+                    tls_cert=args.tls_cert, tls_key=args.tls_key, username=args.username, password=password)
+    answer = send_command(target, args.command, envelope, tx, ttl_s=args.ttl_s, timeout_s=args.timeout_s)
+    if answer is None:
+        print(f"no answer from {args.device} within {args.timeout_s} s (transaction {tx}); is the gate online?",
+              file=sys.stderr)
+        return EXIT_NO_ANSWER
+    print(json.dumps(answer, ensure_ascii=False, sort_keys=True))
+    return 0 if answer.get("status") == "ok" else 1
