@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from pathlib import Path
+import time
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+import numpy as np
+
 from device.gpio import GpiozeroOutputs
 from device.inputs import GpioInputs
-from firmware.device_state import DeviceState, Mode
-from firmware.model import Reason, ScanEvent
+from firmware.app import GateApp
+from firmware.config import load_config
+from firmware.device_state import DeviceState
+from firmware.fakes import ScriptedFrames, TableDecoder
+from firmware.model import Credential, CredentialType, Frame, Reason, ScanEvent
 from firmware.passage import NOT_PASSED, PassageWatch, not_passed_event
-from tests.conftest import pin_levels
+from firmware.policy import subject_key
+from provisioning.commands import Target, build_envelope, send_command
+from tests.conftest import FakeClock, pin_levels
+from tests.field_support import build_app, write_site
+from tests.mqtt_support import Collector
 
 RELAY = 17
 
@@ -22,7 +29,7 @@ RELAY = 17
 def outputs(factory, pulse_ms=60):
     return GpiozeroOutputs(pin_factory=factory, relay_pin=RELAY, relay_active_high=True, relay_pulse_ms=pulse_ms,
                            green_led_pin=27, red_led_pin=22, buzzer_pin=23,
-                           monotonic=__import__("time").monotonic)
+                           monotonic=time.monotonic)
 
 
 def test_hold_during_a_pulse_is_not_released_when_the_pulse_ends():
@@ -127,3 +134,93 @@ def test_passage_watch_settles_grants_in_order_and_expires_the_rest():
     ev = not_passed_event(late[0].event, 1.7e9, True)
     assert (ev.decision, ev.reason, ev.event_id, ev.seq, ev.code_sha256) == (NOT_PASSED, NOT_PASSED, None, None,
                                                                             "ab" * 32)
+
+
+# --------------------------------------------------------------------------- through the built gate
+
+@pytest.mark.broker
+@pytest.mark.parametrize("reset_required", [False, True])
+def test_fire_alarm_frees_the_passage_publishes_it_and_returns_to_normal(tmp_path, shared_broker, topic_prefix,
+                                                                        reset_required):
+    config, key = write_site(tmp_path, broker=shared_broker, prefix=topic_prefix, gpio="fire_alarm_pin = 5",
+                             commands_section=f"reset_required_after_fire = {str(reset_required).lower()}")
+    factory = MockFactory()
+    collector = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/state")
+    app = build_app(config, factory)
+    fire = factory.pin(5)
+    relay = factory.pin(RELAY)
+
+    def state_published(device_state):
+        return collector.wait_until(lambda ms: any(m.json().get("device_state") == device_state for m in ms), 10)
+
+    try:
+        assert app.link.wait_connected(10)
+        assert app.field.wait_for_state(DeviceState.READY, 5.0)
+        fire.drive_low()  # active-low contact: alarm
+        assert app.field.wait_for_state(DeviceState.FREE_PASSAGE, 5.0)
+        assert app.service.gatekeeper.blocked is Reason.FREE_PASSAGE
+        assert pin_levels(relay) == [False, True]  # held energised, no pulse timing ends it
+        assert state_published("free_passage")
+        doc = [m for m in collector.messages if m.json().get("device_state") == "free_passage"][-1].json()
+        assert (doc["fire_alarm"], doc["free_passage"]) == (True, True)
+        # a pulse timer running out must not drop the hold
+        app.outputs.open_pulse(0.05)
+        assert app.outputs.pulser.wait_idle(0.3) is False
+        fire.drive_high()  # alarm clears
+        if reset_required:
+            assert app.field.wait_for_state(DeviceState.READY, 0.5) is False  # still latched
+            assert pin_levels(relay) == [False, True]
+            target = Target(host=shared_broker.host, port=shared_broker.port, device_id="gate-1", prefix=topic_prefix)
+            envelope, tx = build_envelope(key, device_id="gate-1", command="mode", args={"mode": "normal"}, ttl_s=10)
+            answer = send_command(target, "mode", envelope, tx, ttl_s=10, timeout_s=10)
+            assert answer["status"] == "ok"
+        assert app.field.wait_for_state(DeviceState.READY, 5.0)
+        assert pin_levels(relay) == [False, True, False]
+        assert app.service.gatekeeper.blocked is None
+        assert collector.wait_until(lambda ms: ms[-1].json().get("device_state") == "ready"
+                                    and ms[-1].json().get("fire_alarm") is False, 10)
+    finally:
+        app.close()
+        collector.close()
+
+
+def test_a_grant_without_passage_becomes_not_passed_and_frees_anti_passback(tmp_path):
+    """Drives the real service loop with scripted frames: grant, no passage, timeout."""
+    config, _ = write_site(tmp_path, gpio="passage_sensor_pin = 6")
+    clock = FakeClock()
+    app = GateApp(load_config(config), pin_factory=MockFactory(), clock=clock)
+    app.field_options = {"environ": {}, "input_bounce_s": None}
+    service = app.build()
+    frames = ScriptedFrames()
+    service.frames = frames
+    service.decoder = TableDecoder({"alice": [b"ALICE"], "bob": [b"BOB"]})
+    service.gatekeeper.check = lambda payload: Credential(CredentialType.QG1, subject=payload.decode(), signed=True)
+    stored: list[ScanEvent] = []
+    service.on_event.append(stored.append)
+    pixels = np.zeros((4, 4), np.uint8)
+
+    def turn(origin: str | None) -> None:
+        if origin:
+            frames.push(Frame(pixels, clock.monotonic(), 0, origin))
+        service.step(timeout_s=0.0)
+        for hook in service.after_step:
+            hook()
+
+    try:
+        turn("alice")
+        turn("bob")
+        factory = app.pin_factory
+        factory.pin(6).drive_low()   # one passage: settles alice's grant (the oldest)
+        factory.pin(6).drive_high()
+        turn(None)
+        clock.advance(10.0)          # pass_timeout_s: bob never went through
+        turn(None)
+        assert [e.decision for e in stored] == ["granted", "granted", "not_passed"]
+        assert stored[2].subject == stored[1].subject != stored[0].subject  # bob's, HMAC-protected
+        assert stored[2].seq == 3 and stored[2].event_id not in (stored[0].event_id, stored[1].event_id)
+        memory = service.gatekeeper.memory
+        assert memory.last_passage(subject_key("ALICE")) is not None
+        assert memory.last_passage(subject_key("BOB")) is None
+        assert app.passback.load(clock.wall()).get(subject_key("BOB")) is None
+    finally:
+        app.close()
