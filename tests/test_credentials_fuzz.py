@@ -191,7 +191,7 @@ def test_seeded_mutations_of_valid_passes_are_never_accepted_as_anything_else():
     assert {"malformed", "bad_signature", "unknown_issuer", "unknown_format"} <= set(reasons), reasons
     # Sanity check of the mutator: nearly every input really changes the signed content.
     assert accepted_as_original < LOOP_N // 100
-    assert slowest_ms < 500, slowest_ms  # R1: no hang (measured under 5 ms)
+    assert slowest_ms < 500, slowest_ms  # R1: no hang (measured 5 to 35 ms worst, on shared cores)
 
 
 def test_worst_case_inputs_under_the_caps_are_refused_quickly():
