@@ -30,6 +30,9 @@ setup(
         "cryptography>=42,<51",
         "base45>=0.4.4,<0.5",
         "pillow>=10,<14",
+        # Unpinned on purpose: on a Pi the apt numpy (seen through --system-site-packages)
+        # satisfies it, so pip never installs a wheel that would break picamera2.
+        "numpy",
         "vietnam-provinces>=2025.1",
     ],
     extras_require={
