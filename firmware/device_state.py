@@ -13,7 +13,7 @@ Priority (the first that applies wins; the order is the table in the README):
 4. ``unprovisioned``: no venue id yet; every code is denied with ``not_provisioned``.
 5. ``lockdown``: an operator locked the gate; every code is denied with ``lockdown``.
 6. ``camera_fault``: no frame for ``max_frame_age_s``; the gate stays closed.
-7. ``storage_alarm``: the outbox passed its alarm level or is full.
+7. ``storage_alarm``: the outbox passed its alarm level, is full, or is unusable (fail closed).
 8. ``clock_unsynced``: the wall clock is not trusted; passes with validity times fail closed.
 9. ``lists_stale``: the deny/allow lists are older than ``lists.max_age_h``.
 10. ``offline``: a broker is configured but not connected; the gate still decides and buffers.
@@ -80,6 +80,8 @@ class DeviceInputs:
         max_frame_age_s: a camera silent for this long is faulty.
         storage_alarm: the outbox is at or above its alarm level.
         storage_full: the outbox cannot take new events.
+        fail_closed: a store the gate cannot decide without is unusable (no outbox at all);
+            shown as ``storage_alarm``, every code denied with ``fail_closed``.
         clock_trusted: the wall clock can be used for validity checks.
         lists_stale: the deny/allow lists are past their maximum age.
         lists_fail_closed: with stale lists, deny every code (``lists.stale_policy``).
@@ -96,6 +98,7 @@ class DeviceInputs:
     max_frame_age_s: float = 3.0
     storage_alarm: bool = False
     storage_full: bool = False
+    fail_closed: bool = False
     clock_trusted: bool = True
     lists_stale: bool = False
     lists_fail_closed: bool = False
@@ -123,7 +126,7 @@ def evaluate(inputs: DeviceInputs) -> DeviceState:
         return DeviceState.LOCKDOWN
     if not i.camera_ok:
         return DeviceState.CAMERA_FAULT
-    if i.storage_alarm or i.storage_full:
+    if i.storage_alarm or i.storage_full or i.fail_closed:
         return DeviceState.STORAGE_ALARM
     if not i.clock_trusted:
         return DeviceState.CLOCK_UNSYNCED
@@ -148,6 +151,8 @@ def blocked_reason(inputs: DeviceInputs) -> Reason | None:
         return Reason.NOT_PROVISIONED
     if i.mode is Mode.LOCKDOWN:
         return Reason.LOCKDOWN
+    if i.fail_closed:
+        return Reason.FAIL_CLOSED
     if i.storage_full:
         return Reason.STORAGE_FULL
     if i.lists_stale and i.lists_fail_closed:

@@ -44,6 +44,8 @@ MONITOR_PERIOD_S = 0.25
 THERMAL_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
 MODE_FILE = "mode.json"
 _INPUT_FIELDS = {f.name for f in fields(DeviceInputs)}
+# alarms (firmware.publisher.Alarms names) that light the storage_alarm state
+STORAGE_ALARMS = {"outbox_quarantined", "outbox_unavailable", "state_corrupt"}
 
 
 def read_cpu_temp_c(path: Path = THERMAL_PATH) -> float | None:
@@ -91,7 +93,6 @@ class FieldOps:
     def __init__(self, app: Any, *, environ: dict[str, str] | None = None,
                  thermal_path: Path = THERMAL_PATH, input_bounce_s: float | None = 0.05) -> None:
         self.app = app
-        self.cfg = app.cfg
         self.service = app.service
         self.clock = self.service.clock
         self.notifier = SystemdNotifier(environ)
@@ -119,6 +120,11 @@ class FieldOps:
         self.watch: PassageWatch | None = None
         self._passages: queue.SimpleQueue[float] = queue.SimpleQueue()
         self.writer = StatusWriter(status_path(self.cfg.resolve(self.cfg.device.runtime_dir, "run")))
+
+    @property
+    def cfg(self) -> Any:
+        """The app's current config (provisioning may replace it while running)."""
+        return self.app.cfg
 
     # ------------------------------------------------------------------ build and start
 
@@ -341,13 +347,14 @@ class FieldOps:
         now = self.clock.monotonic()
         last = stats.last_frame_mono_s if stats.last_frame_mono_s is not None else self.started_mono_s
         broker_configured, broker_connected = self._broker()
-        storage_alarm, storage_full = self._storage()
+        storage_alarm, storage_full, fail_closed = self._storage()
         with self._lock:
             modes, built = self.modes, self.inputs.built
         inputs = DeviceInputs(
             built=built, provisioned=bool(cfg.device.venue_id), free_passage=modes.free_passage,
             mode=modes.mode, frame_age_s=max(0.0, now - last), max_frame_age_s=cfg.camera.max_frame_age_s,
-            storage_alarm=storage_alarm, storage_full=storage_full, clock_trusted=self.clock.wall_trusted(),
+            storage_alarm=storage_alarm, storage_full=storage_full, fail_closed=fail_closed,
+            clock_trusted=self.clock.wall_trusted(),
             lists_fail_closed=cfg.lists.stale_policy == "fail_closed",
             broker_configured=broker_configured, broker_connected=broker_connected)
         overrides: dict[str, Any] = {}
@@ -367,16 +374,21 @@ class FieldOps:
         except Exception:
             return True, False
 
-    def _storage(self) -> tuple[bool, bool]:
+    def _storage(self) -> tuple[bool, bool, bool]:
+        """(storage_alarm, storage_full, fail_closed) from the outbox figures and the app's alarms."""
+        alarms_obj = getattr(self.app, "alarms", None)
+        alarms = set(alarms_obj.active()) if alarms_obj is not None else set()
+        fail_closed = "outbox_unavailable" in alarms
+        alarm = bool(alarms & STORAGE_ALARMS)
         stats_fn = getattr(getattr(self.app, "sink", None), "stats", None)
         if stats_fn is None:
-            return False, False
+            return alarm or fail_closed, False, fail_closed
         try:
             s = stats_fn()
         except Exception:
-            return True, False
+            return True, False, fail_closed
         level = getattr(s, "alarm_level", 0.0)
-        return level >= 0.8 or bool(getattr(s, "quarantined", ())), level >= 1.0
+        return alarm or level >= 0.8 or bool(getattr(s, "quarantined", ())), level >= 1.0, fail_closed
 
     def tick(self) -> DeviceState:
         """Sample, evaluate and apply the device state. Returns it. Any thread; serialised."""
