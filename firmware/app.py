@@ -31,7 +31,7 @@ from firmware.errors import StoreError
 from firmware.events import EventFactory
 from firmware.model import Reason, ScanEvent
 from firmware.passback_store import SqlitePassbackStore
-from firmware.policy import EmptyLists, GateMemory, Lists, Rules
+from firmware.policy import GateMemory, Lists, Rules
 from firmware.ports import Clock, EventSink
 from firmware.service import Gatekeeper, GateService
 
@@ -325,7 +325,10 @@ class GateApp:
     def _open_lists(self) -> Lists:
         if self._lists is not None:
             return self._lists
-        return EmptyLists()
+        from firmware.list_updates import open_gate_lists  # deny/allow files, staleness, MQTT updates
+
+        self.lists = open_gate_lists(self)
+        return self.lists
 
     def run(self, stop: threading.Event) -> None:
         """Run the scan loop until stop is set (or a replay source ends)."""
