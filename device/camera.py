@@ -122,7 +122,8 @@ class ReplayFrames:
             "stop waiting, the source is closing". Default: ``stop_event.wait``.
             Tests pass a function that advances a fake clock.
         stop_event: the event ``close()`` sets (default: a new ``threading.Event``); a
-            service may pass its own stop event so a shutdown also ends a replay wait.
+            service may pass its own stop event so a shutdown also ends a replay wait
+            (a read after it is set raises ``CameraUnavailable``).
         origin: a name for logs (default: the file name of each image).
 
     Raises:

@@ -116,7 +116,8 @@ class ZxingDecoder:
     def decode(self, frame: Frame) -> list[DecodedCode]:
         """Return every QR symbol in the frame (empty list if none).
 
-        Blocks for the decode only (about 1-20 ms for 640x480 on a Pi 4, far less on x86).
+        Blocks for the decode only (0.8-2.5 ms for a 640x480 frame without a code on the dev
+        machine, see README, Benchmarks; re-measure on the Pi).
 
         Raises:
             DecodeError: the pixels are not a 2-D uint8 array, or zxing-cpp failed on them.
