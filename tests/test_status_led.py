@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -108,3 +109,14 @@ def test_showing_the_same_state_again_does_not_restart_its_code():
         led.close()
     assert pin_levels(pin) == [False, True, False]
     assert pin.states[2].timestamp == pytest.approx(0.5, abs=TOLERANCE_S)
+
+
+def test_the_readme_table_matches_the_codes():
+    from device.status_led import TECHNICIAN_ACTIONS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for state, code in BLINK_CODES.items():
+        row = [line for line in readme.splitlines() if line.startswith(f"| `{state.value}` |")]
+        assert len(row) == 1, state
+        cells = [c.strip() for c in row[0].strip("|").split("|")]
+        assert cells[2] == ",".join(map(str, code)) and cells[3] == TECHNICIAN_ACTIONS[state], state
