@@ -178,6 +178,7 @@ class GateApp:
         self.passage_listeners: list[Callable[[str], None]] = []
         self.field: Any = None
         self.field_options: dict[str, Any] = {}
+        self.reload_requested = threading.Event()  # set by SIGHUP; served by the device monitor
 
     def build(self) -> GateService:
         """Open every adapter and return the service.

@@ -258,6 +258,13 @@ class FieldOps:
             self._wake.clear()
             if self._stop.is_set():
                 break
+            reload = getattr(self.app, "reload_requested", None)
+            if reload is not None and reload.is_set():
+                reload.clear()
+                try:
+                    log.info("reload requested (SIGHUP): %s", self._cmd_reload(None)[0])
+                except Exception:  # a failing reload must not stop the monitor
+                    log.exception("reload failed")
             try:
                 self.tick()
             except Exception:  # the monitor must outlive one bad sample

@@ -202,9 +202,12 @@ def render_table(snapshot: dict[str, Any], running: bool) -> str:
     if isinstance(lists, dict) and lists:
         for name, info in sorted(lists.items()):
             if isinstance(info, dict):
-                rows.append((f"list {name}", f"version {info.get('version', '-')}, age "
-                                             f"{_fmt_age(info.get('age_s'))}"
-                                             + ("  STALE" if info.get("stale") else "")))
+                stale = info.get("stale") or name in (s.get("lists_stale") or ())
+                rows.append((f"list {name}", f"version {info.get('version', '-')}, "
+                                             + (f"{info['count']} entries, " if "count" in info else "")
+                                             + f"age {_fmt_age(info.get('age_s'))}"
+                                             + ("  STALE" if stale else "")
+                                             + ("  DAMAGED" if info.get("damaged") else "")))
             else:
                 rows.append((f"list {name}", str(info)))
     else:

@@ -185,6 +185,7 @@ def test_status_and_systemd_notify_against_a_running_daemon(daemon_site):
         before_fault = notify.wait_for("STATUS=camera_fault", 15.0)
         assert "WATCHDOG=1" in before_fault
         assert notify.next(1.5) is None  # well over the 0.2 s ping interval: nothing is sent
+        proc.send_signal(signal.SIGHUP)  # systemctl reload: handled, the daemon keeps running
         fault = qrgate("status", "--config", str(config), "--json")
         assert fault.returncode == EXIT_NOT_READY
         assert json.loads(fault.stdout)["state"] == "camera_fault"

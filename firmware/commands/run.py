@@ -67,6 +67,8 @@ def run_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     install_signal_handlers(stop)
     app = GateApp(cfg, on_event=[print_event] if args.print_events else None)
+    # systemctl reload (ExecReload=kill -HUP): the device monitor runs the reload hooks
+    signal.signal(signal.SIGHUP, lambda signum, frame: app.reload_requested.set())
     app.drain_timeout_s = args.drain_timeout_s
     try:
         try:
