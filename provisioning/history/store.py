@@ -73,6 +73,10 @@ class HistoryStore(Protocol):
         """
         ...
 
+    def optimize(self) -> None:
+        """Refresh the query planner's statistics. Cheap; the collector runs it after retention."""
+        ...
+
     def close(self) -> None:
         """Close the connection. Safe to call twice."""
         ...
