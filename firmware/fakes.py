@@ -49,6 +49,9 @@ class ScriptedFrames:
                 return None
         return self._queue.popleft()
 
+    def flush_next(self) -> None:
+        """Nothing is buffered ahead of the script."""
+
     def close(self) -> None:
         self.closed = True
 

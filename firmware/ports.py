@@ -25,6 +25,11 @@ class FrameSource(Protocol):
         """
         ...
 
+    def flush_next(self) -> None:
+        """Make the next read return a frame captured after this call (after a relay pulse,
+        so an old buffered frame cannot show the same code again). Returns at once."""
+        ...
+
     def close(self) -> None:
         """Release the camera. Safe to call twice."""
         ...

@@ -160,6 +160,7 @@ class GateService:
                 self.outputs.show(decision)
                 return
             self.outputs.show(decision)
+            self.frames.flush_next()
         else:
             self.outputs.show(decision)
             try:
