@@ -37,7 +37,7 @@ from typing import Any
 
 import cbor2
 
-from firmware.cose import CoseError, loads_strict, sign1, verify1
+from firmware.cose import CoseError, loads_strict, parse1, sign1, verify1
 from firmware.credentials.trust import TrustStore
 from firmware.errors import StoreError
 from firmware.lists import KINDS, ListStore, MemoryLists, normalise_id, open_lists
@@ -117,7 +117,7 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
         verified = verify1(manifest, keys.keys_for)
         claims = loads_strict(verified.payload, "manifest")
     except CoseError as err:
-        raise ListMessageError(err.reason.value, err.detail) from err
+        raise ListMessageError(err.reason.value, err.detail, _unverified_transaction(manifest)) from err
     if not isinstance(claims, dict) or claims.get("t") != LIST_TYPE:
         raise ListMessageError("malformed", f"manifest type is not {LIST_TYPE}")
     transaction = claims.get("transaction") if isinstance(claims.get("transaction"), str) else None
@@ -166,6 +166,16 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
             else:
                 raise fail("malformed", "delta lines must start with + or -")
     return ListMessage(kind, mode, version, base, iat, exp, claims.get("device_id"), transaction, ids, add, remove)
+
+
+def _unverified_transaction(manifest: bytes) -> str | None:
+    """The transaction of a manifest that failed verification, only to correlate the answer."""
+    try:
+        claims = loads_strict(parse1(manifest).payload, "manifest")
+    except CoseError:
+        return None
+    value = claims.get("transaction") if isinstance(claims, dict) else None
+    return value if isinstance(value, str) and len(value) <= 64 else None
 
 
 class ListUpdates:
