@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 MONITOR_PERIOD_S = 0.25
 THERMAL_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
 MODE_FILE = "mode.json"
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 _INPUT_FIELDS = {f.name for f in fields(DeviceInputs)}
 # alarms (firmware.publisher.Alarms names) that light the storage_alarm state
 STORAGE_ALARMS = {"outbox_quarantined", "outbox_unavailable", "state_corrupt"}
@@ -192,9 +193,11 @@ class FieldOps:
             trust = load_trust_dir(cfg.command_keys_dir, missing_ok=True)
             nonce_path = cfg.state_dir / NONCE_FILE
             verifier = CommandVerifier(device_id=cfg.device.id, keys_for_kid=trust.keys_for,
-                                       rate_per_min=cfg.commands.rate_per_min, max_age_s=cfg.commands.max_age_s,
+                                       rate_per_min=cfg.commands.rate_per_min,
+                                       max_age_s=cfg.commands.max_age_s,
                                        max_pulse_ms=cfg.gpio.relay_pulse_ms, nonces=load_nonces(nonce_path))
-            self.remote = RemoteCommands(link=link, verifier=verifier, nonce_path=nonce_path, clock=self.clock,
+            self.remote = RemoteCommands(link=link, verifier=verifier, nonce_path=nonce_path,
+                                         clock=self.clock,
                                          actions={"open": self._cmd_open, "mode": self._cmd_mode,
                                                   "reload": self._cmd_reload, "rebirth": self._cmd_rebirth})
             self.remote.subscribe()
@@ -507,13 +510,15 @@ class FieldOps:
             "broker": {"configured": bool(cfg.mqtt.host), "connected": self._broker()[1],
                        "address": f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else ""},
             "lists": {},
-            "clock": {"trusted": self.inputs.clock_trusted, "synced": Path("/run/systemd/timesync/synchronized").exists()},
+            "clock": {"trusted": self.inputs.clock_trusted, "synced": TIMESYNC_FLAG.exists()},
             "decisions": stats.decisions, "granted": stats.granted,
             "last_decision": None if last is None else {
-                "ts": last.ts, "decision": last.decision, "reason": last.reason, "credential": last.credential,
+                "ts": last.ts, "decision": last.decision, "reason": last.reason,
+                "credential": last.credential,
                 "display": last.display, "code_sha256_prefix": last.code_sha256[:12]},
             "health": {"cpu_temp_c": health["cpu_temp_c"]},
-            "passage": None if self.watch is None else {"waiting": self.watch.waiting, "passed": self.watch.passed},
+            "passage": None if self.watch is None else {"waiting": self.watch.waiting,
+                                                        "passed": self.watch.passed},
         }
         for provider in getattr(app, "status_fields", []):
             try:

@@ -179,9 +179,9 @@ def discovery_payload(*, device_id: str, base_topic: str, venue_id: str = "") ->
 class Discovery:
     """Publishes the retained discovery document; republishes when HA says ``online``.
 
-    The HA status topic is outside the gate's own tree, so it is subscribed through the
-    link's raw client hook if it has one (``subscribe_absolute``); otherwise discovery is
-    still published on every connect and ``rebirth``.
+    The discovery and HA status topics are outside the gate's own tree: the caller
+    subscribes ``ha_status`` with ``MqttLink.subscribe_absolute`` and passes
+    ``MqttLink.publish_absolute``. Also published on every connect and on ``rebirth``.
 
     Args:
         link: the MqttLink.

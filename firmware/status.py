@@ -173,7 +173,8 @@ def render_table(snapshot: dict[str, Any], running: bool) -> str:
     if not broker.get("configured"):
         broker_text = "not configured (events stay in the outbox)"
     else:
-        broker_text = f"{'connected' if broker.get('connected') else 'DISCONNECTED'} ({broker.get('address', '')})"
+        link = "connected" if broker.get("connected") else "DISCONNECTED"
+        broker_text = f"{link} ({broker.get('address', '')})"
     clock = s.get("clock") or {}
     last = s.get("last_decision")
     if isinstance(last, dict):

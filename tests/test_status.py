@@ -177,6 +177,11 @@ def test_status_and_systemd_notify_against_a_running_daemon(daemon_site):
         ready = qrgate("status", "--config", str(config))
         assert ready.returncode == EXIT_READY, ready.stdout + ready.stderr
         assert ready.stdout.splitlines()[0].split() == ["state", "ready"]
+        # the file is rewritten about every second: probe (with a deadline) until it shows frames
+        deadline = time.monotonic() + 10.0
+        while (read_status(tmp_path / "run" / "status.json") or {}).get("camera", {}).get("frames", 0) < 10:
+            assert time.monotonic() < deadline, "the status file never showed frames"
+            time.sleep(0.05)
         as_json = json.loads(qrgate("status", "--config", str(config), "--json").stdout)
         assert (as_json["running"], as_json["device_id"], as_json["venue_id"]) == (True, "status-gate", "v-status")
         assert as_json["camera"]["fps"] > 5 and as_json["pid"] == proc.pid
