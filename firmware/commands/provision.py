@@ -108,7 +108,7 @@ def cmd_pins(args: argparse.Namespace) -> int:
     from provisioning.device_config import list_profiles
 
     for name, description in list_profiles():
-        print(f"{name:24} {description}")
+        print(f"{name:28} {description}")
     return 0
 
 
