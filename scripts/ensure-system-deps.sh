@@ -16,15 +16,13 @@ python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join
 if [ "$want" = test ]; then
   have mosquitto || [ -x /usr/sbin/mosquitto ] || need_pkgs+=(mosquitto)
   have mosquitto_sub || need_pkgs+=(mosquitto-clients)
-fi
-# Venue posters print Vietnamese text with DejaVu Sans (`qrgate provision venue`).
-if [ "$want" = test ] || [ "$want" = demo ]; then
-  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_pkgs+=(fonts-dejavu-core)
   # scan history: the web page test drives Chromium; the PostgreSQL tests start a private
   # cluster with initdb/pg_ctl when no server is reachable (QRGATE_TEST_PG_URL or 127.0.0.1:5432)
   have chromium || [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 fi
+# Venue posters print Vietnamese text with DejaVu Sans (`qrgate provision venue`).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_pkgs+=(fonts-dejavu-core)
 
 [ ${#need_pkgs[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && have apt-get; then
