@@ -99,6 +99,9 @@ class Broker:
             "log_type notice",
             "max_queued_messages 100000",
         ]
+        if os.geteuid() == 0:
+            # As root, mosquitto drops to user "mosquitto", which cannot read files under a 0700 tmp dir.
+            lines.append("user root")
         if self.acl is not None:
             acl_file = self.workdir / "acl"
             acl_file.write_text(self.acl)
