@@ -132,6 +132,17 @@ def properties_dict(props: Any) -> dict[str, Any]:
     return out
 
 
+def release_paho_sockets(client: Any) -> None:
+    """Close the wake-up socket pair paho opens in loop_start.
+
+    paho closes it only in ``Client.__del__``, which the garbage collector may run after the
+    sockets themselves were finalised (a ResourceWarning); call after ``loop_stop()``.
+    """
+    reset = getattr(client, "_reset_sockets", None)
+    if reset is not None:
+        reset(sockpair_only=True)
+
+
 class MqttLink:
     """One paho client for the gate, with a worker thread for received messages and hooks.
 
@@ -154,6 +165,8 @@ class MqttLink:
         self._worker: threading.Thread | None = None
         self._started = False
         self.on_ack: AckCallback | None = None
+        self._subacks: set[int] = set()
+        self._subacks_cond = threading.Condition()
         self.connects = 0
         self.last_error: str | None = None
         self._client = self._make_client(
@@ -185,6 +198,7 @@ class MqttLink:
         client.on_publish = self._paho_publish
         client.on_message = self._paho_message
         client.on_connect_fail = self._paho_connect_fail
+        client.on_subscribe = self._paho_subscribe
         return client
 
     def topic(self, subtopic: str) -> str:
@@ -211,7 +225,8 @@ class MqttLink:
         return info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
 
     def add_on_connect(self, callback: Callable[[], None]) -> None:
-        """Run callback() on the worker thread after every successful connect."""
+        """Run callback() on the worker thread after every successful connect, once
+        ``online`` is published and the subscriptions are confirmed."""
         self._on_connect.append(callback)
 
     def add_on_disconnect(self, callback: Callable[[], None]) -> None:
@@ -260,6 +275,11 @@ class MqttLink:
         if on_ack is not None:
             on_ack(mid, not reason_code.is_failure, int(reason_code.value), str(reason_code))
 
+    def _paho_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        with self._subacks_cond:
+            self._subacks.add(mid)
+            self._subacks_cond.notify_all()
+
     def _paho_message(self, client: Any, userdata: Any, message: Any) -> None:
         self._jobs.put(("message", message.topic, bytes(message.payload), bool(message.retain),
                         getattr(message, "properties", None)))
@@ -296,8 +316,17 @@ class MqttLink:
         self.last_error = None
         log.info("MQTT: connected to %s:%d", self.settings.host, self.settings.port)
         self._client.publish(self.topic("availability"), "online", qos=1, retain=True)
-        for topic, _handler, qos in self._subs:
-            self._client.subscribe(topic, qos=qos)
+        wanted = sorted({(topic, qos) for topic, _handler, qos in self._subs})
+        if wanted:
+            rc, mid = self._client.subscribe(wanted)
+            # Hooks run once the broker has confirmed the subscriptions (or after 5 s anyway).
+            # The SUBACK may arrive before subscribe() returns, so acks are kept in a set.
+            with self._subacks_cond:
+                ok = rc == paho.MQTT_ERR_SUCCESS and self._subacks_cond.wait_for(
+                    lambda: mid in self._subacks, 5.0)
+                self._subacks.clear()
+            if not ok:
+                log.warning("MQTT: subscriptions not confirmed within 5 s (%d topics)", len(wanted))
         self._run_hooks(self._on_connect)
 
     def _run_hooks(self, hooks: list[Callable[[], None]]) -> None:
@@ -366,6 +395,7 @@ class MqttLink:
             self._client.disconnect()
         finally:
             self._client.loop_stop()
+            release_paho_sockets(self._client)
             self._connected.clear()
             self._jobs.put(("stop",))
             if self._worker is not None:

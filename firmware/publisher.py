@@ -152,6 +152,7 @@ class OutboxPublisher:
         self._next_prune = 0.0
         self.sent = 0
         self.refused = 0
+        self.max_inflight_seen = 0
         link.on_ack = self._on_ack
         link.add_on_connect(self._on_connect)
         link.add_on_disconnect(self.wake)
@@ -292,3 +293,4 @@ class OutboxPublisher:
             self._outstanding.add(seq)
             self._cursor = max(self._cursor, seq)
             free -= 1
+        self.max_inflight_seen = max(self.max_inflight_seen, len(self._outstanding))

@@ -1,0 +1,201 @@
+"""MqttLink and OutboxPublisher against a real Mosquitto on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+
+import pytest
+
+from firmware.mqtt import MqttLink, MqttSettings, release_paho_sockets
+from firmware.outbox import SqliteOutbox
+from firmware.publisher import Alarms, OutboxPublisher, StateReporter
+from tests.mqtt_support import Collector, scans_with_seqs
+from tests.test_outbox import scan_event
+
+pytestmark = pytest.mark.broker
+
+
+def make_link(broker, prefix: str, protocol: str = "5", inflight_max: int = 20) -> MqttLink:
+    settings = MqttSettings(device_id="gate-1", host=broker.host, port=broker.port, protocol=protocol,
+                            prefix=prefix, keepalive_s=10, inflight_max=inflight_max)
+    return MqttLink(settings, reconnect_min_s=0.1, reconnect_max_s=0.5)
+
+
+@pytest.fixture
+def running(tmp_path, shared_broker, topic_prefix):
+    """An outbox, a link and a publisher on the shared broker, plus a collector; stopped after."""
+    started: list = []
+
+    def start(protocol: str = "5", inflight_max: int = 20, broker=shared_broker):
+        outbox = SqliteOutbox(tmp_path / "outbox.sqlite")
+        link = make_link(broker, topic_prefix, protocol, inflight_max)
+        alarms = Alarms()
+        publisher = OutboxPublisher(outbox, link, inflight_max=inflight_max, alarms=alarms)
+        collector = Collector(broker.host, broker.port, f"{topic_prefix}/#")
+        started.append((outbox, link, publisher, collector))
+        return outbox, link, publisher, collector
+
+    yield start
+    for outbox, link, publisher, collector in started:
+        publisher.stop()
+        link.stop(timeout_s=1.0)
+        collector.close()
+        outbox.close()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_backlog_drains_in_seq_order_with_bounded_inflight_and_rows_marked_sent(running, protocol):
+    outbox, link, publisher, collector = running(protocol=protocol, inflight_max=20)
+    stored = [outbox.append(scan_event()) for _ in range(300)]
+    publisher.start()
+    link.start()
+    assert publisher.wait_drained(30.0), f"{outbox.unsent} unsent"
+    assert collector.wait_until(scans_with_seqs(set(range(1, 301))), 10.0)
+    scans = collector.scans()
+    assert [s["seq"] for s in scans] == list(range(1, 301))
+    assert scans == [e.to_json_dict() for e in stored]
+    assert outbox.pending(0, 10) == []
+    assert publisher.max_inflight_seen <= 20
+    assert all(not m.retain for m in collector.on("scan"))
+
+
+def test_availability_online_on_connect_and_offline_on_clean_stop(running, shared_broker, topic_prefix):
+    outbox, link, publisher, collector = running()
+    link.start()
+    assert collector.wait_until(lambda ms: any(m.payload == b"online" for m in ms), 10.0)
+    link.stop(timeout_s=2.0)
+    assert collector.wait_until(lambda ms: [m.payload for m in ms if m.topic.endswith("/availability")][-1:]
+                                == [b"offline"], 10.0)
+    late = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/availability")
+    try:
+        assert late.wait_until(lambda ms: len(ms) >= 1, 5.0)
+        assert [(m.payload, m.retain) for m in late.messages] == [(b"offline", True)]
+    finally:
+        late.close()
+
+
+def test_subscribers_get_payload_and_v5_properties_on_a_worker_thread_and_again_after_reconnect(
+        broker, topic_prefix):
+    link = make_link(broker, topic_prefix)
+    got: queue.Queue = queue.Queue()
+    link.subscribe("cmd/#", lambda topic, payload, retained, props: got.put(
+        (topic, payload, retained, props.get("MessageExpiryInterval"), threading.current_thread().name)))
+    connects: queue.Queue = queue.Queue()
+    link.add_on_connect(lambda: connects.put(threading.current_thread().name))
+    sender = make_link(broker, topic_prefix + "x")
+    try:
+        link.start()
+        assert connects.get(timeout=10) == "qrgate-mqtt"
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        raw = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        raw.connect(broker.host, broker.port)
+        raw.loop_start()
+        props = Properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = 10
+        raw.publish(f"{topic_prefix}/gate-1/cmd/open", b"PRESS", qos=1, properties=props).wait_for_publish(5)
+        assert got.get(timeout=10) == (f"{topic_prefix}/gate-1/cmd/open", b"PRESS", False, 10, "qrgate-mqtt")
+        raw.disconnect()
+        raw.loop_stop()
+        release_paho_sockets(raw)
+        broker.stop()
+        broker.start()
+        assert connects.get(timeout=15) == "qrgate-mqtt"
+        assert link.connects == 2
+        raw = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        raw.connect(broker.host, broker.port)
+        raw.loop_start()
+        raw.publish(f"{topic_prefix}/gate-1/cmd/mode", b"lockdown", qos=1).wait_for_publish(5)
+        assert got.get(timeout=10)[:2] == (f"{topic_prefix}/gate-1/cmd/mode", b"lockdown")
+        raw.disconnect()
+        raw.loop_stop()
+        release_paho_sockets(raw)
+    finally:
+        link.stop(timeout_s=1.0)
+        sender.stop()
+
+
+def test_publish_returns_false_at_once_while_disconnected_and_first_failed_connect_is_retried(
+        broker, topic_prefix):
+    broker.stop()
+    link = make_link(broker, topic_prefix)
+    connected: queue.Queue = queue.Queue()
+    link.add_on_connect(lambda: connected.put(True))
+    try:
+        link.start()
+        assert link.publish("state", "{}", retain=True) is False
+        broker.start()
+        assert connected.get(timeout=15) is True
+        assert link.is_connected()
+    finally:
+        link.stop(timeout_s=1.0)
+
+
+def test_retained_state_is_the_union_of_providers_and_follows_changes(running, shared_broker, topic_prefix):
+    outbox, link, publisher, collector = running()
+    counter = {"scans": 0}
+    providers = [lambda: {"mode": "normal", "version": "t"}, lambda: dict(counter)]
+    publisher.state = StateReporter(link, providers, interval_s=3600.0)
+    publisher.start()
+    link.start()
+    assert collector.wait_until(lambda ms: len([m for m in ms if m.topic.endswith("/state")]) >= 1, 10.0)
+    counter["scans"] = 7
+    publisher.wake()
+    assert collector.wait_until(lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload)["scans"] == 7
+                                               for m in ms), 10.0)
+    docs = [m.json() for m in collector.on("state")]
+    assert [{k: v for k, v in d.items() if k != "ts"} for d in docs] == [
+        {"mode": "normal", "version": "t", "scans": 0}, {"mode": "normal", "version": "t", "scans": 7}]
+    late = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/state")
+    try:
+        assert late.wait_until(lambda ms: len(ms) >= 1, 5.0)
+        assert [(m.json()["scans"], m.retain) for m in late.messages] == [(7, True)]
+    finally:
+        late.close()
+
+
+def test_acl_refusal_keeps_events_unsent_with_alarm_until_the_acl_allows_them(tmp_path, broker, topic_prefix):
+    """Fault c: a v5 PUBACK 0x87 is a failure; nothing is marked sent by assumption."""
+    base = f"{topic_prefix}/gate-1"
+    broker.reload_acl(f"topic readwrite {base}/availability\ntopic readwrite {base}/state\n"
+                      f"topic read {topic_prefix}/#\n")
+    outbox = SqliteOutbox(tmp_path / "outbox.sqlite")
+    link = make_link(broker, topic_prefix)
+    alarms = Alarms()
+    publisher = OutboxPublisher(outbox, link, inflight_max=20, alarms=alarms)
+    raised = threading.Event()
+    original_set = alarms.set
+
+    def watch(name, text):
+        original_set(name, text)
+        if name == "publish_refused" and text:
+            raised.set()
+    alarms.set = watch
+    collector = Collector(broker.host, broker.port, f"{topic_prefix}/#")
+    try:
+        for _ in range(50):
+            outbox.append(scan_event())
+        publisher.start()
+        link.start()
+        assert raised.wait(10.0), "no publish_refused alarm"
+        assert "0x87" in alarms.active()["publish_refused"]
+        assert outbox.unsent == 50
+        assert collector.scans() == []
+        collector.close()
+        broker.reload_acl(None)
+        collector = Collector(broker.host, broker.port, f"{topic_prefix}/#")
+        assert publisher.wait_drained(30.0), f"{outbox.unsent} unsent after the ACL allowed them"
+        assert collector.wait_until(scans_with_seqs(set(range(1, 51))), 10.0)
+        assert "publish_refused" not in alarms.active()
+        assert publisher.refused >= 1
+    finally:
+        publisher.stop()
+        link.stop(timeout_s=1.0)
+        collector.close()
+        outbox.close()
