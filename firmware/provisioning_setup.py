@@ -164,8 +164,10 @@ def install_provisioning(app: Any, prov: Provisioning) -> ProvisioningIntake:
     service.interceptors.append(intake)
     def fields() -> dict[str, Any]:
         record = prov.record or {}
-        return {"provisioned": bool(record), "venue_id": record.get("venue_id", app.cfg.device.venue_id),
-                "venue_name": record.get("venue_name", ""), "direction": app.cfg.device.direction}
+        return {"provisioned": bool(record) or bool(app.cfg.device.venue_id),
+                "venue_id": record.get("venue_id", app.cfg.device.venue_id),
+                "venue_name": record.get("venue_name", ""), "direction": app.cfg.device.direction,
+                "state_alarm": prov.store.alarm()}
 
     app.state_fields.append(fields)
     getattr(app, "status_fields", []).append(fields)

@@ -342,3 +342,30 @@ def test_provision_qr_command_refuses_bad_input(tmp_path, capsys):
     assert rc == 78
     assert "--broker 'no-port' is not host:port" in capsys.readouterr().err
     assert not (tmp_path / "p.png").exists()
+
+
+def test_truncated_state_file_at_start_fails_closed_without_crashing(unprovisioned_gate):
+    tmp_path, config, images, venue, issuer = unprovisioned_gate
+    made = qrgate("provision", "qr", "--authority-key", str(tmp_path / "authority.pem"), "--venue", str(venue),
+                  "--direction", "in", "--trust-issuer", str(issuer.public_path),
+                  "--png", str(images / "00-provisioning.png"))
+    assert made.returncode == 0, made.stderr
+    result, events = run_gate(config)
+    assert [e["decision"] for e in events] == ["provisioned"]
+    state = tmp_path / "state" / "state.json"
+    state.write_bytes(state.read_bytes()[:40])
+    (images / "00-provisioning.png").rename(images / "02-provisioning-again.png")
+    pass_text = passes.issue(keys.load_private_key(issuer.private_path), sub="EMP-1", name="NGUYỄN VĂN A",
+                             phone="0912345678", now_s=time.time(),
+                             window=passes.validity(time.time(), valid_days=1))
+    write_code_png(images / "01-pass.png", pass_text)
+
+    result, events = run_gate(config)
+
+    assert result.returncode == 0, result.stderr
+    assert "was corrupt" in result.stderr
+    assert [(e["decision"], e["reason"]) for e in events] == [
+        ("denied", "not_provisioned"),
+        ("denied", "replayed"),  # the used code cannot come back: its nonce survived in the copy
+    ]
+    assert list((tmp_path / "state").glob("state.json.corrupt-*"))
