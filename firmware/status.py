@@ -46,7 +46,9 @@ def write_status(path: Path, snapshot: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = json.dumps(snapshot, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
-    with open(tmp, "wb") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o644)  # the unit's UMask=0027 would hide it from technicians
         fh.write(data)
     os.replace(tmp, path)
 

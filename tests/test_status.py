@@ -55,6 +55,7 @@ def test_write_then_read_roundtrip_leaves_no_temp_file(tmp_path):
     write_status(path, SNAPSHOT)
     assert read_status(path) == SNAPSHOT
     assert sorted(p.name for p in path.parent.iterdir()) == ["status.json"]
+    assert oct(path.stat().st_mode & 0o777) == "0o644"  # readable by technicians outside the group
 
 
 @pytest.mark.parametrize("content", ["", "{", "[]", json.dumps({"schema": "other"})])
