@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import device as _device_pkg  # only for the location of its data files
 from firmware.config import parse_config
 from firmware.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-import device as _device_pkg  # only for the location of its data files
 
 PROFILES_DIR = Path(_device_pkg.__file__).resolve().parent / "profiles"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from device.synthetic import write_blank_png, write_code_png
 from firmware import prov_code
 from firmware.cli import main
 from firmware.credentials.envelope import unwrap, wrap
@@ -22,7 +23,6 @@ from firmware.provisioning_intake import PROVISIONING_KEY, ProvisioningIntake
 from firmware.state_store import StateStore
 from provisioning import keys, passes
 from provisioning.prov_qr import make_code
-from device.synthetic import write_blank_png, write_code_png
 
 NOW = 1_800_000_000.0
 VENUE = {"schema": "qrgate.venue/1", "venue_id": "v-0123456789ab", "name": "Bến xe Giáp Bát"}

@@ -184,9 +184,10 @@ def test_poster_png_pdf_svg_have_a_qr_of_at_least_15_cm(current, tmp_path):
 
 
 def test_poster_qr_decodes_to_the_venue_id(current, tmp_path):
+    import numpy as np
+
     from device.decoders import make_decoder
     from firmware.model import Frame
-    import numpy as np
 
     venue = validate_venue(**GOOD, divisions=current)
     _, record = write_venue(venue, tmp_path, now_s=1.7e9)

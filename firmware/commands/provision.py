@@ -8,8 +8,6 @@ import logging
 import sys
 import time
 
-from firmware.config import DEFAULT_CONFIG_PATH
-
 log = logging.getLogger(__name__)
 
 
