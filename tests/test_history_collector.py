@@ -50,8 +50,9 @@ class Publisher:
 class RunningCollector:
     """A ScanCollector on its own thread, stopped by an Event."""
 
-    def __init__(self, store, settings: CollectorSettings, changed: threading.Condition | None = None) -> None:
-        self.collector = ScanCollector(store, settings, changed=changed)
+    def __init__(self, store, settings: CollectorSettings, changed: threading.Condition | None = None,
+                 **clocks) -> None:
+        self.collector = ScanCollector(store, settings, changed=changed, **clocks)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.collector.run, args=(self.stop,), name="qrgate-history-test")
         self.thread.start()
@@ -110,6 +111,28 @@ def test_collector_stores_once_reports_gaps_and_survives_malformed_json(shared_b
         pub.close()
         running.close()
         store.close()
+
+
+def test_collector_applies_retention_when_it_starts(shared_broker, topic_prefix, tmp_path):
+    day_ms = 86_400_000
+    now_ms = BASE_MS + 40 * day_ms
+    store = open_store(str(tmp_path / "h.sqlite"))
+    old = [event_at(seq, BASE_MS + seq) for seq in (1, 2, 3)]
+    recent = [event_at(seq, now_ms - day_ms + seq) for seq in (4, 5)]
+    store.add(old + recent)
+    running = RunningCollector(store, settings(shared_broker, topic_prefix, retention_days=30),
+                               now_ms=lambda: now_ms)
+    try:
+        assert sorted(e.seq for e in store.rows(Filter())) == [4, 5]
+    finally:
+        running.close()
+        store.close()
+
+
+def event_at(seq: int, ms: int):
+    from provisioning.history.events import parse_scan
+
+    return parse_scan("gate-1", json.dumps(scan_dict(seq=seq, ts_ms=ms)).encode(), ms)
 
 
 class RefusingStore:

@@ -206,6 +206,12 @@ def test_bearer_token_and_optional_localhost_access(tmp_path, site):
     with urllib.request.urlopen(request, timeout=10) as ok:
         assert ok.status == 200 and "Scans: <span>120</span>" in ok.read().decode()
 
+    bad = urllib.request.Request(base + "/?lang=en", data=b"since=someday&person=x", method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(bad, timeout=10) as shown:
+        text = shown.read().decode()
+        assert shown.status == 200 and "Please check the filter: time &#x27;someday&#x27; is not understood" in text
+
     server = make_server(store, TOKEN, HANOI, ("127.0.0.1", 0), allow_localhost=True)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
