@@ -195,8 +195,7 @@ class GateApp:
         cfg = self.cfg
         state_dir = cfg.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = hold_state_lock(state_dir)
-        self.shutdown.add("unlock state dir", self._lock.close)
+        self._lock = hold_state_lock(state_dir)  # released last, in close()
         clock = self._clock or SystemClock(state_dir / "clock-high-water", cfg.policy.require_synced_clock)
         factory = self._pin_factory if self._pin_factory is not None else make_pin_factory(
             cfg.gpio.pin_factory, cfg.gpio.chip)
@@ -343,3 +342,7 @@ class GateApp:
         """Shut down in the documented order. Safe to call once after build (even a partial one)."""
         self.shutdown.run()
         self.shutdown.steps.clear()
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()  # last: no other qrgate may open these files until everything is closed
+            self._lock = None

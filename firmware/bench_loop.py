@@ -213,6 +213,9 @@ class _StampingFrames:
             self._stamps.append(frame.captured_mono_s)
         return frame
 
+    def flush_next(self) -> None:
+        self._inner.flush_next()
+
     def close(self) -> None:
         self._inner.close()
 
