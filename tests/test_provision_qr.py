@@ -279,9 +279,12 @@ def test_provision_qr_then_run_provisions_the_gate_which_then_grants_a_pass(unpr
                   "--direction", "out", "--trust-issuer", str(issuer.public_path), "--valid-minutes", "10",
                   "--png", str(images / "00-provisioning.png"))
     assert made.returncode == 0, made.stderr
-    write_code_png(images / "01-pass.png", pass_text)
+    # two blank seconds: the 1.6 s confirmation pattern ends before the pass shows up
+    write_blank_png(images / "01-blank.png")
+    write_blank_png(images / "02-blank.png")
+    write_code_png(images / "03-pass.png", pass_text)
 
-    result, events = run_gate(config)
+    result, events = run_gate(config, "--pin-log", str(tmp_path / "pins.json"))
 
     assert result.returncode == 0, result.stderr
     assert [(e["decision"], e["reason"], e["credential"], e["venue_id"], e["direction"]) for e in events] == [
@@ -289,9 +292,16 @@ def test_provision_qr_then_run_provisions_the_gate_which_then_grants_a_pass(unpr
         ("granted", "ok", "qg1", "v-0123456789ab", "out"),
     ]
     assert events[1]["subject"] == "EMP-1"
+    pins = json.loads((tmp_path / "pins.json").read_text())
+    confirm = [True, False] * 2   # provisioned: two long pulses on green and buzzer, relay untouched
+    grant = [True, False]         # then the pass: one green pulse and one beep
+    assert pins["GPIO27"] == [False] + confirm + grant
+    assert pins["GPIO23"] == [False] + confirm + grant
+    assert pins["GPIO22"] == [False]
+    assert pins["GPIO17"] == [False, True, False, True], "active-low relay: one pulse, for the pass only"
 
     # Restart: the record is persisted, the pass still opens, the used code is ignored.
-    (images / "00-provisioning.png").rename(images / "02-provisioning-again.png")
+    (images / "00-provisioning.png").rename(images / "04-provisioning-again.png")
     result, events = run_gate(config)
     assert result.returncode == 0, result.stderr
     assert [(e["decision"], e["reason"], e["venue_id"]) for e in events] == [
