@@ -31,7 +31,8 @@ class Collector:
     ``wait_until(predicate, timeout_s)`` blocks on a condition variable (no sleeping).
     """
 
-    def __init__(self, host: str, port: int, topic_filter: str, client_id: str = "") -> None:
+    def __init__(self, host: str, port: int, topic_filter: str, client_id: str = "",
+                 persistent: bool = False) -> None:
         self.messages: list[Received] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
@@ -41,7 +42,17 @@ class Collector:
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect_async(host, port, keepalive=10)
+        if persistent:
+            # A server-side consumer: its session (and the messages queued for it) outlives
+            # its own reconnects and, with broker persistence, a broker restart.
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            self.client.connect_async(host, port, keepalive=10, clean_start=False, properties=props)
+        else:
+            self.client.connect_async(host, port, keepalive=10)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise AssertionError(f"collector could not subscribe to {topic_filter} on {host}:{port}")
