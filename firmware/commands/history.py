@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import signal
@@ -223,7 +224,7 @@ def query_command(args: argparse.Namespace) -> int:
             return 0
         rows = store.rows(flt)
         if args.limit:
-            rows = (r for i, r in zip(range(args.limit), rows))
+            rows = itertools.islice(rows, args.limit)
         if args.out:
             with open(args.out, "wb", opener=_private) as fh:
                 count = write_export(args.format, rows, fh, tz, flt.describe())

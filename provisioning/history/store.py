@@ -106,7 +106,7 @@ INDEXES = (
 
 def event_from_row(row: Sequence[Any]) -> HistoryEvent:
     """Build a HistoryEvent from a row selected in ``COLUMNS`` order (same on both databases)."""
-    values = dict(zip(COLUMNS, row))
+    values = dict(zip(COLUMNS, row, strict=True))
     values["time_synced"] = bool(values["time_synced"])
     values["latency_ms"] = float(values["latency_ms"])
     values["ts_ms"] = int(values["ts_ms"])
