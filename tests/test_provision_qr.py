@@ -379,3 +379,57 @@ def test_truncated_state_file_at_start_fails_closed_without_crashing(unprovision
         ("denied", "replayed"),  # the used code cannot come back: its nonce survived in the copy
     ]
     assert list((tmp_path / "state").glob("state.json.corrupt-*"))
+
+
+def _held_low_pin_class():
+    """A MockPin held LOW by a pressed button: setting the internal pull-up does not raise it."""
+    from gpiozero.pins.mock import MockPin
+
+    class HeldLow(MockPin):
+        def _set_pull(self, value):
+            self._pull = value
+
+    return HeldLow
+
+
+def run_app(config: Path, factory) -> list:
+    """Build a GateApp in this process on the given pin factory and run it until the images end."""
+    import threading
+
+    from firmware.app import GateApp
+    from firmware.config import load_config
+
+    events: list = []
+    app = GateApp(load_config(config), pin_factory=factory, on_event=[events.append])
+    try:
+        app.build()
+        app.run(threading.Event())
+        assert app.service.input_ended
+    finally:
+        app.close()
+    return [(e.decision, e.reason, e.direction) for e in events]
+
+
+def test_reprovision_pin_held_at_boot_lets_a_provisioned_gate_take_a_new_code(unprovisioned_gate):
+    from gpiozero.pins.mock import MockFactory
+
+    from device.reprovision_pin import held_at_boot
+
+    tmp_path, config, images, venue, issuer = unprovisioned_gate
+    text = config.read_text().replace('relay_pulse_ms = 100', 'relay_pulse_ms = 100\nreprovision_pin = 26')
+    config.write_text(text)
+    first = qrgate("provision", "qr", "--authority-key", str(tmp_path / "authority.pem"), "--venue", str(venue),
+                   "--direction", "in", "--png", str(images / "00-first.png"))
+    assert first.returncode == 0, first.stderr
+    assert run_app(config, MockFactory()) == [("provisioned", "ok", "in")]
+
+    (images / "00-first.png").unlink()
+    second = qrgate("provision", "qr", "--authority-key", str(tmp_path / "authority.pem"), "--venue", str(venue),
+                    "--direction", "out", "--png", str(images / "01-second.png"))
+    assert second.returncode == 0, second.stderr
+    assert run_app(config, MockFactory()) == [("denied", "already_provisioned", "in")]
+
+    held = MockFactory()
+    held.pin(26, pin_class=_held_low_pin_class())
+    assert held_at_boot(held, 26)
+    assert run_app(config, held) == [("provisioned", "ok", "out")]
