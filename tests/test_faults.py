@@ -153,14 +153,44 @@ def test_d_budget_reached_refuses_grants_without_opening_then_recovers_with_noth
 def test_e_burst_of_1000_scans_while_connected_all_arrive_in_order(tmp_path, shared_broker, topic_prefix, images):
     folder = subset(images, tmp_path / "images", BURST_SCANS)
     config = write_config(tmp_path, folder, broker=shared_broker, prefix=topic_prefix)
-    collector = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/{DEVICE_ID}/scan")
+    collector = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/#")
     try:
         daemon = Daemon(config, tmp_path / "daemon.log")
         assert daemon.wait(120) == 0, daemon.log_text()
-        assert collector.wait_until(lambda ms: len(ms) >= BURST_SCANS, 30)
+        assert collector.wait_until(lambda ms: len([m for m in ms if m.topic.endswith("/scan")]) >= BURST_SCANS
+                                    and [m.payload for m in ms if m.topic.endswith("/availability")][-1:]
+                                    == [b"offline"], 30)
     finally:
         collector.close()
     received = collector.scans()
     check_delivery(tmp_path / "state", received, daemon.printed)
     assert [e["seq"] for e in received] == list(range(1, BURST_SCANS + 1))
     assert len(daemon.printed) == BURST_SCANS
+    assert [m.payload for m in collector.on("availability")] == [b"online", b"offline"]
+    states = [m.json() for m in collector.on("state")]
+    assert states, "no retained state published"
+    assert {"version", "mode", "camera", "broker_backlog", "oldest_unsent_age_min", "scans", "granted", "alarms",
+            "ts", "seq"} <= set(states[-1])
+    assert states[-1]["device_id"] == DEVICE_ID
+
+
+def test_corrupt_outbox_at_start_is_quarantined_and_the_daemon_keeps_deciding_with_seq_above_high_water(
+        tmp_path, images):
+    folder = subset(images, tmp_path / "images", 5)
+    config = write_config(tmp_path, folder)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "outbox.sqlite").write_bytes(b"\0" * 8192)
+    (state / "outbox.seq").write_text("1999\n")  # reserved by the outbox that was lost
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    assert daemon.wait(60) == 0, daemon.log_text()
+    assert [e["seq"] for e in daemon.printed] == [2000, 2001, 2002, 2003, 2004]
+    quarantined = sorted(p.name for p in state.glob("outbox.sqlite.corrupt-*"))
+    assert len(quarantined) == 1 and (state / quarantined[0]).read_bytes() == b"\0" * 8192
+    assert "moved it to outbox.sqlite.corrupt-" in daemon.log_text()
+    assert [r[0] for r in outbox_rows(state)] == [2000, 2001, 2002, 2003, 2004]
+    # A second start does not quarantine again and does not crash-loop; seq goes on.
+    again = Daemon(config, tmp_path / "daemon.log")
+    assert again.wait(60) == 0, again.log_text()
+    assert [e["seq"] for e in again.printed] == [2005, 2006, 2007, 2008, 2009]
+    assert len(list(state.glob("outbox.sqlite.corrupt-*"))) == 1
