@@ -68,8 +68,8 @@ class StateReporter:
 
     The document is the union of the dicts returned by ``providers`` (called on the
     publisher thread; each must be quick and never block) plus ``ts``. It is published
-    when its content changes (checked every tick, so at most about twice a second), at
-    least every ``interval_s``, and after every reconnect.
+    when its content changes (at most once a second), at least every ``interval_s``, and
+    after every reconnect.
 
     Args:
         link: the MqttLink.
@@ -86,8 +86,9 @@ class StateReporter:
         self.interval_s = interval_s
         self._wall = wall
         self._last: dict[str, Any] | None = None
-        self._last_mono_s = 0.0
+        self._last_mono_s = -1e9
         self.published = 0
+        self.min_gap_s = 1.0
 
     def document(self) -> dict[str, Any]:
         """The current state fields (without ``ts``)."""
@@ -106,8 +107,11 @@ class StateReporter:
     def tick(self, now_mono_s: float) -> None:
         if not self.link.is_connected():
             return
+        since_s = now_mono_s - self._last_mono_s
+        if self._last is not None and since_s < self.min_gap_s:
+            return  # at most one state a second, however busy the gate
         doc = self.document()
-        if doc == self._last and now_mono_s - self._last_mono_s < self.interval_s:
+        if doc == self._last and since_s < self.interval_s:
             return
         from firmware.events import rfc3339_ms
 
