@@ -38,6 +38,9 @@ RETRY_FIRST_S = 5.0
 RETRY_MAX_S = 60.0
 PRUNE_EVERY_S = 30.0
 TICK_S = 0.5
+# An event unacknowledged this long on a connection that stayed up is published again
+# (a safety net: paho normally re-sends by itself; a duplicate keeps its event_id).
+STALE_S = 60.0
 
 
 class Alarms:
@@ -151,6 +154,8 @@ class OutboxPublisher:
         self._outstanding: set[int] = set()   # seqs handed to paho, not yet acknowledged
         self._cursor = 0                      # highest seq handed over (unless rewound)
         self._failed: dict[int, str] = {}     # seq -> refusal text
+        self._handed_at: dict[int, float] = {}  # seq -> monotonic time handed to paho
+        self._connected_since = 0.0
         self._retry_at = 0.0
         self._retry_s = RETRY_FIRST_S
         self._next_prune = 0.0
@@ -212,7 +217,7 @@ class OutboxPublisher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self._turn()
+                self.step()
             except StoreError as err:
                 log.error("outbox publisher: %s", err)
                 self._stop.wait(1.0)
@@ -220,9 +225,11 @@ class OutboxPublisher:
                 log.exception("outbox publisher turn failed")
                 self._stop.wait(1.0)
 
-    def _turn(self) -> None:
+    def step(self, timeout_s: float = TICK_S) -> None:
+        """One turn of the drain loop: wait up to timeout_s for acks or a wake-up, mark acked
+        events sent, feed the window, prune when due, tick the state. Tests drive this."""
         try:
-            items = [self._inbox.get(timeout=TICK_S)]
+            items = [self._inbox.get(timeout=timeout_s)]
         except queue.Empty:
             items = []
         while True:
@@ -237,12 +244,14 @@ class OutboxPublisher:
                 if seq is None:
                     continue  # not ours (state, availability...)
                 self._outstanding.discard(seq)
+                self._handed_at.pop(seq, None)
                 if item[2]:
                     acked.append(seq)
                 else:
                     self._refused(seq, item[3], item[4])
             elif item[0] == "connected":
                 self._retry_at = 0.0
+                self._connected_since = self._monotonic()
                 if self.state is not None:
                     self.state.force()
         if acked:
@@ -256,6 +265,7 @@ class OutboxPublisher:
                 self._retry_s = RETRY_FIRST_S
         now = self._monotonic()
         if self.link.is_connected() and now >= self._retry_at:
+            self._forget_stale(now)
             self._feed()
         if self.outbox.unsent == 0:
             self._drained.set()
@@ -279,6 +289,17 @@ class OutboxPublisher:
             self.alarms.set("publish_refused", text)
             self._retry_s = min(RETRY_MAX_S, self._retry_s * 2)
 
+    def _forget_stale(self, now: float) -> None:
+        stale = [seq for seq, at in self._handed_at.items()
+                 if now - max(at, self._connected_since) > STALE_S]
+        if stale:
+            log.warning("%d scan events unacknowledged for %.0f s on a live connection; publishing "
+                        "them again", len(stale), STALE_S)
+            for seq in stale:
+                self._outstanding.discard(seq)
+                del self._handed_at[seq]
+            self._cursor = min(self._cursor, min(stale) - 1)
+
     def _feed(self) -> None:
         free = self.inflight_max - len(self._outstanding)
         if free <= 0:
@@ -295,6 +316,7 @@ class OutboxPublisher:
                 break  # paho's queue is full; the rest stays on disk
             self._inflight[mid] = seq
             self._outstanding.add(seq)
+            self._handed_at[seq] = self._monotonic()
             self._cursor = max(self._cursor, seq)
             free -= 1
         self.max_inflight_seen = max(self.max_inflight_seen, len(self._outstanding))
