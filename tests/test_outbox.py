@@ -274,3 +274,48 @@ class OutboxMachine(RuleBasedStateMachine):
 TestOutboxMachine = OutboxMachine.TestCase
 TestOutboxMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
+
+
+CHILD_FILL = r"""
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+from firmware.errors import StoreError
+from firmware.outbox import SqliteOutbox
+from tests.test_outbox import scan_event
+outbox = SqliteOutbox(Path(sys.argv[1]))
+refused = 0
+while refused < 20:
+    try:
+        e = outbox.append(scan_event())
+    except StoreError as err:
+        refused += 1
+        continue
+    print(e.seq, e.event_id, flush=True)
+outbox.close()
+print("FULL", flush=True)
+"""
+
+
+def test_disk_full_keeps_every_committed_event_intact_and_the_outbox_recovers(tmp_path):
+    """S3: a file-size limit makes writes fail as a full disk would (EFBIG instead of ENOSPC)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "outbox.sqlite"
+    result = subprocess.run([sys.executable, "-c", CHILD_FILL, str(path), str(1024 * 1024)],
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    assert lines[-1] == "FULL"
+    acknowledged = [(int(s), eid) for s, eid in zip(lines[0:-1:2], lines[1:-1:2])]
+    assert len(acknowledged) > 50
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    stored = [(seq, eid) for seq, eid, _, _ in db_rows(path)]
+    assert stored == acknowledged
+    # Room again (no limit): the same file takes new events, seq goes on.
+    outbox = open_outbox(path)
+    assert outbox.quarantined_now is None
+    assert outbox.append(scan_event()).seq == acknowledged[-1][0] + 1
+    outbox.close()
