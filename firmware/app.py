@@ -288,8 +288,11 @@ class GateApp:
 
         assert self.service is not None
         service = self.service
-        if isinstance(sink, UnavailableSink) and service.gatekeeper.blocked is None:
-            service.gatekeeper.blocked = Reason.FAIL_CLOSED
+        if isinstance(sink, UnavailableSink):
+            if "outbox_unavailable" not in self.alarms.active():
+                self.alarms.set("outbox_unavailable", sink.problem)
+            if service.gatekeeper.blocked is None:
+                service.gatekeeper.blocked = Reason.FAIL_CLOSED
         self.state_fields.insert(0, partial(events_state_fields, self, sink))
         if self.link is None or not isinstance(sink, SqliteOutbox):
             if self.link is None:
