@@ -292,7 +292,7 @@ class SqliteOutbox:
         with self._lock:
             if self._closed:
                 raise StoreError(f"outbox {self.path} is closed")
-            if self._stored >= self.max_events:
+            if self._stored >= self.max_events and self._stored > self._unsent:
                 self._prune_locked(self._wall(), int(self.max_events * PRUNE_TARGET_SHARE), max_batches=4)
             if self._unsent >= self.max_events or self._stored >= self.max_events:
                 self._update_alarm()
@@ -390,14 +390,18 @@ class SqliteOutbox:
 
     def _prune_locked(self, now_s: float, target: int, max_batches: int) -> int:
         deleted = 0
-        queries = [("SELECT seq FROM events WHERE sent = 1 AND created_s < ? ORDER BY seq LIMIT ?",
-                    lambda: (now_s - self.retention_s, PRUNE_BATCH)),
+        # Age: look only at the oldest PRUNE_BATCH rows (rows are stored in time order), so a
+        # store full of young sent rows costs one small read, not a scan of the table.
+        # Size: the oldest sent rows, only while above the target and while sent rows exist.
+        queries = [("SELECT seq FROM (SELECT seq, sent, created_s FROM events ORDER BY seq LIMIT ?) "
+                    "WHERE sent = 1 AND created_s < ?",
+                    lambda: (PRUNE_BATCH, now_s - self.retention_s), lambda: True),
                    ("SELECT seq FROM events WHERE sent = 1 ORDER BY seq LIMIT ?",
-                    lambda: (min(PRUNE_BATCH, self._stored - target),))]
+                    lambda: (min(PRUNE_BATCH, self._stored - target),), lambda: self._stored > target)]
         try:
-            for sql, args in queries:
+            for sql, args, wanted in queries:
                 for _ in range(max_batches):
-                    if args()[-1] <= 0:
+                    if self._stored <= self._unsent or not wanted():
                         break
                     seqs = [r[0] for r in self._conn.execute(sql, args())]
                     if not seqs:

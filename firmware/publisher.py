@@ -215,11 +215,16 @@ class OutboxPublisher:
     # ------------------------------------------------------------------ the loop
 
     def _run(self) -> None:
+        errors = 0
         while not self._stop.is_set():
             try:
                 self.step()
+                errors = 0
             except StoreError as err:
-                log.error("outbox publisher: %s", err)
+                errors += 1
+                if errors in (1, 10) or errors % 100 == 0:
+                    log.error("outbox publisher (%d failures in a row): %s", errors, err)
+                    self.alarms.set("outbox_error", str(err))
                 self._stop.wait(1.0)
             except Exception:  # the drain thread must survive a bug in one turn
                 log.exception("outbox publisher turn failed")
