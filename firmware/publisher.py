@@ -219,7 +219,9 @@ class OutboxPublisher:
         while not self._stop.is_set():
             try:
                 self.step()
-                errors = 0
+                if errors:
+                    errors = 0
+                    self.alarms.set("outbox_error", None)
             except StoreError as err:
                 errors += 1
                 if errors in (1, 10) or errors % 100 == 0:
