@@ -3,22 +3,32 @@
 The 2021 form (Phụ lục I of the original order) asked for the venue's name, its
 province, district and ward, the street address, and the registrant's name and mobile
 phone. Vietnam's administrative map changed on 1 July 2025 from three levels
-(province / district / ward) to two (province / ward). Both are accepted:
+(province / district / ward) to two (province / ward). Both maps ship and are chosen per
+registration (``DivisionMaps``):
 
-- the data set comes from the ``vietnam-provinces`` package: 2025.x ships the
-  two-level structure, 0.x (before 2025) the three-level one; any file in either
-  package's ``nested-divisions.json`` format can be given with ``--divisions FILE``
-  (the structure is detected from the file);
-- with three-level data the district is required and the ward is looked up in it;
-  with two-level data the ward is looked up in the province and a district, if given,
-  is kept as written (it no longer exists as a unit).
+- without a district, the current two-level map of the installed ``vietnam-provinces``
+  package (2025.x) is used; a ward (or province) it does not know is then looked for in
+  the whole province of the three-level map, and taken from there when exactly one ward
+  has that name (its district is filled in from the map);
+- with a district, the three-level map of 2021 shipped in
+  ``provisioning/data/divisions-2021.json.gz`` (the GSO list as published in
+  vietnam-provinces 0.6.0, data of 2025-01-04; built by scripts/build-divisions-2021.py)
+  is used, and the ward is looked up inside the district;
+- ``--divisions FILE`` overrides both with one map of either structure (a
+  ``nested-divisions.json`` of either package generation, or a file in the shipped
+  format): with three levels the district is then required, with two levels a given
+  district is kept as written (it no longer exists as a unit).
+
+The venue record says which structure matched (``divisions.structure``: ``"2025"`` or
+``"2021"``) and where its data came from (``divisions.source``).
 
 Names match with or without diacritics and with or without their unit prefix
 ("Tỉnh", "Thành phố", "TP.", "Quận", "Huyện", "Thị xã", "Phường", "Xã"...).
-Every problem is reported at once, each with its fix (close names are suggested).
+Every problem is reported at once, each with its fix (close names are suggested, and
+the other map is suggested when the name belongs to it).
 
 Text is NFC-normalised and otherwise kept exactly as typed, so Vietnamese round-trips.
-The venue id is derived from the normalised name, the ward and the address, so the
+The venue id is derived from the normalised name, the ward code and the address, so the
 same registration always gets the same id.
 """
 
@@ -26,6 +36,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import gzip
 import hashlib
 import json
 import logging
@@ -42,6 +54,9 @@ log = logging.getLogger(__name__)
 
 VENUE_SCHEMA = "qrgate.venue/1"
 VENUE_ID_PATTERN = re.compile(r"^v-[0-9a-f]{12}$")
+# The three-level (2021) map shipped in the package, and its file format.
+SHIPPED_2021 = "data/divisions-2021.json.gz"
+COMPACT_FORMAT = "qrgate.divisions/1"
 
 # Unit prefixes, longest first so "thành phố" wins over a bare "thành".
 _PREFIXES = ("thanh pho trung uong", "thanh pho", "thi tran", "thi xa", "dac khu", "tinh", "quan",
@@ -142,31 +157,135 @@ class Divisions:
         return cls("2021" if three else "2025", source, provinces)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Divisions:
-        """Load a ``nested-divisions.json`` file of either structure.
+    def from_compact_json(cls, doc: Any, source: str) -> Divisions:
+        """Build from a ``qrgate.divisions/1`` document (scripts/build-divisions-2021.py).
+
+        Units are ``[code, name, type_index]`` lists with a fourth item, the children,
+        above the ward level. The document's own ``source`` (the list it was built from)
+        is appended to source.
 
         Raises:
-            ConfigError: the file is missing or not in that format.
+            ConfigError: the document is not in that format.
+        """
+        try:
+            types = [str(t) for t in doc["types"]]
+
+            def unit(item: list[Any]) -> Unit:
+                kids = tuple(unit(k) for k in item[3]) if len(item) > 3 else ()
+                return Unit(nfc(item[1]), int(item[0]), types[item[2]], kids)
+
+            provinces = tuple(unit(p) for p in doc["provinces"])
+            structure = str(doc["structure"])
+            if doc.get("source"):
+                source = f"{source}: {doc['source']}"
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: not a valid {COMPACT_FORMAT} file ({err!r}); rebuild it with "
+                              "scripts/build-divisions-2021.py") from err
+        if structure not in ("2021", "2025") or not provinces:
+            raise ConfigError(f"{source}: structure {structure!r} with {len(provinces)} provinces; "
+                              "rebuild it with scripts/build-divisions-2021.py")
+        return cls(structure, source, provinces)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, source: str) -> Divisions:
+        """Build from file contents: nested-divisions JSON or the compact format, gzipped or not.
+
+        Raises:
+            ConfigError: the contents are not JSON in one of those formats.
+        """
+        try:
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+            data = json.loads(raw.decode("utf-8"))
+        except (OSError, EOFError, ValueError) as err:
+            raise ConfigError(f"{source} cannot be read as JSON or gzipped JSON ({err})") from err
+        if isinstance(data, dict) and data.get("format") == COMPACT_FORMAT:
+            return cls.from_compact_json(data, source)
+        return cls.from_nested_json(data, source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Divisions:
+        """Load a ``nested-divisions.json`` file of either structure, or a compact (``.json.gz``) one.
+
+        Raises:
+            ConfigError: the file is missing or not in one of those formats.
         """
         p = Path(path)
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            raw = p.read_bytes()
         except FileNotFoundError as err:
             raise ConfigError(f"--divisions {p} does not exist; give a nested-divisions.json file "
-                              "(from the vietnam-provinces package) or leave it out") from err
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"--divisions {p} cannot be read as JSON ({err})") from err
-        return cls.from_nested_json(data, str(p))
+                              "(from the vietnam-provinces package) or leave it out to use the "
+                              "maps that ship with qrgate") from err
+        except OSError as err:
+            raise ConfigError(f"--divisions {p} cannot be read ({err})") from err
+        return cls.from_bytes(raw, f"--divisions {p}")
 
     @classmethod
     def builtin(cls) -> Divisions:
         """The data of the installed ``vietnam-provinces`` package (its structure is detected)."""
-        import vietnam_provinces
+        return _builtin()
 
-        data = json.loads(Path(vietnam_provinces.NESTED_DIVISIONS_JSON_PATH).read_text(encoding="utf-8"))
-        version = getattr(vietnam_provinces, "__version__", "?")
-        data_version = getattr(vietnam_provinces, "__data_version__", "?")
-        return cls.from_nested_json(data, f"vietnam-provinces {version} (data {data_version})")
+    @classmethod
+    def shipped_2021(cls) -> Divisions:
+        """The three-level (2021) map shipped in ``provisioning/data/divisions-2021.json.gz``.
+
+        Loaded once per process and kept (the data is immutable).
+
+        Raises:
+            ConfigError: the file is missing from the installation or damaged.
+        """
+        return _shipped_2021()
+
+
+@functools.cache
+def _builtin() -> Divisions:
+    import vietnam_provinces
+
+    data = json.loads(Path(vietnam_provinces.NESTED_DIVISIONS_JSON_PATH).read_text(encoding="utf-8"))
+    version = getattr(vietnam_provinces, "__version__", "?")
+    data_version = getattr(vietnam_provinces, "__data_version__", "?")
+    return Divisions.from_nested_json(data, f"vietnam-provinces {version} (data {data_version})")
+
+
+@functools.cache
+def _shipped_2021() -> Divisions:
+    from importlib import resources
+
+    name = f"provisioning/{SHIPPED_2021}"
+    try:
+        raw = resources.files("provisioning").joinpath(SHIPPED_2021).read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{name} is missing from this installation ({err}); reinstall qrgate, rebuild "
+                          "it with scripts/build-divisions-2021.py, or give --divisions FILE") from err
+    return Divisions.from_bytes(raw, name)
+
+
+@dataclass(frozen=True)
+class DivisionMaps:
+    """The two maps a registration is checked against when no ``--divisions`` is given.
+
+    Attributes:
+        current: the two-level map in force since 1 July 2025 (province / ward).
+        former: the three-level map of 2021 (province / district / ward).
+    """
+
+    current: Divisions
+    former: Divisions
+
+    @classmethod
+    def default(cls) -> DivisionMaps:
+        """The installed vietnam-provinces (2025.x) and the shipped 2021 map.
+
+        Raises:
+            ConfigError: the installed vietnam-provinces is not a two-level (2025.x) release,
+                or the shipped file is missing.
+        """
+        current = Divisions.builtin()
+        if current.levels != 2:
+            raise ConfigError(f"the installed {current.source} holds the three-level map; install "
+                              "vietnam-provinces>=2025.1 (pip install -U vietnam-provinces) for the current one")
+        return cls(current, Divisions.shipped_2021())
 
 
 @dataclass(frozen=True)
@@ -175,6 +294,98 @@ class Match:
 
     unit: Unit | None
     problem: str | None = None
+
+
+# Abbreviated and long prefixes -> the prefix they stand for.
+_PREFIX_CANON = {"tp.": "thanh pho", "tp": "thanh pho", "thanh pho trung uong": "thanh pho",
+                 "p.": "phuong", "q.": "quan", "h.": "huyen", "tx.": "thi xa", "tt.": "thi tran"}
+# Vietnamese tone marks (after NFD); the vowel marks (â, ê, ô, ơ, ư, ă) are not among them.
+_TONES = {"\u0300": "2", "\u0301": "1", "\u0303": "4", "\u0309": "3", "\u0323": "5"}
+
+
+def _toned_word(word: str) -> str:
+    """A word with its tone mark moved to the end ("hoá" and "hóa" -> "hoa1"), so the old and new
+    tone placements compare equal while Hóa and Hòa stay apart."""
+    tone = ""
+    kept = []
+    for ch in unicodedata.normalize("NFD", word):
+        if ch in _TONES:
+            tone = _TONES[ch]
+        else:
+            kept.append(ch)
+    return unicodedata.normalize("NFC", "".join(kept)) + tone
+
+
+@dataclass(frozen=True)
+class NameParts:
+    """A unit name taken apart for matching.
+
+    Attributes:
+        prefix: the unit prefix, folded and spelled out ("thanh pho", "phuong"), or "".
+        toned: the rest, lower case, with tones kept (placement-independent).
+        folded: the rest without diacritics.
+        has_marks: the text carries Vietnamese diacritics (then a match must keep them).
+    """
+
+    prefix: str
+    toned: str
+    folded: str
+    has_marks: bool
+
+    @classmethod
+    def of(cls, text: str) -> NameParts:
+        lowered = nfc(text).lower()
+        lowered = re.sub(r"^([a-zđ]{1,2})\.\s*", r"\1. ", lowered)  # "p.từ liêm" -> "p. từ liêm"
+        words = [w for w in re.split(r"[\s\-–,]+", lowered) if w]
+        folded = [fold(w) for w in words]
+        prefix = ""
+        for candidate in _PREFIXES:
+            n = len(candidate.split())
+            if len(words) > n and " ".join(folded[:n]) == candidate:
+                prefix, words, folded = _PREFIX_CANON.get(candidate, candidate), words[n:], folded[n:]
+                break
+        # "Phường 01" is "Phường 1".
+        def unzero(ws: list[str]) -> str:
+            return re.sub(r"\b0+(\d)", r"\1", " ".join(ws))
+        return cls(prefix, unzero([_toned_word(w) for w in words]), unzero(folded),
+                   any(ord(ch) > 127 for ch in lowered))
+
+    def fits(self, other: NameParts) -> bool:
+        """Prefixes do not contradict each other (either is missing, or both are the same)."""
+        return not self.prefix or not other.prefix or self.prefix == other.prefix
+
+
+def candidates(text: str, units: tuple[Unit, ...]) -> list[Unit]:
+    """The units named text, from the first of these rules that finds any.
+
+    1. the same name (NFC); 2. the same name ignoring case, the tone mark's placement
+    ("Hoá"/"Hóa") and the prefix's spelling ("TP."/"Thành phố"); 3. the same without the
+    prefix, if the prefixes do not contradict ("Đông Thọ", not "Xã Đông Thọ" for
+    "Phường Đông Thọ"); 4. only for text typed without diacritics: the same without
+    diacritics and prefix. Text with diacritics never matches a name with other ones
+    (Thanh Hóa is not Thanh Hòa); close names are suggested instead.
+    """
+    wanted = nfc(text)
+    exact = [u for u in units if u.name == wanted]
+    if exact:
+        return exact
+    typed = NameParts.of(wanted)
+    parts = [(u, NameParts.of(u.name)) for u in units]
+    same = [u for u, n in parts if (n.prefix, n.toned) == (typed.prefix, typed.toned)]
+    if same:
+        return same
+    same_rest = [u for u, n in parts if n.toned == typed.toned and typed.fits(n)]
+    if same_rest or typed.has_marks:
+        return same_rest
+    return [u for u, n in parts if n.folded == typed.folded and typed.fits(n)]
+
+
+def close_names(text: str, units: tuple[Unit, ...], n: int = 4) -> list[Unit]:
+    """Up to n units whose names are close to text (for "did you mean")."""
+    keys: dict[str, Unit] = {}
+    for u in units:
+        keys.setdefault(name_key(u.name), u)
+    return [keys[k] for k in difflib.get_close_matches(name_key(text), list(keys), n=n, cutoff=0.6)]
 
 
 def match_unit(text: str, units: tuple[Unit, ...], what: str, where: str) -> Match:
@@ -186,27 +397,162 @@ def match_unit(text: str, units: tuple[Unit, ...], what: str, where: str) -> Mat
         what: the option name for messages ("--ward").
         where: the parent for messages ("in Thành phố Hà Nội").
     """
-    wanted = nfc(text)
-    exact = [u for u in units if u.name == wanted]
-    if len(exact) == 1:
-        return Match(exact[0])
-    folded = fold(wanted)
-    same_fold = [u for u in units if fold(u.name) == folded]
-    if len(same_fold) == 1:
-        return Match(same_fold[0])
-    key = name_key(wanted)
-    by_key = [u for u in units if name_key(u.name) == key]
-    if len(by_key) == 1:
-        return Match(by_key[0])
-    if len(by_key) > 1:
-        names = ", ".join(f"{u.name!r}" for u in by_key)
+    found = candidates(text, units)
+    if len(found) == 1:
+        return Match(found[0])
+    if len(found) > 1:
+        names = ", ".join(f"{u.name!r}" for u in found)
         return Match(None, f"{what} {text!r} is ambiguous {where}: it could be {names}; "
                      "give the name with its prefix")
-    keys = {name_key(u.name): u for u in units}
-    close = difflib.get_close_matches(key, list(keys), n=4, cutoff=0.6)
-    hint = ("; did you mean " + " or ".join(repr(keys[k].name) for k in close) + "?") if close else \
+    close = close_names(text, units)
+    hint = ("; did you mean " + " or ".join(repr(u.name) for u in close) + "?") if close else \
         "; check the spelling"
     return Match(None, f"{what} {text!r} is not a known unit {where}{hint}")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where province, district and ward text landed in one map.
+
+    Attributes:
+        divisions: the map that was searched.
+        province, district, ward: the units found (None where not found or not given).
+        problems: one line per field that did not match, each with its fix.
+        ward_problem: the index in problems of the ward's line, if any.
+        district_from_map: the district was not given but found as the ward's parent.
+    """
+
+    divisions: Divisions
+    province: Unit | None = None
+    district: Unit | None = None
+    ward: Unit | None = None
+    problems: tuple[str, ...] = ()
+    ward_problem: int | None = None
+    district_from_map: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.province is not None and self.ward is not None
+
+
+def place(divisions: Divisions, province: str, district: str, ward: str) -> Placement:
+    """Look province, district and ward up in one map, as the registration gives them.
+
+    With a three-level map the district is required and the ward is looked up inside
+    it; with a two-level map the ward is looked up in the province and the district is
+    not looked at. Empty texts are skipped (the caller reports them as required).
+    """
+    problems: list[str] = []
+    ward_problem = None
+    province_u = district_u = ward_u = None
+    if province:
+        m = match_unit(province, divisions.provinces, "--province", "in Việt Nam")
+        province_u = m.unit
+        if m.problem:
+            problems.append(m.problem)
+    if divisions.levels == 3 and not district:
+        problems.append(f"--district is required with the three-level map ({divisions.source}); "
+                        "give the district (Quận/Huyện/Thị xã/Thành phố) of the ward")
+    scope: tuple[Unit, ...] = ()
+    scope_text = ""
+    if province_u is not None:
+        if divisions.levels == 3:
+            if district:
+                m = match_unit(district, province_u.children, "--district", f"in {province_u.name}")
+                district_u = m.unit
+                if m.problem:
+                    problems.append(m.problem)
+                elif district_u is not None:
+                    scope, scope_text = district_u.children, f"in {district_u.name}, {province_u.name}"
+        else:
+            scope, scope_text = province_u.children, f"in {province_u.name}"
+    if scope and ward:
+        m = match_unit(ward, scope, "--ward", scope_text)
+        ward_u = m.unit
+        if m.problem:
+            ward_problem = len(problems)
+            problems.append(m.problem)
+    return Placement(divisions, province_u, district_u, ward_u, tuple(problems), ward_problem)
+
+
+def place_without_district(former: Divisions, province: str, ward: str) -> tuple[Placement | None, str]:
+    """Look a ward up in the whole province of the three-level map (no district given).
+
+    Returns:
+        (placement, "") when exactly one ward of the province has that name (its district
+        is filled in); else (None, hint) where hint says what the three-level map knows
+        ("" when it knows nothing useful).
+    """
+    provinces = candidates(province, former.provinces)
+    if len(provinces) != 1:
+        return None, ""
+    province_u = provinces[0]
+    parent: dict[int, Unit] = {}
+    wards: list[Unit] = []
+    for district_u in province_u.children:
+        for ward_u in district_u.children:
+            parent[id(ward_u)] = district_u
+            wards.append(ward_u)
+    found = candidates(ward, tuple(wards))
+    if len(found) == 1:
+        return Placement(former, province_u, parent[id(found[0])], found[0], district_from_map=True), ""
+    if found:
+        names = sorted({u.name for u in found})
+        districts = [parent[id(u)].name for u in found]
+        more = f" and {len(districts) - 6} more" if len(districts) > 6 else ""
+        return None, (f"in the 2021 three-level map {province_u.name} has {' and '.join(map(repr, names))} "
+                      f"in {', '.join(districts[:6])}{more}: add --district with the ward's district")
+    districts = candidates(ward, province_u.children)
+    if districts:
+        return None, (f"{ward!r} is a 2021 district of {province_u.name}: give it with --district "
+                      f"{districts[0].name!r} and the ward with --ward")
+    close = close_names(ward, tuple(wards), n=3)
+    if close:
+        names = " or ".join(f"{u.name!r} ({parent[id(u)].name})" for u in close)
+        return None, f"in the 2021 three-level map of {province_u.name}: {names}, with --district"
+    return None, ""
+
+
+def place_in_maps(maps: DivisionMaps, province: str, district: str, ward: str) -> Placement:
+    """Pick the map for a registration and look the units up in it.
+
+    With a district: the 2021 three-level map. Without: the current two-level map, then
+    (when it does not know the province or ward) the whole province in the 2021 map. A
+    failure carries a hint from the other map when that map knows the name.
+    """
+    if district:
+        placed = place(maps.former, province, district, ward)
+        if placed.ok or not ward:
+            return placed
+        hints = []
+        current = place(maps.current, province, "", ward)
+        if current.ok:
+            assert current.ward is not None and current.province is not None
+            hints.append(f"in the current two-level map it is {current.ward.name}, {current.province.name}: "
+                         "leave out --district to register it that way")
+        elif placed.province is not None:
+            elsewhere, _ = place_without_district(maps.former, province, ward)
+            if elsewhere is not None and elsewhere.district is not None:
+                hints.append(f"in the 2021 map {elsewhere.ward.name if elsewhere.ward else ward!r} is in "
+                             f"{elsewhere.district.name!r}: give that as --district")
+        return _with_hint(placed, hints)
+    current = place(maps.current, province, "", ward)
+    if current.ok or not province or not ward:
+        return current
+    former, hint = place_without_district(maps.former, province, ward)
+    if former is not None:
+        return former
+    return _with_hint(current, [hint] if hint else [])
+
+
+def _with_hint(placed: Placement, hints: list[str]) -> Placement:
+    """Append hints to the ward's problem line (or to the last line) of a failed placement."""
+    if not hints or not placed.problems:
+        return placed
+    at = placed.ward_problem if placed.ward_problem is not None else len(placed.problems) - 1
+    problems = list(placed.problems)
+    problems[at] += " (" + "; ".join(hints) + ")"
+    return dataclasses.replace(placed, problems=tuple(problems))
 
 
 def normalise_phone(text: str) -> str | None:
@@ -265,7 +611,7 @@ class Venue:
         """Street address, ward, district (if any) and province, comma separated."""
         district = self.district.name if self.district else self.district_text
         province = self.province.name
-        if self.province.kind == "tỉnh" and not fold(province).startswith("tinh "):
+        if self.province.kind == "tỉnh" and strip_prefix(fold(province)) == fold(province):
             province = "Tỉnh " + province  # the 2025 data names provinces without their prefix
         parts = [self.address, self.ward.name, district, province]
         return ", ".join(p for p in parts if p)
@@ -296,8 +642,12 @@ class Venue:
 
 def validate_venue(*, name: str | None, province: str | None, ward: str | None, address: str | None,
                    registrant: str | None, phone: str | None, district: str | None = None,
-                   divisions: Divisions) -> Venue:
+                   divisions: Divisions | DivisionMaps) -> Venue:
     """Check every registration field and return the Venue.
+
+    Args:
+        divisions: both maps (``DivisionMaps.default()``), chosen per registration as the
+            module docstring says; or one map (``--divisions FILE``) used alone.
 
     Raises:
         ConfigError: with one line per problem (all of them), each with its fix.
@@ -316,53 +666,35 @@ def validate_venue(*, name: str | None, province: str | None, ward: str | None, 
         if phone_e164 is None:
             problems.append(f"--phone {phone!r} is not a Vietnamese mobile number; give 10 digits starting "
                             "with 03, 05, 07, 08 or 09 (or +84 and 9 digits), e.g. 0912 345 678")
-    province_u = district_u = ward_u = None
-    if not (province or "").strip():
+    province_t, district_t, ward_t = nfc(province or ""), nfc(district or ""), nfc(ward or "")
+    if not province_t:
         problems.append("--province is required, for example --province \"Thành phố Hà Nội\"")
-    else:
-        m = match_unit(province or "", divisions.provinces, "--province", "in Việt Nam")
-        province_u = m.unit
-        if m.problem:
-            problems.append(m.problem)
-    if divisions.levels == 3 and not (district or "").strip():
-        problems.append(f"--district is required with the three-level data ({divisions.source}); "
-                        "give the district (Quận/Huyện/Thị xã/Thành phố) of the ward")
-    if not (ward or "").strip():
+    if not ward_t:
         problems.append("--ward is required, for example --ward \"Phường Hạc Thành\"")
-    wards_scope: tuple[Unit, ...] = ()
-    scope_text = ""
-    if province_u is not None:
-        if divisions.levels == 3:
-            if (district or "").strip():
-                m = match_unit(district or "", province_u.children, "--district", f"in {province_u.name}")
-                district_u = m.unit
-                if m.problem:
-                    problems.append(m.problem)
-                elif district_u is not None:
-                    wards_scope, scope_text = district_u.children, f"in {district_u.name}, {province_u.name}"
-        else:
-            wards_scope, scope_text = province_u.children, f"in {province_u.name}"
-    if wards_scope and (ward or "").strip():
-        m = match_unit(ward or "", wards_scope, "--ward", scope_text)
-        ward_u = m.unit
-        if m.problem:
-            extra = ""
-            if divisions.levels == 2 and (district or "").strip():
-                extra = (" (a ward from before July 2025? give its current name, or load the "
-                         "three-level data with --divisions FILE)")
-            problems.append(m.problem + extra)
+    if isinstance(divisions, DivisionMaps):
+        placed = place_in_maps(divisions, province_t, district_t, ward_t)
+    else:
+        placed = place(divisions, province_t, district_t, ward_t)
+        if divisions.levels == 2 and district_t and placed.ward_problem is not None:
+            placed = _with_hint(placed, ["a ward from before July 2025? give its current name, or leave "
+                                         "out --divisions to use the 2021 three-level map that ships with qrgate"])
+    problems.extend(placed.problems)
     if problems:
         raise ConfigError(problems)
-    assert province_u is not None and ward_u is not None
-    district_text = nfc(district or "") or None
-    if divisions.levels == 2 and district_text:
-        log.info("district %r kept as written: the 2025 two-level data has no districts", district_text)
+    assert placed.province is not None and placed.ward is not None
+    used = placed.divisions
+    district_text = district_t or None
+    if used.levels == 2 and district_text:
+        log.info("district %r kept as written: the 2025 two-level map has no districts", district_text)
+    if placed.district_from_map:
+        log.info("ward %r found in the 2021 three-level map only; district %r taken from the map",
+                 placed.ward.name, placed.district.name if placed.district else None)
     return Venue(
-        venue_id=venue_id_for(name_t, ward_u.code, address_t),
-        name=name_t, province=province_u, district=district_u,
-        district_text=district_text if district_u is None else None,
-        ward=ward_u, address=address_t, registrant=registrant_t, phone=phone_e164 or "",
-        structure=divisions.structure, source=divisions.source,
+        venue_id=venue_id_for(name_t, placed.ward.code, address_t),
+        name=name_t, province=placed.province, district=placed.district,
+        district_text=district_text if placed.district is None else None,
+        ward=placed.ward, address=address_t, registrant=registrant_t, phone=phone_e164 or "",
+        structure=used.structure, source=used.source,
     )
 
 

@@ -111,12 +111,12 @@ def test_unknown_ward_is_refused_with_close_names(current):
         "or 'Xã Thư Lâm'?"]
 
 
-def test_a_pre_2025_ward_with_current_data_points_to_the_three_level_data(current):
+def test_a_pre_2025_ward_with_only_the_two_level_map_points_to_the_shipped_three_level_map(current):
     with pytest.raises(ConfigError) as err:
         validate_venue(**{**GOOD, "province": "Thanh Hóa", "district": "Thành phố Thanh Hóa",
                           "ward": "Phường Đông Thọ"}, divisions=current)
     assert len(err.value.problems) == 1
-    assert "--divisions FILE" in err.value.problems[0]
+    assert "leave out --divisions to use the 2021 three-level map" in err.value.problems[0]
 
 
 def test_three_level_2021_address_from_the_original_order(old, tmp_path):

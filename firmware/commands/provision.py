@@ -22,15 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "a stable id, writes DIR/<venue_id>.json and the poster (PNG, SVG, PDF).")
     v.add_argument("--name", required=True, help="venue name, e.g. \"Bến xe Mỹ Đình\"")
     v.add_argument("--province", required=True, help="province or centrally-run city (Tỉnh/Thành phố)")
-    v.add_argument("--district", default=None, help="district (Quận/Huyện/Thị xã); required with the "
-                   "three-level (2021) data, kept as written with the two-level (2025) data")
+    v.add_argument("--district", default=None, help="district (Quận/Huyện/Thị xã) of a 2021 three-level "
+                   "address; leave it out for a current (July 2025) two-level address")
     v.add_argument("--ward", required=True, help="ward or commune (Phường/Xã/Đặc khu)")
     v.add_argument("--address", required=True, help="house number and street, e.g. \"Số 20 Phạm Hùng\"")
     v.add_argument("--registrant", required=True, help="the registrant's full name")
     v.add_argument("--phone", required=True, help="the registrant's Vietnamese mobile number")
     v.add_argument("--out", required=True, help="output directory")
     v.add_argument("--divisions", default=None, help="administrative units as a nested-divisions.json "
-                   "file (either structure); default: the installed vietnam-provinces data")
+                   "file (either structure), used alone; default: the current two-level map of "
+                   "vietnam-provinces and the 2021 three-level map shipped with qrgate")
     v.add_argument("--error", default="Q", choices=("M", "Q", "m", "q"), help="QR error level (default Q)")
     v.add_argument("--font", default=None, help="TrueType font with Vietnamese glyphs (default: DejaVu Sans)")
     v.add_argument("--no-pdf", action="store_true", help="do not write the PDF poster")
@@ -70,9 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_venue(args: argparse.Namespace) -> int:
     from provisioning.poster import write_poster
-    from provisioning.venues import Divisions, display_phone, validate_venue, write_venue
+    from provisioning.venues import DivisionMaps, Divisions, display_phone, validate_venue, write_venue
 
-    divisions = Divisions.from_file(args.divisions) if args.divisions else Divisions.builtin()
+    divisions = Divisions.from_file(args.divisions) if args.divisions else DivisionMaps.default()
     venue = validate_venue(name=args.name, province=args.province, district=args.district, ward=args.ward,
                            address=args.address, registrant=args.registrant, phone=args.phone,
                            divisions=divisions)
@@ -80,6 +81,7 @@ def cmd_venue(args: argparse.Namespace) -> int:
     files = write_poster(record, args.out, error=args.error, pdf=not args.no_pdf, font_path=args.font)
     print(record["venue_id"])
     print(f"venue {record['name']}: {record['full_address']}", file=sys.stderr)
+    print(f"units from the {record['divisions']['structure']} map: {record['divisions']['source']}", file=sys.stderr)
     print(f"registrant {record['registrant']['name']}, {display_phone(record['registrant']['phone'])}",
           file=sys.stderr)
     print(f"record {path}; poster {files.png}, {files.svg}" + (f", {files.pdf}" if files.pdf else "")
