@@ -284,7 +284,8 @@ class DivisionMaps:
         current = Divisions.builtin()
         if current.levels != 2:
             raise ConfigError(f"the installed {current.source} holds the three-level map; install "
-                              "vietnam-provinces>=2025.1 (pip install -U vietnam-provinces) for the current one")
+                              "vietnam-provinces>=2025.1 (pip install -U vietnam-provinces) for the "
+                              "current one")
         return cls(current, Divisions.shipped_2021())
 
 
@@ -532,9 +533,9 @@ def place_in_maps(maps: DivisionMaps, province: str, district: str, ward: str) -
                          "leave out --district to register it that way")
         elif placed.province is not None:
             elsewhere, _ = place_without_district(maps.former, province, ward)
-            if elsewhere is not None and elsewhere.district is not None:
-                hints.append(f"in the 2021 map {elsewhere.ward.name if elsewhere.ward else ward!r} is in "
-                             f"{elsewhere.district.name!r}: give that as --district")
+            if elsewhere is not None and elsewhere.ward is not None and elsewhere.district is not None:
+                hints.append(f"in the 2021 map {elsewhere.ward.name!r} is in {elsewhere.district.name!r}: "
+                             "give that as --district")
         return _with_hint(placed, hints)
     current = place(maps.current, province, "", ward)
     if current.ok or not province or not ward:
@@ -676,8 +677,9 @@ def validate_venue(*, name: str | None, province: str | None, ward: str | None, 
     else:
         placed = place(divisions, province_t, district_t, ward_t)
         if divisions.levels == 2 and district_t and placed.ward_problem is not None:
-            placed = _with_hint(placed, ["a ward from before July 2025? give its current name, or leave "
-                                         "out --divisions to use the 2021 three-level map that ships with qrgate"])
+            placed = _with_hint(placed, [
+                "a ward from before July 2025? give its current name, or leave out --divisions to use "
+                "the 2021 three-level map that ships with qrgate"])
     problems.extend(placed.problems)
     if problems:
         raise ConfigError(problems)

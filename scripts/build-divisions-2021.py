@@ -21,7 +21,8 @@ byte-identical. Format ``qrgate.divisions/1``::
 
     {"format": "qrgate.divisions/1", "structure": "2021", "source": "...",
      "types": ["tỉnh", ...],
-     "provinces": [[code, name, type_index, [[code, name, type_index, [[code, name, type_index], ...]], ...]], ...]}
+     "provinces": [[code, name, type_index,
+                    [[code, name, type_index, [[code, name, type_index], ...]], ...]], ...]}
 
 Standard library only; no network access.
 """

@@ -57,28 +57,32 @@ def test_shipped_2021_map_holds_the_whole_three_level_structure_and_loads_fast(m
 
 
 def test_the_2021_orders_own_example_validates_without_any_divisions_flag(maps, tmp_path):
-    venue = validate_venue(name="Sở Lao động - Thương binh và Xã hội tỉnh Thanh Hóa", province="Tỉnh Thanh Hóa",
-                           district="Thành phố Thanh Hóa", ward="Phường Đông Thọ", address="Số 74 Tô Vĩnh Diện",
-                           registrant="Vũ Thị Hương", phone="038 663 2627", divisions=maps)
+    venue = validate_venue(name="Sở Lao động - Thương binh và Xã hội tỉnh Thanh Hóa",
+                           province="Tỉnh Thanh Hóa", district="Thành phố Thanh Hóa", ward="Phường Đông Thọ",
+                           address="Số 74 Tô Vĩnh Diện", registrant="Vũ Thị Hương", phone="038 663 2627",
+                           divisions=maps)
     _, record = write_venue(venue, tmp_path, now_s=1.7e9)
     assert (record["province"], record["district"], record["ward"]) == (
         {"name": "Tỉnh Thanh Hóa", "code": 38}, {"name": "Thành phố Thanh Hóa", "code": 380},
         {"name": "Phường Đông Thọ", "code": 14758})
-    assert record["full_address"] == "Số 74 Tô Vĩnh Diện, Phường Đông Thọ, Thành phố Thanh Hóa, Tỉnh Thanh Hóa"
+    assert record["full_address"] == ("Số 74 Tô Vĩnh Diện, Phường Đông Thọ, Thành phố Thanh Hóa, "
+                                      "Tỉnh Thanh Hóa")
     assert record["divisions"] == {"structure": "2021", "source": maps.former.source}
     # The id is the one an earlier release gave with --divisions and the 0.6.0 file.
     assert record["venue_id"] == "v-4987a732f889"
 
 
 def test_a_ha_noi_three_level_address_validates_and_the_district_may_be_left_out(maps):
-    fields = dict(name="Nhà văn hóa phường Phúc Xá", province="Thành phố Hà Nội", address="Số 1 Phúc Xá", **PERSON)
+    fields = dict(name="Nhà văn hóa phường Phúc Xá", province="Thành phố Hà Nội", address="Số 1 Phúc Xá",
+                  **PERSON)
     with_district = validate_venue(**fields, district="Quận Ba Đình", ward="Phường Phúc Xá", divisions=maps)
     assert (with_district.province.code, with_district.district.code, with_district.ward.code) == (1, 1, 1)
     assert with_district.full_address == "Số 1 Phúc Xá, Phường Phúc Xá, Quận Ba Đình, Thành phố Hà Nội"
     assert with_district.structure == "2021"
     # Not in the current map; exactly one 2021 ward of Hà Nội has the name: its district comes from the map.
     without = validate_venue(**fields, district=None, ward="phuc xa", divisions=maps)
-    assert (without.structure, without.district, without.ward) == ("2021", with_district.district, with_district.ward)
+    assert (without.structure, without.district, without.ward) == (
+        "2021", with_district.district, with_district.ward)
     assert without.venue_id == with_district.venue_id
 
 

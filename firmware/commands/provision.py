@@ -81,7 +81,8 @@ def cmd_venue(args: argparse.Namespace) -> int:
     files = write_poster(record, args.out, error=args.error, pdf=not args.no_pdf, font_path=args.font)
     print(record["venue_id"])
     print(f"venue {record['name']}: {record['full_address']}", file=sys.stderr)
-    print(f"units from the {record['divisions']['structure']} map: {record['divisions']['source']}", file=sys.stderr)
+    divisions_used = record["divisions"]
+    print(f"units from the {divisions_used['structure']} map: {divisions_used['source']}", file=sys.stderr)
     print(f"registrant {record['registrant']['name']}, {display_phone(record['registrant']['phone'])}",
           file=sys.stderr)
     print(f"record {path}; poster {files.png}, {files.svg}" + (f", {files.pdf}" if files.pdf else "")
