@@ -149,6 +149,9 @@ class MqttLink:
     Args:
         settings: see MqttSettings.
         rng: randomness for the reconnect jitter (tests pass a seeded one).
+
+    Raises:
+        ConfigError: the TLS files cannot be loaded.
         reconnect_min_s, reconnect_max_s: override the jittered backoff bounds (tests).
     """
 
@@ -190,7 +193,14 @@ class MqttLink:
         client.reconnect_delay_set(min_delay=min_s, max_delay=max_s)  # type: ignore[arg-type]
         client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
         if s.tls:
-            client.tls_set(ca_certs=s.ca_file or None, certfile=s.cert_file or None, keyfile=s.key_file or None)
+            try:
+                client.tls_set(ca_certs=s.ca_file or None, certfile=s.cert_file or None,
+                               keyfile=s.key_file or None)
+            except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+                raise ConfigError(f"MQTT TLS files cannot be used (mqtt.ca_file = {s.ca_file!r}, "
+                                  f"mqtt.cert_file = {s.cert_file!r}, mqtt.key_file = {s.key_file!r}): {err}; "
+                                  "give PEM files: the CA that signed the broker's certificate, and this "
+                                  "gate's certificate with its key") from err
         if s.username:
             client.username_pw_set(s.username, s.password)
         client.on_connect = self._paho_connect
