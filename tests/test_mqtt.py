@@ -199,3 +199,41 @@ def test_acl_refusal_keeps_events_unsent_with_alarm_until_the_acl_allows_them(tm
         link.stop(timeout_s=1.0)
         collector.close()
         outbox.close()
+
+
+def test_username_and_password_file_from_config_authenticate_and_a_wrong_password_is_refused(
+        broker, tmp_path, topic_prefix):
+    import subprocess
+
+    from firmware.config import parse_config
+
+    passwd = tmp_path / "mosquitto.passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "gate-1", "s3cret"], check=True,
+                   capture_output=True)
+    broker.extra_conf = f"allow_anonymous false\npassword_file {passwd}\n"
+    broker.stop()
+    broker.start()
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("guess\n")
+
+    def settings(password_file):
+        cfg = parse_config({"device": {"id": "gate-1"},
+                            "mqtt": {"host": broker.host, "port": broker.port, "prefix": topic_prefix,
+                                     "username": "gate-1", "password_file": str(password_file)}})
+        return MqttSettings.from_config(cfg)
+
+    assert (settings(secret).username, settings(secret).password) == ("gate-1", "s3cret")
+    good = MqttLink(settings(secret), reconnect_min_s=0.2, reconnect_max_s=0.5)
+    bad = MqttLink(settings(wrong), reconnect_min_s=0.2, reconnect_max_s=0.5)
+    try:
+        good.start()
+        bad.start()
+        assert good.wait_connected(10.0)
+        assert not bad.wait_connected(2.0)
+    finally:
+        good.stop(timeout_s=1.0)
+        bad.stop(timeout_s=1.0)
+    assert bad.last_error in ("Not authorized", "Bad user name or password")
