@@ -35,7 +35,8 @@ from firmware.outbox import SqliteOutbox
 
 SAMPLE = ScanEvent(device_id="bench-gate", venue_id="v-bench", direction="in", ts="2026-11-26T10:00:00.000Z",
                    time_synced=True, boot_id="0123456789abcdef", decision="granted", reason="ok",
-                   credential="qg1", subject="5f2b0c8e9d7a6b5c4d3e2f1a0b9c8d7e", display="NGUYỄN *** 0966 ***",
+                   credential="qg1", subject="5f2b0c8e9d7a6b5c4d3e2f1a0b9c8d7e",
+                   display="NGUYỄN *** 0966 ***",
                    latency_ms=41.7, code_sha256="ab" * 32)
 
 
@@ -44,8 +45,10 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                              description=__doc__.split("\n\n")[0])
     p.add_argument("--small", type=int, default=1000, help="small backlog (default %(default)s)")
     p.add_argument("--large", type=int, default=100_000, help="large backlog (default %(default)s)")
-    p.add_argument("--appends", type=int, default=1000, help="appends measured per backlog (default %(default)s)")
-    p.add_argument("--drain", type=int, default=5000, help="events drained to the broker (default %(default)s)")
+    p.add_argument("--appends", type=int, default=1000,
+                   help="appends measured per backlog (default %(default)s)")
+    p.add_argument("--drain", type=int, default=5000,
+                   help="events drained to the broker (default %(default)s)")
     p.add_argument("--broker", default="", help="HOST:PORT of a broker to use instead of a private mosquitto")
     p.add_argument("--workdir", default="", help="directory for the bench databases (default: a temp dir "
                    "on /tmp; give one on the SD card to measure it)")
@@ -72,7 +75,8 @@ def fill_backlog(path: Path, count: int) -> None:
     conn = sqlite3.connect(path)
     try:
         with conn:
-            conn.executemany("INSERT INTO events(seq, event_id, created_s, sent, body) VALUES (?, ?, ?, 0, ?)",
+            conn.executemany("INSERT INTO events(seq, event_id, created_s, sent, body) "
+                             "VALUES (?, ?, ?, 0, ?)",
                              ((n, f"{n:032x}", time.time(), body) for n in range(1, count + 1)))
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
@@ -114,7 +118,8 @@ def _free_port() -> int:
 
 
 def _start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else "")
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else "")
     if not binary:
         raise ConfigError("mosquitto is not installed; install it (`sudo apt-get install -y mosquitto`) "
                           "or pass --broker HOST:PORT")
@@ -195,7 +200,8 @@ def bench_outbox_command(args: argparse.Namespace) -> int:
     ratio_p50 = large["append_ms_p50"] / small["append_ms_p50"]
     report = {"bench": "outbox", **machine_info(), "workdir": args.workdir or tempfile.gettempdir(),
               "append": [small, large], "append_ratio": ratio, "append_ratio_p50": ratio_p50, "drain": drain,
-              "targets": {"append_ratio_max": 1.5, "write_bytes_per_event_max": 16384, "drain_events_per_s_min": 1000}}
+              "targets": {"append_ratio_max": 1.5, "write_bytes_per_event_max": 16384,
+                          "drain_events_per_s_min": 1000}}
     rows = [[f"append+commit ms, {r['backlog']:,} unsent (mean / p50 / p99)",
              f"{r['append_ms_mean']:.2f} / {r['append_ms_p50']:.2f} / {r['append_ms_p99']:.2f}", ""]
             for r in (small, large)]
@@ -208,7 +214,8 @@ def bench_outbox_command(args: argparse.Namespace) -> int:
     rows.append([f"drain to local Mosquitto, {drain['events']:,} events, QoS 1, max in flight "
                  f"{drain['max_inflight']}", f"{drain['events_per_s']:.0f} events/s", ">= 1,000/s"])
     info = report
-    text = (f"qrgate bench outbox - {info['date']}, {info['cpu']} ({info['cpus']} CPUs), Python {info['python']}, "
+    text = (f"qrgate bench outbox - {info['date']}, {info['cpu']} ({info['cpus']} CPUs), "
+            f"Python {info['python']}, "
             f"load {info['load_avg_1m']}\n\n" + format_table(["measure", "result", "target"], rows))
     emit(args, report, text)
     return 0

@@ -198,7 +198,8 @@ class MqttLink:
                                keyfile=s.key_file or None)
             except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
                 raise ConfigError(f"MQTT TLS files cannot be used (mqtt.ca_file = {s.ca_file!r}, "
-                                  f"mqtt.cert_file = {s.cert_file!r}, mqtt.key_file = {s.key_file!r}): {err}; "
+                                  f"mqtt.cert_file = {s.cert_file!r}, mqtt.key_file = {s.key_file!r}): "
+                                  f"{err}; "
                                   "give PEM files: the CA that signed the broker's certificate, and this "
                                   "gate's certificate with its key") from err
         if s.username:
@@ -264,7 +265,8 @@ class MqttLink:
 
     # ------------------------------------------------------------------ paho callbacks: enqueue only
 
-    def _paho_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _paho_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any,
+                      properties: Any) -> None:
         if reason_code.is_failure:
             self._jobs.put(("refused", str(reason_code)))
             return
@@ -274,7 +276,8 @@ class MqttLink:
     def _paho_connect_fail(self, client: Any, userdata: Any) -> None:
         self._jobs.put(("connect_failed",))
 
-    def _paho_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _paho_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any,
+                         properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         if was:
@@ -285,7 +288,8 @@ class MqttLink:
         if on_ack is not None:
             on_ack(mid, not reason_code.is_failure, int(reason_code.value), str(reason_code))
 
-    def _paho_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+    def _paho_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any,
+                        properties: Any) -> None:
         with self._subacks_cond:
             self._subacks.add(mid)
             self._subacks_cond.notify_all()

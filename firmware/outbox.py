@@ -450,7 +450,8 @@ class SqliteOutbox:
 
     def _update_alarm(self) -> None:
         fill = self._unsent / self.max_events
-        level = 1.0 if self._unsent >= self.max_events else max([0.0] + [a for a in ALARM_LEVELS if fill >= a])
+        level = (1.0 if self._unsent >= self.max_events
+                 else max([0.0] + [a for a in ALARM_LEVELS if fill >= a]))
         if level == self._alarm_level:
             return
         rising = level > self._alarm_level

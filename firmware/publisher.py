@@ -138,7 +138,8 @@ class OutboxPublisher:
 
     def __init__(self, outbox: SqliteOutbox, link: Any, *, inflight_max: int = 100,
                  alarms: Alarms | None = None, state: StateReporter | None = None,
-                 monotonic: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.outbox = outbox
         self.link = link
         self.inflight_max = inflight_max

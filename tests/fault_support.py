@@ -155,7 +155,8 @@ def check_delivery(state_dir: Path, received: list[dict], printed: list[dict]) -
     stored = {seq: eid for seq, eid, _ in rows}
     got = {(e["seq"], e["event_id"]) for e in received}
     assert got == set(stored.items()), (
-        f"missing {sorted(set(stored.items()) - got)[:5]}, unexpected {sorted(got - set(stored.items()))[:5]}")
+        f"missing {sorted(set(stored.items()) - got)[:5]}, "
+        f"unexpected {sorted(got - set(stored.items()))[:5]}")
     assert {(e["seq"], e["event_id"]) for e in printed} <= set(stored.items())
     return rows
 

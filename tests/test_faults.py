@@ -86,7 +86,8 @@ def test_b_sigkill_at_random_moments_loses_no_decided_event_and_duplicates_keep_
             if i == 0:
                 # The broker publishes the will: retained "offline".
                 assert collector.wait_until(
-                    lambda ms: [m.payload for m in ms if m.topic.endswith("/availability")][-1:] == [b"offline"],
+                    lambda ms: [m.payload for m in ms
+                                if m.topic.endswith("/availability")][-1:] == [b"offline"],
                     15)
         final = Daemon(config, tmp_path / "daemon.log")
         assert final.wait(120) == 0, final.log_text()
@@ -153,14 +154,16 @@ def test_d_budget_reached_refuses_grants_without_opening_then_recovers_with_noth
     assert [r[2] for r in stored] == [1] * len(stored)
 
 
-def test_e_burst_of_1000_scans_while_connected_all_arrive_in_order(tmp_path, shared_broker, topic_prefix, images):
+def test_e_burst_of_1000_scans_while_connected_all_arrive_in_order(
+        tmp_path, shared_broker, topic_prefix, images):
     folder = subset(images, tmp_path / "images", BURST_SCANS)
     config = write_config(tmp_path, folder, broker=shared_broker, prefix=topic_prefix)
     collector = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/#")
     try:
         daemon = Daemon(config, tmp_path / "daemon.log")
         assert daemon.wait(120) == 0, daemon.log_text()
-        assert collector.wait_until(lambda ms: len([m for m in ms if m.topic.endswith("/scan")]) >= BURST_SCANS
+        assert collector.wait_until(lambda ms: len([m for m in ms if m.topic.endswith("/scan")])
+                                    >= BURST_SCANS
                                     and [m.payload for m in ms if m.topic.endswith("/availability")][-1:]
                                     == [b"offline"], 30)
     finally:
@@ -172,7 +175,8 @@ def test_e_burst_of_1000_scans_while_connected_all_arrive_in_order(tmp_path, sha
     assert [m.payload for m in collector.on("availability")] == [b"online", b"offline"]
     states = [m.json() for m in collector.on("state")]
     assert states, "no retained state published"
-    assert {"version", "mode", "camera", "broker_backlog", "oldest_unsent_age_min", "scans", "granted", "alarms",
+    assert {"version", "mode", "camera", "broker_backlog", "oldest_unsent_age_min", "scans", "granted",
+            "alarms",
             "ts", "seq"} <= set(states[-1])
     assert states[-1]["device_id"] == DEVICE_ID
 

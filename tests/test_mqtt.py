@@ -147,8 +147,8 @@ def test_retained_state_is_the_union_of_providers_and_follows_changes(running, s
     assert collector.wait_until(lambda ms: len([m for m in ms if m.topic.endswith("/state")]) >= 1, 10.0)
     counter["scans"] = 7
     publisher.wake()
-    assert collector.wait_until(lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload)["scans"] == 7
-                                               for m in ms), 10.0)
+    assert collector.wait_until(lambda ms: any(m.topic.endswith("/state")
+                                               and json.loads(m.payload)["scans"] == 7 for m in ms), 10.0)
     docs = [m.json() for m in collector.on("state")]
     assert [{k: v for k, v in d.items() if k != "ts"} for d in docs] == [
         {"mode": "normal", "version": "t", "scans": 0}, {"mode": "normal", "version": "t", "scans": 7}]

@@ -87,7 +87,8 @@ def test_tls_with_private_ca_and_client_certificate_connects_and_publishes(tls_b
         link.start()
         assert link.wait_connected(10.0)
         assert link.publish("state", '{"ok":true}', retain=True)
-        ok = collector.wait_until(lambda ms: sorted(m.payload for m in ms) == [b"online", b'{"ok":true}'], 10.0)
+        ok = collector.wait_until(
+            lambda ms: sorted(m.payload for m in ms) == [b"online", b'{"ok":true}'], 10.0)
         assert ok, collector.messages
     finally:
         link.stop(timeout_s=1.0)

@@ -304,7 +304,8 @@ def test_disk_full_keeps_every_committed_event_intact_and_the_outbox_recovers(tm
 
     path = tmp_path / "outbox.sqlite"
     result = subprocess.run([sys.executable, "-c", CHILD_FILL, str(path), str(1024 * 1024)],
-                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+                            capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split()
     assert lines[-1] == "FULL"
