@@ -186,7 +186,9 @@ class MqttLink:
         else:
             client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qrgate-{s.device_id}",
                                  protocol=paho.MQTTv311, clean_session=True)
-        client.enable_logger(logging.getLogger("firmware.mqtt.paho"))
+        if log.isEnabledFor(logging.DEBUG):
+            # paho's own log repeats every failed reconnect at ERROR; ours is rate-limited.
+            client.enable_logger(logging.getLogger("firmware.mqtt.paho"))
         # Bounded in memory: the outbox feeds about inflight_max at a time, the rest stays on disk.
         client.max_inflight_messages_set(s.inflight_max)
         client.max_queued_messages_set(s.inflight_max + 200)

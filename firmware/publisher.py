@@ -163,6 +163,7 @@ class OutboxPublisher:
         self.sent = 0
         self.refused = 0
         self.max_inflight_seen = 0
+        self.queue_refusals = 0
         link.on_ack = self._on_ack
         link.add_on_connect(self._on_connect)
         link.add_on_disconnect(self.wake)
@@ -321,6 +322,7 @@ class OutboxPublisher:
                 continue
             mid = self.link.publish_tracked("scan", body)
             if mid is None:
+                self.queue_refusals += 1
                 break  # paho's queue is full; the rest stays on disk
             self._inflight[mid] = seq
             self._outstanding.add(seq)

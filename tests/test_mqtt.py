@@ -237,3 +237,28 @@ def test_username_and_password_file_from_config_authenticate_and_a_wrong_passwor
         good.stop(timeout_s=1.0)
         bad.stop(timeout_s=1.0)
     assert bad.last_error in ("Not authorized", "Bad user name or password")
+
+
+def test_a_large_offline_backlog_drains_with_about_inflight_max_in_flight_and_no_queue_errors(
+        tmp_path, shared_broker, topic_prefix):
+    """D8 (70,000 with QRGATE_FULL_FAULTS=1): the backlog stays on disk, paho never sees more
+    than the window."""
+    from firmware.bench_outbox import fill_backlog
+    from tests.fault_support import FULL
+
+    count = 70_000 if FULL else 20_000
+    fill_backlog(tmp_path / "outbox.sqlite", count)
+    outbox = SqliteOutbox(tmp_path / "outbox.sqlite", max_events=count + 10)
+    link = make_link(shared_broker, topic_prefix, inflight_max=100)
+    publisher = OutboxPublisher(outbox, link, inflight_max=100)
+    try:
+        publisher.start()
+        link.start()
+        assert publisher.wait_drained(120.0), f"{outbox.unsent} of {count} unsent"
+    finally:
+        publisher.stop()
+        link.stop(timeout_s=1.0)
+        outbox.close()
+    assert publisher.sent == count
+    assert publisher.max_inflight_seen == 100
+    assert publisher.queue_refusals == 0
