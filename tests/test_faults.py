@@ -104,6 +104,36 @@ def test_b_sigkill_at_random_moments_loses_no_decided_event_and_duplicates_keep_
     assert len(received) >= len(rows)
 
 
+def test_c_acl_refusal_keeps_events_unsent_raises_the_alarm_in_state_then_they_go_out(
+        tmp_path, broker, topic_prefix, images):
+    base = f"{topic_prefix}/{DEVICE_ID}"
+    broker.extra_conf = f"persistence true\npersistence_location {broker.workdir}/\n"
+    broker.reload_acl(f"topic readwrite {base}/availability\ntopic readwrite {base}/state\n"
+                      f"topic read {topic_prefix}/#\n")
+    folder = subset(images, tmp_path / "images", 30)
+    config = write_config(tmp_path, folder, broker=broker, prefix=topic_prefix)
+    collector = Collector(broker.host, broker.port, f"{topic_prefix}/#",
+                          client_id=f"acl-{topic_prefix}"[:60], persistent=True)
+    daemon = Daemon(config, tmp_path / "daemon.log", drain_timeout_s=90)
+    try:
+        assert collector.wait_until(lambda ms: any(
+            m.topic.endswith("/state") and "publish_refused" in m.json().get("alarms", {}) for m in ms), 30), \
+            daemon.log_text()
+        assert collector.scans() == []
+        assert [r[2] for r in outbox_rows(tmp_path / "state")] == [0] * 30  # nothing marked sent
+        broker.reload_acl(None)
+        assert daemon.wait(120) == 0, daemon.log_text()
+        assert collector.wait_until(lambda ms: len({m.json()["seq"] for m in ms if m.topic.endswith("/scan")})
+                                    >= 30, 30)
+    finally:
+        daemon.kill()
+        collector.close()
+    check_delivery(tmp_path / "state", collector.scans(), daemon.printed)
+    refused = [m.json()["alarms"]["publish_refused"] for m in collector.on("state")
+               if "publish_refused" in m.json().get("alarms", {})]
+    assert "0x87" in refused[0]
+
+
 def test_d_budget_reached_refuses_grants_without_opening_then_recovers_with_nothing_lost(
         tmp_path, shared_broker, topic_prefix):
     from provisioning import keys, passes
