@@ -264,7 +264,12 @@ class OutboxPublisher:
                 if self.state is not None:
                     self.state.force()
         if acked:
-            self.outbox.mark_sent(acked)
+            try:
+                self.outbox.mark_sent(acked)
+            except StoreError:
+                # Not recorded as sent: publish them again later (a duplicate, never a loss).
+                self._cursor = min(self._cursor, min(acked) - 1)
+                raise
             self.sent += len(acked)
             for seq in acked:
                 self._failed.pop(seq, None)
