@@ -262,3 +262,28 @@ def test_a_large_offline_backlog_drains_with_about_inflight_max_in_flight_and_no
     assert publisher.sent == count
     assert publisher.max_inflight_seen == 100
     assert publisher.queue_refusals == 0
+
+
+def test_on_mqtt_3_1_1_an_acl_refusal_looks_like_success_which_is_why_5_is_the_default(
+        tmp_path, broker, topic_prefix):
+    """Documents Mosquitto's behaviour: a 3.1.1 client cannot see the refusal (README)."""
+    base = f"{topic_prefix}/gate-1"
+    broker.reload_acl(f"topic readwrite {base}/availability\ntopic read {topic_prefix}/#\n")
+    outbox = SqliteOutbox(tmp_path / "outbox.sqlite")
+    link = make_link(broker, topic_prefix, protocol="3.1.1")
+    publisher = OutboxPublisher(outbox, link, inflight_max=20)
+    collector = Collector(broker.host, broker.port, f"{topic_prefix}/#")
+    try:
+        for _ in range(5):
+            outbox.append(scan_event())
+        publisher.start()
+        link.start()
+        assert publisher.wait_drained(10.0)
+        assert collector.wait_until(lambda ms: any(m.payload == b"online" for m in ms), 5.0)
+    finally:
+        publisher.stop()
+        link.stop(timeout_s=1.0)
+        collector.close()
+        outbox.close()
+    assert collector.scans() == []
+    assert publisher.refused == 0
