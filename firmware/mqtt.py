@@ -264,6 +264,10 @@ class MqttLink:
         self._client.loop_start()
         log.info("MQTT: connecting to %s:%d as qrgate-%s (MQTT %s%s)", s.host, s.port, s.device_id,
                  s.protocol, ", TLS" if s.tls else "")
+        if not self._v5:
+            log.warning("MQTT 3.1.1: a broker that refuses a publish (ACL) still acknowledges it, so such "
+                        "events are marked sent; use mqtt.protocol = \"5\" unless the ACL is known to allow "
+                        "%s/#", s.base_topic)
 
     # ------------------------------------------------------------------ paho callbacks: enqueue only
 
