@@ -127,3 +127,19 @@ def test_unreadable_tls_files_are_a_config_error_naming_the_settings(tmp_path):
     with pytest.raises(ConfigError) as info:
         tls_link(8883, "qrgate", bad, None, None)
     assert "mqtt.ca_file" in str(info.value)
+
+
+def test_daemon_with_an_unusable_ca_file_exits_78_so_systemd_does_not_restart_it(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.fault_support import code_images, write_config
+
+    config = write_config(tmp_path, code_images(tmp_path / "images", 1))
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    config.write_text(config.read_text()
+                      + f'[mqtt]\nhost = "127.0.0.1"\ntls = true\nca_file = "{tmp_path / "ca.pem"}"\n')
+    result = subprocess.run([sys.executable, "-m", "firmware.cli", "run", "--config", str(config),
+                             "--exit-at-end"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert "mqtt.ca_file" in result.stderr

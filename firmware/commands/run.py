@@ -10,7 +10,7 @@ import sys
 import threading
 
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
-from firmware.errors import HardwareError, QrGateError
+from firmware.errors import ConfigError, HardwareError, QrGateError
 from firmware.model import ScanEvent
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ def run_command(args: argparse.Namespace) -> int:
                     break
                 stop.wait()
         return app.exit_status  # 75 after a provisioning that changed the broker: systemd restarts us
+    except ConfigError:
+        raise  # the CLI prints every problem and exits 78, so systemd does not restart-loop
     except QrGateError as err:
         log.error("stopped: %s", err)
         return 1
