@@ -383,10 +383,17 @@ class SqliteOutbox:
         Raises:
             StoreError: the database could not be written.
         """
-        with self._lock:
-            if self._closed:
-                return 0
-            return self._prune_locked(now_s, int(self.max_events * PRUNE_TARGET_SHARE), max_batches)
+        deleted = 0
+        for _ in range(max_batches):
+            # The lock is taken per batch, so the scan loop's appends wait one batch at most.
+            with self._lock:
+                if self._closed:
+                    break
+                n = self._prune_locked(now_s, int(self.max_events * PRUNE_TARGET_SHARE), 1)
+            if n == 0:
+                break
+            deleted += n
+        return deleted
 
     def _prune_locked(self, now_s: float, target: int, max_batches: int) -> int:
         deleted = 0
