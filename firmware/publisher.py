@@ -8,7 +8,9 @@ unsent, raises the ``publish_refused`` alarm and retries after a backoff (5 s do
 60 s, and at once after a reconnect). Nothing is marked sent by assumption.
 
 Message ids belong to one paho client and are never stored: a ``mid -> seq`` map lives only
-in memory. paho keeps unacknowledged messages across a reconnect and re-sends them itself;
+in memory. paho keeps unacknowledged messages across a reconnect and re-sends them itself
+(with the same id), so the map is kept across reconnects; an event still unacknowledged
+``STALE_S`` after it was handed over on a connection that stayed up is published again, and
 after a restart every unsent row is published again. Delivery is therefore at least once,
 and consumers drop duplicates on ``event_id`` (or ``(device_id, seq)``).
 
