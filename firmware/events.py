@@ -79,3 +79,15 @@ class EventFactory:
             code_sha256=decision.code_sha256,
             code=code_text if self.publish_codes else None,
         )
+
+    def build_record(self, *, decision: str, reason: str, credential: str, code_sha256: str, wall_s: float,
+                     time_synced: bool, subject: str | None = None, display: str = "") -> ScanEvent:
+        """Return an event that is not a scan decision (``provisioned``, a remote open...).
+
+        ``subject`` is published as given: pass only ids that are not personal data.
+        """
+        return ScanEvent(
+            device_id=self.device_id, venue_id=self.venue_id, direction=self.direction,
+            ts=rfc3339_ms(wall_s), time_synced=time_synced, boot_id=self.boot_id,
+            decision=decision, reason=reason, credential=credential, subject=subject,
+            display=display, latency_ms=0.0, code_sha256=code_sha256, code=None)

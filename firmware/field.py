@@ -20,6 +20,7 @@ returning ``DeviceInputs`` field overrides, e.g. ``{"lists_stale": True}``) and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -33,7 +34,9 @@ from typing import Any
 
 from firmware import __version__
 from firmware.device_state import DeviceInputs, DeviceState, Mode, ModeControl, blocked_reason, evaluate
+from firmware.errors import StoreError
 from firmware.events import rfc3339_ms
+from firmware.model import CredentialType, Reason
 from firmware.notify import SystemdNotifier
 from firmware.passage import PassageWatch, not_passed_event
 from firmware.status import STATUS_SCHEMA, StatusWriter, status_path
@@ -213,8 +216,22 @@ class FieldOps:
         if state in (DeviceState.LOCKDOWN, DeviceState.FREE_PASSAGE):
             return {"state": state.value}, state.value  # locked: no; free: already open
         pulse_ms = command.args.get("pulse_ms", self.cfg.gpio.relay_pulse_ms)
+        # a remote opening is an opening: recorded before the relay moves, like a grant
+        event = self.service.events.build_record(
+            decision="granted", reason=Reason.REMOTE_OPEN.value, credential=CredentialType.REMOTE.value,
+            code_sha256=hashlib.sha256(command.nonce.encode("utf-8")).hexdigest(),
+            wall_s=self.clock.wall(), time_synced=self.clock.wall_trusted(), subject=f"key:{command.kid_hex}",
+            display="remote open")
+        try:
+            stored = self.service.sink.append(event)
+        except StoreError as err:
+            log.error("remote open refused, it cannot be recorded: %s", err)
+            return {"pulse_ms": 0}, Reason.STORAGE_FULL.value
         self.app.outputs.open_pulse(pulse_ms / 1000.0)
-        return {"pulse_ms": pulse_ms}, None
+        for callback in self.service.on_event:
+            if callback != self._event_stored:  # the passage watch belongs to the scan loop thread
+                callback(stored)
+        return {"pulse_ms": pulse_ms, "event_id": stored.event_id, "seq": stored.seq}, None
 
     def _cmd_mode(self, command: Any) -> tuple[dict[str, Any], str | None]:
         error = self.set_mode(command.args["mode"])
@@ -329,8 +346,6 @@ class FieldOps:
             self._record_not_passed(grant)
 
     def _record_not_passed(self, grant: Any) -> None:
-        from firmware.errors import StoreError
-
         memory = self.service.gatekeeper.memory
         if grant.subject_key is not None:
             memory.forget_passage(grant.subject_key)

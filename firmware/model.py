@@ -80,6 +80,7 @@ class Reason(StrEnum):
     FREE_PASSAGE = "free_passage"
     FAIL_CLOSED = "fail_closed"
     LISTS_STALE = "lists_stale"
+    REMOTE_OPEN = "remote_open"
 
 
 class CredentialType(StrEnum):
@@ -88,6 +89,7 @@ class CredentialType(StrEnum):
     QG1 = "qg1"
     CCCD = "cccd"
     PROVISIONING = "provisioning"
+    REMOTE = "remote"
     UNKNOWN = "unknown"
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from firmware import prov_code
 from firmware.credentials.trust import TrustStore
 from firmware.errors import StoreError
-from firmware.events import EventFactory, rfc3339_ms
+from firmware.events import EventFactory
 from firmware.model import CredentialType, DecodedCode, Moment, ScanEvent
 from firmware.ports import EventSink
 from firmware.state_store import StateStore
@@ -170,12 +170,9 @@ class ProvisioningIntake:
         self.last = IntakeResult(False, reason)
 
     def _record(self, sha: str, now: Moment, decision: str, reason: str) -> None:
-        factory = self.events()
-        event = ScanEvent(
-            device_id=factory.device_id, venue_id=factory.venue_id, direction=factory.direction,
-            ts=rfc3339_ms(now.wall_s), time_synced=now.wall_trusted, boot_id=factory.boot_id,
-            decision=decision, reason=reason, credential=CredentialType.PROVISIONING.value,
-            subject=None, display="", latency_ms=0.0, code_sha256=sha, code=None)
+        event = self.events().build_record(decision=decision, reason=reason,
+                                           credential=CredentialType.PROVISIONING.value, code_sha256=sha,
+                                           wall_s=now.wall_s, time_synced=now.wall_trusted)
         try:
             stored = self.sink.append(event)
         except StoreError as err:

@@ -13,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware.device_state import DeviceState
 from firmware.model import Reason
+from firmware.outbox import read_events
 from provisioning.commands import Target, build_envelope, send_command
 from tests.conftest import pin_levels
 from tests.field_support import build_app, write_site
@@ -65,8 +66,15 @@ def test_signed_open_pulses_the_relay_once_and_its_replay_is_refused(gate, share
     start, send, factory, collector, *_ = gate
     app = start()
     answer, envelope, tx = send("open", transaction="t-open-1")
-    assert answer == {"status": "ok", "error": None, "detail": None, "data": {"pulse_ms": 100},
+    # the opening is recorded (before the relay moved) and its event goes out like a scan
+    [stored] = read_events(app.cfg.state_dir / "outbox.sqlite")
+    assert answer == {"status": "ok", "error": None, "detail": None,
+                      "data": {"pulse_ms": 100, "event_id": stored["event_id"], "seq": stored["seq"]},
                       "transaction": "t-open-1"}
+    assert (stored["decision"], stored["reason"], stored["credential"]) == ("granted", "remote_open", "remote")
+    assert stored["subject"].startswith("key:")
+    assert collector.wait_until(lambda ms: any(m.topic.endswith("/scan") for m in ms), 10)
+    assert collector.on("scan")[0].json()["event_id"] == stored["event_id"]
     assert app.outputs.wait_idle(5.0)
     assert pin_levels(factory.pin(RELAY)) == [False, True, False]
     # the same envelope again, straight onto the topic: refused as a replay, relay untouched
