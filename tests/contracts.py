@@ -1,0 +1,67 @@
+"""Port contracts, run against the fakes and replay sources here and against real hardware on a Pi.
+
+Each ``check_*`` function asserts what every adapter of a port must do, whatever library is
+behind it. ``tests/test_contracts.py`` runs them on the adapters that work anywhere;
+``tests/hardware/test_pi_contracts.py`` runs the same functions on picamera2 and lgpio.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from firmware.model import CredentialType, Decision, Reason, Verdict
+
+
+def check_frame_source(source: Any, frames_wanted: int = 5, timeout_s: float = 2.0) -> None:
+    """A FrameSource delivers 2-D uint8 frames with rising capture stamps, honours its
+    timeout (never returns much later than asked), takes flush_next, and closes twice."""
+    frames = []
+    deadline = time.monotonic() + 10 * timeout_s
+    while len(frames) < frames_wanted and time.monotonic() < deadline:
+        asked = time.monotonic()
+        frame = source.read(timeout_s)
+        assert time.monotonic() - asked < timeout_s + 1.0, "read() overran its timeout"
+        if frame is not None:
+            frames.append(frame)
+            if len(frames) == 2:
+                source.flush_next()
+    assert len(frames) == frames_wanted, f"only {len(frames)} frames in {10 * timeout_s} s"
+    for frame in frames:
+        assert isinstance(frame.pixels, np.ndarray) and frame.pixels.ndim == 2
+        assert frame.pixels.dtype == np.uint8 and min(frame.pixels.shape) > 0
+    stamps = [f.captured_mono_s for f in frames]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert [f.index for f in frames] == sorted(f.index for f in frames)
+    source.close()
+    source.close()
+
+
+def decision(verdict: Verdict) -> Decision:
+    return Decision(verdict=verdict, reason=Reason.OK if verdict is Verdict.GRANTED else Reason.UNKNOWN_FORMAT,
+                    code_sha256="0" * 64, credential_type=CredentialType.QG1, subject=None, display="",
+                    decided_mono_s=time.monotonic(), frame_mono_s=time.monotonic())
+
+
+def check_outputs(outputs: Any, pulse_s: float) -> None:
+    """Outputs never energise the relay at start; a grant pulses it for about pulse_s on a
+    background thread; a denial leaves it alone; release() drops it at once; close twice."""
+    pulser = outputs.pulser
+    assert pulser.energised is False
+    started = time.monotonic()
+    outputs.show(decision(Verdict.GRANTED))
+    assert time.monotonic() - started < 0.05, "show() must return at once"
+    assert pulser.energised is True
+    assert outputs.wait_idle(pulse_s + 5.0)
+    assert pulser.energised is False
+    assert time.monotonic() - started >= pulse_s * 0.9
+    outputs.show(decision(Verdict.DENIED))
+    assert pulser.energised is False
+    assert outputs.wait_idle(5.0)
+    outputs.show(decision(Verdict.GRANTED))
+    outputs.release()
+    assert pulser.energised is False
+    outputs.close()
+    outputs.close()
