@@ -8,9 +8,10 @@ high-water mark and, if required, systemd reports it synchronised.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
+
+from firmware.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,8 @@ class SystemClock:
         self._saved_mono_s = time.monotonic()
         if self._hw_path is None:
             return
-        tmp = self._hw_path.with_suffix(".tmp")
         try:
-            tmp.write_text(f"{self._high_water_s:.3f}\n")
-            os.replace(tmp, self._hw_path)
+            # Not durable: saved every few minutes, and a lost save only lowers the guard a little.
+            write_atomic(self._hw_path, f"{self._high_water_s:.3f}\n".encode(), durable=False)
         except OSError as err:
             log.warning("cannot save clock high-water mark to %s: %s", self._hw_path, err)

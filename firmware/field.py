@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware import __version__
+from firmware.atomic import write_atomic
 from firmware.device_state import DeviceInputs, DeviceState, Mode, ModeControl, blocked_reason, evaluate
 from firmware.errors import StoreError
 from firmware.events import rfc3339_ms
@@ -76,12 +77,8 @@ def load_mode(path: Path, reset_required: bool) -> ModeControl:
 
 def save_mode(path: Path, control: ModeControl) -> None:
     """Persist mode and fire latch atomically, so lockdown survives a restart."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump({"mode": control.mode.value, "fire_latched": control.fire_latched}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    data = json.dumps({"mode": control.mode.value, "fire_latched": control.fire_latched})
+    write_atomic(path, data.encode("utf-8"))
 
 
 class FieldOps:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from firmware.errors import StoreError
-from firmware.state_store import write_atomic
+from firmware.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,7 @@ class ListStore:
         keys = keys if isinstance(keys, (set, frozenset)) else set(keys)
         data, info = encode_list(info, salt, keys)
         try:
-            write_atomic(self.path(kind), data, 0o640)
+            write_atomic(self.path(kind), data, mode=0o640)
         except OSError as err:
             raise StoreError(f"cannot write list file {self.path(kind)} ({err.strerror}); check the disk") from err
         return ListSnapshot(info, salt, keys)

@@ -50,6 +50,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from firmware.atomic import fsync_dir, write_atomic
 from firmware.errors import StoreError
 from firmware.events import new_event_id
 from firmware.model import ScanEvent
@@ -110,14 +111,6 @@ def _utc_stamp(wall_s: float) -> str:
     return datetime.fromtimestamp(wall_s, UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_seq_reservation(path: Path) -> int:
     """Return the seq reserved in ``outbox.seq`` (0 if missing or unreadable)."""
     try:
@@ -136,14 +129,7 @@ def write_seq_reservation(path: Path, seq: int) -> None:
     Raises:
         OSError: it could not be written.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"{seq}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_atomic(path, f"{seq}\n".encode(), mode=0o600)
 
 
 class SqliteOutbox:
@@ -250,7 +236,7 @@ class SqliteOutbox:
                     os.replace(side, Path(str(target) + suffix))
             if self.path.exists():
                 os.replace(self.path, target)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as move_err:
             raise StoreError(f"outbox {self.path} is unreadable ({err}) and cannot be moved aside "
                              f"({move_err.strerror}); move it away by hand") from move_err

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from firmware import __version__
+from firmware.atomic import write_atomic
 from firmware.device_state import Mode
 from firmware.remote import CommandVerifier, NonceCache, Verdict, response_body
 
@@ -47,13 +47,7 @@ def load_nonces(path: Path) -> NonceCache:
 
 def save_nonces(path: Path, cache: NonceCache) -> None:
     """Write the nonce cache atomically and durably (before the command is acted on)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(cache.to_json())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, cache.to_json().encode("utf-8"), mode=0o600)
 
 
 class RemoteCommands:

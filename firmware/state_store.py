@@ -42,6 +42,7 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
+from firmware.atomic import fsync_dir, write_atomic
 from firmware.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -50,36 +51,6 @@ KV_TABLE = "kv"
 NONCE_TABLE = "nonces"
 ALARM_KEY = "alarm"
 MAX_STATE_BYTES = 4 * 1024 * 1024
-
-
-def fsync_dir(directory: Path) -> None:
-    """fsync a directory so that a rename inside it survives a power cut."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace path with data: temp file in the same directory, fsync, os.replace, fsync dir.
-
-    Raises:
-        OSError: the directory cannot be written (the old file is left as it was).
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
 
 
 def parse_state(raw: bytes) -> dict[str, Any] | None:
@@ -148,8 +119,8 @@ class AtomicJSONStorage(Storage):
                              "this is a bug: the state holds small records only")
         try:
             # The copy goes first: at every moment one of the two files holds a whole document.
-            write_atomic(self.bak_path, raw)
-            write_atomic(self.path, raw)
+            write_atomic(self.bak_path, raw, mode=0o600)
+            write_atomic(self.path, raw, mode=0o600)
         except OSError as err:
             raise StoreError(f"cannot write state file {self.path} ({err.strerror}); check that "
                              f"{self.path.parent} is writable and the disk is not full") from err

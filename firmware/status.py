@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from firmware.atomic import write_atomic
+
 log = logging.getLogger(__name__)
 
 STATUS_FILE_NAME = "status.json"
@@ -44,13 +46,9 @@ def write_status(path: Path, snapshot: dict[str, Any]) -> None:
         OSError: the runtime directory cannot be written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = json.dumps(snapshot, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fh.fileno(), 0o644)  # the unit's UMask=0027 would hide it from technicians
-        fh.write(data)
-    os.replace(tmp, path)
+    # exactly 0644: the unit's UMask=0027 would hide it from technicians; tmpfs, so no fsync
+    write_atomic(path, data, mode=0o644, durable=False)
 
 
 def read_status(path: Path) -> dict[str, Any] | None:

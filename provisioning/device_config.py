@@ -164,12 +164,12 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
     result = DeviceResult(changes=_diff(old, data), config_path=path)
     if dry_run:
         return result
-    from firmware.state_store import write_atomic
+    from firmware.atomic import write_atomic
 
     _update_state(cfg, record, broker or "", now_s if now_s is not None else time.time(), result)
     if result.changes:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, render(data).encode("utf-8"), 0o644)
+        write_atomic(path, render(data).encode("utf-8"), mode=0o644)
     return result
 
 

@@ -9,7 +9,6 @@ the trust directory of the key's role, named ``<kid>.pem``.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from firmware.atomic import write_atomic
 from firmware.config import Config
 from firmware.cose import ALG_NAMES, alg_for, kid_for
 from firmware.credentials.trust import check_public_key, public_key_from_pem
@@ -77,31 +77,6 @@ def public_path_for(private_path: str | Path) -> Path:
     return p.with_name(stem + ".pub.pem")
 
 
-def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write data to path with the given mode: temp file, fsync, rename, fsync the directory.
-
-    The file never exists with looser permissions than mode, not even for a moment.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask may have narrowed it; make it exact
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def new_keypair(out: str | Path, alg: str = "ed25519", *, force: bool = False) -> NewKey:
     """Generate a key pair: private key at out (0600), public key beside it (0644).
 
@@ -118,8 +93,8 @@ def new_keypair(out: str | Path, alg: str = "ed25519", *, force: bool = False) -
     key = generate(alg)
     try:
         private_path.parent.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(private_path, private_pem(key), 0o600)
-        write_file_atomic(public_path, public_pem(key), 0o644)
+        write_atomic(private_path, private_pem(key), mode=0o600)
+        write_atomic(public_path, public_pem(key), mode=0o644)
     except OSError as err:
         raise KeyFileError(f"cannot write {private_path} ({err.strerror}); check the directory") from err
     return NewKey(kid_for(key.public_key()).hex(), ALG_NAMES[alg_for(key)], private_path, public_path)
@@ -215,7 +190,7 @@ def trust(public_path: str | Path, cfg: Config, role: str = "issuer") -> tuple[P
         dest = directory / f"{kid_hex}-{n}.pem"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(dest, pem, 0o644)
+        write_atomic(dest, pem, mode=0o644)
     except OSError as err:
         raise KeyFileError(f"cannot write {dest} ({err.strerror}); run as the owner of {directory}") from err
     return dest, True

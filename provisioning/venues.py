@@ -728,7 +728,7 @@ def write_venue(venue: Venue, out_dir: str | Path, now_s: float) -> tuple[Path, 
     Returns:
         The path and the record written.
     """
-    from firmware.state_store import write_atomic
+    from firmware.atomic import write_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -742,5 +742,5 @@ def write_venue(venue: Venue, out_dir: str | Path, now_s: float) -> tuple[Path, 
     record = dataclasses.replace(venue, created_at=created).to_json()
     text = json.dumps(record, ensure_ascii=False, indent=2) + "\n"
     # 0640: the record holds the registrant's phone number.
-    write_atomic(path, text.encode("utf-8"), 0o640)
+    write_atomic(path, text.encode("utf-8"), mode=0o640)
     return path, record
