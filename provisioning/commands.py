@@ -9,18 +9,15 @@ a v5 message expiry equal to the envelope's validity) and waits for the response
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-import ssl
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from firmware.cose import kid_for
-from firmware.errors import PublishError
 from firmware.remote import MAX_VALIDITY_S, sign_command
+from provisioning.mqtt_request import Broker, request
 
 log = logging.getLogger(__name__)
 
@@ -75,61 +72,10 @@ def send_command(target: Target, command: str, envelope: bytes, transaction: str
     Raises:
         PublishError: the broker cannot be reached or refused the connection/publish.
     """
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
+    broker = Broker(target.host, target.port, tls_ca=target.tls_ca, tls_cert=target.tls_cert,
+                    tls_key=target.tls_key, username=target.username, password=target.password)
     base = f"{target.prefix}/{target.device_id}"
-    connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
-    result: dict[str, Any] = {}
-    refused: list[str] = []
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qrgate-cmd-{secrets.token_hex(4)}",
-                         protocol=paho.MQTTv5)
-    if target.tls_ca:
-        client.tls_set(ca_certs=target.tls_ca, certfile=target.tls_cert or None, keyfile=target.tls_key or None,
-                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    if target.username:
-        client.username_pw_set(target.username, target.password or None)
-
-    def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if reason_code.is_failure:
-            refused.append(str(reason_code))
-        else:
-            c.subscribe(f"{base}/response/{command}", qos=1)
-        connected.set()
-
-    def on_message(c: Any, userdata: Any, message: Any) -> None:
-        try:
-            body = json.loads(message.payload)
-        except ValueError:
-            return
-        if isinstance(body, dict) and body.get("transaction") == transaction:
-            result.update(body)
-            answered.set()
-
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *a: subscribed.set()
-    client.on_message = on_message
-    try:
-        client.connect(target.host, target.port, keepalive=30, clean_start=True)
-    except OSError as err:
-        raise PublishError(f"cannot reach the broker at {target.host}:{target.port} ({err}); check --broker") from err
-    client.loop_start()
-    try:
-        if not connected.wait(timeout_s) or refused:
-            raise PublishError(f"broker {target.host}:{target.port} refused the connection "
-                               f"({refused[0] if refused else 'no answer'}); check credentials and TLS options")
-        if not subscribed.wait(timeout_s):
-            raise PublishError(f"could not subscribe to {base}/response/{command}; check the broker ACL")
-        props = Properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = max(1, int(ttl_s))
-        info = client.publish(f"{base}/cmd/{command}", envelope, qos=1, retain=False, properties=props)
-        info.wait_for_publish(timeout=timeout_s)
-        if not info.is_published():
-            raise PublishError(f"the broker did not acknowledge the command within {timeout_s} s")
-        answered.wait(timeout_s)
-        return dict(result) if answered.is_set() else None
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    return request(broker, request_topic=f"{base}/cmd/{command}", response_topic=f"{base}/response/{command}",
+                   payload=envelope, transaction=transaction, timeout_s=timeout_s, what="the command",
+                   client_id_prefix="qrgate-cmd-", expiry_s=max(1, int(ttl_s)),
+                   refused_hint="; check credentials and TLS options")

@@ -1,0 +1,119 @@
+"""One request and its answer over MQTT, for the operator tools (adapter: paho-mqtt).
+
+``qrgate cmd send`` and ``qrgate lists push`` both open a short-lived MQTT 5 connection,
+subscribe to the gate's response topic first, publish one signed message (QoS 1, never
+retained) and wait for the JSON answer whose ``transaction`` matches. This module is
+that exchange; the callers build the message and the topics.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from firmware.errors import PublishError
+
+
+@dataclass(frozen=True)
+class Broker:
+    """How to reach the broker.
+
+    Attributes:
+        host, port: the broker.
+        tls_ca, tls_cert, tls_key: TLS files (a CA enables TLS).
+        username, password: broker credentials, if any.
+    """
+
+    host: str
+    port: int
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    username: str = ""
+    password: str = ""
+
+
+def request(broker: Broker, *, request_topic: str, response_topic: str, payload: bytes, transaction: str,
+            timeout_s: float, what: str, client_id_prefix: str, expiry_s: int | None = None,
+            refused_hint: str = "") -> dict[str, Any] | None:
+    """Publish payload on request_topic and wait for the answer with this transaction.
+
+    Each wait (connect, subscribe, publish acknowledgement, answer) is bounded by timeout_s.
+
+    Args:
+        what: the message's name in errors ("the command", "the list").
+        client_id_prefix: the MQTT client id is this plus a random suffix.
+        expiry_s: MQTT 5 message expiry of the request, or None for none.
+        refused_hint: appended to the "refused the connection" error (the fix to try).
+
+    Returns:
+        The answer's JSON object, or None if none arrived within timeout_s.
+
+    Raises:
+        PublishError: the broker cannot be reached, refused us, refused the subscription
+            or did not acknowledge the message.
+    """
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
+    answer: dict[str, Any] = {}
+    refused: list[str] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{client_id_prefix}{secrets.token_hex(4)}",
+                         protocol=paho.MQTTv5)
+    if broker.tls_ca:
+        client.tls_set(ca_certs=broker.tls_ca, certfile=broker.tls_cert or None, keyfile=broker.tls_key or None,
+                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    if broker.username:
+        client.username_pw_set(broker.username, broker.password or None)
+
+    # paho callbacks stay tiny: record and set an event; the waiting happens below.
+    def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            refused.append(str(reason_code))
+        else:
+            c.subscribe(response_topic, qos=1)
+        connected.set()
+
+    def on_message(c: Any, userdata: Any, message: Any) -> None:
+        try:
+            body = json.loads(message.payload)
+        except ValueError:
+            return
+        if isinstance(body, dict) and body.get("transaction") == transaction:
+            answer.update(body)
+            answered.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_message = on_message
+    try:
+        client.connect(broker.host, broker.port, keepalive=30, clean_start=True)
+    except OSError as err:
+        raise PublishError(f"cannot reach the broker at {broker.host}:{broker.port} ({err}); check --broker") from err
+    client.loop_start()
+    try:
+        if not connected.wait(timeout_s) or refused:
+            raise PublishError(f"broker {broker.host}:{broker.port} refused the connection "
+                               f"({refused[0] if refused else 'no answer'}){refused_hint}")
+        if not subscribed.wait(timeout_s):
+            raise PublishError(f"could not subscribe to {response_topic}; check the broker ACL")
+        props = None
+        if expiry_s is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = expiry_s
+        info = client.publish(request_topic, payload, qos=1, retain=False, properties=props)
+        info.wait_for_publish(timeout=timeout_s)
+        if not info.is_published():
+            raise PublishError(f"the broker did not acknowledge {what} within {timeout_s} s")
+        answered.wait(timeout_s)
+        return dict(answer) if answered.is_set() else None
+    finally:
+        client.disconnect()
+        client.loop_stop()
