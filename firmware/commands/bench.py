@@ -1,7 +1,7 @@
 """`qrgate bench`: one subcommand, several sub-benches (`qrgate bench decode|loop|outbox|lists|history`).
 
 Each sub-bench lives in a module from the fixed list ``BENCH_MODULES`` that exposes
-``register(bench_subparsers)``; a module that is not written yet is skipped. Every bench
+``register(bench_subparsers)``; a missing module is an error. Every bench
 prints a readable table, or one JSON document with ``--json``; both carry the date
 (UTC) and the CPU so that figures in the README can be traced to a machine.
 """
@@ -33,13 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Benchmarks. Each prints a table, or JSON with --json.")
     bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
     for name in BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:  # not written yet
-                continue
-            raise
-        module.register(bench_sub)
+        importlib.import_module(name).register(bench_sub)  # every module in the table exists
 
     def no_bench(args: argparse.Namespace) -> int:
         p.print_help()
