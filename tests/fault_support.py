@@ -7,12 +7,12 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from device.synthetic import write_code_png
+from tests import daemon_support
 
 # Set QRGATE_FULL_FAULTS=1 to run the fault tests at the size the issue specifies.
 FULL = os.environ.get("QRGATE_FULL_FAULTS", "") not in ("", "0")
@@ -36,38 +36,20 @@ def subset(source: Path, target: Path, count: int) -> Path:
 
 
 def write_config(tmp: Path, images: Path, *, broker=None, prefix: str = "qrgate", fps: float | None = None,
-                 max_events: int = 300_000, issuers: Path | None = None) -> Path:
-    """A daemon config: dir: replay (one frame per image), mock GPIO, optional broker."""
+                 max_events: int = 300_000, issuers: Path | None = None, **sections) -> Path:
+    """A daemon config: dir: replay (one frame per image), mock GPIO, optional broker.
+
+    sections: more config sections, as for ``tests.daemon_support.write_config``.
+    """
     issuers = issuers or (tmp / "issuers")
     issuers.mkdir(exist_ok=True)
-    camera = 'as_fast_as_possible = true' if fps is None else f"fps = {fps}"
-    mqtt = "" if broker is None else (
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nprefix = "{prefix}"\nkeepalive_s = 5\n')
-    config = tmp / "qrgate.toml"
-    config.write_text(f"""
-[device]
-id = "{DEVICE_ID}"
-venue_id = "v-fault"
-state_dir = "{tmp / 'state'}"
-runtime_dir = "{tmp / 'run'}"
-
-[camera]
-source = "dir:{images}"
-frames_per_image = 1
-{camera}
-
-[gpio]
-pin_factory = "mock"
-relay_pulse_ms = 50
-
-[keys]
-issuers_dir = "{issuers}"
-
-[outbox]
-max_events = {max_events}
-
-{mqtt}""")
-    return config
+    camera = {"as_fast_as_possible": True} if fps is None else {"fps": fps}
+    mqtt = {} if broker is None else {"host": broker.host, "port": broker.port, "prefix": prefix, "keepalive_s": 5}
+    mqtt.update(sections.pop("mqtt", None) or {})
+    return daemon_support.write_config(
+        tmp, images=images, device={"id": DEVICE_ID, "venue_id": "v-fault"},
+        camera={"frames_per_image": 1, **camera}, gpio={"relay_pulse_ms": 50}, keys={"issuers_dir": issuers},
+        outbox={"max_events": max_events}, mqtt=mqtt or None, **sections)
 
 
 class Daemon:
@@ -80,10 +62,9 @@ class Daemon:
     def __init__(self, config: Path, log_path: Path, *extra: str, drain_timeout_s: float = 60.0) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware.cli", "run", "--config", str(config), "--print-events",
-             "--exit-at-end", "--drain-timeout-s", str(drain_timeout_s), *extra],
-            stdout=subprocess.PIPE, stderr=self._log)
+        self.proc = daemon_support.start_gate(config, "--print-events", "--exit-at-end", "--drain-timeout-s",
+                                              str(drain_timeout_s), *extra, stdout=subprocess.PIPE,
+                                              stderr=self._log)
         self.printed: list[dict] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -11,51 +11,34 @@ from device.synthetic import write_blank_png
 from firmware.app import GateApp
 from firmware.config import load_config
 from provisioning import keys
+from tests.daemon_support import trust_new_key, write_config
 
 
-def write_site(tmp_path: Path, *, broker: Any = None, prefix: str = "qrgate", gpio: str = "", mqtt_extra: str = "",
-               commands_section: str = "", command_key: bool = True) -> tuple[Path, Any]:
+def write_site(tmp_path: Path, *, broker: Any = None, prefix: str = "qrgate", gpio: dict | None = None,
+               mqtt: dict | None = None, commands: dict | None = None,
+               command_key: bool = True) -> tuple[Path, Any]:
     """Write a config (and a trusted command key) under tmp_path. Returns (config path, private key).
 
-    gpio, mqtt_extra and commands_section are extra TOML lines for those sections.
+    gpio, mqtt and commands are extra keys for those sections (mqtt only with a broker).
     """
     images = tmp_path / "images"
     images.mkdir(exist_ok=True)
     write_blank_png(images / "blank.png")
     (tmp_path / "issuers").mkdir(exist_ok=True)
-    commands = tmp_path / "commands"
-    commands.mkdir(exist_ok=True)
+    (tmp_path / "commands").mkdir(exist_ok=True)
     private = None
     if command_key:
-        made = keys.new_keypair(tmp_path / "ops.pem", force=True)
-        (commands / "ops.pem").write_bytes(made.public_path.read_bytes())
+        made = trust_new_key(tmp_path, "ops", "commands", as_name="ops.pem", force=True)
         private = keys.load_private_key(made.private_path)
-    mqtt = ""
+    mqtt_section = None
     if broker is not None:
-        mqtt = f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nprefix = "{prefix}"\n' \
-               f'discovery_prefix = "{prefix}_ha"\nkeepalive_s = 10\n{mqtt_extra}\n'
-    config = tmp_path / "qrgate.toml"
-    config.write_text(f"""
-[device]
-id = "gate-1"
-venue_id = "v-1"
-state_dir = "{tmp_path / 'state'}"
-runtime_dir = "{tmp_path / 'run'}"
-[camera]
-source = "dir:{images}"
-max_frame_age_s = 60.0
-[gpio]
-pin_factory = "mock"
-relay_active_high = true
-relay_pulse_ms = 100
-{gpio}
-[commands]
-{commands_section}
-[keys]
-issuers_dir = "{tmp_path / 'issuers'}"
-command_dir = "{commands}"
-{mqtt}
-""")
+        mqtt_section = {"host": broker.host, "port": broker.port, "prefix": prefix,
+                        "discovery_prefix": f"{prefix}_ha", "keepalive_s": 10, **(mqtt or {})}
+    config = write_config(tmp_path, device={"id": "gate-1", "venue_id": "v-1"},
+                          camera={"max_frame_age_s": 60.0},
+                          gpio={"relay_active_high": True, "relay_pulse_ms": 100, **(gpio or {})},
+                          commands=commands or {}, keys={"command_dir": tmp_path / "commands"},
+                          mqtt=mqtt_section)
     return config, private
 
 

@@ -53,7 +53,7 @@ def test_discovery_is_retained_and_republished_when_home_assistant_comes_online(
 
 
 def test_discovery_can_be_switched_off(tmp_path, shared_broker, topic_prefix):
-    config, _ = write_site(tmp_path, broker=shared_broker, prefix=topic_prefix, mqtt_extra="discovery = false")
+    config, _ = write_site(tmp_path, broker=shared_broker, prefix=topic_prefix, mqtt={"discovery": False})
     collector = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}_ha/#")
     state = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/state")
     app = build_app(config, MockFactory())

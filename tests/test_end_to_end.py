@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,54 +13,33 @@ import pytest
 from firmware.credentials import envelope
 from provisioning import keys, passes
 from device.synthetic import write_blank_png, write_code_png
+from tests.daemon_support import qrgate, run_gate, start_gate, trust_new_key, write_config
 
 RELAY, GREEN, RED, BUZZER = "GPIO17", "GPIO27", "GPIO22", "GPIO23"
 DENIED_PATTERN = [False] + [True, False] * 3
 
 
-def qrgate(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firmware.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s)
+def site_config(tmp_path: Path, **overrides) -> Path:
+    """The end-to-end gate's config; overrides replace whole sections."""
+    sections = {
+        "device": {"id": "e2e-gate", "venue_id": "v-e2e", "direction": "in"},
+        # each scene lasts 1 s, longer than the 0.75 s denial pattern, so patterns never overlap
+        "camera": {"fps": 20, "frames_per_image": 20},
+        "gpio": {"relay_pulse_ms": 100},
+        "policy": {"repeat_window_s": 2.0},
+        "privacy": {"subject": "raw"},
+    }
+    return write_config(tmp_path, **{**sections, **overrides})
 
 
 @pytest.fixture
 def site(tmp_path: Path):
     """A config, a trusted issuer and an images folder."""
-    key = keys.new_keypair(tmp_path / "issuer.pem")
-    issuers = tmp_path / "issuers"
-    issuers.mkdir()
-    (issuers / key.public_path.name).write_bytes(key.public_path.read_bytes())
+    key = trust_new_key(tmp_path, "issuer", "issuers")
     images = tmp_path / "images"
     images.mkdir()
-    config = tmp_path / "qrgate.toml"
-    config.write_text(f"""
-[device]
-id = "e2e-gate"
-venue_id = "v-e2e"
-direction = "in"
-state_dir = "{tmp_path / 'state'}"
-runtime_dir = "{tmp_path / 'run'}"
-
-[camera]
-source = "dir:{images}"
-# each scene lasts 1 s, longer than the 0.75 s denial pattern, so patterns never overlap
-fps = 20
-frames_per_image = 20
-
-[gpio]
-pin_factory = "mock"
-relay_pulse_ms = 100
-
-[policy]
-repeat_window_s = 2.0
-
-[keys]
-issuers_dir = "{issuers}"
-
-[privacy]
-subject = "raw"
-""")
-    private = keys.load_private_key(tmp_path / "issuer.pem")
+    config = site_config(tmp_path)
+    private = keys.load_private_key(key.private_path)
     return tmp_path, config, images, private
 
 
@@ -71,11 +49,10 @@ def issue(private, sub: str, days: float = 1.0, start_offset_s: float = 0.0) -> 
                         window=passes.validity(now, valid_days=days))
 
 
-def run_gate(tmp_path: Path, config: Path) -> tuple[subprocess.CompletedProcess, list[dict], dict]:
+def run_gate_with_pins(tmp_path: Path, config: Path) -> tuple[subprocess.CompletedProcess, list[dict], dict]:
     pin_log = tmp_path / "pins.json"
-    result = qrgate("run", "--config", str(config), "--exit-at-end", "--print-events", "--pin-log", str(pin_log))
+    result, printed = run_gate(config, "--pin-log", str(pin_log))
     assert result.returncode == 0, result.stderr
-    printed = [json.loads(line) for line in result.stdout.splitlines()]
     return result, printed, json.loads(pin_log.read_text())
 
 
@@ -90,7 +67,7 @@ def test_valid_pass_opens_once_and_everything_is_recorded(site):
     write_code_png(images / "03-expired.png", issue(private, "EMP-2", days=1, start_offset_s=-3 * 86400))
     write_code_png(images / "04-url.png", "https://example.com")
 
-    result, printed, pins = run_gate(tmp_path, config)
+    result, printed, pins = run_gate_with_pins(tmp_path, config)
 
     from firmware.outbox import read_events
 
@@ -120,15 +97,14 @@ def test_valid_pass_opens_once_and_everything_is_recorded(site):
 
 def test_restart_continues_seq_and_keeps_anti_passback(site):
     tmp_path, config, images, private = site
-    config.write_text(config.read_text().replace("repeat_window_s = 2.0",
-                                                 'repeat_window_s = 2.0\npassback = "hard"'))
+    site_config(tmp_path, policy={"repeat_window_s": 2.0, "passback": "hard"})
     write_code_png(images / "00.png", issue(private, "EMP-7"))
-    _, first, _ = run_gate(tmp_path, config)
+    _, first, _ = run_gate_with_pins(tmp_path, config)
     assert [(e["decision"], e["reason"], e["seq"]) for e in first] == [("granted", "ok", 1)]
     # a second entry by the same person without an exit, after a restart: passback
     (images / "00.png").unlink()
     write_code_png(images / "01.png", issue(private, "EMP-7"))
-    _, second, pins = run_gate(tmp_path, config)
+    _, second, pins = run_gate_with_pins(tmp_path, config)
     assert [(e["decision"], e["reason"], e["seq"]) for e in second] == [("denied", "passback", 2)]
     assert pins[RELAY] == [False, True]
 
@@ -179,11 +155,11 @@ def test_demo_runs_end_to_end():
 
 def test_sigterm_mid_pulse_releases_the_relay_first_and_exits_cleanly(site):
     tmp_path, config, images, private = site
-    config.write_text(config.read_text().replace("relay_pulse_ms = 100", "relay_pulse_ms = 30000"))
+    site_config(tmp_path, gpio={"relay_pulse_ms": 30000})
     write_code_png(images / "00.png", issue(private, "EMP-9"))
     pin_log = tmp_path / "pins.json"
-    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", str(config), "--print-events",
-                             "--pin-log", str(pin_log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_gate(config, "--print-events", "--pin-log", str(pin_log), stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True)
     try:
         first = json.loads(proc.stdout.readline())  # blocks until the grant is committed and printed
         assert first["decision"] == "granted"

@@ -142,8 +142,8 @@ def test_passage_watch_settles_grants_in_order_and_expires_the_rest():
 @pytest.mark.parametrize("reset_required", [False, True])
 def test_fire_alarm_frees_the_passage_publishes_it_and_returns_to_normal(tmp_path, shared_broker, topic_prefix,
                                                                         reset_required):
-    config, key = write_site(tmp_path, broker=shared_broker, prefix=topic_prefix, gpio="fire_alarm_pin = 5",
-                             commands_section=f"reset_required_after_fire = {str(reset_required).lower()}")
+    config, key = write_site(tmp_path, broker=shared_broker, prefix=topic_prefix, gpio={"fire_alarm_pin": 5},
+                             commands={"reset_required_after_fire": reset_required})
     factory = MockFactory()
     collector = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/state")
     app = build_app(config, factory)
@@ -186,7 +186,7 @@ def test_fire_alarm_frees_the_passage_publishes_it_and_returns_to_normal(tmp_pat
 
 def test_a_grant_without_passage_becomes_not_passed_and_frees_anti_passback(tmp_path):
     """Drives the real service loop with scripted frames: grant, no passage, timeout."""
-    config, _ = write_site(tmp_path, gpio="passage_sensor_pin = 6")
+    config, _ = write_site(tmp_path, gpio={"passage_sensor_pin": 6})
     clock = FakeClock()
     app = GateApp(load_config(config), pin_factory=MockFactory(), clock=clock)
     app.field_options = {"environ": {}, "input_bounce_s": None}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,45 +12,17 @@ import pytest
 
 from device.synthetic import write_blank_png, write_code_png
 from provisioning import keys, passes
+from tests.daemon_support import qrgate, run_gate, start_gate, trust_new_key, write_config
 from tests.mqtt_support import Collector
 
 
-def qrgate(*args: str, timeout_s: float = 90.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firmware.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s)
-
-
-def make_site(tmp_path: Path, extra: str = "") -> tuple[Path, Path, object]:
-    issuer = keys.new_keypair(tmp_path / "issuer.pem")
-    (tmp_path / "issuers").mkdir()
-    (tmp_path / "issuers" / "i.pem").write_bytes(issuer.public_path.read_bytes())
+def make_site(tmp_path: Path, **sections) -> tuple[Path, Path, object]:
+    issuer = trust_new_key(tmp_path, "issuer", "issuers", as_name="i.pem")
     images = tmp_path / "images"
     images.mkdir()
-    config = tmp_path / "qrgate.toml"
-    config.write_text(f"""
-[device]
-id = "list-gate"
-venue_id = "v-0123456789ab"
-state_dir = "{tmp_path / 'state'}"
-runtime_dir = "{tmp_path / 'run'}"
-
-[camera]
-source = "dir:{images}"
-fps = 20
-frames_per_image = 20
-
-[gpio]
-pin_factory = "mock"
-relay_pulse_ms = 100
-
-[keys]
-issuers_dir = "{tmp_path / 'issuers'}"
-command_dir = "{tmp_path / 'commands'}"
-
-[privacy]
-subject = "raw"
-{extra}
-""")
+    config = write_config(tmp_path, device={"id": "list-gate", "venue_id": "v-0123456789ab"},
+                          camera={"fps": 20, "frames_per_image": 20}, gpio={"relay_pulse_ms": 100},
+                          keys={"command_dir": tmp_path / "commands"}, privacy={"subject": "raw"}, **sections)
     return config, images, keys.load_private_key(issuer.private_path)
 
 
@@ -67,19 +38,18 @@ def decisions(result: subprocess.CompletedProcess) -> list[tuple[str, str, str |
 
 
 def test_stale_list_with_fail_closed_denies_until_a_fresh_list_is_loaded(tmp_path):
-    config, images, private = make_site(tmp_path, '[lists]\nmax_age_h = 1\nstale_policy = "fail_closed"\n')
+    config, images, private = make_site(tmp_path, lists={"max_age_h": 1, "stale_policy": "fail_closed"})
     write_code_png(images / "00-pass.png", a_pass(private, "EMP-1"))
-    run = ("run", "--config", str(config), "--exit-at-end", "--print-events")
-    assert decisions(qrgate(*run)) == [("denied", "lists_stale", "EMP-1")]
+    assert decisions(run_gate(config)[0]) == [("denied", "lists_stale", "EMP-1")]
 
     (tmp_path / "deny.csv").write_text("cccd\n079111111111\n", encoding="utf-8")
     imported = qrgate("list", "deny", "import", str(tmp_path / "deny.csv"), "--config", str(config))
     assert imported.returncode == 0, imported.stderr
-    assert decisions(qrgate(*run)) == [("granted", "ok", "EMP-1")]
+    assert decisions(run_gate(config)[0]) == [("granted", "ok", "EMP-1")]
 
 
 def test_keep_policy_goes_on_deciding_with_the_old_list(tmp_path):
-    config, images, private = make_site(tmp_path, '[lists]\nmax_age_h = 1\nstale_policy = "keep"\n')
+    config, images, private = make_site(tmp_path, lists={"max_age_h": 1, "stale_policy": "keep"})
     write_code_png(images / "00-pass.png", a_pass(private, "EMP-1"))
     write_code_png(images / "01-pass.png", a_pass(private, "079111111111"))
     (tmp_path / "deny.csv").write_text("079111111111\n", encoding="utf-8")
@@ -90,22 +60,19 @@ def test_keep_policy_goes_on_deciding_with_the_old_list(tmp_path):
     store = ListStore(tmp_path / "state" / "lists")
     old = store.load("deny")
     store.apply_delta("deny", add=[], remove=[], updated_s=old.info.updated_s - 7200, source="test")
-    result = qrgate("run", "--config", str(config), "--exit-at-end", "--print-events")
+    result, _events = run_gate(config)
     assert decisions(result) == [("granted", "ok", "EMP-1"), ("denied", "denied", "079111111111")]
     assert "lists_stale" in result.stderr, "the stale state is visible"
 
 
 @pytest.mark.broker
 def test_list_command_goes_through_the_running_daemon_over_mqtt(tmp_path, broker):
-    config, images, _private = make_site(tmp_path, f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-                                         'prefix = "qlist"\n')
-    command = keys.new_keypair(tmp_path / "ops.pem")
-    (tmp_path / "commands").mkdir()
-    (tmp_path / "commands" / "ops.pem").write_bytes(command.public_path.read_bytes())
+    config, images, _private = make_site(tmp_path, mqtt={"host": broker.host, "port": broker.port,
+                                                         "prefix": "qlist"})
+    trust_new_key(tmp_path, "ops", "commands", as_name="ops.pem")
     write_blank_png(images / "00-blank.png")
     online = Collector(broker.host, broker.port, "qlist/list-gate/availability")
-    daemon = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    daemon = start_gate(config, stderr=subprocess.PIPE, text=True)
     try:
         assert online.wait_until(lambda m: any(r.payload == b"online" for r in m), 30), "gate never came online"
         refused = qrgate("list", "deny", "add", "079111111111", "--config", str(config))

@@ -130,16 +130,12 @@ def test_unreadable_tls_files_are_a_config_error_naming_the_settings(tmp_path):
 
 
 def test_daemon_with_an_unusable_ca_file_exits_78_so_systemd_does_not_restart_it(tmp_path):
-    import subprocess
-    import sys
-
+    from tests.daemon_support import qrgate
     from tests.fault_support import code_images, write_config
 
-    config = write_config(tmp_path, code_images(tmp_path / "images", 1))
     (tmp_path / "ca.pem").write_text("not a certificate")
-    config.write_text(config.read_text()
-                      + f'[mqtt]\nhost = "127.0.0.1"\ntls = true\nca_file = "{tmp_path / "ca.pem"}"\n')
-    result = subprocess.run([sys.executable, "-m", "firmware.cli", "run", "--config", str(config),
-                             "--exit-at-end"], capture_output=True, text=True, timeout=60)
+    config = write_config(tmp_path, code_images(tmp_path / "images", 1),
+                          mqtt={"host": "127.0.0.1", "tls": True, "ca_file": tmp_path / "ca.pem"})
+    result = qrgate("run", "--config", str(config), "--exit-at-end", timeout_s=60)
     assert result.returncode == 78, result.stderr
     assert "mqtt.ca_file" in result.stderr

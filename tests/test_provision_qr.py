@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from firmware.provisioning_intake import PROVISIONING_KEY, ProvisioningIntake
 from firmware.state_store import StateStore
 from provisioning import keys, passes
 from provisioning.prov_qr import make_code
+from tests.daemon_support import qrgate, run_gate, trust_new_key, write_config
 
 NOW = 1_800_000_000.0
 VENUE = {"schema": "qrgate.venue/1", "venue_id": "v-0123456789ab", "name": "Bến xe Giáp Bát"}
@@ -223,51 +222,28 @@ def test_truncated_state_file_leaves_the_gate_unprovisioned_with_an_alarm(tmp_pa
 # --------------------------------------------------------------------------- command and end to end
 
 
-def qrgate(*args: str, timeout_s: float = 90.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firmware.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s)
+def gate_config(tmp_path: Path, **overrides) -> Path:
+    """The unprovisioned gate's config (no venue yet); overrides replace whole sections."""
+    sections = {
+        "device": {"id": "e2e-gate"},
+        "camera": {"fps": 20, "frames_per_image": 20},
+        "gpio": {"relay_pulse_ms": 100},
+        "keys": {"authority_dir": tmp_path / "authority"},
+        "privacy": {"subject": "raw"},
+    }
+    return write_config(tmp_path, **{**sections, **overrides})
 
 
 @pytest.fixture
 def unprovisioned_gate(tmp_path: Path):
     """An unprovisioned gate config with a trusted authority key and no issuer keys at all."""
-    auth = keys.new_keypair(tmp_path / "authority.pem")
+    trust_new_key(tmp_path, "authority", "authority", as_name="a.pem")
     issuer = keys.new_keypair(tmp_path / "issuer.pem")
-    (tmp_path / "authority").mkdir()
-    (tmp_path / "authority" / "a.pem").write_bytes(auth.public_path.read_bytes())
     venue = tmp_path / "venue.json"
     venue.write_text(json.dumps(VENUE, ensure_ascii=False), encoding="utf-8")
     images = tmp_path / "images"
     images.mkdir()
-    config = tmp_path / "qrgate.toml"
-    config.write_text(f"""
-[device]
-id = "e2e-gate"
-state_dir = "{tmp_path / 'state'}"
-runtime_dir = "{tmp_path / 'run'}"
-
-[camera]
-source = "dir:{images}"
-fps = 20
-frames_per_image = 20
-
-[gpio]
-pin_factory = "mock"
-relay_pulse_ms = 100
-
-[keys]
-issuers_dir = "{tmp_path / 'issuers'}"
-authority_dir = "{tmp_path / 'authority'}"
-
-[privacy]
-subject = "raw"
-""")
-    return tmp_path, config, images, venue, issuer
-
-
-def run_gate(config: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    result = qrgate("run", "--config", str(config), "--exit-at-end", "--print-events", *extra)
-    return result, [json.loads(line) for line in result.stdout.splitlines()]
+    return tmp_path, gate_config(tmp_path), images, venue, issuer
 
 
 def test_provision_qr_then_run_provisions_the_gate_which_then_grants_a_pass(unprovisioned_gate):
@@ -416,8 +392,7 @@ def test_reprovision_pin_held_at_boot_lets_a_provisioned_gate_take_a_new_code(un
     from device.reprovision_pin import held_at_boot
 
     tmp_path, config, images, venue, issuer = unprovisioned_gate
-    text = config.read_text().replace('relay_pulse_ms = 100', 'relay_pulse_ms = 100\nreprovision_pin = 26')
-    config.write_text(text)
+    gate_config(tmp_path, gpio={"relay_pulse_ms": 100, "reprovision_pin": 26})
     first = qrgate("provision", "qr", "--authority-key", str(tmp_path / "authority.pem"), "--venue", str(venue),
                    "--direction", "in", "--png", str(images / "00-first.png"))
     assert first.returncode == 0, first.stderr

@@ -147,7 +147,7 @@ def test_lockdown_denies_scans_refuses_open_survives_a_restart_and_mode_normal_e
 
 
 def test_a_burst_is_rate_limited_and_the_relay_pulses_only_for_accepted_opens(tmp_path, shared_broker, topic_prefix):
-    config, key = write_site(tmp_path, broker=shared_broker, prefix=topic_prefix, commands_section="rate_per_min = 3")
+    config, key = write_site(tmp_path, broker=shared_broker, prefix=topic_prefix, commands={"rate_per_min": 3})
     factory = MockFactory()
     collector = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/response/#")
     app = build_app(config, factory)

@@ -29,11 +29,7 @@ from firmware.status import (
     render_table,
     write_status,
 )
-
-
-def qrgate(*args: str, env: dict | None = None, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firmware.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s, env=env)
+from tests.daemon_support import qrgate, start_gate, write_config
 
 
 SNAPSHOT = {
@@ -141,24 +137,10 @@ def daemon_site(tmp_path):
     for i in range(2):
         write_blank_png(images / f"blank{i}.png", seed=i)
     (tmp_path / "issuers").mkdir()
-    config = tmp_path / "qrgate.toml"
-    config.write_text(f"""
-[device]
-id = "status-gate"
-venue_id = "v-status"
-state_dir = "{tmp_path / 'state'}"
-runtime_dir = "{tmp_path / 'run'}"
-[camera]
-source = "dir:{images}"
-fps = 20
-frames_per_image = 40    # 2 images x 40 frames at 20 fps: about 4 s of frames, then the camera stops
-max_frame_age_s = 1.0
-[gpio]
-pin_factory = "mock"
-relay_active_high = true
-[keys]
-issuers_dir = "{tmp_path / 'issuers'}"
-""")
+    # 2 images x 40 frames at 20 fps: about 4 s of frames, then the camera stops
+    config = write_config(tmp_path, device={"id": "status-gate", "venue_id": "v-status"},
+                          camera={"fps": 20, "frames_per_image": 40, "max_frame_age_s": 1.0},
+                          gpio={"relay_active_high": True})
     return tmp_path, config
 
 
@@ -167,9 +149,8 @@ def test_status_and_systemd_notify_against_a_running_daemon(daemon_site):
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
     pin_log = tmp_path / "pins.json"
-    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", str(config),
-                             "--pin-log", str(pin_log)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_gate(config, "--pin-log", str(pin_log), env=env, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True)
     try:
         first = notify.wait_for("READY=1", 30.0)
         assert first[-1].startswith("READY=1\nSTATUS=ready")
@@ -219,8 +200,7 @@ def test_status_says_not_running_after_the_daemon_is_killed(daemon_site):
     tmp_path, config = daemon_site
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
-    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_gate(config, env=env)
     try:
         notify.wait_for("READY=1", 30.0)
         proc.kill()
