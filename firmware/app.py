@@ -26,7 +26,7 @@ from typing import Any
 from firmware.clock import SystemClock
 from firmware.config import Config
 from firmware.credentials import check_payload
-from firmware.eventlog import load_or_create_secret
+from firmware.venue_secret import load_or_create_secret
 from firmware.errors import StoreError
 from firmware.events import EventFactory
 from firmware.model import Reason, ScanEvent
