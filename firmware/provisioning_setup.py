@@ -122,7 +122,8 @@ def install_provisioning(app: Any, prov: Provisioning) -> ProvisioningIntake:
     service = app.service
     cfg: Config = app.cfg
     authority = load_trust_dir(cfg.authority_dir, missing_ok=True)
-    if len(authority) == 0 and not prov.record:
+    # only worth a warning where a provisioning code could be applied at all
+    if len(authority) == 0 and (not cfg.device.venue_id or prov.reprovision):
         log.warning("no provisioning authority key in %s: provisioning codes will be refused "
                     "(add one with `qrgate keys trust PUBFILE --role authority`)", cfg.authority_dir)
     config_trust = service.gatekeeper.check.keywords.get("trust") if isinstance(

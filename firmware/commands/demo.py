@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import parse_config
-from firmware.model import ScanEvent
+from firmware.model import Decision, ScanEvent
 
 ROLE_NAMES = {"relay": "relay", "green": "green LED", "red": "red LED", "buzzer": "buzzer"}
 COALESCE_S = 0.01
@@ -49,7 +49,8 @@ class Printer:
         self.lock = threading.Lock()
         self.pin_roles = {pin: role for role, pin in PINS.items()}
         self.relay_active_high = False
-        self.counts = {"granted": 0, "denied": 0, "pulses": 0}
+        self.counts = {"granted": 0, "denied": 0, "pulses": 0, "recorded": 0}
+        self.seen: set[str] = set()
         self.pending: list[str] = []
 
     def _paint(self, text: str, code: str) -> str:
@@ -59,14 +60,18 @@ class Printer:
         with self.lock:
             print(f"[{time.monotonic() - self.start:6.2f}s] {text}", flush=True)
 
+    def decided(self, decision: Decision) -> None:
+        """Print a decision as its feedback starts (a grant's event is already committed)."""
+        label = self.labels.get(decision.code_sha256, "code")
+        self.seen.add(decision.code_sha256)
+        verdict = decision.verdict.value
+        painted = self._paint(f"{verdict.upper():<7}", "1;32" if verdict == "granted" else "1;31")
+        self.counts[verdict] = self.counts.get(verdict, 0) + 1
+        self.line(f"{label:<26} {painted} {decision.reason.value:<22} {decision.display or '-'}  "
+                  f"({decision.latency_ms:.1f} ms from frame to decision)")
+
     def event(self, event: ScanEvent) -> None:
-        label = self.labels.get(event.code_sha256, "code")
-        verdict = event.decision.upper()
-        verdict = self._paint(f"{verdict:<7}", "1;32" if event.decision == "granted" else "1;31")
-        self.counts[event.decision] = self.counts.get(event.decision, 0) + 1
-        person = event.display or "-"
-        self.line(f"{label:<26} {verdict} {event.reason:<22} {person}  (seq {event.seq}, "
-                  f"{event.latency_ms:.1f} ms)")
+        self.counts["recorded"] += 1
 
     def pin_changed(self, number: int, state: bool) -> None:
         """Queue one pin change; changes within COALESCE_S print as one line."""
@@ -92,6 +97,20 @@ class Printer:
             texts, self.pending = self.pending, []
         if texts:
             self.line("    " + self._paint(", ".join(texts), "2"))
+
+
+class PrintingOutputs:
+    """Wraps the gate's Outputs: prints each decision, then starts its feedback."""
+
+    def __init__(self, inner: Any, printer: Printer) -> None:
+        self._inner, self._printer = inner, printer
+
+    def show(self, decision: Decision) -> None:
+        self._printer.decided(decision)
+        self._inner.show(decision)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def _reporting_factory(printer: Printer) -> Any:
@@ -148,6 +167,11 @@ def demo_command(args: argparse.Namespace) -> int:
     from firmware.policy import Lists
     from device.synthetic import write_blank_png, write_code_png
 
+    if not args.fps > 0:
+        print(f"qrgate demo: --fps {args.fps:g} must be above 0, for example --fps 6", file=sys.stderr)
+        return 2
+    # the pulse lasts half a scene, so one grant's pulse always ends before the next scene
+    pulse_ms = max(50, min(800, int(500 * FRAMES_PER_SCENE / args.fps)))
     color = sys.stdout.isatty() and not args.no_color
     with tempfile.TemporaryDirectory(prefix="qrgate-demo-") as tmp:
         workdir = Path(args.keep) if args.keep else Path(tmp)
@@ -178,7 +202,7 @@ def demo_command(args: argparse.Namespace) -> int:
             "device": {"id": "demo-gate", "venue_id": "demo-venue", "direction": "in",
                        "state_dir": str(workdir / "state"), "runtime_dir": str(workdir / "run")},
             "camera": {"source": f"dir:{images}", "fps": args.fps, "frames_per_image": FRAMES_PER_SCENE},
-            "gpio": {"pin_factory": "mock", "relay_pulse_ms": 800, **{f"{k}_pin" if k == "relay" else
+            "gpio": {"pin_factory": "mock", "relay_pulse_ms": pulse_ms, **{f"{k}_pin" if k == "relay" else
                      {"green": "green_led_pin", "red": "red_led_pin", "buzzer": "buzzer_pin"}[k]: v
                      for k, v in PINS.items()}},
             "policy": {"accept_unsigned_id": True, "repeat_window_s": 3.0},
@@ -193,6 +217,8 @@ def demo_command(args: argparse.Namespace) -> int:
         stop = threading.Event()
         try:
             app.build()
+            assert app.service is not None
+            app.service.outputs = PrintingOutputs(app.service.outputs, printer)
             printer.live = True
             app.run(stop)
             app.outputs.wait_idle(5.0)
@@ -200,13 +226,16 @@ def demo_command(args: argparse.Namespace) -> int:
             printer.flush()
             printer.live = False
             app.close()
+        for label, text in codes:
+            if text is None:
+                print(f"{'':10}{label}: no code, so no decision and nothing recorded")
         events_file = cfg.state_dir / "outbox.sqlite"
         c = printer.counts
-        print(f"\n{c['granted']} granted, {c['denied']} denied, {c['pulses']} relay pulse(s). "
-              f"Every decision was recorded before the relay moved (events: {events_file}"
-              f"{'' if args.keep else ', deleted with the demo folder; use --keep DIR to keep it'}).")
-        expected = {"granted": 2, "denied": 4}
-        if c["granted"] != expected["granted"] or c["denied"] != expected["denied"]:
+        print(f"\n{c['granted']} granted, {c['denied']} denied, {c['pulses']} relay pulse(s), "
+              f"{c['recorded']} events recorded in the outbox, each grant's before its relay moved "
+              f"({events_file}{'' if args.keep else ', deleted with the demo folder; --keep DIR keeps it'}).")
+        expected = {"granted": 2, "denied": 4, "pulses": 2, "recorded": 6}
+        if {k: c[k] for k in expected} != expected:
             print(f"unexpected result: wanted {expected}", file=sys.stderr)
             return 1
     return 0
