@@ -221,7 +221,7 @@ class GateApp:
         trust = load_trust_dir(cfg.issuers_dir, missing_ok=not cfg.device.venue_id or bool(
             self.provisioning.record)).merged(self.provisioning.issuers)
         secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
-        secret = load_or_create_secret(secret_path)
+        secret = load_or_create_secret(secret_path, on_damaged=partial(self.alarms.set, "venue_secret_replaced"))
         sink = self._sink or self._open_sink()
         self.link = self._open_link()
         passback = SqlitePassbackStore(state_dir / "passback.sqlite", keep_s=max(cfg.policy.passback_window_s, 3600.0))
