@@ -146,6 +146,7 @@ class GateApp:
     def __init__(self, cfg: Config, *, pin_factory: Any = None, clock: Clock | None = None,
                  sink: EventSink | None = None, lists: Lists | None = None, on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
         self.cfg = cfg
+        self._file_cfg = cfg  # as read from the file, before a provisioning record overrides it
         self._pin_factory = pin_factory
         self._clock = clock
         self._sink = sink
@@ -179,6 +180,7 @@ class GateApp:
         self.field: Any = None
         self.field_options: dict[str, Any] = {}
         self.reload_requested = threading.Event()  # set by SIGHUP; served by the device monitor
+        self.reload_hooks.append(self.reload_config)
 
     def build(self) -> GateService:
         """Open every adapter and return the service.
@@ -251,6 +253,31 @@ class GateApp:
         self.field = FieldOps(self, **self.field_options).attach()
         self._start_events(sink)
         return self.service
+
+    def reload_config(self) -> dict[str, Any]:
+        """Reload hook: check the config file again; if it changed and is valid, restart cleanly.
+
+        Everything in the config shapes how the gate was built (pins, camera, broker), so a
+        changed file is applied by a clean stop with EX_RESTART (75), which systemd follows
+        with a start; the relay is released first as in every stop. An invalid file changes
+        nothing: the gate keeps running with the config it has.
+
+        Raises:
+            ConfigError: the file is now invalid (every problem listed).
+        """
+        from firmware.config import load_config
+        from firmware.provisioning_setup import EX_RESTART
+
+        if not self._file_cfg.path:
+            return {"config": "unchanged"}
+        new = load_config(self._file_cfg.path)
+        if new == self._file_cfg:
+            return {"config": "unchanged"}
+        log.warning("config file %s changed; restarting to apply it", self._file_cfg.path)
+        self.exit_status = EX_RESTART
+        if self.stop_event is not None:
+            self.stop_event.set()
+        return {"config": "restarting"}
 
     def _passage_recorded(self, key: str, direction: str, wall_s: float) -> None:
         self.passback.record(key, direction, wall_s)

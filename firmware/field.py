@@ -35,7 +35,7 @@ from typing import Any
 from firmware import __version__
 from firmware.atomic import write_atomic
 from firmware.device_state import DeviceInputs, DeviceState, Mode, ModeControl, blocked_reason, evaluate
-from firmware.errors import StoreError
+from firmware.errors import QrGateError, StoreError
 from firmware.events import rfc3339_ms
 from firmware.model import CredentialType, Reason
 from firmware.notify import SystemdNotifier
@@ -236,11 +236,16 @@ class FieldOps:
             return {"mode": self.modes.mode.value, "state": self.state.value}, error
 
     def _cmd_reload(self, command: Any) -> tuple[dict[str, Any], str | None]:
-        done = []
+        """Run every reload hook (config, lists); the first failure is the answer's error."""
+        data: dict[str, Any] = {}
+        error = None
         for hook in list(getattr(self.app, "reload_hooks", [])):
-            hook()
-            done.append(getattr(hook, "__name__", "hook"))
-        return {"reloaded": done}, None
+            try:
+                data.update(hook() or {})
+            except (QrGateError, ValueError) as err:
+                log.error("reload: %s", err)
+                error = error or str(err)
+        return data, error
 
     def _cmd_rebirth(self, command: Any) -> tuple[dict[str, Any], str | None]:
         for hook in list(getattr(self.app, "rebirth_hooks", [])):

@@ -283,6 +283,16 @@ def open_gate_lists(app: Any) -> MemoryLists:
         return {"lists": lists.status(time.time()), "lists_stale": stale(),
                 "lists_stale_policy": cfg.lists.stale_policy}
 
+    def lists_reload() -> dict[str, Any]:
+        """Re-read both list files (after `qrgate list ... import` with the service stopped, or
+        files copied in by hand); a damaged file keeps the list in memory as it was."""
+        versions = {}
+        for kind in ("deny", "allow"):
+            lists.swap(kind, store.load(kind))
+            versions[kind] = lists.snapshot(kind).info.version
+        return {"lists": versions}
+
+    getattr(app, "reload_hooks", []).append(lists_reload)
     getattr(app, "device_inputs", []).append(inputs)
     getattr(app, "status_fields", []).append(fields)
     getattr(app, "state_fields", []).append(fields)

@@ -1,0 +1,50 @@
+"""`reload` (SIGHUP or the signed MQTT command): lists are re-read in place; a changed, valid
+config restarts the daemon cleanly (exit 75); an invalid one changes nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from firmware.provisioning_setup import EX_RESTART
+from tests.field_support import build_app, write_site
+
+
+@pytest.fixture
+def app(tmp_path):
+    config, _ = write_site(tmp_path)
+    gate = build_app(config)
+    gate.stop_event = threading.Event()
+    yield gate, config
+    gate.close()
+
+
+def test_reload_reads_list_files_changed_on_disk(app):
+    gate, _ = app
+    assert not gate.lists.is_denied("P-9")
+    gate.list_store.replace("deny", ["P-9"], updated_s=time.time(), source="test")
+    assert not gate.lists.is_denied("P-9")  # on disk only, until a reload
+    data, error = gate.field._cmd_reload(None)
+    assert error is None
+    assert gate.lists.is_denied("P-9")
+    assert data["lists"]["deny"] >= 1 and data["config"] == "unchanged"
+    assert not gate.stop_event.is_set() and gate.exit_status == 0
+
+
+def test_reload_with_an_invalid_config_changes_nothing_and_says_why(app):
+    gate, config = app
+    config.write_text(config.read_text().replace("relay_pulse_ms = 100", "relay_pulse_ms = -5"))
+    data, error = gate.field._cmd_reload(None)
+    assert "gpio.relay_pulse_ms = -5 is below the minimum" in error
+    assert not gate.stop_event.is_set() and gate.exit_status == 0
+    assert "lists" in data  # the other hooks still ran
+
+
+def test_reload_with_a_changed_valid_config_stops_for_a_clean_restart(app):
+    gate, config = app
+    config.write_text(config.read_text().replace("relay_pulse_ms = 100", "relay_pulse_ms = 250"))
+    data, error = gate.field._cmd_reload(None)
+    assert error is None and data["config"] == "restarting"
+    assert gate.stop_event.is_set() and gate.exit_status == EX_RESTART
