@@ -46,6 +46,8 @@ setup(
             "psycopg[binary]>=3.1,<4",
             "openpyxl>=3.1,<4",
             "playwright>=1.45,<2",
+            "mypy>=1.10,<3",
+            "ruff>=0.5,<1",
         ],
     },
     entry_points={"console_scripts": ["qrgate = firmware.cli:main"]},

@@ -184,7 +184,7 @@ def run_loop_bench(backend: str = "zxing", *, frames: int = 600, rounds: int = 3
         granted = len(latency_ms)
 
     raw_fps, loop_fps = statistics.median(raw_runs), statistics.median(loop_runs)
-    ratio = statistics.median(loop / raw for loop, raw in zip(loop_runs, raw_runs))
+    ratio = statistics.median(loop / raw for loop, raw in zip(loop_runs, raw_runs, strict=True))
     p99_beyond = percentile(beyond_ms, 99)
     return {
         "bench": "loop", **machine_info(), "backend": backend, "size": f"{size[0]}x{size[1]}",

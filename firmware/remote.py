@@ -262,7 +262,8 @@ class CommandVerifier:
             tx = env.get("transaction") if isinstance(env.get("transaction"), str) else None
             return reject(Reject.UNSIGNED, "no signature: commands must be signed (qrgate cmd send)", tx)
         sig_text, kid_text, body_text = env.get("sig"), env.get("kid"), env.get("payload")
-        if env.get("v") != ENVELOPE_VERSION or not all(isinstance(x, str) for x in (sig_text, kid_text, body_text)):
+        if (env.get("v") != ENVELOPE_VERSION or not isinstance(sig_text, str) or not isinstance(kid_text, str)
+                or not isinstance(body_text, str)):
             return reject(Reject.MALFORMED, "envelope needs v=1 and string kid, payload and sig")
         try:
             body_bytes, sig = unb64url(body_text), unb64url(sig_text)

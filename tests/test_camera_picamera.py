@@ -147,7 +147,7 @@ def test_frames_are_the_y_plane_sliced_out_of_the_stride_padded_buffer():
         fake.queue(image)
     got = [frames.read(0.5) for _ in images]
     assert [f.index for f in got] == [0, 1, 2]
-    for frame, image in zip(got, images):
+    for frame, image in zip(got, images, strict=True):
         assert frame.pixels.shape == (450, 600) and frame.pixels.dtype == np.uint8
         assert frame.pixels.flags.c_contiguous
         # equal even though the request buffer was zeroed on release: the plane was copied

@@ -15,7 +15,7 @@ TRUST = TrustStore()
 
 def row(**changes: str) -> bytes:
     names = ["id", "old", "name", "birth", "gender", "address", "issued"]
-    fields = dict(zip(names, VALID.split("|")))
+    fields = dict(zip(names, VALID.split("|"), strict=True))
     fields.update(changes)
     return "|".join(fields[n] for n in names).encode("utf-8")
 

@@ -159,7 +159,7 @@ def test_d_budget_reached_refuses_grants_without_opening_then_recovers_with_noth
     assert "outbox full" in daemon.log_text()
     import json
     relay = json.loads((tmp_path / "pins.json").read_text())["GPIO17"]
-    pulses = sum(1 for a, b in zip(relay, relay[1:]) if a and not b)  # active-low: high -> low opens
+    pulses = sum(1 for a, b in zip(relay[:-1], relay[1:], strict=True) if a and not b)  # active-low: high -> low opens
     assert pulses == 10, relay
     rows = outbox_rows(tmp_path / "state")
     assert [(r[0], r[2]) for r in rows] == [(n, 0) for n in range(1, 11)]

@@ -12,14 +12,14 @@ from pathlib import Path
 
 from firmware.bench_history import bench_queries, render, run_bench, synthetic_batches
 from provisioning.history.store import open_store
-from tests.history_support import pg_server_url  # noqa: F401
+from tests.history_support import pg_server_url  # noqa: F401  (a fixture)
 
 END_MS = 1_782_990_000_000
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_bench_counts_agree_on_sqlite_and_postgresql_and_through_the_collector(pg_server_url, shared_broker,
-                                                                             tmp_path):  # noqa: F811
+def test_bench_counts_agree_on_sqlite_and_postgresql_and_through_the_collector(
+        pg_server_url, shared_broker, tmp_path):  # noqa: F811
     report = run_bench(3000, 250, 1, pg_server_url, str(tmp_path), (shared_broker.host, shared_broker.port),
                        mqtt_events=600, end_ms=END_MS)
     lite, pg = report["sqlite"], report["postgresql"]

@@ -309,7 +309,7 @@ def test_disk_full_keeps_every_committed_event_intact_and_the_outbox_recovers(tm
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split()
     assert lines[-1] == "FULL"
-    acknowledged = [(int(s), eid) for s, eid in zip(lines[0:-1:2], lines[1:-1:2])]
+    acknowledged = [(int(s), eid) for s, eid in zip(lines[0:-1:2], lines[1:-1:2], strict=True)]
     assert len(acknowledged) > 50
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

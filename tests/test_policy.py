@@ -28,7 +28,10 @@ def checker(result):
     return lambda payload: result
 
 
-def run(result, *, rules=Rules(), lists=None, memory=None, now=None, blocked=None, payload=b"X"):
+DEFAULT_RULES = Rules()
+
+
+def run(result, *, rules=DEFAULT_RULES, lists=None, memory=None, now=None, blocked=None, payload=b"X"):
     now = now or Moment(mono_s=100.0, wall_s=WALL, wall_trusted=True)
     return decide(DecodedCode(payload), now, now.mono_s - 0.01, memory or GateMemory(), rules,
                   checker(result), lists or EmptyLists(), blocked)

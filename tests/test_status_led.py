@@ -43,7 +43,7 @@ def _check_timings(pin, code, cycles, unit_s):
     measured = [s.timestamp for s in pin.states[2:]]
     expected = [units * unit_s for units in (list(code) * cycles)[:-1]]
     assert len(measured) == len(expected)
-    for i, (m, e) in enumerate(zip(measured, expected)):
+    for i, (m, e) in enumerate(zip(measured, expected, strict=True)):
         assert e - 0.005 <= m <= e + TOLERANCE_S, f"segment {i}: {m:.3f} s, expected {e:.3f} s"
 
 
@@ -58,7 +58,7 @@ def test_each_state_plays_its_code_as_a_whole_pin_history():
             led.show(state, cycles=2)
         for state, (led, _) in leds.items():
             assert led.wait_done(10.0), state
-        for state, (led, pin) in leds.items():
+        for state, (_led, pin) in leds.items():
             assert pin_levels(pin) == _expected_levels(BLINK_CODES[state], 2), state
             _check_timings(pin, BLINK_CODES[state], 2, unit_s)
     finally:
