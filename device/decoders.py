@@ -172,7 +172,8 @@ class ZbarDecoder:
         try:
             self._scanner = zbar.Scanner(config)
         except Exception as err:
-            raise DecodeError(f"zbar-py could not create a scanner: {type(err).__name__}: {err}") from err
+            raise ConfigError(f"decoder.backend = 'zbar': zbar-py could not create a scanner "
+                              f"({type(err).__name__}: {err}); reinstall it or use backend 'zxing'") from err
 
     def decode(self, frame: Frame) -> list[DecodedCode]:
         """Return every QR symbol in the frame (empty list if none).

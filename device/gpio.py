@@ -175,11 +175,16 @@ class RelayPulser:
         """True while the relay is on."""
         return bool(self._relay.value)
 
-    def close(self) -> None:
-        """Release the relay and stop the thread."""
+    def lock_out(self) -> None:
+        """Release now and refuse every later pulse or hold (shutdown: nothing may open the
+        gate again, whatever thread asks). Never raises."""
         with self._cond:
             self._closed = True
         self.release()
+
+    def close(self) -> None:
+        """Lock out, release the relay and stop the thread."""
+        self.lock_out()
         self._thread.join(timeout=2.0)
 
     def _notify(self, energised: bool) -> None:
@@ -286,6 +291,15 @@ class GpiozeroOutputs:
     def release(self) -> None:
         """Release the relay first, then stop the LED and buzzer patterns. Never raises."""
         self.pulser.release()
+        self._feedback_off()
+
+    def lock_out(self) -> None:
+        """Shutdown step 1: release the relay and refuse any later pulse or hold, from any
+        thread (a remote command still being handled cannot reopen the gate). Never raises."""
+        self.pulser.lock_out()
+        self._feedback_off()
+
+    def _feedback_off(self) -> None:
         for device in (self.green, self.red, self.buzzer):
             try:
                 device.off()

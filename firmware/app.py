@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -114,14 +115,33 @@ def rules_from(cfg: Config) -> Rules:
     )
 
 
+class Phase(IntEnum):
+    """The shutdown phases of HOUSE_STYLE section 3, in the order they run."""
+
+    RELAY = 1      # release the relay (and refuse any later pulse) before anything can hang
+    ANNOUNCE = 2   # systemd STOPPING=1, stop the device monitor
+    CAMERA = 3     # close the camera
+    FLUSH = 4      # drain the outbox to MQTT, bounded
+    MQTT = 5       # retained offline, disconnect, loop_stop
+    CLOSE = 6      # GPIO devices, stores, files
+
+
 @dataclass
 class Shutdown:
-    """Ordered shutdown steps; each runs in its own guard and logs one line on failure."""
+    """Ordered shutdown steps; each runs in its own guard and logs one line on failure.
+
+    Steps run by phase, and in the order they were added within a phase, so a close can be
+    registered right after its open (a partial build then closes what it opened) and still
+    run at its documented place.
+    """
 
     steps: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
+    _phases: list[Phase] = field(default_factory=list)
 
-    def add(self, name: str, step: Callable[[], Any]) -> None:
-        self.steps.append((name, step))
+    def add(self, name: str, step: Callable[[], Any], phase: Phase = Phase.CLOSE) -> None:
+        at = sum(1 for p in self._phases if p <= phase)
+        self.steps.insert(at, (name, step))
+        self._phases.insert(at, phase)
 
     def run(self) -> None:
         for name, step in self.steps:
@@ -129,6 +149,10 @@ class Shutdown:
                 step()
             except Exception as err:  # one failing step must not skip the rest
                 log.error("shutdown step %r failed: %s", name, err)
+
+    def clear(self) -> None:
+        self.steps.clear()
+        self._phases.clear()
 
 
 class GateApp:
@@ -199,6 +223,8 @@ class GateApp:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._lock = hold_state_lock(state_dir)  # released last, in close()
         clock = self._clock or SystemClock(state_dir / "clock-high-water", cfg.policy.require_synced_clock)
+        if isinstance(clock, SystemClock):
+            self.shutdown.add("save clock high-water mark", clock.save)
         factory = self._pin_factory if self._pin_factory is not None else make_pin_factory(
             cfg.gpio.pin_factory, cfg.gpio.chip)
         g = cfg.gpio
@@ -206,7 +232,8 @@ class GateApp:
             pin_factory=factory, relay_pin=g.relay_pin, relay_active_high=g.relay_active_high,
             relay_pulse_ms=g.relay_pulse_ms, green_led_pin=g.green_led_pin, red_led_pin=g.red_led_pin,
             buzzer_pin=g.buzzer_pin, monotonic=clock.monotonic)
-        self.shutdown.add("release relay", self.outputs.release)
+        self.shutdown.add("release relay", self.outputs.lock_out, Phase.RELAY)
+        self.shutdown.add("close GPIO", self.outputs.close)
         self.pin_factory = factory
         # The persisted provisioning record overrides venue, direction and broker (firmware.provisioning_setup).
         from device.reprovision_pin import held_at_boot
@@ -225,16 +252,14 @@ class GateApp:
         secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
         secret = load_or_create_secret(secret_path, on_damaged=partial(self.alarms.set, "venue_secret_replaced"))
         sink = self._sink or self._open_sink()
+        self.shutdown.add("close event sink", sink.close)
         self.link = self._open_link()
         passback = SqlitePassbackStore(state_dir / "passback.sqlite", keep_s=max(cfg.policy.passback_window_s, 3600.0))
+        self.shutdown.add("close passback store", passback.close)
         self.passback = passback
         memory = GateMemory(passages=passback.load(clock.wall()), on_passage=self._passage_recorded)
         self.frames = open_frame_source(cfg.camera, cfg.config_dir, clock=clock)
-        self.shutdown.add("close camera", self.frames.close)
-        self.extras["after_camera"] = len(self.shutdown.steps)
-        self.shutdown.add("close event sink", sink.close)
-        self.shutdown.add("close passback store", passback.close)
-        self.shutdown.add("close GPIO", self.outputs.close)
+        self.shutdown.add("close camera", self.frames.close, Phase.CAMERA)
 
         gatekeeper = Gatekeeper(rules=rules_from(cfg), check=partial(check_payload, trust=trust),
                                 lists=self._open_lists(), memory=memory,
@@ -329,10 +354,9 @@ class GateApp:
         self.publisher = OutboxPublisher(sink, self.link, inflight_max=self.cfg.mqtt.inflight_max,
                                          alarms=self.alarms, state=state)
         service.on_event.append(lambda _event: self.publisher.wake())
-        at = self.extras.get("after_camera", len(self.shutdown.steps))
         link, publisher = self.link, self.publisher
-        self.shutdown.steps.insert(at, ("MQTT offline and disconnect", partial(link.stop, self.flush_timeout_s)))
-        self.shutdown.steps.insert(at, ("flush outbox", partial(self._flush_outbox, self.flush_timeout_s)))
+        self.shutdown.add("flush outbox", partial(self._flush_outbox, self.flush_timeout_s), Phase.FLUSH)
+        self.shutdown.add("MQTT offline and disconnect", partial(link.stop, self.flush_timeout_s), Phase.MQTT)
         publisher.start()
         link.start()
 
@@ -371,7 +395,7 @@ class GateApp:
     def close(self) -> None:
         """Shut down in the documented order. Safe to call once after build (even a partial one)."""
         self.shutdown.run()
-        self.shutdown.steps.clear()
+        self.shutdown.clear()
         lock = getattr(self, "_lock", None)
         if lock is not None:
             lock.close()  # last: no other qrgate may open these files until everything is closed

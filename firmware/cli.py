@@ -3,7 +3,8 @@
 Each subcommand lives in ``firmware/commands/<name>.py`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a
 function taking the parsed arguments and returning the exit status. Only
-modules under ``firmware/commands`` and ``firmware/wiring.py`` import ``device``.
+modules under ``firmware/commands`` and ``firmware/app.py`` (the composition root)
+import ``device``.
 """
 
 from __future__ import annotations

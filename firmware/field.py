@@ -136,10 +136,10 @@ class FieldOps:
             GpioUnavailable: the status LED or an input pin cannot be claimed.
         """
         app, g = self.app, self.cfg.gpio
-        steps = app.shutdown.steps
-        at = next((i + 1 for i, (name, _) in enumerate(steps) if name == "release relay"), 0)
-        steps.insert(at, ("notify systemd STOPPING", self.notifier.stopping))
-        steps.insert(at + 1, ("stop monitor", self.stop))
+        from firmware.app import Phase
+
+        app.shutdown.add("notify systemd STOPPING", self.notifier.stopping, Phase.ANNOUNCE)
+        app.shutdown.add("stop monitor", self.stop, Phase.ANNOUNCE)
         if g.status_led_pin >= 0:
             from device.status_led import StatusLed
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 EVENT_SCHEMA = "qrgate.scan/1"
@@ -44,9 +45,11 @@ class DecodedCode:
     text: str | None = None
     symbology: str = "qr"
 
-    @property
+    @cached_property
     def sha256(self) -> str:
-        """Hex SHA-256 of the payload: what logs and events may show instead of the code."""
+        """Hex SHA-256 of the payload: what logs and events may show instead of the code.
+
+        Computed once per decoded code (the policy and the service both need it)."""
         return hashlib.sha256(self.payload).hexdigest()
 
 

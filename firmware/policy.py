@@ -9,8 +9,9 @@ Order of checks for one code (first failure wins):
 
 1. the same payload seen within ``repeat_window_s`` (the window slides while the
    code stays in view): no decision at all, so one code held up opens once;
-2. the gate is blocked (lockdown, not provisioned, storage full...): denied with that reason;
-3. parse and verify (``unknown_format``, ``malformed``, ``bad_signature``, ``unknown_issuer``);
+2. parse and verify (``unknown_format``, ``malformed``, ``bad_signature``, ``unknown_issuer``);
+   the result names the credential type in the event even when the gate is blocked;
+3. the gate is blocked (lockdown, not provisioned, storage full...): denied with that reason;
 4. CCCD without ``accept_unsigned_id``: ``unsigned_not_allowed``;
 5. deny list: ``denied``;
 6. time checks, only for credentials that carry times: untrusted wall clock gives
@@ -256,10 +257,15 @@ class GateMemory:
             self.record_passage(key, direction, now.wall_s)
 
     def record_passage(self, key: str, direction: str, wall_s: float) -> None:
-        """Record a passage (also used to undo one: a grant not followed by a passage)."""
+        """Record a passage and report it to the persistent store."""
         self._passages[key] = (direction, wall_s)
         if self._on_passage:
             self._on_passage(key, direction, wall_s)
+
+    def prune_passages(self, now_wall_s: float, keep_s: float) -> None:
+        """Forget passages older than keep_s (wall seconds): they no longer block anyone."""
+        cutoff = now_wall_s - keep_s
+        self._passages = {k: v for k, v in self._passages.items() if v[1] >= cutoff}
 
     def forget_passage(self, key: str) -> None:
         """Drop a person's last passage (a grant that was not used)."""

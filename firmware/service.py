@@ -27,6 +27,8 @@ from firmware.ports import Clock, Decoder, EventSink, FrameSource, Outputs
 
 log = logging.getLogger(__name__)
 
+PRUNE_INTERVAL_S = 60.0
+
 
 class CodeInterceptor(Protocol):
     """Sees every code before the policy; used for provisioning codes."""
@@ -49,6 +51,18 @@ class Gatekeeper:
     lists: Lists = field(default_factory=EmptyLists)
     memory: GateMemory = field(default_factory=GateMemory)
     blocked: Reason | None = None
+
+    _next_prune_mono_s: float = field(default=0.0, init=False, repr=False)
+
+    def prune_if_due(self, clock: Clock) -> None:
+        """Once a minute, forget codes and grants older than the repeat window and passages
+        older than the passback window, so memory stays bounded over months of running."""
+        now_mono_s = clock.monotonic()
+        if now_mono_s < self._next_prune_mono_s:
+            return
+        self._next_prune_mono_s = now_mono_s + PRUNE_INTERVAL_S
+        self.memory.prune(now_mono_s, max(self.rules.repeat_window_s, 1.0))
+        self.memory.prune_passages(clock.wall(), self.rules.passback_window_s)
 
     def decide(self, code: DecodedCode, now: Moment, frame_mono_s: float) -> Decision | None:
         """Decide one code (None while the same code is still in view)."""
@@ -116,6 +130,7 @@ class GateService:
         self.after_step: list[Callable[[], None]] = []  # loop thread, after every step (watchdog, timers)
         self.stats = LoopStats()
         self.input_ended = False
+        self._failed_callbacks: set[str] = set()
         self._decode_errors = 0
 
     def step(self, timeout_s: float = 0.5) -> int:
@@ -174,7 +189,20 @@ class GateService:
         self.stats.granted += int(decision.granted)
         self.stats.last_event = stored
         for callback in self.on_event:
-            callback(stored)
+            self._guarded(callback, stored)
+
+    def _guarded(self, callback: Callable[..., None], *args: object) -> None:
+        """Run a listener; its failure is logged (first time with a traceback), never fatal:
+        the scan loop must outlive a broken printer, publisher wake-up or status hook."""
+        try:
+            callback(*args)
+        except Exception:
+            key = getattr(callback, "__qualname__", repr(callback))
+            if key not in self._failed_callbacks:
+                self._failed_callbacks.add(key)
+                log.exception("listener %s failed; the gate goes on (further failures logged at debug)", key)
+            else:
+                log.debug("listener %s failed again", key, exc_info=True)
 
     def run(self, stop: threading.Event) -> None:
         """Run the loop until stop is set or a replay source ends (``input_ended``)."""
@@ -182,6 +210,7 @@ class GateService:
             while not stop.is_set():
                 self.step()
                 for hook in self.after_step:
-                    hook()
+                    self._guarded(hook)
+                self.gatekeeper.prune_if_due(self.clock)
         except EOFError:
             self.input_ended = True

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from gpiozero.pins.mock import MockFactory
+
+from device.synthetic import write_blank_png
 
 from firmware.app import GateApp
 from firmware.config import load_config
+from firmware.errors import ConfigError
 from firmware.device_state import DeviceState
 from firmware.fakes import ScriptedFrames
 from firmware.model import Reason
@@ -73,14 +77,25 @@ def test_untrusted_clock_and_stale_lists_from_a_provider(tmp_path):
         app.close()
 
 
-def test_stopping_is_shutdown_step_two_right_after_the_relay(tmp_path):
+def test_shutdown_runs_in_the_documented_order(tmp_path, shared_broker, topic_prefix):
+    # HOUSE_STYLE section 3: relay, STOPPING, camera, outbox flush, MQTT offline, GPIO and stores
+    app = built(tmp_path, broker=shared_broker, prefix=topic_prefix)
+    names = [name for name, _ in app.shutdown.steps]
+    app.close()
+    assert names == ["release relay", "notify systemd STOPPING", "stop monitor", "close camera",
+                     "flush outbox", "MQTT offline and disconnect",
+                     "close GPIO", "close state store", "close event sink", "close passback store",
+                     "close status LED", "remove status file"]
+    assert not (tmp_path / "run" / "status.json").exists()
+
+
+def test_without_a_broker_there_is_nothing_to_flush(tmp_path):
     app = built(tmp_path)
     names = [name for name, _ in app.shutdown.steps]
     app.close()
-    at = names.index("release relay")
-    assert names[at + 1] == "notify systemd STOPPING"
-    assert names.index("close camera") > at + 1
-    assert not (tmp_path / "run" / "status.json").exists()
+    assert names == ["release relay", "notify systemd STOPPING", "stop monitor", "close camera",
+                     "close GPIO", "close state store", "close event sink", "close passback store",
+                     "close status LED", "remove status file"]
 
 
 def test_status_led_shows_booting_then_the_state(tmp_path):
@@ -91,3 +106,23 @@ def test_status_led_shows_booting_then_the_state(tmp_path):
         app.close()
     levels = pin_levels(app.pin_factory.pin(STATUS_LED))
     assert levels[0] is False and levels[-1] is False
+
+
+def test_a_build_that_fails_at_the_camera_closes_what_it_opened(tmp_path):
+    config, _ = write_site(tmp_path)
+    cfg = load_config(config)
+    for image in (tmp_path / "images").iterdir():
+        image.unlink()  # the dir: source now has no image: the camera cannot open
+    factory = MockFactory()
+    app = GateApp(cfg, pin_factory=factory, clock=FakeClock())
+    app.field_options = {"environ": {}, "input_bounce_s": None}
+    with pytest.raises(ConfigError, match="holds no PNG"):
+        app.build()
+    app.close()
+    assert pin_levels(factory.pin(RELAY)) == [False]  # claimed off (active-high), never energised
+    # pins, stores and the state-dir lock were all released: the same gate can be built again
+    write_blank_png(tmp_path / "images" / "blank.png")
+    again = GateApp(cfg, pin_factory=factory, clock=FakeClock())
+    again.field_options = {"environ": {}, "input_bounce_s": None}
+    again.build()
+    again.close()

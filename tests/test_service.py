@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -12,8 +13,8 @@ from device.gpio import GpiozeroOutputs
 from firmware.errors import StoreError
 from firmware.events import EventFactory
 from firmware.fakes import MemorySink, ScriptedFrames, TableDecoder
-from firmware.model import Credential, CredentialType, Frame, Reason, Rejection
-from firmware.policy import Rules
+from firmware.model import Credential, CredentialType, DecodedCode, Frame, Reason, Rejection
+from firmware.policy import Rules, subject_key
 from firmware.service import Gatekeeper, GateService
 from tests.conftest import FakeClock, pin_levels
 
@@ -171,3 +172,49 @@ def test_release_drops_the_relay_at_once():
         assert pin_levels(factory.pin(RELAY)) == [False, True, False]
     finally:
         outputs.close()
+
+
+def test_after_lock_out_no_thread_can_energise_the_relay_again():
+    factory = MockFactory()
+    outputs = make_outputs(factory, pulse_ms=30_000, active_high=True)
+    try:
+        outputs.pulser.pulse()
+        outputs.lock_out()
+        outputs.open_pulse(1.0)
+        outputs.hold_open()
+        outputs.pulser.pulse()
+        assert pin_levels(factory.pin(RELAY)) == [False, True, False]
+    finally:
+        outputs.close()
+
+
+def test_a_failing_listener_is_logged_and_the_loop_goes_on(gate, caplog):
+    def broken(event):
+        raise BrokenPipeError("stdout closed")
+
+    gate.service.on_event.insert(0, broken)
+    gate.service.after_step.append(lambda: 1 / 0)
+    stop = threading.Event()
+    gate.frames.push(Frame(np.zeros((4, 4), np.uint8), gate.clock.monotonic(), origin="valid"))
+    gate.frames.push(Frame(np.zeros((4, 4), np.uint8), gate.clock.monotonic(), origin="junk"))
+    gate.frames.end()
+    gate.service.run(stop)
+    assert gate.service.input_ended
+    assert [(e.decision, e.seq) for e in gate.sink.events] == [("granted", 1), ("denied", 2)]
+    assert sum("failed; the gate goes on" in r.message for r in caplog.records) == 2
+    assert gate.outputs.wait_idle(5.0)
+
+
+def test_memory_is_pruned_once_a_minute(gate):
+    gate.show("valid")
+    memory = gate.service.gatekeeper.memory
+    sha = DecodedCode(b"GOOD-1").sha256
+    assert memory.last_seen_mono(sha) is not None
+    gate.clock.advance(61.0)
+    gate.service.gatekeeper.prune_if_due(gate.clock)
+    assert memory.last_seen_mono(sha) is None and memory.last_grant_mono(subject_key("GOOD-1")) is None
+    # passages stay while they can still block a second entry, then go
+    assert memory.last_passage(subject_key("GOOD-1")) is not None
+    gate.clock.advance(4000.0)
+    gate.service.gatekeeper.prune_if_due(gate.clock)
+    assert memory.last_passage(subject_key("GOOD-1")) is None

@@ -112,11 +112,13 @@ def wrap(prefix: str, message: bytes, compress: bool | str = True) -> str:
         message: the bytes to carry (a COSE message).
         compress: True always compresses, False never, ``"auto"`` only when that makes
             the text shorter (a signed pass of random-looking bytes often does not shrink).
+            A message that itself starts like a zlib header is always compressed, since
+            the reader would otherwise try to inflate it (COSE messages never do).
     """
     body = message
-    if compress:
+    if compress or looks_like_zlib(message):
         packed = zlib.compress(message, 9)
-        if compress != "auto" or len(packed) < len(message):
+        if compress is True or len(packed) < len(message) or looks_like_zlib(message):
             body = packed
     return prefix + b45encode(body)
 
