@@ -82,3 +82,32 @@ def write_atomic(path: str | Path, data: bytes, *, mode: int = 0o644, durable: b
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def move_aside(path: str | Path, tag: str, sidecars: tuple[str, ...] = ()) -> Path:
+    """Move a damaged file (and its sidecars, e.g. SQLite's ``-wal`` and ``-shm``) out of the way.
+
+    The file becomes ``<name>.corrupt-<tag>`` (with ``-2``, ``-3``... if taken); each sidecar
+    keeps its suffix after that name, so a stale write-ahead log is never replayed into the
+    fresh file that replaces it. The directory is fsynced afterwards.
+
+    Returns:
+        The new path of the main file.
+
+    Raises:
+        OSError: a file could not be moved (callers translate it into their own error).
+    """
+    path = Path(path)
+    target = path.with_name(f"{path.name}.corrupt-{tag}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{tag}-{n}")
+    for suffix in sidecars:
+        side = Path(str(path) + suffix)
+        if side.exists():
+            os.replace(side, Path(str(target) + suffix))
+    if path.exists():
+        os.replace(path, target)
+    fsync_dir(path.parent)
+    return target

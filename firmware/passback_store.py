@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
+from firmware.atomic import move_aside
 from firmware.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -34,20 +36,30 @@ class SqlitePassbackStore:
         try:
             self._db = self._open(path)
         except sqlite3.DatabaseError as err:
-            aside = path.with_name(path.name + ".corrupt")
-            log.error("passback store %s is unreadable (%s); moved to %s and starting empty", path, err, aside)
-            path.replace(aside)
-            self._db = self._open(path)
+            try:
+                aside = move_aside(path, str(int(time.time())), sidecars=("-wal", "-shm"))
+                self._db = self._open(path)
+            except (OSError, sqlite3.Error) as again:
+                raise StoreError(f"passback store {path} is unreadable ({err}) and cannot be replaced "
+                                 f"({again}); move it away by hand") from again
+            # anti-passback restarts empty: it can only let a second passage through, never block one
+            log.error("passback store %s was unreadable (%s); moved to %s and started empty", path, err, aside.name)
+        except OSError as err:
+            raise StoreError(f"cannot open passback store {path} ({err}); check the state directory") from err
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("CREATE TABLE IF NOT EXISTS passage (subject_key TEXT PRIMARY KEY, direction TEXT NOT NULL,"
-                   " wall_s REAL NOT NULL) WITHOUT ROWID")
-        db.execute("SELECT count(*) FROM passage").fetchone()
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS passage (subject_key TEXT PRIMARY KEY, direction TEXT NOT NULL,"
+                       " wall_s REAL NOT NULL) WITHOUT ROWID")
+            db.execute("SELECT count(*) FROM passage").fetchone()
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def load(self, now_wall_s: float) -> dict[str, tuple[str, float]]:
