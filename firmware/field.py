@@ -139,6 +139,7 @@ class FieldOps:
         from firmware.app import Phase
 
         app.shutdown.add("notify systemd STOPPING", self.notifier.stopping, Phase.ANNOUNCE)
+        app.shutdown.add("close notify socket", self.notifier.close)
         app.shutdown.add("stop monitor", self.stop, Phase.ANNOUNCE)
         if g.status_led_pin >= 0:
             from device.status_led import StatusLed

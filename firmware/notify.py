@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class SystemdNotifier:
         self._name = address
         self._last_ping_s: float | None = None
         self._sock: socket.socket | None = None
+        self._lock = threading.Lock()  # the loop, the monitor and shutdown all send
         self.sent = 0
 
     @property
@@ -57,15 +59,16 @@ class SystemdNotifier:
         """Send one datagram of ``KEY=value`` lines. Returns False if not sent. Never raises."""
         if self.address is None:
             return False
-        try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto("\n".join(lines).encode("utf-8"), self.address)
-        except OSError as err:
-            log.warning("cannot notify systemd at %s: %s", self._name, err)
-            return False
-        self.sent += 1
-        return True
+        with self._lock:
+            try:
+                if self._sock is None:
+                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock.sendto("\n".join(lines).encode("utf-8"), self.address)
+            except OSError as err:
+                log.warning("cannot notify systemd at %s: %s", self._name, err)
+                return False
+            self.sent += 1
+            return True
 
     def ready(self, status: str = "") -> bool:
         """``READY=1`` (with a STATUS line if given), once the adapters are open."""
@@ -104,6 +107,7 @@ class SystemdNotifier:
 
     def close(self) -> None:
         """Close the socket. Safe to call twice."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None

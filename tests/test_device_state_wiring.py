@@ -85,7 +85,7 @@ def test_shutdown_runs_in_the_documented_order(tmp_path, shared_broker, topic_pr
     assert names == ["release relay", "notify systemd STOPPING", "stop monitor", "close camera",
                      "flush outbox", "MQTT offline and disconnect",
                      "close GPIO", "close state store", "close event sink", "close passback store",
-                     "close status LED", "remove status file"]
+                     "close notify socket", "close status LED", "remove status file"]
     assert not (tmp_path / "run" / "status.json").exists()
 
 
@@ -95,7 +95,7 @@ def test_without_a_broker_there_is_nothing_to_flush(tmp_path):
     app.close()
     assert names == ["release relay", "notify systemd STOPPING", "stop monitor", "close camera",
                      "close GPIO", "close state store", "close event sink", "close passback store",
-                     "close status LED", "remove status file"]
+                     "close notify socket", "close status LED", "remove status file"]
 
 
 def test_status_led_shows_booting_then_the_state(tmp_path):
