@@ -14,6 +14,13 @@ in memory. paho keeps unacknowledged messages across a reconnect and re-sends th
 after a restart every unsent row is published again. Delivery is therefore at least once,
 and consumers drop duplicates on ``event_id`` (or ``(device_id, seq)``).
 
+When a stale event is published again, the id of its first copy moves from the in-flight
+map to a short-lived "forgotten" map (kept ``LATE_ACK_KEEP_S``, then dropped, so ids that
+never get a PUBACK do not pile up). A late PUBACK for a forgotten id never touches the copy
+published again (that copy still occupies the window until its own PUBACK or until it goes
+stale), but a success code still marks the event sent: the broker did take that copy. A
+late refusal for a forgotten id is ignored; the copy in flight gets its own answer.
+
 paho's ``on_publish`` runs on paho's thread and may fire before ``publish()`` has returned
 the id (paho #361), so the callback only puts ``(mid, ok, code)`` on a queue; this thread
 reads the queue only after it has recorded the id of everything it published.
@@ -43,6 +50,9 @@ TICK_S = 0.5
 # An event unacknowledged this long on a connection that stayed up is published again
 # (a safety net: paho normally re-sends by itself; a duplicate keeps its event_id).
 STALE_S = 60.0
+# How long the id of a copy given up as stale is remembered for a late PUBACK. Short, so
+# the map stays small and a 16-bit paho id that wraps round cannot be mistaken for it.
+LATE_ACK_KEEP_S = 5 * STALE_S
 
 
 class Alarms:
@@ -154,6 +164,8 @@ class OutboxPublisher:
         self._drained = threading.Event()
         self._thread: threading.Thread | None = None
         self._inflight: dict[int, int] = {}   # paho mid -> seq, this client only
+        self._mid_of: dict[int, int] = {}     # seq -> mid of its copy in flight (inverse of _inflight)
+        self._forgotten: dict[int, tuple[int, float]] = {}  # mid -> (seq, when given up), oldest first
         self._outstanding: set[int] = set()   # seqs handed to paho, not yet acknowledged
         self._cursor = 0                      # highest seq handed over (unless rewound)
         self._failed: dict[int, str] = {}     # seq -> refusal text
@@ -216,6 +228,12 @@ class OutboxPublisher:
         """Scan events handed to paho and not yet acknowledged."""
         return len(self._outstanding)
 
+    @property
+    def tracked_ids(self) -> int:
+        """Message ids remembered: the copies in flight plus the stale copies still awaiting a
+        late PUBACK. Bounded by ``inflight_max * (1 + LATE_ACK_KEEP_S / STALE_S)``."""
+        return len(self._inflight) + len(self._forgotten)
+
     # ------------------------------------------------------------------ the loop
 
     def _run(self) -> None:
@@ -253,7 +271,11 @@ class OutboxPublisher:
             if item[0] == "ack":
                 seq = self._inflight.pop(item[1], None)
                 if seq is None:
-                    continue  # not ours (state, availability...)
+                    late = self._forgotten.pop(item[1], None)
+                    if late is not None and item[2]:
+                        acked.append(late[0])  # the broker took the stale copy: sent
+                    continue  # not ours (state, availability...), or a late refusal
+                self._mid_of.pop(seq, None)
                 self._outstanding.discard(seq)
                 self._handed_at.pop(seq, None)
                 if item[2]:
@@ -267,12 +289,12 @@ class OutboxPublisher:
                     self.state.force()
         if acked:
             try:
-                self.outbox.mark_sent(acked)
+                changed = self.outbox.mark_sent(acked)
             except StoreError:
                 # Not recorded as sent: publish them again later (a duplicate, never a loss).
                 self._cursor = min(self._cursor, min(acked) - 1)
                 raise
-            self.sent += len(acked)
+            self.sent += changed  # both copies of a stale event may be acknowledged
             for seq in acked:
                 self._failed.pop(seq, None)
             if not self._failed and "publish_refused" in self.alarms.active():
@@ -306,6 +328,11 @@ class OutboxPublisher:
             self._retry_s = min(RETRY_MAX_S, self._retry_s * 2)
 
     def _forget_stale(self, now: float) -> None:
+        while self._forgotten:
+            mid, (_, at) = next(iter(self._forgotten.items()))
+            if now - at <= LATE_ACK_KEEP_S:
+                break
+            del self._forgotten[mid]  # its PUBACK is not coming; stop waiting for it
         stale = [seq for seq, at in self._handed_at.items()
                  if now - max(at, self._connected_since) > STALE_S]
         if stale:
@@ -314,6 +341,9 @@ class OutboxPublisher:
             for seq in stale:
                 self._outstanding.discard(seq)
                 del self._handed_at[seq]
+                mid = self._mid_of.pop(seq, None)
+                if mid is not None and self._inflight.pop(mid, None) is not None:
+                    self._forgotten[mid] = (seq, now)
             self._cursor = min(self._cursor, min(stale) - 1)
 
     def _feed(self) -> None:
@@ -331,7 +361,9 @@ class OutboxPublisher:
             if mid is None:
                 self.queue_refusals += 1
                 break  # paho's queue is full; the rest stays on disk
+            self._forgotten.pop(mid, None)  # paho's 16-bit ids wrap: the new copy owns this id
             self._inflight[mid] = seq
+            self._mid_of[seq] = mid
             self._outstanding.add(seq)
             self._handed_at[seq] = self._monotonic()
             self._cursor = max(self._cursor, seq)

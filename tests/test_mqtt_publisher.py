@@ -149,3 +149,47 @@ def test_wait_drained_returns_true_once_every_event_is_acknowledged(tmp_path):
     publisher.step(0)  # publishes; the acks are queued
     publisher.step(0)  # marks them sent
     assert publisher.wait_drained(0) is True
+
+
+def test_late_puback_for_a_stale_copy_marks_it_sent_without_freeing_the_window_slot_of_its_new_copy(tmp_path):
+    outbox, link, publisher, _, clock = setup(tmp_path, 4, inflight_max=2)
+    publisher.step(0)
+    clock.advance(STALE_S + 1)
+    publisher.step(0)  # seqs 1 and 2 given up as stale and published again
+    assert link.published == [(1, 1), (2, 2), (3, 1), (4, 2)]
+    link.ack(1)  # the late PUBACK of seq 1's first copy: the broker took it
+    publisher.step(0)
+    # The window is still full: paho holds mids 3 and 4, so seq 3 must wait.
+    assert link.published == [(1, 1), (2, 2), (3, 1), (4, 2)]
+    assert publisher.inflight == 2
+    assert [s for s, _ in outbox.pending(0, 10)] == [2, 3, 4]
+    assert publisher.sent == 1
+    link.ack(3)  # the second copy of seq 1: already sent, frees its slot
+    publisher.step(0)
+    assert link.published == [(1, 1), (2, 2), (3, 1), (4, 2), (5, 3)]
+    assert publisher.sent == 1
+    link.ack(2, ok=False, code=0x87, reason="Not authorized")  # a late refusal of a stale copy
+    publisher.step(0)
+    assert publisher.refused == 0 and publisher.inflight == 2
+    assert publisher.tracked_ids == 2  # mids 4 and 5; the stale ids 1 and 2 are answered
+
+
+def test_ids_of_stale_copies_that_never_get_a_puback_are_dropped_after_a_while(tmp_path):
+    from firmware.publisher import LATE_ACK_KEEP_S
+
+    outbox, link, publisher, _, clock = setup(tmp_path, 3, inflight_max=3)
+    publisher.step(0)
+    cycles = int(3 * LATE_ACK_KEEP_S / STALE_S)
+    tracked = []
+    for _ in range(cycles):
+        clock.advance(STALE_S + 1)
+        publisher.step(0)
+        tracked.append(publisher.tracked_ids)
+        assert publisher.inflight == 3
+    assert len(link.published) == 3 * (cycles + 1)
+    assert max(tracked) <= 3 * (1 + LATE_ACK_KEEP_S / STALE_S)
+    assert tracked[-1] == tracked[-2]  # steady, not growing with every cycle
+    mid, seq = link.published[-1]
+    link.ack(mid)  # the copy in flight still counts
+    publisher.step(0)
+    assert [s for s, _ in outbox.pending(0, 10)] == [x for x in (1, 2, 3) if x != seq]
