@@ -221,14 +221,12 @@ class FieldOps:
             wall_s=self.clock.wall(), time_synced=self.clock.wall_trusted(), subject=f"key:{command.kid_hex}",
             display="remote open")
         try:
-            stored = self.service.sink.append(event)
+            # the passage watch belongs to the scan loop thread: not told from this one
+            stored = self.service.record(event, skip=(self._event_stored,))
         except StoreError as err:
             log.error("remote open refused, it cannot be recorded: %s", err)
             return {"pulse_ms": 0}, Reason.STORAGE_FULL.value
         self.app.outputs.open_pulse(pulse_ms / 1000.0)
-        for callback in self.service.on_event:
-            if callback != self._event_stored:  # the passage watch belongs to the scan loop thread
-                callback(stored)
         return {"pulse_ms": pulse_ms, "event_id": stored.event_id, "seq": stored.seq}, None
 
     def _cmd_mode(self, command: Any) -> tuple[dict[str, Any], str | None]:
@@ -357,15 +355,12 @@ class FieldOps:
                 forget(grant.subject_key)
         event = not_passed_event(grant.event, self.clock.wall(), self.clock.wall_trusted())
         try:
-            stored = self.service.sink.append(event)
+            self.service.record(event, skip=(self._event_stored,))
         except StoreError as err:
             log.error("cannot record a not_passed event: %s", err)
             return
         log.info("grant %s was not used within %.0f s: recorded not_passed", grant.event.event_id,
                  self.cfg.commands.pass_timeout_s)
-        for callback in self.service.on_event:
-            if callback != self._event_stored:
-                callback(stored)
 
     # ------------------------------------------------------------------ the monitor
 

@@ -191,6 +191,23 @@ class GateService:
         for callback in self.on_event:
             self._guarded(callback, stored)
 
+    def record(self, event: ScanEvent, skip: tuple[Callable[[ScanEvent], None], ...] = ()) -> ScanEvent:
+        """Store an event that is not a scan decision (provisioned, remote open, not_passed) and
+        tell the listeners, as for a scan. Thread-safe as far as the sink is (the outbox is).
+
+        Args:
+            event: the event, without event_id and seq.
+            skip: listeners not to call (for example one that belongs to the loop thread).
+
+        Raises:
+            StoreError: the event could not be stored; no listener was called.
+        """
+        stored = self.sink.append(event)
+        for callback in self.on_event:
+            if callback not in skip:
+                self._guarded(callback, stored)
+        return stored
+
     def _guarded(self, callback: Callable[..., None], *args: object) -> None:
         """Run a listener; its failure is logged (first time with a traceback), never fatal:
         the scan loop must outlive a broken printer, publisher wake-up or status hook."""
