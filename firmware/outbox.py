@@ -30,11 +30,18 @@ publisher marks rows sent. Alarms are raised at 50 % and 80 % of the budget (uns
 Corruption: a database that cannot be opened, fails ``PRAGMA quick_check`` or has the
 wrong schema is renamed ``outbox.sqlite.corrupt-<UTC time>`` (with its ``-wal``), an alarm
 is raised, and a fresh outbox starts with ``seq`` above the reserved high-water mark.
-The alarm ``outbox_quarantined`` stays on while a quarantined file is in the state
-directory; an operator clears it by moving the file away once it has been recovered.
+The alarm ``outbox_quarantined`` is raised at start while a quarantined file is in the state
+directory; an operator clears it by moving the file away once it has been recovered (seen
+at the next start, or when ``quarantined_files()`` is called).
 
 Threads: one writer (the scan loop) and the publisher thread share one connection behind
-a lock; every critical section is one short transaction.
+a lock; every critical section is one short transaction. ``stats()`` is called several
+times a second (status, field state, retained state), so it never takes that lock and
+never does I/O: this object is the only writer of the database, so it keeps the figures
+in memory (row counts, the oldest unsent row, the alarm level), updates them after each
+committed append, mark_sent and prune, and publishes them as one immutable tuple. The
+state directory is globbed for quarantined files only at open (where a quarantine
+happens) and by ``quarantined_files()``.
 """
 
 from __future__ import annotations
@@ -163,6 +170,11 @@ class SqliteOutbox:
         self._lock = threading.Lock()
         self._closed = False
         self._alarm_level = 0.0
+        self._oldest_unsent: tuple[int, float] | None = None  # (seq, created_s) of the lowest unsent seq
+        # What stats() reads, replaced whole after each change: (stored, unsent, oldest_unsent_s,
+        # seq_high, alarm_level). One attribute read, so never torn and never waiting on the lock.
+        self._figures: tuple[int, int, float | None, int, float] = (0, 0, None, 0, 0.0)
+        self._quarantined: tuple[str, ...] = ()
         self.quarantined_now: Path | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +196,7 @@ class SqliteOutbox:
                                  "state directory (disk full, read-only?)") from err2
         self._load_counters(fresh)
         self._update_alarm()
+        self._publish_figures()
         quarantined = self.quarantined_files()
         if quarantined:
             self._alarm("outbox_quarantined",
@@ -245,10 +258,14 @@ class SqliteOutbox:
         return target
 
     def quarantined_files(self) -> tuple[str, ...]:
-        """Names of quarantined outbox databases in the state directory (not their -wal/-shm)."""
+        """Names of quarantined outbox databases in the state directory (not their -wal/-shm).
+
+        Globs the directory (without the lock) and refreshes what ``stats()`` reports."""
         prefix = self.path.name + QUARANTINE_INFIX
-        return tuple(sorted(p.name for p in self.path.parent.glob(prefix + "*")
-                            if not p.name.endswith(("-wal", "-shm"))))
+        found = tuple(sorted(p.name for p in self.path.parent.glob(prefix + "*")
+                             if not p.name.endswith(("-wal", "-shm"))))
+        self._quarantined = found
+        return found
 
     def _load_counters(self, fresh: bool) -> None:
         c = self._conn
@@ -257,6 +274,7 @@ class SqliteOutbox:
         meta_high = c.execute("SELECT value FROM meta WHERE key = 'seq_high'").fetchone()[0]
         max_seq = c.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
         self._seq_high = max(meta_high, max_seq)
+        self._oldest_unsent = self._query_oldest_unsent()
         if fresh and self._reserved > self._seq_high:
             # A new database after a lost or quarantined one: never reuse a seq it may have held.
             log.warning("fresh outbox: seq continues above the reserved high-water mark %d", self._reserved)
@@ -279,9 +297,13 @@ class SqliteOutbox:
             if self._closed:
                 raise StoreError(f"outbox {self.path} is closed")
             if self._stored >= self.max_events and self._stored > self._unsent:
-                self._prune_locked(self._wall(), int(self.max_events * PRUNE_TARGET_SHARE), max_batches=4)
+                try:
+                    self._prune_locked(self._wall(), int(self.max_events * PRUNE_TARGET_SHARE), max_batches=4)
+                finally:
+                    self._publish_figures()
             if self._unsent >= self.max_events or self._stored >= self.max_events:
                 self._update_alarm()
+                self._publish_figures()
                 raise StorageFull(f"outbox is full: {self._unsent} unsent events fill outbox.max_events = "
                                   f"{self.max_events}; they go out when the broker is reachable "
                                   "(check [mqtt]), or raise the budget")
@@ -307,7 +329,10 @@ class SqliteOutbox:
             self._seq_high = seq
             self._stored += 1
             self._unsent += 1
+            if self._oldest_unsent is None:
+                self._oldest_unsent = (seq, now_s)
             self._update_alarm()
+            self._publish_figures()
             return stored
 
     def _rollback(self) -> None:
@@ -350,6 +375,9 @@ class SqliteOutbox:
                     before = self._conn.total_changes
                     self._conn.executemany("UPDATE events SET sent = 1 WHERE seq = ? AND sent = 0", batch)
                     changed = self._conn.total_changes - before
+                    oldest = self._oldest_unsent
+                    if changed and oldest is not None and (oldest[0],) in batch:
+                        oldest = self._query_oldest_unsent()  # one indexed row, in the same transaction
                     self._conn.execute("COMMIT")
                 except BaseException:
                     self._rollback()
@@ -357,7 +385,9 @@ class SqliteOutbox:
             except sqlite3.Error as err:
                 raise StoreError(f"cannot mark events sent in {self.path} ({err})") from err
             self._unsent -= changed
+            self._oldest_unsent = oldest
             self._update_alarm()
+            self._publish_figures()
             return changed
 
     def prune(self, now_s: float, max_batches: int = 20) -> int:
@@ -375,7 +405,10 @@ class SqliteOutbox:
             with self._lock:
                 if self._closed:
                     break
-                n = self._prune_locked(now_s, int(self.max_events * PRUNE_TARGET_SHARE), 1)
+                try:
+                    n = self._prune_locked(now_s, int(self.max_events * PRUNE_TARGET_SHARE), 1)
+                finally:
+                    self._publish_figures()  # also after a failed batch: earlier deletes committed
             if n == 0:
                 break
             deleted += n
@@ -429,17 +462,22 @@ class SqliteOutbox:
         return self._seq_high
 
     def stats(self) -> OutboxStats:
-        """A snapshot for status and state (one indexed query)."""
-        with self._lock:
-            oldest = None
-            if self._unsent and not self._closed:
-                row = self._conn.execute("SELECT created_s FROM events WHERE sent = 0 ORDER BY seq LIMIT 1"
-                                         ).fetchone()
-                oldest = row[0] if row else None
-            return OutboxStats(stored=self._stored, unsent=self._unsent, oldest_unsent_s=oldest,
-                               seq_high=self._seq_high, max_events=self.max_events,
-                               fill=min(1.0, self._unsent / self.max_events), alarm_level=self._alarm_level,
-                               quarantined=self.quarantined_files())
+        """A snapshot for status and state: in-memory figures only, no lock, no I/O."""
+        stored, unsent, oldest_s, seq_high, level = self._figures
+        return OutboxStats(stored=stored, unsent=unsent, oldest_unsent_s=oldest_s, seq_high=seq_high,
+                           max_events=self.max_events, fill=min(1.0, unsent / self.max_events),
+                           alarm_level=level, quarantined=self._quarantined)
+
+    def _publish_figures(self) -> None:
+        """Replace what stats() reads (call with the lock held, after a committed change)."""
+        oldest = self._oldest_unsent
+        self._figures = (self._stored, self._unsent, None if oldest is None else oldest[1],
+                         self._seq_high, self._alarm_level)
+
+    def _query_oldest_unsent(self) -> tuple[int, float] | None:
+        row = self._conn.execute("SELECT seq, created_s FROM events WHERE sent = 0 ORDER BY seq LIMIT 1"
+                                 ).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def _update_alarm(self) -> None:
         fill = self._unsent / self.max_events
