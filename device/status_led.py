@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import Any
 
 from firmware.device_state import DeviceState
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 UNIT_S = 0.1
 MAX_CYCLE_UNITS = 30
+SHOWN_KEPT = 64
 
 
 def _flashes(n: int) -> tuple[int, ...]:
@@ -107,6 +109,8 @@ class StatusLed:
         self._unit_s = unit_s
         self._cond = threading.Condition()
         self._state: DeviceState | None = None
+        # the states whose code was started, in order; bounded, as a flapping state must not grow it
+        self._shown: deque[DeviceState] = deque(maxlen=SHOWN_KEPT)
         self._generation = 0
         self._cycles_left: int | None = None
         self._closed = False
@@ -120,6 +124,14 @@ class StatusLed:
         """The state whose code is playing (None before the first ``show``)."""
         return self._state
 
+    @property
+    def shown(self) -> tuple[DeviceState, ...]:
+        """The states whose code was started, oldest first (the last ``SHOWN_KEPT``). A repeated
+        ``show`` of the state already playing changes nothing and is not listed. For tests and
+        diagnostics."""
+        with self._cond:
+            return tuple(self._shown)
+
     def show(self, state: DeviceState, cycles: int | None = None) -> None:
         """Play state's code from its start, forever or for ``cycles`` cycles then dark.
 
@@ -129,6 +141,7 @@ class StatusLed:
             if self._closed or (state is self._state and cycles is None and self._cycles_left is None):
                 return
             self._state = state
+            self._shown.append(state)
             self._cycles_left = cycles
             self._generation += 1
             self._done.clear()

@@ -19,20 +19,29 @@ from tests.field_support import write_site
 RELAY, STATUS_LED = 17, 24
 
 
-def built(tmp_path, clock=None, **site):
+def built(tmp_path, clock=None, *, monitor=True, **site):
+    """A built and started gate (READY=1 sent, the device state past booting).
+
+    monitor=False stops the monitor thread at once, for tests that call ``field.tick()`` by
+    hand: every tick is then theirs, none runs alongside on the monitor thread.
+    """
     config, _ = write_site(tmp_path, **site)
     cfg = load_config(config)
     app = GateApp(cfg, pin_factory=MockFactory(), clock=clock or FakeClock())
     app.field_options = {"environ": {}, "input_bounce_s": None}
     app.build()
     app.service.frames = ScriptedFrames()
-    app.field.start()
+    app.field.start()  # as the first GateApp.run() does: ticks once, then starts the monitor
+    if not monitor:
+        app.field.stop()  # joins the monitor thread
+        monitor_thread = app.field._thread
+        assert monitor_thread is not None and not monitor_thread.is_alive(), "the monitor thread is still running"
     return app
 
 
 def test_no_frames_for_max_frame_age_is_a_camera_fault_that_releases_a_pulse_in_progress(tmp_path):
     clock = FakeClock()
-    app = built(tmp_path, clock)
+    app = built(tmp_path, clock, monitor=False)
     try:
         assert app.field.tick() is DeviceState.READY
         app.outputs.open_pulse(30.0)  # a long pulse is running when the camera goes quiet
@@ -41,7 +50,7 @@ def test_no_frames_for_max_frame_age_is_a_camera_fault_that_releases_a_pulse_in_
         clock.advance(0.1)  # max_frame_age_s = 60 in this site
         assert app.field.tick() is DeviceState.CAMERA_FAULT
         assert pin_levels(app.pin_factory.pin(RELAY)) == [False, True, False]
-        assert app.field.led.state is DeviceState.CAMERA_FAULT
+        assert app.field.led.shown == (DeviceState.BOOTING, DeviceState.READY, DeviceState.CAMERA_FAULT)
         snap = app.field.snapshot()
         assert (snap["state"], snap["relay"]) == ("camera_fault", "OFF")
     finally:
@@ -49,7 +58,7 @@ def test_no_frames_for_max_frame_age_is_a_camera_fault_that_releases_a_pulse_in_
 
 
 def test_unusable_outbox_fails_closed_and_shows_a_storage_alarm(tmp_path):
-    app = built(tmp_path)
+    app = built(tmp_path, monitor=False)
     try:
         app.alarms.set("outbox_unavailable", "disk gone")
         assert app.field.tick() is DeviceState.STORAGE_ALARM
@@ -57,13 +66,15 @@ def test_unusable_outbox_fails_closed_and_shows_a_storage_alarm(tmp_path):
         app.alarms.set("outbox_unavailable", None)
         assert app.field.tick() is DeviceState.READY
         assert app.service.gatekeeper.blocked is None
+        assert app.field.led.shown == (DeviceState.BOOTING, DeviceState.READY, DeviceState.STORAGE_ALARM,
+                                       DeviceState.READY)
     finally:
         app.close()
 
 
 def test_untrusted_clock_and_stale_lists_from_a_provider(tmp_path):
     clock = FakeClock(trusted=False)
-    app = built(tmp_path, clock)
+    app = built(tmp_path, clock, monitor=False)
     stale = {"lists_stale": True, "lists_fail_closed": True}
     app.device_inputs.append(lambda: stale)
     try:
@@ -73,6 +84,9 @@ def test_untrusted_clock_and_stale_lists_from_a_provider(tmp_path):
         assert app.field.tick() is DeviceState.LISTS_STALE
         stale["lists_stale"] = False
         assert app.field.tick() is DeviceState.READY
+        # the clock was untrusted from the start: start()'s tick already showed clock_unsynced
+        assert app.field.led.shown == (DeviceState.BOOTING, DeviceState.CLOCK_UNSYNCED, DeviceState.LISTS_STALE,
+                                       DeviceState.READY)
     finally:
         app.close()
 
@@ -99,13 +113,18 @@ def test_without_a_broker_there_is_nothing_to_flush(tmp_path):
 
 
 def test_status_led_shows_booting_then_the_state(tmp_path):
-    app = built(tmp_path)
+    app = built(tmp_path, monitor=False)
     try:
+        # booting from the build (the LED's first code), ready from start(); nothing in between
+        assert app.field.led.shown == (DeviceState.BOOTING, DeviceState.READY)
         assert app.field.led.state is DeviceState.READY
     finally:
         app.close()
+    # the whole pin history: created dark, whole blinks only (how many depends on how long each
+    # code played, in real time), dark after close
     levels = pin_levels(app.pin_factory.pin(STATUS_LED))
-    assert levels[0] is False and levels[-1] is False
+    blinks = (len(levels) - 1) // 2
+    assert blinks >= 1 and levels == [False] + [True, False] * blinks, levels
 
 
 def test_a_build_that_fails_at_the_camera_closes_what_it_opened(tmp_path):

@@ -7,7 +7,9 @@ The daemon test also plays systemd: it binds the NOTIFY_SOCKET and checks READY,
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from device.status_led import BLINK_CODES, UNIT_S
 from device.synthetic import write_blank_png
+from firmware.device_state import DeviceState
 from firmware.status import (
     EXIT_NOT_READY,
     EXIT_NOT_RUNNING,
@@ -147,12 +151,18 @@ def daemon_site(tmp_path):
 def test_status_and_systemd_notify_against_a_running_daemon(daemon_site):
     tmp_path, config = daemon_site
     notify = NotifySocket(tmp_path / "notify.sock")
-    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    # JOURNAL_STREAM, as under systemd: the daemon logs at INFO, so every state change is in its log
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000",
+           "JOURNAL_STREAM": "8:12345"}
     pin_log = tmp_path / "pins.json"
-    proc = start_gate(config, "--pin-log", str(pin_log), env=env, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE, text=True)
+    daemon_log = tmp_path / "daemon.log"
+    started = time.monotonic()
+    with open(daemon_log, "w") as log_file:  # a file, not a pipe nobody reads: the daemon never blocks on it
+        proc = start_gate(config, "--pin-log", str(pin_log), env=env, stdout=subprocess.PIPE,
+                          stderr=log_file, text=True)
     try:
         first = notify.wait_for("READY=1", 30.0)
+        ready_at = time.monotonic()
         assert first[-1].startswith("READY=1\nSTATUS=ready")
         assert notify.wait_for("WATCHDOG=1", 2.0)[-1] == "WATCHDOG=1"
 
@@ -170,6 +180,7 @@ def test_status_and_systemd_notify_against_a_running_daemon(daemon_site):
 
         # frames stop when the replay ends: STATUS says camera_fault, and no WATCHDOG after it
         before_fault = notify.wait_for("STATUS=camera_fault", 15.0)
+        fault_at = time.monotonic()
         assert "WATCHDOG=1" in before_fault
         assert notify.next(1.5) is None  # well over the 0.2 s ping interval: nothing is sent
         proc.send_signal(signal.SIGHUP)  # systemctl reload: handled, the daemon keeps running
@@ -180,20 +191,42 @@ def test_status_and_systemd_notify_against_a_running_daemon(daemon_site):
         proc.send_signal(signal.SIGTERM)
         assert notify.wait_for("STOPPING=1", 10.0)[-1] == "STOPPING=1"
         assert proc.wait(timeout=20) == 0
+        ended_at = time.monotonic()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
         notify.sock.close()
         proc.stdout.close()
-        proc.stderr.close()
     gone = qrgate("status", "--config", str(config))
     assert gone.returncode == EXIT_NOT_RUNNING
     # the gate stayed closed throughout: the relay was never energised
     pins = json.loads(pin_log.read_text())
     assert pins["GPIO17"] == [False]
-    # the status LED played ready (one blip per 2 s) then camera_fault flashes, and ended dark
-    assert pins["GPIO24"][0] is False and pins["GPIO24"][-1] is False and len(pins["GPIO24"]) >= 5
+    # the whole sequence of device states, each played on the LED by the tick that reached it
+    # (the LED's own record is checked in-process in test_device_state_wiring.py): booting
+    # (shown at build), ready, camera_fault; nothing else
+    changes = re.findall(r"device state (\w+) -> (\w+)", daemon_log.read_text())
+    assert changes == [("booting", "ready"), ("ready", "camera_fault")], daemon_log.read_text()
+    told = [m.split("STATUS=", 1)[1].split(";")[0] for m in notify.messages if "STATUS=" in m]
+    assert told == ["ready", "ready", "camera_fault"]  # the change, then READY=1 repeats it
+    # the whole LED history: dark, then whole blinks, dark at the end. Its length is bounded by
+    # the codes played over the measured phases (booting at most until READY=1, ready until
+    # STATUS=camera_fault, camera_fault until exit), one extra "on" per phase for the cut cycle.
+    # Below: 2 ready blips (ready lasts over 4 s: 80 frames at 20 fps, then 1 s of no frames) and
+    # 3 fault flashes in the quiet 1.5 s, each phase's first "on" possibly merged with the last.
+    levels = pins["GPIO24"]
+    blinks = (len(levels) - 1) // 2
+    assert levels == [False] + [True, False] * blinks, levels
+    most = (_most_blinks(DeviceState.BOOTING, ready_at - started) + _most_blinks(DeviceState.READY, fault_at - ready_at)
+            + _most_blinks(DeviceState.CAMERA_FAULT, ended_at - fault_at))
+    assert 4 <= blinks <= most, (blinks, most)
+
+
+def _most_blinks(state: DeviceState, seconds: float) -> int:
+    """The most separate "on"s a state's code can make in seconds (a cycle started counts whole)."""
+    code = BLINK_CODES[state]
+    return math.ceil(seconds / (sum(code) * UNIT_S)) * (len(code) // 2) + 1
 
 
 def test_status_says_not_running_after_the_daemon_is_killed(daemon_site):
