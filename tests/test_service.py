@@ -102,12 +102,21 @@ def test_blank_frame_gives_no_event_and_no_pin_change(gate):
     assert pin_levels(gate.pin(RELAY)) == [False, True]
 
 
-def test_code_held_in_view_opens_once(gate):
-    for _ in range(10):
+def test_code_held_in_view_opens_once_and_again_after_a_window_out_of_view(gate):
+    # in view for 12 s in 0.5 s steps, well over the 5 s repeat window: the window slides while
+    # the code stays in view, so it opens once (a window counted from the decision would reopen at 5 s)
+    for _ in range(24):
         gate.show("valid")
-        gate.clock.advance(0.1)
+        gate.clock.advance(0.5)
     assert [e.decision for e in gate.sink.events] == ["granted"]
     assert pin_levels(gate.pin(RELAY)) == [False, True, False, True]
+    # out of view (frames without it) for 5.5 s, longer than the window; then back: a second decision
+    for _ in range(11):
+        gate.show("blank")
+        gate.clock.advance(0.5)
+    gate.show("valid")
+    assert [e.decision for e in gate.sink.events] == ["granted", "granted"]
+    assert pin_levels(gate.pin(RELAY)) == [False, True, False, True, False, True]
 
 
 def test_grant_is_committed_before_the_relay_moves():
