@@ -8,6 +8,7 @@ behind it. ``tests/test_contracts.py`` runs them on the adapters that work anywh
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,20 +16,41 @@ import numpy as np
 from firmware.model import CredentialType, Decision, Reason, Verdict
 
 
-def check_frame_source(source: Any, frames_wanted: int = 5, timeout_s: float = 2.0) -> None:
+def check_frame_source(source: Any, frames_wanted: int = 5, timeout_s: float = 2.0,
+                       flush_requests: Callable[[], list[bool]] | None = None) -> None:
     """A FrameSource delivers 2-D uint8 frames with rising capture stamps, honours its
-    timeout (never returns much later than asked), takes flush_next, and closes twice."""
+    timeout (never returns much later than asked), takes flush_next, and closes twice.
+
+    flush_next (called after the second frame): the very next ``read`` still delivers a frame,
+    for every source. A source that buffers frames ahead (picamera2, V4L2) must also ask for
+    that capture fresh: pass ``flush_requests``, which lists, for each capture the source has
+    asked of its camera so far, whether it asked for a fresh one; the contract then requires
+    exactly the capture after flush_next to ask. A replay source (``ReplayFrames``,
+    ``ScriptedFrames``) makes each frame when it is read, so nothing older is waiting to be
+    dropped and its flush_next is a no-op: call it without ``flush_requests``.
+    """
+    assert frames_wanted >= 3, "the flush check needs a frame after the first two"
     frames = []
+    captures_before_flush: list[bool] | None = None
     deadline = time.monotonic() + 10 * timeout_s
     while len(frames) < frames_wanted and time.monotonic() < deadline:
-        asked = time.monotonic()
-        frame = source.read(timeout_s)
-        assert time.monotonic() - asked < timeout_s + 1.0, "read() overran its timeout"
+        frame = _timed_read(source, timeout_s)
         if frame is not None:
             frames.append(frame)
-            if len(frames) == 2:
-                source.flush_next()
+        if len(frames) == 2 and captures_before_flush is None:
+            captures_before_flush = list(flush_requests()) if flush_requests is not None else []
+            assert captures_before_flush == [False] * len(captures_before_flush), captures_before_flush
+            source.flush_next()
+            after_flush = _timed_read(source, timeout_s)
+            assert after_flush is not None, "the read right after flush_next() delivered no frame"
+            frames.append(after_flush)
     assert len(frames) == frames_wanted, f"only {len(frames)} frames in {10 * timeout_s} s"
+    if flush_requests is not None:
+        assert captures_before_flush is not None
+        asked = list(flush_requests())
+        # the whole list: no fresh capture before flush_next, exactly one after it, none later
+        assert asked == captures_before_flush + [True] + [False] * (len(asked) - len(captures_before_flush) - 1), \
+            asked
     for frame in frames:
         assert isinstance(frame.pixels, np.ndarray) and frame.pixels.ndim == 2
         assert frame.pixels.dtype == np.uint8 and min(frame.pixels.shape) > 0
@@ -37,6 +59,13 @@ def check_frame_source(source: Any, frames_wanted: int = 5, timeout_s: float = 2
     assert [f.index for f in frames] == sorted(f.index for f in frames)
     source.close()
     source.close()
+
+
+def _timed_read(source: Any, timeout_s: float) -> Any:
+    asked = time.monotonic()
+    frame = source.read(timeout_s)
+    assert time.monotonic() - asked < timeout_s + 1.0, "read() overran its timeout"
+    return frame
 
 
 def decision(verdict: Verdict) -> Decision:

@@ -29,7 +29,9 @@ def test_picamera_frames_on_a_picamera2_stand_in_keep_the_frame_source_contract(
     fake = FakePicamera2()
     for seed in range(8):
         fake.queue(noise_frame(seed=seed))
-    check_frame_source(open_frames(fake, clock=time))  # the module: time.monotonic() stamps each frame
+    # the module: time.monotonic() stamps each frame; the stand-in records each capture's flush
+    check_frame_source(open_frames(fake, clock=time),
+                       flush_requests=lambda: [flush is True for _, flush in fake.captures])
 
 
 def test_gpiozero_outputs_on_mock_pins_keep_the_outputs_contract():
