@@ -107,27 +107,34 @@ def test_watchdog_is_sent_from_the_loop_only_while_frames_are_fresh(notify_socke
     service.after_step.append(lambda: n.ping_if_frames_fresh(clock.monotonic(), service.stats.last_frame_mono_s,
                                                              max_frame_age_s=3.0))
     pixels = np.zeros((8, 8), np.uint8)
-    sent = []
+    # what the camera delivers on each turn of the real loop, and how far the clock moves after it:
+    # 4 frames 0.4 s apart, then nothing for 5 turns 1 s apart (each such read waits out its real
+    # 0.5 s timeout, as a silent camera would); then the script ends and run() returns
+    script = [True, True, True, True, False, False, False, False, False]
+    advance_s = [0.4, 0.4, 0.4, 0.4, 1.0, 1.0, 1.0, 1.0, 1.0]
+    sent: list[int] = []
 
-    def step_with(frame: Frame | None) -> None:
-        if frame is not None:
-            frames.push(frame)
-        service.step(timeout_s=0.0)
-        for hook in service.after_step:
-            hook()
+    def next_turn() -> None:  # after the watchdog hook, on the loop thread; must not raise
         sent.append(n.sent)
+        clock.advance(advance_s[len(sent) - 1])
+        if len(sent) == len(script):
+            frames.end()  # the next read raises EOFError, which ends run()
+        elif script[len(sent)]:
+            frames.push(Frame(pixels, clock.monotonic(), len(sent)))
 
-    for i in range(4):  # frames 0.4 s apart: pings at 0 s and 0.8 s (interval 0.5 s)
-        step_with(Frame(pixels, clock.monotonic(), i))
-        clock.advance(0.4)
-    assert sent == [1, 1, 2, 2]
-    for _ in range(10):  # the camera delivers nothing: the loop turns, 3 s after the last frame pings stop
-        step_with(None)
-        clock.advance(0.5)
-    # last frame at +1.2 s; pings every turn (0.5 s apart) until +4.2 s, then none
-    assert sent[4:] == [3, 4, 5, 6, 7, 8, 8, 8, 8, 8]
+    service.after_step.append(next_turn)
+    frames.push(Frame(pixels, clock.monotonic(), 0))
+    stop = threading.Event()
+    loop = threading.Thread(target=service.run, args=(stop,), name="test-loop", daemon=True)
+    loop.start()
+    loop.join(20.0)
+    stop.set()  # only if run() did not end by itself: the assertions below then fail
+    assert not loop.is_alive() and service.input_ended, "run() did not end when the script did"
+    # frame turns at +0, 0.4, 0.8, 1.2 s: pings at 0 and 0.8 s (interval 0.5 s); empty turns at
+    # +1.6, 2.6, 3.6 s (last frame +0.4, 1.4, 2.4 s ago) ping, at +4.6 and 5.6 s (over 3 s) not
+    assert sent == [1, 1, 2, 2, 3, 4, 5, 5, 5]
     got = []
     while (msg := notify_socket.receive(0.2)) is not None:
         got.append(msg)
-    assert got == ["WATCHDOG=1"] * 8
+    assert got == ["WATCHDOG=1"] * 5
     n.close()
