@@ -151,3 +151,15 @@ def test_pass_check_of_a_cccd_masks_the_id(capsys, config):
     assert main(["pass", "check", row, "--config", str(config), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["type"] == "cccd" and report["display"] == "Nguyễn Văn *** ***345" and report["signed"] is False
+
+
+def test_pass_check_against_a_bare_issuer_key_needs_no_device_config(capsys, issuer, tmp_path):
+    made, _ = issuer
+    code, text, _ = issue_cli(capsys, made.private_path)
+    assert code == 0
+    assert main(["pass", "check", text, "--issuer", str(made.public_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["type"], report["reason"]) == ("qg1", "ok")
+    other = new_keypair(tmp_path / "other.pem")
+    assert main(["pass", "check", text, "--issuer", str(other.public_path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["reason"] == "unknown_issuer"

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("text", nargs="?", metavar="PASS_TEXT", help="the payload text (or use --image)")
     c.add_argument("--image", default=None, metavar="FILE", help="read the code from an image file")
     c.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="device config (default: %(default)s)")
+    c.add_argument("--issuer", action="append", default=[], metavar="PUBFILE",
+                   help="trust this issuer public key (PEM) instead of a device's keys; repeatable")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_check)
 
@@ -116,10 +118,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     if bool(args.text) == bool(args.image):
         print("give either PASS_TEXT or --image FILE", file=sys.stderr)
         return 2
-    cfg = load_config(args.config)
-    trust, problems = read_trust_dir(cfg.issuers_dir)
-    for problem in problems:
-        log.warning("%s", problem)
+    if args.issuer:
+        from firmware.credentials import TrustStore
+        from provisioning.keys import load_public_key
+
+        trust = TrustStore.from_keys(load_public_key(path) for path in args.issuer)
+    else:
+        cfg = load_config(args.config)
+        trust, problems = read_trust_dir(cfg.issuers_dir)
+        for problem in problems:
+            log.warning("%s", problem)
     payloads = _read_image(args.image) if args.image else [args.text.encode("utf-8")]
     if not payloads:
         print(f"no QR code found in {args.image}", file=sys.stderr)
