@@ -253,6 +253,16 @@ class GateApp:
         secret = load_or_create_secret(secret_path, on_damaged=partial(self.alarms.set, "venue_secret_replaced"))
         sink = self._sink or self._open_sink()
         self.shutdown.add("close event sink", sink.close)
+        rescan = getattr(sink, "quarantined_files", None)
+        if rescan is not None:
+            def recheck_quarantine() -> dict[str, Any]:
+                """Reload: a quarantined outbox the technician moved away no longer blocks the gate."""
+                left = list(rescan())
+                if not left:
+                    self.alarms.set("outbox_quarantined", None)
+                return {"outbox_quarantined": left}
+
+            self.reload_hooks.append(recheck_quarantine)
         self.link = self._open_link()
         passback = SqlitePassbackStore(state_dir / "passback.sqlite", keep_s=max(cfg.policy.passback_window_s, 3600.0))
         self.shutdown.add("close passback store", passback.close)

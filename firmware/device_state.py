@@ -80,8 +80,9 @@ class DeviceInputs:
         max_frame_age_s: a camera silent for this long is faulty.
         storage_alarm: the outbox is at or above its alarm level.
         storage_full: the outbox cannot take new events.
-        fail_closed: a store the gate cannot decide without is unusable (no outbox at all);
-            shown as ``storage_alarm``, every code denied with ``fail_closed``.
+        fail_closed: a store the gate cannot decide without is unusable (no outbox at all,
+            or a quarantined outbox not yet recovered); shown as ``storage_alarm``, every code
+            denied with ``fail_closed``.
         clock_trusted: the wall clock can be used for validity checks.
         lists_stale: the deny/allow lists are past their maximum age.
         lists_fail_closed: with stale lists, deny every code (``lists.stale_policy``).

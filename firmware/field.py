@@ -411,7 +411,10 @@ class FieldOps:
         except Exception:
             return True, False, fail_closed
         level = getattr(s, "alarm_level", 0.0)
-        return alarm or level >= 0.8 or bool(getattr(s, "quarantined", ())), level >= 1.0, fail_closed
+        # A quarantined outbox may hold unsent events: the gate fails closed (issue 3) until a
+        # technician has recovered them and moved the file out, then reloads or restarts.
+        quarantined = bool(getattr(s, "quarantined", ()))
+        return alarm or level >= 0.8 or quarantined, level >= 1.0, fail_closed or quarantined
 
     def tick(self) -> DeviceState:
         """Sample, evaluate and apply the device state. Returns it. Any thread; serialised."""

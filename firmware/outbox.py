@@ -31,8 +31,9 @@ Corruption: a database that cannot be opened, fails ``PRAGMA quick_check`` or ha
 wrong schema is renamed ``outbox.sqlite.corrupt-<UTC time>`` (with its ``-wal``), an alarm
 is raised, and a fresh outbox starts with ``seq`` above the reserved high-water mark.
 The alarm ``outbox_quarantined`` is raised at start while a quarantined file is in the state
-directory; an operator clears it by moving the file away once it has been recovered (seen
-at the next start, or when ``quarantined_files()`` is called).
+directory; while it is there the gate fails closed (``firmware.field``: every code refused
+with ``fail_closed``). An operator clears it by moving the file away once it has been
+recovered (seen at the next start, or on ``reload``, which calls ``quarantined_files()``).
 
 Threads: one writer (the scan loop) and the publisher thread share one connection behind
 a lock; every critical section is one short transaction. ``stats()`` is called several

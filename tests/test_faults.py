@@ -211,7 +211,7 @@ def test_e_burst_of_1000_scans_while_connected_all_arrive_in_order(
     assert states[-1]["device_id"] == DEVICE_ID
 
 
-def test_corrupt_outbox_at_start_is_quarantined_and_the_daemon_keeps_deciding_with_seq_above_high_water(
+def test_corrupt_outbox_at_start_is_quarantined_the_gate_fails_closed_without_crash_loop_seq_above_high_water(
         tmp_path, images):
     folder = subset(images, tmp_path / "images", 5)
     config = write_config(tmp_path, folder)
@@ -231,3 +231,11 @@ def test_corrupt_outbox_at_start_is_quarantined_and_the_daemon_keeps_deciding_wi
     assert again.wait(60) == 0, again.log_text()
     assert [e["seq"] for e in again.printed] == [2005, 2006, 2007, 2008, 2009]
     assert len(list(state.glob("outbox.sqlite.corrupt-*"))) == 1
+    # Until the quarantined file is dealt with, the gate fails closed: every code refused, recorded.
+    assert {(e["decision"], e["reason"]) for e in daemon.printed + again.printed} == {("denied", "fail_closed")}
+    # The technician recovers it and moves it out of the state directory: normal decisions again.
+    (state / quarantined[0]).rename(tmp_path / quarantined[0])
+    third = Daemon(config, tmp_path / "daemon.log")
+    assert third.wait(60) == 0, third.log_text()
+    assert [e["seq"] for e in third.printed] == [2010, 2011, 2012, 2013, 2014]
+    assert "fail_closed" not in {e["reason"] for e in third.printed}

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from firmware.device_state import DeviceState
+from firmware.model import Reason
 from firmware.provisioning_setup import EX_RESTART
 from tests.field_support import build_app, write_site
 
@@ -48,3 +50,22 @@ def test_reload_with_a_changed_valid_config_stops_for_a_clean_restart(app):
     data, error = gate.field._cmd_reload(None)
     assert error is None and data["config"] == "restarting"
     assert gate.stop_event.is_set() and gate.exit_status == EX_RESTART
+
+
+def test_a_quarantined_outbox_keeps_the_gate_closed_until_moved_away_and_reloaded(tmp_path):
+    config, _ = write_site(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    (state / "outbox.sqlite.corrupt-20261126T000000Z").write_bytes(b"\0" * 4096)
+    gate = build_app(config)
+    try:
+        assert gate.field.tick() is DeviceState.STORAGE_ALARM
+        assert gate.service.gatekeeper.blocked is Reason.FAIL_CLOSED
+        (state / "outbox.sqlite.corrupt-20261126T000000Z").rename(tmp_path / "recovered.sqlite")
+        assert gate.field.tick() is DeviceState.STORAGE_ALARM  # nothing changes before a reload
+        data, error = gate.field._cmd_reload(None)
+        assert error is None and data["outbox_quarantined"] == []
+        assert gate.field.tick() is DeviceState.READY
+        assert gate.service.gatekeeper.blocked is None
+    finally:
+        gate.close()
