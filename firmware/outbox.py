@@ -586,7 +586,7 @@ class SqliteOutbox:
 
     @property
     def _backlog(self) -> int:
-        return self._unsent + self._awaiting
+        return int(self._unsent + self._awaiting)
 
     @property
     def unsent(self) -> int:
