@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 
 import paho.mqtt.client as paho
 import pytest
+from gpiozero.pins.mock import MockFactory
 from paho.mqtt.enums import CallbackAPIVersion
 
+from firmware.app import GateApp
+from firmware.config import parse_config
 from firmware.mqtt import MqttLink, MqttSettings, release_paho_sockets
 from firmware.outbox import SqliteOutbox
 from firmware.publisher import OutboxPublisher
@@ -19,6 +23,7 @@ from provisioning.history.store import open_store
 from tests.mqtt_support import Collector
 from tests.test_history_collector import RunningCollector, settings
 from tests.test_outbox import scan_event
+from tests.test_outbox_app import site
 
 WAIT_S = 20.0
 YEAR_S = 365 * 86400.0
@@ -206,3 +211,30 @@ def test_turning_app_ack_off_counts_rows_awaiting_the_ack_as_delivered(tmp_path)
         assert (outbox.stats().unsent, outbox.stats().awaiting_ack, outbox.stats().stored) == (1, 0, 3)
     finally:
         outbox.close()
+
+
+def test_gate_app_with_mqtt_app_ack_waits_for_the_collector_ack(tmp_path, shared_broker, topic_prefix):
+    base = site(tmp_path)
+    cfg = parse_config({
+        "device": {"id": "app-gate", "venue_id": "v-1", "state_dir": str(base.state_dir),
+                   "runtime_dir": str(tmp_path / "run")},
+        "camera": {"source": base.camera.source, "frames_per_image": 1, "as_fast_as_possible": True},
+        "gpio": {"pin_factory": "mock", "relay_pulse_ms": 50},
+        "keys": {"issuers_dir": str(tmp_path / "issuers")},
+        "mqtt": {"host": shared_broker.host, "port": shared_broker.port, "prefix": topic_prefix,
+                 "discovery": False, "app_ack": True, "app_ack_timeout_s": 60},
+    }, str(tmp_path / "qrgate.toml"))
+    store = open_store(str(tmp_path / "h.sqlite"))
+    collector = RunningCollector(store, settings(shared_broker, topic_prefix))
+    app = GateApp(cfg, pin_factory=MockFactory())
+    try:
+        app.build()
+        app.run(threading.Event())
+        assert app.publisher.app_ack_timeout_s == 60.0 and app.publisher.outbox.app_ack
+        assert app.wait_drained(WAIT_S), app.publisher.outbox.stats()
+        assert app.publisher.acked_through == 2
+        assert stored_seqs(store) == [1, 2]
+    finally:
+        app.close()
+        collector.close()
+        store.close()
