@@ -325,7 +325,8 @@ class GateApp:
 
         try:
             return SqliteOutbox(self.cfg.state_dir / "outbox.sqlite", max_events=self.cfg.outbox.max_events,
-                                retention_s=self.cfg.outbox.retention_days * 86400.0, on_alarm=self.alarms.set)
+                                retention_s=self.cfg.outbox.retention_days * 86400.0, on_alarm=self.alarms.set,
+                                app_ack=self.cfg.mqtt.app_ack)
         except StoreError as err:
             log.error("no usable outbox, the gate refuses every scan until this is fixed: %s", err)
             self.alarms.set("outbox_unavailable", str(err))
@@ -362,7 +363,9 @@ class GateApp:
             return
         state = StateReporter(self.link, self.state_fields, self.cfg.mqtt.state_interval_s)
         self.publisher = OutboxPublisher(sink, self.link, inflight_max=self.cfg.mqtt.inflight_max,
-                                         alarms=self.alarms, state=state)
+                                         alarms=self.alarms, state=state,
+                                         app_ack_timeout_s=(self.cfg.mqtt.app_ack_timeout_s
+                                                            if self.cfg.mqtt.app_ack else None))
         service.on_event.append(lambda _event: self.publisher.wake())
         link, publisher = self.link, self.publisher
         self.shutdown.add("flush outbox", partial(self._flush_outbox, self.flush_timeout_s), Phase.FLUSH)

@@ -168,6 +168,14 @@ class MqttConfig:
     discovery_prefix: str = opt("homeassistant", "Home Assistant discovery prefix.", "homeassistant")
     state_interval_s: float = opt(60.0, "Refresh the retained state at least this often.", 60.0,
                                   min=1.0, max=3600.0)
+    app_ack: bool = opt(False, "Application-level ack: an event counts as delivered only when the "
+                        "consumer (the history collector) acknowledges it on the retained "
+                        "`<prefix>/<device_id>/ack` topic, not when the broker PUBACKs it; until then it "
+                        "stays in the outbox (counted in the backlog and the budget) and is published again "
+                        "after `app_ack_timeout_s`. Needs a collector that publishes acks.", True)
+    app_ack_timeout_s: float = opt(300.0, "With `app_ack`: publish an event again when the consumer has not "
+                                   "acknowledged it this many seconds after the broker's PUBACK.", 300.0,
+                                   min=1.0, max=86400.0)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ Usage flow::
     outbox = SqliteOutbox(state_dir / "outbox.sqlite", max_events=300_000)
     stored = outbox.append(event)          # scan loop: committed (fsync) before it returns
     rows = outbox.pending(after_seq=0, limit=100)   # publisher thread: [(seq, json_text)]
-    outbox.mark_sent([seq, ...], sent_s=now)        # only after a successful PUBACK
-    outbox.prune(now_s)                    # sent rows, by age and size, small batches
+    outbox.mark_sent([seq, ...])           # only after a successful PUBACK
+    outbox.mark_acked(acked_through)       # app_ack only: the consumer stored every seq <= it
+    outbox.requeue_unacked(before_s)       # app_ack only: published too long ago, not acknowledged
+    outbox.prune(now_s)                    # delivered rows, by age and size, small batches
     outbox.close()
 
 Storage (``outbox.sqlite`` in the state directory): WAL journal, ``synchronous=FULL``, one
@@ -15,17 +17,33 @@ event JSON as text, a ``sent`` flag and a partial index over unsent rows only, s
 ``pending`` and the backlog figures cost O(batch) whatever the number of stored events.
 Each ``append`` is one transaction that assigns ``seq`` and ``event_id``.
 
+Application-level acknowledgement (``app_ack=True``, config ``mqtt.app_ack``): a PUBACK only
+proves the broker took the event, so a row then moves to a third state, "published, awaiting
+the consumer's ack". The ``sent`` column holds ``SENT_NO`` (0, not yet PUBACKed), ``SENT_DONE``
+(1, delivered: PUBACKed with app_ack off, or acknowledged by the consumer with app_ack on) or
+``SENT_AWAITING`` (2, PUBACKed, consumer ack outstanding; ``published_s`` holds the wall time of
+the PUBACK). ``mark_acked(n)`` moves every row with ``seq <= n`` to ``SENT_DONE``;
+``requeue_unacked(before_s)`` moves rows published before ``before_s`` back to ``SENT_NO`` so
+they are published again (at least once; consumers drop duplicates on ``event_id``). Two more
+partial indexes (over awaiting rows by ``seq`` and by ``published_s``) keep both O(batch).
+Existing files gain the ``published_s`` column (``ALTER TABLE``, NULL default) and the indexes
+at open; their sent rows (1) stay delivered. Opening with app_ack off turns awaiting rows into
+delivered ones (that is what a PUBACK means without app_ack).
+
 ``seq`` never goes backwards and is never reused: the ``meta`` table keeps its high-water
 mark across pruning, and a small file beside the database (``outbox.seq``, written
 atomically) reserves seq numbers in blocks of ``SEQ_RESERVE_BLOCK``. A fresh database
 (first start, deleted or quarantined file) starts above that reservation, so a consumer
 sees a gap, never a repeated ``seq``.
 
-Budget: ``max_events`` counts stored rows, sent and unsent. Sent rows are pruned first
-(oldest first); when the unsent rows alone fill the budget, ``append`` raises
+Budget: ``max_events`` counts stored rows, sent and unsent. Delivered rows are pruned first
+(oldest first); when the undelivered rows alone fill the budget, ``append`` raises
 ``StorageFull`` (a ``StoreError``): the gate service then refuses grants with reason
-``storage_full``. Unsent rows are never dropped. It recovers by itself as soon as the
-publisher marks rows sent. Alarms are raised at 50 % and 80 % of the budget (unsent rows).
+``storage_full``. Undelivered rows are never dropped. It recovers by itself as soon as the
+publisher marks rows sent. Alarms are raised at 50 % and 80 % of the budget (undelivered rows).
+"Undelivered" (the ``unsent`` figure, the backlog) means not yet PUBACKed with app_ack off, and
+not yet acknowledged by the consumer (not PUBACKed, or PUBACKed and awaiting the ack) with
+app_ack on; only delivered rows are ever pruned.
 
 Corruption: a database that cannot be opened, fails ``PRAGMA quick_check`` or has the
 wrong schema is renamed ``outbox.sqlite.corrupt-<UTC time>`` (with its ``-wal``), an alarm
@@ -66,6 +84,7 @@ from firmware.model import ScanEvent
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+SENT_NO, SENT_DONE, SENT_AWAITING = 0, 1, 2
 SEQ_RESERVE_BLOCK = 1000
 PRUNE_BATCH = 500
 # Sent rows are pruned down to this share of the budget, so appends rarely prune themselves.
@@ -80,9 +99,15 @@ CREATE TABLE IF NOT EXISTS events (
     event_id TEXT NOT NULL,
     created_s REAL NOT NULL,
     sent INTEGER NOT NULL DEFAULT 0,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    published_s REAL
 );
 CREATE INDEX IF NOT EXISTS events_unsent ON events(seq) WHERE sent = 0;
+"""
+# Applied after _SCHEMA (and after adding published_s to an older file).
+_SCHEMA_APP_ACK = """
+CREATE INDEX IF NOT EXISTS events_awaiting ON events(seq) WHERE sent = 2;
+CREATE INDEX IF NOT EXISTS events_awaiting_age ON events(published_s) WHERE sent = 2;
 """
 
 
@@ -96,13 +121,16 @@ class OutboxStats:
 
     Attributes:
         stored: rows in the database (sent and unsent).
-        unsent: rows not yet acknowledged by the broker (the backlog).
-        oldest_unsent_s: wall time the oldest unsent event was stored, or None.
+        unsent: rows not yet delivered (the backlog): not PUBACKed by the broker; with
+            app_ack on, not yet acknowledged by the consumer (``awaiting_ack`` included).
+        oldest_unsent_s: wall time the oldest undelivered event was stored, or None.
         seq_high: the highest seq ever assigned.
         max_events: the budget.
         fill: unsent / max_events (0.0 to 1.0).
         alarm_level: the highest alarm level reached (0.0, 0.5, 0.8 or 1.0 when full).
         quarantined: quarantined database files present in the state directory.
+        awaiting_ack: app_ack only: rows PUBACKed but not yet acknowledged by the consumer
+            (part of ``unsent``); always 0 with app_ack off.
     """
 
     stored: int
@@ -113,6 +141,7 @@ class OutboxStats:
     fill: float
     alarm_level: float
     quarantined: tuple[str, ...]
+    awaiting_ack: int = 0
 
 
 def _utc_stamp(wall_s: float) -> str:
@@ -152,6 +181,7 @@ class SqliteOutbox:
         seq_file: the seq reservation file (default ``outbox.seq`` beside ``path``).
         on_alarm: called with (name, text or None) when an alarm is raised or cleared;
             it runs on the calling thread and must return quickly.
+        app_ack: a PUBACK leaves a row awaiting the consumer's ack (config ``mqtt.app_ack``).
 
     Raises:
         StoreError: the state directory is unusable, or a bad database could not be moved aside.
@@ -160,8 +190,12 @@ class SqliteOutbox:
     def __init__(self, path: Path, *, max_events: int = 300_000, retention_s: float = 7 * 86400.0,
                  wall: Callable[[], float] = time.time, random_bytes: Callable[[int], bytes] = os.urandom,
                  seq_file: Path | None = None,
-                 on_alarm: Callable[[str, str | None], None] | None = None) -> None:
+                 on_alarm: Callable[[str, str | None], None] | None = None,
+                 app_ack: bool = False) -> None:
         self.path = Path(path)
+        self.app_ack = app_ack
+        self._awaiting = 0  # rows in SENT_AWAITING (app_ack)
+        self._oldest_published_s: float | None = None  # the oldest published_s of an awaiting row
         self.max_events = max_events
         self.retention_s = retention_s
         self._wall = wall
@@ -173,8 +207,9 @@ class SqliteOutbox:
         self._alarm_level = 0.0
         self._oldest_unsent: tuple[int, float] | None = None  # (seq, created_s) of the lowest unsent seq
         # What stats() reads, replaced whole after each change: (stored, unsent, oldest_unsent_s,
-        # seq_high, alarm_level). One attribute read, so never torn and never waiting on the lock.
-        self._figures: tuple[int, int, float | None, int, float] = (0, 0, None, 0, 0.0)
+        # seq_high, alarm_level, awaiting). One attribute read, so never torn and never waiting
+        # on the lock.
+        self._figures: tuple[int, int, float | None, int, float, int] = (0, 0, None, 0, 0.0, 0)
         self._quarantined: tuple[str, ...] = ()
         self.quarantined_now: Path | None = None
         try:
@@ -228,6 +263,14 @@ class SqliteOutbox:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
+            if "published_s" not in {r[1] for r in conn.execute("PRAGMA table_info(events)")}:
+                conn.execute("ALTER TABLE events ADD COLUMN published_s REAL")  # a file from before app_ack
+            for stmt in _SCHEMA_APP_ACK.strip().split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            if not self.app_ack:
+                # Without app_ack a PUBACK means delivered: rows left awaiting by an app_ack run are done.
+                conn.execute("UPDATE events SET sent = 1 WHERE sent = 2")
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('seq_high', 0)")
             conn.execute("COMMIT")
@@ -272,6 +315,8 @@ class SqliteOutbox:
         c = self._conn
         self._stored = c.execute("SELECT count(*) FROM events").fetchone()[0]
         self._unsent = c.execute("SELECT count(*) FROM events WHERE sent = 0").fetchone()[0]
+        self._awaiting = c.execute("SELECT count(*) FROM events WHERE sent = 2").fetchone()[0]
+        self._oldest_published_s = self._query_oldest_published()
         meta_high = c.execute("SELECT value FROM meta WHERE key = 'seq_high'").fetchone()[0]
         max_seq = c.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
         self._seq_high = max(meta_high, max_seq)
@@ -297,17 +342,17 @@ class SqliteOutbox:
         with self._lock:
             if self._closed:
                 raise StoreError(f"outbox {self.path} is closed")
-            if self._stored >= self.max_events and self._stored > self._unsent:
+            if self._stored >= self.max_events and self._stored > self._backlog:
                 try:
                     self._prune_locked(self._wall(), int(self.max_events * PRUNE_TARGET_SHARE), max_batches=4)
                 finally:
                     self._publish_figures()
-            if self._unsent >= self.max_events or self._stored >= self.max_events:
+            if self._backlog >= self.max_events or self._stored >= self.max_events:
                 self._update_alarm()
                 self._publish_figures()
-                raise StorageFull(f"outbox is full: {self._unsent} unsent events fill outbox.max_events = "
-                                  f"{self.max_events}; they go out when the broker is reachable "
-                                  "(check [mqtt]), or raise the budget")
+                raise StorageFull(f"outbox is full: {self._backlog} undelivered events fill outbox.max_events = "
+                                  f"{self.max_events}; they go out when the broker (and, with "
+                                  "mqtt.app_ack, the consumer) is reachable (check [mqtt]), or raise the budget")
             seq = self._seq_high + 1
             now_s = self._wall()
             stored = replace(event, seq=seq, event_id=event.event_id or new_event_id(now_s, self._random(10)))
@@ -361,6 +406,9 @@ class SqliteOutbox:
     def mark_sent(self, seqs: Iterable[int]) -> int:
         """Mark events sent (their PUBACK arrived with a success code), in one transaction.
 
+        With app_ack off they are delivered; with app_ack on they await the consumer's ack
+        (``published_s`` is set to now).
+
         Returns the number of rows that changed (already-sent or pruned seqs are ignored).
 
         Raises:
@@ -370,14 +418,19 @@ class SqliteOutbox:
         if not batch:
             return 0
         with self._lock:
+            now_s = self._wall()
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     before = self._conn.total_changes
-                    self._conn.executemany("UPDATE events SET sent = 1 WHERE seq = ? AND sent = 0", batch)
+                    if self.app_ack:
+                        self._conn.executemany("UPDATE events SET sent = 2, published_s = ? "
+                                               "WHERE seq = ? AND sent = 0", [(now_s, s) for (s,) in batch])
+                    else:
+                        self._conn.executemany("UPDATE events SET sent = 1 WHERE seq = ? AND sent = 0", batch)
                     changed = self._conn.total_changes - before
                     oldest = self._oldest_unsent
-                    if changed and oldest is not None and (oldest[0],) in batch:
+                    if changed and not self.app_ack and oldest is not None and (oldest[0],) in batch:
                         oldest = self._query_oldest_unsent()  # one indexed row, in the same transaction
                     self._conn.execute("COMMIT")
                 except BaseException:
@@ -386,10 +439,89 @@ class SqliteOutbox:
             except sqlite3.Error as err:
                 raise StoreError(f"cannot mark events sent in {self.path} ({err})") from err
             self._unsent -= changed
+            if self.app_ack and changed:
+                self._awaiting += changed
+                if self._oldest_published_s is None:
+                    self._oldest_published_s = now_s
             self._oldest_unsent = oldest
             self._update_alarm()
             self._publish_figures()
             return changed
+
+    def mark_acked(self, acked_through: int) -> int:
+        """app_ack: mark every row with ``seq <= acked_through`` delivered (the consumer stored
+        every seq up to it), whether awaiting its ack or queued to be published again.
+
+        Returns the number of rows that changed. One transaction over the partial indexes.
+
+        Raises:
+            StoreError: the database could not be written.
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"outbox {self.path} is closed")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    before = self._conn.total_changes
+                    self._conn.execute("UPDATE events SET sent = 1 WHERE sent = 2 AND seq <= ?", (acked_through,))
+                    awaiting_done = self._conn.total_changes - before
+                    self._conn.execute("UPDATE events SET sent = 1 WHERE sent = 0 AND seq <= ?", (acked_through,))
+                    unsent_done = self._conn.total_changes - before - awaiting_done
+                    oldest_unsent = self._query_oldest_unsent()
+                    oldest_published = self._query_oldest_published()
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot mark events acknowledged in {self.path} ({err})") from err
+            self._awaiting -= awaiting_done
+            self._unsent -= unsent_done
+            self._oldest_unsent = oldest_unsent
+            self._oldest_published_s = oldest_published
+            self._update_alarm()
+            self._publish_figures()
+            return awaiting_done + unsent_done
+
+    def requeue_unacked(self, published_before_s: float, limit: int = PRUNE_BATCH) -> int | None:
+        """app_ack: put up to limit rows published before ``published_before_s`` (wall time)
+        and still not acknowledged back in the queue, so they are published again.
+
+        Cheap when nothing is due (an in-memory check, no I/O).
+
+        Returns:
+            The lowest seq requeued, or None if none was due.
+
+        Raises:
+            StoreError: the database could not be written.
+        """
+        oldest = self._oldest_published_s
+        if oldest is None or oldest >= published_before_s:
+            return None
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"outbox {self.path} is closed")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    seqs = [r[0] for r in self._conn.execute(
+                        "SELECT seq FROM events WHERE sent = 2 AND published_s < ? ORDER BY published_s LIMIT ?",
+                        (published_before_s, limit))]
+                    self._conn.executemany("UPDATE events SET sent = 0 WHERE seq = ? AND sent = 2",
+                                           [(s,) for s in seqs])
+                    oldest_published = self._query_oldest_published()
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot requeue unacknowledged events in {self.path} ({err})") from err
+            self._awaiting -= len(seqs)
+            self._unsent += len(seqs)
+            self._oldest_published_s = oldest_published
+            self._publish_figures()
+            return min(seqs) if seqs else None
 
     def prune(self, now_s: float, max_batches: int = 20) -> int:
         """Delete sent rows older than the retention, then the oldest sent rows while the
@@ -428,7 +560,7 @@ class SqliteOutbox:
         try:
             for sql, args, wanted in queries:
                 for _ in range(max_batches):
-                    if self._stored <= self._unsent or not wanted():
+                    if self._stored <= self._backlog or not wanted():
                         break
                     seqs = [r[0] for r in self._conn.execute(sql, args())]
                     if not seqs:
@@ -453,8 +585,18 @@ class SqliteOutbox:
     # ------------------------------------------------------------------ figures and alarms
 
     @property
+    def _backlog(self) -> int:
+        return int(self._unsent + self._awaiting)
+
+    @property
     def unsent(self) -> int:
-        """Number of unsent events (in memory, no I/O)."""
+        """Number of undelivered events, the backlog (in memory, no I/O): not PUBACKed; with
+        app_ack on, also those PUBACKed and awaiting the consumer's ack."""
+        return self._backlog
+
+    @property
+    def unpublished(self) -> int:
+        """Number of events not yet PUBACKed (in memory, no I/O)."""
         return self._unsent
 
     @property
@@ -464,25 +606,32 @@ class SqliteOutbox:
 
     def stats(self) -> OutboxStats:
         """A snapshot for status and state: in-memory figures only, no lock, no I/O."""
-        stored, unsent, oldest_s, seq_high, level = self._figures
+        stored, unsent, oldest_s, seq_high, level, awaiting = self._figures
         return OutboxStats(stored=stored, unsent=unsent, oldest_unsent_s=oldest_s, seq_high=seq_high,
                            max_events=self.max_events, fill=min(1.0, unsent / self.max_events),
-                           alarm_level=level, quarantined=self._quarantined)
+                           alarm_level=level, quarantined=self._quarantined, awaiting_ack=awaiting)
 
     def _publish_figures(self) -> None:
         """Replace what stats() reads (call with the lock held, after a committed change)."""
         oldest = self._oldest_unsent
-        self._figures = (self._stored, self._unsent, None if oldest is None else oldest[1],
-                         self._seq_high, self._alarm_level)
+        self._figures = (self._stored, self._backlog, None if oldest is None else oldest[1],
+                         self._seq_high, self._alarm_level, self._awaiting)
 
     def _query_oldest_unsent(self) -> tuple[int, float] | None:
-        row = self._conn.execute("SELECT seq, created_s FROM events WHERE sent = 0 ORDER BY seq LIMIT 1"
-                                 ).fetchone()
-        return None if row is None else (row[0], row[1])
+        """The lowest undelivered row (unsent; with app_ack also awaiting), two indexed reads."""
+        rows = [self._conn.execute(f"SELECT seq, created_s FROM events WHERE sent = {state} "
+                                   "ORDER BY seq LIMIT 1").fetchone()
+                for state in ((SENT_NO, SENT_AWAITING) if self.app_ack else (SENT_NO,))]
+        found = [r for r in rows if r is not None]
+        return None if not found else min((r[0], r[1]) for r in found)
+
+    def _query_oldest_published(self) -> float | None:
+        row = self._conn.execute("SELECT min(published_s) FROM events WHERE sent = 2").fetchone()
+        return None if row is None else row[0]
 
     def _update_alarm(self) -> None:
-        fill = self._unsent / self.max_events
-        level = (1.0 if self._unsent >= self.max_events
+        fill = self._backlog / self.max_events
+        level = (1.0 if self._backlog >= self.max_events
                  else max([0.0] + [a for a in ALARM_LEVELS if fill >= a]))
         if level == self._alarm_level:
             return
@@ -493,7 +642,7 @@ class SqliteOutbox:
             self._alarm("outbox_fill", None)
             return
         text = ("outbox full: new scans are refused (storage_full)" if level >= 1.0 else
-                f"outbox backlog at {int(level * 100)} % of its budget ({self._unsent} of {self.max_events})")
+                f"outbox backlog at {int(level * 100)} % of its budget ({self._backlog} of {self.max_events})")
         (log.error if rising and level >= ALARM_LEVELS[-1] else log.warning)("%s", text)
         self._alarm("outbox_fill", text)
 

@@ -25,6 +25,14 @@ paho's ``on_publish`` runs on paho's thread and may fire before ``publish()`` ha
 the id (paho #361), so the callback only puts ``(mid, ok, code)`` on a queue; this thread
 reads the queue only after it has recorded the id of everything it published.
 
+Application-level acks (``app_ack_timeout_s`` set, config ``mqtt.app_ack``): the publisher
+subscribes to the retained ``<prefix>/<device_id>/ack`` that the consumer (the history
+collector) publishes, JSON ``{"device_id": ..., "acked_through": N, "ts": ...}``, and marks
+every row with ``seq <= N`` delivered (``SqliteOutbox.mark_acked``). It ignores malformed
+messages, other device ids, acks that do not move forward, and acks above the highest seq
+this outbox ever assigned (a stale ack from before a wiped state directory). PUBACKed rows
+not acknowledged within ``app_ack_timeout_s`` are published again (at least once).
+
 The publisher also prunes the outbox periodically and ticks the ``StateReporter``.
 """
 
@@ -145,13 +153,18 @@ class OutboxPublisher:
         inflight_max: at most this many scan events unacknowledged.
         alarms: where ``publish_refused`` is raised.
         state: an optional StateReporter ticked on this thread.
-        monotonic, wall: clocks (durations and prune age).
+        monotonic, wall: clocks (durations and prune age; ``wall`` also for app-ack timeouts,
+            which must survive a restart).
+        app_ack_timeout_s: None (default): a PUBACK is delivery. A number: subscribe to the
+            consumer's ``ack`` topic and publish again what it has not acknowledged within
+            this many seconds; the outbox must have been opened with ``app_ack=True``.
     """
 
     def __init__(self, outbox: SqliteOutbox, link: Any, *, inflight_max: int = 100,
                  alarms: Alarms | None = None, state: StateReporter | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 app_ack_timeout_s: float | None = None) -> None:
         self.outbox = outbox
         self.link = link
         self.inflight_max = inflight_max
@@ -178,13 +191,23 @@ class OutboxPublisher:
         self.refused = 0
         self.max_inflight_seen = 0
         self.queue_refusals = 0
+        self.app_ack_timeout_s = app_ack_timeout_s
+        self.acked_through = 0       # the highest consumer ack applied by this process
+        self.acks_ignored = 0
+        self.republished_unacked = 0
+        self.changed = threading.Condition()  # notified after every turn of the loop
         link.on_ack = self._on_ack
+        if app_ack_timeout_s is not None:
+            link.subscribe("ack", self._on_app_ack)
         link.add_on_connect(self._on_connect)
         link.add_on_disconnect(self.wake)
 
     # called on paho's / the link's threads: enqueue only
     def _on_ack(self, mid: int, ok: bool, code: int, reason: str) -> None:
         self._inbox.put(("ack", mid, ok, code, reason))
+
+    def _on_app_ack(self, topic: str, payload: bytes, retained: bool, props: dict[str, Any]) -> None:
+        self._inbox.put(("app_ack", payload))
 
     def _on_connect(self) -> None:
         self._inbox.put(("connected",))
@@ -267,6 +290,7 @@ class OutboxPublisher:
             except queue.Empty:
                 break
         acked: list[int] = []
+        app_acked: int | None = None
         for item in items:
             if item[0] == "ack":
                 seq = self._inflight.pop(item[1], None)
@@ -282,6 +306,10 @@ class OutboxPublisher:
                     acked.append(seq)
                 else:
                     self._refused(seq, item[3], item[4])
+            elif item[0] == "app_ack":
+                through = self._parse_app_ack(item[1])
+                if through is not None:
+                    app_acked = max(app_acked or 0, through)
             elif item[0] == "connected":
                 self._retry_at = 0.0
                 self._connected_since = self._monotonic()
@@ -301,9 +329,14 @@ class OutboxPublisher:
                 log.info("broker accepts scan events again")
                 self.alarms.set("publish_refused", None)
                 self._retry_s = RETRY_FIRST_S
+        if app_acked is not None:
+            changed = self.outbox.mark_acked(app_acked)
+            self.acked_through = app_acked
+            log.debug("consumer acknowledged through seq %d (%d rows)", app_acked, changed)
         now = self._monotonic()
         if self.link.is_connected() and now >= self._retry_at:
             self._forget_stale(now)
+            self._republish_unacked()
             self._feed()
         if self.outbox.unsent == 0:
             self._drained.set()
@@ -312,6 +345,47 @@ class OutboxPublisher:
             self.outbox.prune(self._wall())
         if self.state is not None:
             self.state.tick(now)
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Block until predicate() is true, checked after each turn of the loop (at least
+        every ``TICK_S``), or timeout_s passes. Returns the last value of predicate()."""
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout=timeout_s)
+
+    def _parse_app_ack(self, payload: bytes) -> int | None:
+        """The ``acked_through`` of a consumer ack, or None if it is to be ignored."""
+        try:
+            doc = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        through = doc.get("acked_through") if isinstance(doc, dict) else None
+        problem = None
+        if not isinstance(doc, dict) or type(through) is not int or through < 0:
+            problem = "not JSON with an integer acked_through"
+        elif doc.get("device_id") != self.link.settings.device_id:
+            problem = f"for device {str(doc.get('device_id'))[:64]!r}"
+        elif through > self.outbox.seq_high:
+            problem = f"acked_through {through} is above this outbox's highest seq {self.outbox.seq_high}"
+        elif through <= self.acked_through:
+            return None  # a repeat or an older ack: nothing new
+        if problem is not None:
+            self.acks_ignored += 1
+            log.warning("ignored a consumer ack on %s: %s (%d bytes)", self.link.topic("ack"), problem,
+                        len(payload))
+            return None
+        return through
+
+    def _republish_unacked(self) -> None:
+        if self.app_ack_timeout_s is None:
+            return
+        lowest = self.outbox.requeue_unacked(self._wall() - self.app_ack_timeout_s)
+        if lowest is not None:
+            self.republished_unacked += 1
+            log.warning("scan events from seq %d were not acknowledged by the consumer within %.0f s; "
+                        "publishing them again", lowest, self.app_ack_timeout_s)
+            self._cursor = min(self._cursor, lowest - 1)
 
     def _refused(self, seq: int, code: int, reason: str) -> None:
         self.refused += 1

@@ -11,11 +11,21 @@ expiry) and manual acknowledgement: a PUBACK goes back to the broker only once t
 is committed, so a collector killed between receive and store gets the message again on
 its next connection. paho's callbacks only put items on a queue; the thread calling
 ``run`` parses, stores in batches, acknowledges, logs sequence gaps and runs retention.
+
+Application-level acks for gates with ``mqtt.app_ack``: after each committed batch, for each
+device with events in it (new or duplicates), the collector publishes a retained QoS 1
+``<prefix>/<device_id>/ack``, JSON ``{"device_id": ..., "acked_through": N, "ts": ...}``,
+where N is the highest seq such that every seq of that device up to N is in the store
+(``HistoryStore.contiguous_through``, so it is right across restarts and with several
+collectors on one store). At most one ack a second per device; a device whose ack was held
+back gets it on a later turn of the loop. Duplicates count, so a gate that publishes again
+because an ack was lost (a broker restarted without persistence) is acknowledged again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
 import threading
@@ -57,6 +67,9 @@ class CollectorSettings:
         username, password: broker login (password read from a file by the CLI).
         ca_file, cert_file, key_file: TLS settings; TLS is on when ``ca_file`` is set.
         store_retry_s: wait between attempts when the database refuses a batch.
+        publish_acks: publish the retained ``<prefix>/<device_id>/ack`` for gates with
+            ``mqtt.app_ack`` (needs publish rights on ``<prefix>/+/ack``).
+        ack_min_interval_s: at most one ack per device this often.
     """
 
     host: str = "127.0.0.1"
@@ -76,6 +89,8 @@ class CollectorSettings:
     cert_file: str = ""
     key_file: str = ""
     store_retry_s: float = 2.0
+    publish_acks: bool = True
+    ack_min_interval_s: float = 1.0
 
     @property
     def topic(self) -> str:
@@ -94,6 +109,7 @@ class CollectorStats:
     malformed: int = 0
     gaps: int = 0
     store_errors: int = 0
+    acks_published: int = 0
     connected: bool = False
     subscribed: bool = False
 
@@ -133,6 +149,9 @@ class ScanCollector:
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._generation = 0
         self._high_seq: dict[str, int | None] = {}
+        self._ack_due: set[str] = set()          # devices whose ack is held back by the rate limit
+        self._ack_next_s: dict[str, float] = {}  # device -> monotonic time its next ack may go
+        self._ack_through: dict[str, int] = {}   # device -> last acked_through (where the next scan starts)
         self.stats = CollectorStats()
         self.changed = changed or threading.Condition()
         self._client = self._make_client()
@@ -189,6 +208,7 @@ class ScanCollector:
                     self._prune()
                     next_prune_s = self._monotonic_s() + s.retention_interval_s
                 self.step(timeout_s=0.5, stop=stop)
+                self._publish_acks(stop)
         finally:
             self._client.disconnect()
             self._client.loop_stop()
@@ -277,6 +297,9 @@ class ScanCollector:
         for msg in messages:
             if msg.generation == self._generation:
                 self._client.ack(msg.mid, msg.qos)
+        if self.settings.publish_acks:
+            self._ack_due.update(ev.device_id for ev in good)
+            self._publish_acks(stop)
         with self.changed:
             self.stats.received += len(messages)
             self.stats.malformed += malformed
@@ -286,6 +309,31 @@ class ScanCollector:
         if fresh:
             log.info("stored %d new events (%d duplicates, %d skipped)", len(fresh), len(good) - len(fresh),
                      malformed)
+
+    def _publish_acks(self, stop: threading.Event) -> None:
+        """Publish the retained ack of every due device whose rate limit allows it."""
+        now_s = self._monotonic_s()
+        for device in sorted(self._ack_due):
+            if now_s < self._ack_next_s.get(device, float("-inf")):
+                continue
+            through = self._retry(lambda d=device: self._store.contiguous_through(d, self._ack_through.get(d)),
+                                  stop)
+            if through is None:
+                if stop.is_set():
+                    return
+                self._ack_due.discard(device)
+                continue
+            from firmware.events import rfc3339_ms
+
+            body = json.dumps({"device_id": device, "acked_through": through,
+                               "ts": rfc3339_ms(self._now_ms() / 1000.0)}, separators=(",", ":"))
+            self._client.publish(f"{self.settings.prefix}/{device}/ack", body, qos=1, retain=True)
+            self._ack_through[device] = through
+            self._ack_next_s[device] = now_s + self.settings.ack_min_interval_s
+            self._ack_due.discard(device)
+            with self.changed:
+                self.stats.acks_published += 1
+                self.changed.notify_all()
 
     def _retry(self, action: Callable[[], Any], stop: threading.Event) -> Any:
         """Run a store call until it works; None if stop is set first."""

@@ -62,6 +62,16 @@ class HistoryStore(Protocol):
         """Return the highest stored ``seq`` of a device, or None if it has no events."""
         ...
 
+    def contiguous_through(self, device: str, from_seq: int | None = None) -> int | None:
+        """Return the highest ``seq`` N of a device such that every seq from its lowest stored
+        seq (or from ``from_seq``, a value this method returned before) up to N is stored: the
+        seq before its first gap, or its max seq without gaps. None if it has no events.
+
+        Costs one index probe per stored seq between the start and N, so callers pass the
+        previous answer as ``from_seq``.
+        """
+        ...
+
     def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
         """Delete events older than ``before_ms`` in batches of ``batch_rows``, one commit each.
 
@@ -92,6 +102,9 @@ _GAPS = (
     " FROM events{where}) AS runs"
     " WHERE next_seq > seq + 1 ORDER BY device_id, seq"
 )
+# The lowest stored seq at or above the start whose successor is missing: the end of the run.
+_CONTIGUOUS = ("SELECT min(e.seq) FROM events e WHERE e.device_id = ? AND e.seq >= ?"
+               " AND NOT EXISTS (SELECT 1 FROM events n WHERE n.device_id = e.device_id AND n.seq = e.seq + 1)")
 _PRUNE = ("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
           " WHERE ts_ms < ? AND received_ms < ? ORDER BY ts_ms LIMIT ?)")
 
@@ -199,6 +212,17 @@ class SqlHistoryStore:
         """Return the highest stored ``seq`` of a device, or None if it has no events."""
         with self._lock:
             found = self._fetch("SELECT max(seq) FROM events WHERE device_id = ?", [device])
+        return None if not found or found[0][0] is None else int(found[0][0])
+
+    def contiguous_through(self, device: str, from_seq: int | None = None) -> int | None:
+        """Return the seq before the device's first gap at or above from_seq (see HistoryStore)."""
+        with self._lock:
+            if from_seq is None:
+                found = self._fetch("SELECT min(seq) FROM events WHERE device_id = ?", [device])
+                if not found or found[0][0] is None:
+                    return None
+                from_seq = int(found[0][0])
+            found = self._fetch(_CONTIGUOUS, [device, from_seq])
         return None if not found or found[0][0] is None else int(found[0][0])
 
     def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
