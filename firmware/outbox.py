@@ -71,7 +71,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -361,14 +362,9 @@ class SqliteOutbox:
                 if seq > self._reserved:
                     write_seq_reservation(self._seq_file, seq + SEQ_RESERVE_BLOCK - 1)
                     self._reserved = seq + SEQ_RESERVE_BLOCK - 1
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
+                with self._transaction():
                     self._conn.execute("INSERT INTO events(seq, event_id, created_s, sent, body) "
                                        "VALUES (?, ?, ?, 0, ?)", (seq, stored.event_id, now_s, body))
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
             except (sqlite3.Error, OSError) as err:
                 raise StoreError(f"cannot store a scan event in {self.path} ({err}); check free space "
                                  "on the state partition") from err
@@ -380,6 +376,18 @@ class SqliteOutbox:
             self._update_alarm()
             self._publish_figures()
             return stored
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction on the shared connection (the caller holds the lock):
+        BEGIN IMMEDIATE, COMMIT when the block ends, ROLLBACK if it raises anything."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
 
     def _rollback(self) -> None:
         try:
@@ -420,8 +428,7 @@ class SqliteOutbox:
         with self._lock:
             now_s = self._wall()
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
+                with self._transaction():
                     before = self._conn.total_changes
                     if self.app_ack:
                         self._conn.executemany("UPDATE events SET sent = 2, published_s = ? "
@@ -432,10 +439,6 @@ class SqliteOutbox:
                     oldest = self._oldest_unsent
                     if changed and not self.app_ack and oldest is not None and (oldest[0],) in batch:
                         oldest = self._query_oldest_unsent()  # one indexed row, in the same transaction
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
             except sqlite3.Error as err:
                 raise StoreError(f"cannot mark events sent in {self.path} ({err})") from err
             self._unsent -= changed
@@ -461,8 +464,7 @@ class SqliteOutbox:
             if self._closed:
                 raise StoreError(f"outbox {self.path} is closed")
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
+                with self._transaction():
                     before = self._conn.total_changes
                     self._conn.execute("UPDATE events SET sent = 1 WHERE sent = 2 AND seq <= ?", (acked_through,))
                     awaiting_done = self._conn.total_changes - before
@@ -470,10 +472,6 @@ class SqliteOutbox:
                     unsent_done = self._conn.total_changes - before - awaiting_done
                     oldest_unsent = self._query_oldest_unsent()
                     oldest_published = self._query_oldest_published()
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
             except sqlite3.Error as err:
                 raise StoreError(f"cannot mark events acknowledged in {self.path} ({err})") from err
             self._awaiting -= awaiting_done
@@ -503,18 +501,13 @@ class SqliteOutbox:
             if self._closed:
                 raise StoreError(f"outbox {self.path} is closed")
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
+                with self._transaction():
                     seqs = [r[0] for r in self._conn.execute(
                         "SELECT seq FROM events WHERE sent = 2 AND published_s < ? ORDER BY published_s LIMIT ?",
                         (published_before_s, limit))]
                     self._conn.executemany("UPDATE events SET sent = 0 WHERE seq = ? AND sent = 2",
                                            [(s,) for s in seqs])
                     oldest_published = self._query_oldest_published()
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
             except sqlite3.Error as err:
                 raise StoreError(f"cannot requeue unacknowledged events in {self.path} ({err})") from err
             self._awaiting -= len(seqs)
@@ -565,17 +558,12 @@ class SqliteOutbox:
                     seqs = [r[0] for r in self._conn.execute(sql, args())]
                     if not seqs:
                         break
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    try:
+                    with self._transaction():
                         # Keep the high-water mark in meta: the deleted rows may include max(seq).
                         self._conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'seq_high'",
                                            (self._seq_high,))
                         self._conn.execute(f"DELETE FROM events WHERE seq IN ({','.join('?' * len(seqs))})",
                                            seqs)
-                        self._conn.execute("COMMIT")
-                    except BaseException:
-                        self._rollback()
-                        raise
                     deleted += len(seqs)
                     self._stored -= len(seqs)
         except sqlite3.Error as err:
