@@ -4,7 +4,8 @@
 (state and runtime dirs under tmp, ``dir:`` replay of ``<tmp>/images``, mock GPIO,
 issuers in ``<tmp>/issuers``); it writes only the file, never the folders, so a test
 decides which of them exist. ``trust_new_key`` makes a key pair and trusts its public
-half in a folder. ``qrgate``, ``run_gate`` and ``start_gate`` run the real CLI.
+half in a folder; ``valid_pass`` and ``write_pass_images`` make passes and scenes of them.
+``qrgate``, ``run_gate`` and ``start_gate`` run the real CLI.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from provisioning import keys
+from provisioning import keys, passes
 
 
 def _toml_value(value: Any) -> str:
@@ -75,6 +77,27 @@ def trust_new_key(tmp_path: Path, key_name: str, folder: str, *, as_name: str | 
     trusted.mkdir(exist_ok=True)
     (trusted / (as_name or made.public_path.name)).write_bytes(made.public_path.read_bytes())
     return made
+
+
+def valid_pass(private: Any, sub: str, *, name: str = "NGUYỄN VĂN A", phone: str = "0912345678",
+               days: float = 1.0, start_offset_s: float = 0.0) -> str:
+    """A signed ``QG1:`` pass for sub, valid for days from now + start_offset_s."""
+    start = time.time() + start_offset_s
+    return passes.issue(private, sub=sub, name=name, phone=phone, now_s=start,
+                        window=passes.validity(start, valid_days=days))
+
+
+def write_pass_images(folder: Path, private: Any, count: int, *, size: int = 400, name: str = "{i:03d}.png",
+                      prefix: str = "EMP") -> Path:
+    """Fill folder (created) with count scenes, each a valid pass for ``<prefix>-<i>``."""
+    from device.synthetic import write_code_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        write_code_png(folder / name.format(i=i), valid_pass(private, f"{prefix}-{i}", name="NGUYEN VAN A",
+                                                             phone="0900000000"),
+                       width=size, height=size, seed=i)
+    return folder
 
 
 def qrgate_argv(*args: str) -> list[str]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from firmware.credentials import envelope
-from provisioning import keys, passes
+from provisioning import keys
 from device.synthetic import write_blank_png, write_code_png
-from tests.daemon_support import qrgate, run_gate, start_gate, trust_new_key, write_config
+from tests.daemon_support import qrgate, run_gate, start_gate, trust_new_key, valid_pass, write_config
 
 RELAY, GREEN, RED, BUZZER = "GPIO17", "GPIO27", "GPIO22", "GPIO23"
 DENIED_PATTERN = [False] + [True, False] * 3
@@ -44,9 +44,8 @@ def site(tmp_path: Path):
 
 
 def issue(private, sub: str, days: float = 1.0, start_offset_s: float = 0.0) -> str:
-    now = time.time() + start_offset_s
-    return passes.issue(private, sub=sub, name="NGUYỄN ĐÌNH HÙNG", phone="0966323123", now_s=now,
-                        window=passes.validity(now, valid_days=days))
+    return valid_pass(private, sub, name="NGUYỄN ĐÌNH HÙNG", phone="0966323123", days=days,
+                      start_offset_s=start_offset_s)
 
 
 def run_gate_with_pins(tmp_path: Path, config: Path) -> tuple[subprocess.CompletedProcess, list[dict], dict]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import subprocess
-import time
 
 import pytest
 
@@ -136,21 +135,12 @@ def test_c_acl_refusal_keeps_events_unsent_raises_the_alarm_in_state_then_they_g
 
 def test_d_budget_reached_refuses_grants_without_opening_then_recovers_with_nothing_lost(
         tmp_path, shared_broker, topic_prefix):
-    from provisioning import keys, passes
-    from device.synthetic import write_code_png
+    from provisioning import keys
+    from tests.daemon_support import trust_new_key, write_pass_images
 
-    key = keys.new_keypair(tmp_path / "issuer.pem")
+    key = trust_new_key(tmp_path, "issuer", "issuers")
     issuers = tmp_path / "issuers"
-    issuers.mkdir()
-    (issuers / key.public_path.name).write_bytes(key.public_path.read_bytes())
-    private = keys.load_private_key(tmp_path / "issuer.pem")
-    folder = tmp_path / "images"
-    folder.mkdir()
-    now = time.time()
-    for i in range(15):
-        code = passes.issue(private, sub=f"EMP-{i}", name="NGUYEN VAN A", phone="0900000000", now_s=now,
-                            window=passes.validity(now, valid_days=1))
-        write_code_png(folder / f"{i:03d}.png", code, width=400, height=400, seed=i)
+    folder = write_pass_images(tmp_path / "images", keys.load_private_key(key.private_path), 15)
     # 1. No broker: ten grants fill the budget, the next five are refused and the relay stays shut.
     config = write_config(tmp_path, folder, fps=10, max_events=10, issuers=issuers)
     daemon = Daemon(config, tmp_path / "daemon.log", "--pin-log", str(tmp_path / "pins.json"))

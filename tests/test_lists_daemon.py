@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from device.synthetic import write_blank_png, write_code_png
-from provisioning import keys, passes
-from tests.daemon_support import qrgate, run_gate, start_gate, trust_new_key, write_config
+from provisioning import keys
+from tests.daemon_support import qrgate, run_gate, start_gate, trust_new_key, valid_pass, write_config
 from tests.mqtt_support import Collector
 
 
@@ -27,9 +26,7 @@ def make_site(tmp_path: Path, **sections) -> tuple[Path, Path, object]:
 
 
 def a_pass(private, sub: str) -> str:
-    now = time.time()
-    return passes.issue(private, sub=sub, name="LÊ THỊ C", phone="0987654321", now_s=now,
-                        window=passes.validity(now, valid_days=1))
+    return valid_pass(private, sub, name="LÊ THỊ C", phone="0987654321")
 
 
 def decisions(result: subprocess.CompletedProcess) -> list[tuple[str, str, str | None]]:

@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from gpiozero.pins.mock import MockFactory
 
-from device.synthetic import write_code_png
 from firmware.app import GateApp
 from firmware.config import parse_config
 from firmware.model import Reason, ScanEvent
 from firmware.outbox import UnavailableSink, read_events
-from provisioning import keys, passes
+from provisioning import keys
+from tests.daemon_support import trust_new_key, write_pass_images
 from tests.conftest import pin_levels
 
 
 def site(tmp_path):
-    key = keys.new_keypair(tmp_path / "issuer.pem")
+    key = trust_new_key(tmp_path, "issuer", "issuers")
     issuers = tmp_path / "issuers"
-    issuers.mkdir()
-    (issuers / key.public_path.name).write_bytes(key.public_path.read_bytes())
-    private = keys.load_private_key(tmp_path / "issuer.pem")
-    images = tmp_path / "images"
-    images.mkdir()
-    now = time.time()
-    for i in range(2):
-        code = passes.issue(private, sub=f"EMP-{i}", name="NGUYEN VAN A", phone="0900000000", now_s=now,
-                            window=passes.validity(now, valid_days=1))
-        write_code_png(images / f"{i}.png", code, width=400, height=400, seed=i)
+    images = write_pass_images(tmp_path / "images", keys.load_private_key(key.private_path), 2, name="{i}.png")
     return parse_config({
         "device": {"id": "app-gate", "venue_id": "v-1", "state_dir": str(tmp_path / "state"),
                    "runtime_dir": str(tmp_path / "run")},

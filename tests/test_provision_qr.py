@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,9 @@ from firmware.fakes import MemorySink
 from firmware.model import DecodedCode, Moment
 from firmware.provisioning_intake import PROVISIONING_KEY, ProvisioningIntake
 from firmware.state_store import StateStore
-from provisioning import keys, passes
+from provisioning import keys
 from provisioning.prov_qr import make_code
-from tests.daemon_support import qrgate, run_gate, trust_new_key, write_config
+from tests.daemon_support import qrgate, run_gate, trust_new_key, valid_pass, write_config
 
 NOW = 1_800_000_000.0
 VENUE = {"schema": "qrgate.venue/1", "venue_id": "v-0123456789ab", "name": "Bến xe Giáp Bát"}
@@ -248,9 +247,7 @@ def unprovisioned_gate(tmp_path: Path):
 
 def test_provision_qr_then_run_provisions_the_gate_which_then_grants_a_pass(unprovisioned_gate):
     tmp_path, config, images, venue, issuer = unprovisioned_gate
-    pass_text = passes.issue(keys.load_private_key(issuer.private_path), sub="EMP-1", name="NGUYỄN VĂN A",
-                             phone="0912345678", now_s=time.time(),
-                             window=passes.validity(time.time(), valid_days=1))
+    pass_text = valid_pass(keys.load_private_key(issuer.private_path), "EMP-1")
     made = qrgate("provision", "qr", "--authority-key", str(tmp_path / "authority.pem"), "--venue", str(venue),
                   "--direction", "out", "--trust-issuer", str(issuer.public_path), "--valid-minutes", "10",
                   "--png", str(images / "00-provisioning.png"))
@@ -288,9 +285,7 @@ def test_provision_qr_then_run_provisions_the_gate_which_then_grants_a_pass(unpr
 
 def test_unprovisioned_gate_denies_passes_as_not_provisioned(unprovisioned_gate):
     tmp_path, config, images, venue, issuer = unprovisioned_gate
-    pass_text = passes.issue(keys.load_private_key(issuer.private_path), sub="EMP-1", name="NGUYỄN VĂN A",
-                             phone="0912345678", now_s=time.time(),
-                             window=passes.validity(time.time(), valid_days=1))
+    pass_text = valid_pass(keys.load_private_key(issuer.private_path), "EMP-1")
     write_code_png(images / "01-pass.png", pass_text)
     result, events = run_gate(config)
     assert result.returncode == 0, result.stderr
@@ -341,9 +336,7 @@ def test_truncated_state_file_at_start_fails_closed_without_crashing(unprovision
     state = tmp_path / "state" / "state.json"
     state.write_bytes(state.read_bytes()[:40])
     (images / "00-provisioning.png").rename(images / "02-provisioning-again.png")
-    pass_text = passes.issue(keys.load_private_key(issuer.private_path), sub="EMP-1", name="NGUYỄN VĂN A",
-                             phone="0912345678", now_s=time.time(),
-                             window=passes.validity(time.time(), valid_days=1))
+    pass_text = valid_pass(keys.load_private_key(issuer.private_path), "EMP-1")
     write_code_png(images / "01-pass.png", pass_text)
 
     result, events = run_gate(config)
