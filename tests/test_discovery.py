@@ -32,10 +32,17 @@ def test_discovery_is_retained_and_republished_when_home_assistant_comes_online(
                                                                                   topic_prefix):
     config, _ = write_site(tmp_path, broker=shared_broker, prefix=topic_prefix)
     topic = f"{topic_prefix}_ha/device/gate-1/config"
+    early = Collector(shared_broker.host, shared_broker.port, topic)
     app = build_app(config, MockFactory())
     try:
         assert app.link.wait_connected(10)
-        late = Collector(shared_broker.host, shared_broker.port, topic)  # subscribes after: gets the retained copy
+        # the discovery is published from the on-connect hooks: wait until it has gone out, so
+        # the late subscriber can only get it as the broker's retained copy
+        try:
+            assert early.wait_until(lambda ms: len(ms) == 1, 10)
+        finally:
+            early.close()
+        late = Collector(shared_broker.host, shared_broker.port, topic)
         try:
             assert late.wait_until(lambda ms: len(ms) == 1, 10)
             first = late.messages[0]
