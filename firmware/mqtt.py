@@ -26,7 +26,9 @@ Contract for other features:
   in memory for later: retained state is re-published by the on-connect callbacks and
   scan events come from the durable outbox). ``expiry_s`` sets the MQTT 5 message expiry.
 - ``add_on_connect(callback)``: ``callback()`` runs on the worker thread after each
-  successful connect, after ``online`` is published and subscriptions are renewed.
+  successful connect, after subscriptions are renewed (SUBACK seen) and ``online`` is
+  published; ``wait_ready`` returns once they have run. ``online`` therefore means the gate
+  can hear commands.
 - ``publish_tracked`` and ``on_ack`` are for the outbox publisher only.
 
 Connection: client id ``qrgate-<device_id>``, MQTT 5 by default (3.1.1 by setting), last
@@ -164,6 +166,8 @@ class MqttLink:
         self._on_connect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self._connected = threading.Event()
+        # Set once subscriptions are confirmed and the on-connect hooks have run; cleared on loss.
+        self._ready = threading.Event()
         self._jobs: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._started = False
@@ -286,6 +290,7 @@ class MqttLink:
                          properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        self._ready.clear()
         if was:
             self._jobs.put(("disconnected", str(reason_code)))
 
@@ -335,7 +340,6 @@ class MqttLink:
         self.connects += 1
         self.last_error = None
         log.info("MQTT: connected to %s:%d", self.settings.host, self.settings.port)
-        self._client.publish(self.topic("availability"), "online", qos=1, retain=True)
         wanted = sorted({(topic, qos) for topic, _handler, qos in self._subs})
         if wanted:
             rc, mid = self._client.subscribe(wanted)
@@ -347,7 +351,11 @@ class MqttLink:
                 self._subacks.clear()
             if not ok:
                 log.warning("MQTT: subscriptions not confirmed within 5 s (%d topics)", len(wanted))
+        # "online" only once subscribed, so a tool that waits for it can send a command at once.
+        self._client.publish(self.topic("availability"), "online", qos=1, retain=True)
         self._run_hooks(self._on_connect)
+        if self._connected.is_set():  # the connection may have dropped while the hooks ran
+            self._ready.set()
 
     def _run_hooks(self, hooks: list[Callable[[], None]]) -> None:
         for hook in list(hooks):
@@ -373,6 +381,14 @@ class MqttLink:
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until connected or timeout_s passes. Returns is_connected()."""
         return self._connected.wait(timeout_s)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until connected, subscribed (SUBACK seen) and the on-connect hooks have run.
+
+        Unlike wait_connected, a message published by another client after this returns
+        reaches this link's handlers. Returns False if timeout_s passes first.
+        """
+        return self._ready.wait(timeout_s)
 
     def publish(self, subtopic: str, payload: str | bytes, qos: int = 1, retain: bool = False,
                 expiry_s: int | None = None) -> bool:
@@ -417,6 +433,7 @@ class MqttLink:
             self._client.loop_stop()
             release_paho_sockets(self._client)
             self._connected.clear()
+            self._ready.clear()
             self._jobs.put(("stop",))
             if self._worker is not None:
                 self._worker.join(timeout=timeout_s)

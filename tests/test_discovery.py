@@ -35,7 +35,7 @@ def test_discovery_is_retained_and_republished_when_home_assistant_comes_online(
     early = Collector(shared_broker.host, shared_broker.port, topic)
     app = build_app(config, MockFactory())
     try:
-        assert app.link.wait_connected(10)
+        assert app.link.wait_ready(10)
         # the discovery is published from the on-connect hooks: wait until it has gone out, so
         # the late subscriber can only get it as the broker's retained copy
         try:
@@ -65,7 +65,7 @@ def test_discovery_can_be_switched_off(tmp_path, shared_broker, topic_prefix):
     state = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/state")
     app = build_app(config, MockFactory())
     try:
-        assert app.link.wait_connected(10)
+        assert app.link.wait_ready(10)
         # the retained state comes after connect's hooks, where discovery would have been published
         assert state.wait_until(lambda ms: len(ms) >= 1, 10)
         publish_raw(shared_broker, f"{topic_prefix}_ha/status", b"online")

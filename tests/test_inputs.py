@@ -157,7 +157,7 @@ def test_fire_alarm_frees_the_passage_publishes_it_and_returns_to_normal(tmp_pat
         return collector.wait_until(lambda ms: any(m.json().get("device_state") == device_state for m in ms), 10)
 
     try:
-        assert app.link.wait_connected(10)
+        assert app.link.wait_ready(10)
         assert app.field.wait_for_state(DeviceState.READY, 5.0)
         fire.drive_low()  # active-low contact: alarm
         assert app.field.wait_for_state(DeviceState.FREE_PASSAGE, 5.0)

@@ -31,7 +31,7 @@ def gate(shared_broker, topic_prefix, tmp_path):
                                  prefix=topic_prefix), reconnect_min_s=0.1, reconnect_max_s=0.5)
     ListUpdates(link, store, lists, TrustStore.from_keys([key.public_key()]), "gate-1").attach()
     link.start()
-    assert link.wait_connected(10)
+    assert link.wait_ready(10)
     responses = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/response/lists")
     target = ListTarget(shared_broker.host, shared_broker.port, "gate-1", topic_prefix)
     try:

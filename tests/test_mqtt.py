@@ -287,3 +287,35 @@ def test_on_mqtt_3_1_1_an_acl_refusal_looks_like_success_which_is_why_5_is_the_d
         outbox.close()
     assert collector.scans() == []
     assert publisher.refused == 0
+
+
+def test_wait_ready_returns_only_after_the_subscriptions_and_hooks_so_a_message_sent_then_arrives(
+        shared_broker, topic_prefix):
+    """wait_connected returns at CONNACK, before the SUBSCRIBE is confirmed; a command sent at that
+    moment can be dropped by the broker. wait_ready is what a sender must wait for."""
+    link = make_link(shared_broker, topic_prefix)
+    got: queue.Queue = queue.Queue()
+    link.subscribe("cmd/#", lambda topic, payload, retained, props: got.put(payload))
+    hook_may_finish = threading.Event()
+    link.add_on_connect(lambda: hook_may_finish.wait(10))
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    raw = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    try:
+        link.start()
+        assert link.wait_connected(10)
+        assert not link.wait_ready(0.3)  # the hook still holds the worker
+        hook_may_finish.set()
+        assert link.wait_ready(10)
+        raw.connect(shared_broker.host, shared_broker.port)
+        raw.loop_start()
+        raw.publish(f"{topic_prefix}/gate-1/cmd/open", b"PRESS", qos=1).wait_for_publish(5)
+        assert got.get(timeout=10) == b"PRESS"
+    finally:
+        hook_may_finish.set()
+        raw.disconnect()
+        raw.loop_stop()
+        release_paho_sockets(raw)
+        link.stop(timeout_s=1.0)
+    assert not link.wait_ready(0)

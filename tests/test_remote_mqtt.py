@@ -47,7 +47,7 @@ def gate(tmp_path, shared_broker, topic_prefix):
     def start():
         app = build_app(config, factory)
         apps.append(app)
-        assert app.link.wait_connected(10)
+        assert app.link.wait_ready(10)
         return app
 
     target = Target(host=shared_broker.host, port=shared_broker.port, device_id="gate-1", prefix=topic_prefix)
@@ -152,7 +152,7 @@ def test_a_burst_is_rate_limited_and_the_relay_pulses_only_for_accepted_opens(tm
     collector = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/response/#")
     app = build_app(config, factory)
     try:
-        assert app.link.wait_connected(10)
+        assert app.link.wait_ready(10)
         for i in range(20):
             envelope, _ = build_envelope(key, device_id="gate-1", command="open", args={}, ttl_s=10,
                                          transaction=f"t-{i}")
