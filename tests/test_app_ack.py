@@ -238,3 +238,40 @@ def test_gate_app_with_mqtt_app_ack_waits_for_the_collector_ack(tmp_path, shared
         app.close()
         collector.close()
         store.close()
+
+
+def test_a_hole_left_by_a_lost_outbox_holds_acks_back_until_it_is_written_off(tmp_path, shared_broker,
+                                                                              topic_prefix):
+    """A fresh outbox (the old one quarantined or lost) starts above its seq reservation, so the
+    history sees a hole that never fills and the acks stop there. `history write-off` ends it."""
+    db = str(tmp_path / "h.sqlite")
+    store = open_store(db)
+    collector = RunningCollector(store, settings(shared_broker, topic_prefix))
+    gate = Gate(tmp_path, shared_broker, topic_prefix, timeout_s=1.0)
+    try:
+        for _ in range(3):
+            gate.outbox.append(scan_event())
+        gate.start()
+        assert gate.publisher.wait_drained(WAIT_S), gate.outbox.stats()
+        gate.close()
+        (tmp_path / "outbox.sqlite").unlink()  # seq 1..3 delivered; the reserved rest of the block is never used
+        gate = Gate(tmp_path, shared_broker, topic_prefix, timeout_s=1.0)
+        fresh = [gate.outbox.append(scan_event()).seq for _ in range(4)]
+        assert fresh == [1001, 1002, 1003, 1004]
+        gate.start()
+        collector.wait(lambda st: st.stored >= 7, "stored the events of the fresh outbox")
+        gate.wait(lambda: gate.outbox.unpublished == 0, "had every event PUBACKed")
+        assert gate.outbox.stats().awaiting_ack == 4 and gate.publisher.acked_through == 3
+        assert [(g.first_missing, g.last_missing) for g in store.gaps()] == [(4, 1000)]
+        operator = open_store(db)  # what `qrgate history write-off` does, beside the running collector
+        try:
+            operator.write_off("gate-1", 4, 1000, "outbox replaced on gate-1", now_ms=0)
+        finally:
+            operator.close()
+        # the gate publishes its unacknowledged rows again; the collector acks past the hole
+        gate.wait(lambda: gate.publisher.acked_through == 1004, "got the ack past the written-off hole")
+        assert gate.outbox.stats().awaiting_ack == 0 and store.gaps() == []
+    finally:
+        gate.close()
+        collector.close()
+        store.close()

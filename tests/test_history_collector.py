@@ -266,6 +266,18 @@ def test_qrgate_history_collect_process_end_to_end(broker, topic_prefix, tmp_pat
     assert gaps.returncode == 0, gaps.stderr
     assert gaps.stdout.splitlines()[1].split()[:3] == ["bus-3-gate-2", "11..12", "2"]
     assert gaps.stdout.splitlines()[-1] == "1 gaps, 2 events missing"
+    refused = qrgate("history", "write-off", "--db", str(db), "--device", "bus-3-gate-2", "--seq", "10-12",
+                     "--reason", "typo")
+    assert refused.returncode == 78 and "seq 10..12 of bus-3-gate-2 is not lost" in refused.stderr
+    written = qrgate("history", "write-off", "--db", str(db), "--device", "bus-3-gate-2", "--seq", "11-12",
+                     "--reason", "outbox quarantined on 2026-07-02")
+    assert written.returncode == 0, written.stderr
+    assert written.stdout.startswith("written off seq 11..12 of bus-3-gate-2 (2 scans)")
+    gaps = qrgate("history", "query", "--db", str(db), "--gaps")
+    assert gaps.stdout.splitlines()[1].split() == ["bus-3-gate-2", "11..12", "2", "outbox", "quarantined", "on",
+                                                   "2026-07-02"]
+    assert gaps.stdout.splitlines()[2:] == ["1 write-offs, 2 events lost for good",
+                                            "no open gaps: every other seq number is stored"]
     table = qrgate("history", "query", "--db", str(db), "--tz", "Asia/Ho_Chi_Minh", "--limit", "3",
                    "--venue", "v-bus-3", "--decision", "granted")
     assert table.returncode == 0, table.stderr

@@ -283,3 +283,42 @@ def test_query_by_person_id_hashes_it_like_the_gate(tmp_path, capsys):
     assert main([*base[:-2], "--person", hashed]) == 0
     assert [e["seq"] for e in json.loads(capsys.readouterr().out)["events"]] == [1]
     assert main([*base, "--hmac-secret-file", str(tmp_path / "missing")]) == 78
+
+
+def test_a_written_off_hole_is_no_longer_a_gap_and_no_longer_holds_back_the_ack(store):
+    store.add([event(seq=s, ts_ms=BASE_MS + s) for s in (1, 2, 3, 7, 8, 12)])
+    assert store.contiguous_through("gate-1") == 3
+    assert [(g.first_missing, g.last_missing) for g in store.gaps()] == [(4, 6), (9, 11)]
+    written = store.write_off("gate-1", 4, 5, "outbox  quarantined\nat boot", now_ms=BASE_MS)
+    assert (written.count, written.reason) == (2, "outbox quarantined at boot")
+    assert store.contiguous_through("gate-1") == 5, "seq 6 is still open"
+    assert [(g.first_missing, g.last_missing) for g in store.gaps()] == [(6, 6), (9, 11)]
+    store.write_off("gate-1", 6, 6, "lost before app_ack was on", now_ms=BASE_MS + 1)
+    assert store.contiguous_through("gate-1") == 8
+    assert store.contiguous_through("gate-1", from_seq=5) == 8
+    store.write_off("gate-1", 9, 11, "lost", now_ms=BASE_MS + 2)
+    assert store.contiguous_through("gate-1") == 12 and store.gaps() == []
+    assert [(w.first_seq, w.last_seq) for w in store.write_offs("gate-1")] == [(4, 5), (6, 6), (9, 11)]
+    # a scan that turns up late inside a written-off range is stored and changes nothing
+    store.add([event(seq=5, ts_ms=BASE_MS + 5), event(seq=13, ts_ms=BASE_MS + 13)])
+    assert store.contiguous_through("gate-1", from_seq=12) == 13 and store.gaps() == []
+    assert store.write_offs("gate-2") == []
+
+
+@pytest.mark.parametrize("first, last, why", [
+    (7, 7, "is not lost: 1 of them are stored"),
+    (5, 9, "is not lost"),
+    (4, 4, "overlaps the write-off of seq 4..5"),
+    (13, 20, "not inside a known gap"),
+    (0, 0, "below 1"),
+    (6, 5, "is empty"),
+])
+def test_a_write_off_that_is_not_a_known_gap_is_refused_with_its_reason(store, first, last, why):
+    store.add([event(seq=s, ts_ms=BASE_MS + s) for s in (1, 2, 3, 7, 8, 12)])
+    store.write_off("gate-1", 4, 5, "quarantined", now_ms=BASE_MS)
+    with pytest.raises(ConfigError, match=why):
+        store.write_off("gate-1", first, last, "oops", now_ms=BASE_MS)
+    with pytest.raises(ConfigError, match="--reason"):
+        store.write_off("gate-1", 6, 6, "  ", now_ms=BASE_MS)
+    assert [(w.first_seq, w.last_seq) for w in store.write_offs()] == [(4, 5)]
+    assert store.contiguous_through("gate-1") == 5

@@ -1,4 +1,4 @@
-"""`qrgate history collect|query|serve|prune`: the scan history service (provisioning.history)."""
+"""`qrgate history collect|query|serve|prune|write-off`: the scan history service (provisioning.history)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(r)
     r.add_argument("--days", type=float, default=30.0, help="keep this many days (default: %(default)s)")
     r.set_defaults(func=prune_command)
+
+    w = hsub.add_parser("write-off", help="declare a seq gap lost for good, so it stops holding back acks",
+                        description="Declare a hole in a device's seq numbers lost for good (a quarantined "
+                        "outbox, scans lost before app acks were on). It stops counting as a gap, and a "
+                        "gate with mqtt.app_ack gets acks past it again. The reason is kept for the audit "
+                        "trail. `qrgate history query --gaps` lists the holes and the write-offs.")
+    _add_db(w)
+    w.add_argument("--device", required=True, help="the device id, as `query --gaps` shows it")
+    w.add_argument("--seq", required=True, metavar="FIRST[-LAST]", help="the missing seq range, e.g. 11-12")
+    w.add_argument("--reason", required=True, help="why these scans are lost for good")
+    w.set_defaults(func=write_off_command)
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -256,16 +267,46 @@ def hashed_person(person_id: str, secret_file: str) -> str:
     return protect_subject(person_id.strip(), "hmac", secret) or ""
 
 
+def _span(first: int, last: int) -> str:
+    return f"{first}" if first == last else f"{first}..{last}"
+
+
 def _print_gaps(store, device: str) -> int:
-    gaps = store.gaps(device)
+    gaps, written = store.gaps(device), store.write_offs(device)
+    if written:
+        print(f"{'device':<24} {'written-off seq':<24} {'count':>7}  reason")
+        for w in written:
+            print(f"{w.device_id:<24} {_span(w.first_seq, w.last_seq):<24} {w.count:>7}  {w.reason}")
+        print(f"{len(written)} write-offs, {sum(w.count for w in written)} events lost for good")
     if not gaps:
-        print("no gaps: every device's seq numbers are contiguous")
+        print("no gaps: every device's seq numbers are contiguous" if not written else
+              "no open gaps: every other seq number is stored")
         return 0
     print(f"{'device':<24} {'missing seq':<24} {'count':>7}  between")
     for g in gaps:
-        span = f"{g.first_missing}" if g.missing == 1 else f"{g.first_missing}..{g.last_missing}"
-        print(f"{g.device_id:<24} {span:<24} {g.missing:>7}  {g.after_ts} and {g.before_ts}")
+        print(f"{g.device_id:<24} {_span(g.first_missing, g.last_missing):<24} {g.missing:>7}  "
+              f"{g.after_ts} and {g.before_ts}")
     print(f"{len(gaps)} gaps, {sum(g.missing for g in gaps)} events missing")
+    return 0
+
+
+def write_off_command(args: argparse.Namespace) -> int:
+    from provisioning.history.store import open_store
+
+    first_text, _, last_text = args.seq.partition("-")
+    try:
+        first = int(first_text)
+        last = int(last_text) if last_text else first
+    except ValueError:
+        raise ConfigError(f"--seq {args.seq!r} is not a seq range; give FIRST-LAST or one seq, e.g. 11-12, "
+                          "as `qrgate history query --gaps` lists them") from None
+    store = open_store(args.db)
+    try:
+        done = store.write_off(args.device, first, last, args.reason, int(time.time() * 1000))
+    finally:
+        store.close()
+    print(f"written off seq {_span(done.first_seq, done.last_seq)} of {done.device_id} ({done.count} scans); "
+          "the collector acknowledges past it on the gate's next publish")
     return 0
 
 

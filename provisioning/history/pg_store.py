@@ -32,6 +32,9 @@ _TABLES = (
     " venue_id TEXT NOT NULL, device_id TEXT NOT NULL, first_ms BIGINT NOT NULL,"
     " last_ms BIGINT NOT NULL, last_received_ms BIGINT NOT NULL, PRIMARY KEY (venue_id, device_id))",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS written_off ("
+    " device_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,"
+    " reason TEXT NOT NULL, written_ms BIGINT NOT NULL, PRIMARY KEY (device_id, first_seq))",
 )
 _PG_TYPES = {
     "ts_ms": "bigint", "seq": "bigint", "received_ms": "bigint", "time_synced": "boolean",
@@ -110,11 +113,11 @@ class PostgresHistoryStore(SqlHistoryStore):
         except psycopg.Error as err:
             raise StoreError(f"history query failed on PostgreSQL: {err}") from err
 
-    def _delete_batch(self, sql: str, params: Sequence[Any]) -> int:
+    def _write(self, sql: str, params: Sequence[Any]) -> int:
         try:
             return self._conn().execute(_pg(sql), list(params)).rowcount
         except psycopg.Error as err:
-            raise StoreError(f"history retention failed on PostgreSQL: {err}") from err
+            raise StoreError(f"history write failed on PostgreSQL: {err}") from err
 
     def add(self, events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
         """Store the new events (by ``event_id``) in one committed transaction; return them."""

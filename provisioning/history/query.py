@@ -74,6 +74,30 @@ class Gap:
 
 
 @dataclass(frozen=True)
+class WriteOff:
+    """A seq range an operator declared lost for good (a quarantined outbox, scans lost before
+    acks were on). It no longer counts as a gap and no longer holds back the gate's acks.
+
+    Attributes:
+        device_id: the device.
+        first_seq, last_seq: the written-off range, inclusive.
+        reason: the operator's words, kept for the audit trail.
+        written_ms: when it was written off (Unix ms).
+    """
+
+    device_id: str
+    first_seq: int
+    last_seq: int
+    reason: str
+    written_ms: int
+
+    @property
+    def count(self) -> int:
+        """How many seq numbers the range covers."""
+        return self.last_seq - self.first_seq + 1
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of results with the total count.
 

@@ -32,6 +32,9 @@ _TABLES = (
     " venue_id TEXT NOT NULL, device_id TEXT NOT NULL, first_ms INTEGER NOT NULL,"
     " last_ms INTEGER NOT NULL, last_received_ms INTEGER NOT NULL, PRIMARY KEY (venue_id, device_id))",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS written_off ("
+    " device_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
+    " reason TEXT NOT NULL, written_ms INTEGER NOT NULL, PRIMARY KEY (device_id, first_seq))",
 )
 _INSERT = ("INSERT INTO events (" + ", ".join(COLUMNS) + ") VALUES (" + ", ".join("?" for _ in COLUMNS)
            + ") ON CONFLICT (event_id) DO NOTHING")
@@ -87,12 +90,12 @@ class SqliteHistoryStore(SqlHistoryStore):
         except sqlite3.Error as err:
             raise StoreError(f"history query failed on {self.path}: {err}") from err
 
-    def _delete_batch(self, sql: str, params: Sequence[Any]) -> int:
+    def _write(self, sql: str, params: Sequence[Any]) -> int:
         try:
             cur = self._db.execute(sql, list(params))
             return cur.rowcount
         except sqlite3.Error as err:
-            raise StoreError(f"history retention failed on {self.path}: {err}") from err
+            raise StoreError(f"history write failed on {self.path}: {err}") from err
 
     def add(self, events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
         """Store the new events (by ``event_id``) in one committed transaction; return them."""

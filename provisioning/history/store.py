@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from firmware.errors import ConfigError
 from provisioning.history.events import COLUMNS, HistoryEvent
-from provisioning.history.query import Filter, Gap, Page, build_where
+from provisioning.history.query import Filter, Gap, Page, WriteOff, build_where
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,25 @@ class HistoryStore(Protocol):
         ...
 
     def gaps(self, device: str = "") -> list[Gap]:
-        """Return the holes in each device's stored ``seq`` numbers (all devices if empty)."""
+        """Return the open holes in each device's stored ``seq`` numbers (all devices if empty):
+        missing seqs that are not written off."""
+        ...
+
+    def write_off(self, device: str, first_seq: int, last_seq: int, reason: str, now_ms: int) -> WriteOff:
+        """Declare a hole lost for good, so it stops holding back the device's acks.
+
+        The range must lie inside a known gap: no stored event in it, a stored event below and
+        above it, and no overlap with an earlier write-off. An event that arrives later inside
+        the range is still stored as usual.
+
+        Raises:
+            ConfigError: the range is not a known gap (the message says why), or reason is empty.
+            StoreError: the database refused.
+        """
+        ...
+
+    def write_offs(self, device: str = "") -> list[WriteOff]:
+        """Return the written-off ranges, by device and seq (all devices if empty)."""
         ...
 
     def sources(self) -> list[tuple[str, str]]:
@@ -64,8 +82,9 @@ class HistoryStore(Protocol):
 
     def contiguous_through(self, device: str, from_seq: int | None = None) -> int | None:
         """Return the highest ``seq`` N of a device such that every seq from its lowest stored
-        seq (or from ``from_seq``, a value this method returned before) up to N is stored: the
-        seq before its first gap, or its max seq without gaps. None if it has no events.
+        seq (or from ``from_seq``, a value this method returned before) up to N is stored or
+        written off: the seq before its first open gap, or its max seq without open gaps. None
+        if it has no events.
 
         Costs one index probe per stored seq between the start and N, so callers pass the
         previous answer as ``from_seq``.
@@ -102,9 +121,26 @@ _GAPS = (
     " FROM events{where}) AS runs"
     " WHERE next_seq > seq + 1 ORDER BY device_id, seq"
 )
-# The lowest stored seq at or above the start whose successor is missing: the end of the run.
-_CONTIGUOUS = ("SELECT min(e.seq) FROM events e WHERE e.device_id = ? AND e.seq >= ?"
-               " AND NOT EXISTS (SELECT 1 FROM events n WHERE n.device_id = e.device_id AND n.seq = e.seq + 1)")
+# The end of the run: the lowest seq at or above the start, stored or the end of a write-off,
+# whose successor is neither stored nor written off.
+_CONTIGUOUS = (
+    "SELECT min(x) FROM ("
+    " SELECT seq AS x FROM events WHERE device_id = ? AND seq >= ?"
+    " UNION ALL SELECT last_seq AS x FROM written_off WHERE device_id = ? AND last_seq >= ?) AS ends"
+    " WHERE NOT EXISTS (SELECT 1 FROM events n WHERE n.device_id = ? AND n.seq = x + 1)"
+    " AND NOT EXISTS (SELECT 1 FROM written_off w WHERE w.device_id = ?"
+    " AND w.first_seq <= x + 1 AND w.last_seq >= x + 1)"
+)
+# One statement, so the checks and the insert see the same rows.
+_WRITE_OFF = (
+    "INSERT INTO written_off (device_id, first_seq, last_seq, reason, written_ms)"
+    " SELECT ?, ?, ?, ?, ? WHERE"
+    " NOT EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq BETWEEN ? AND ?)"
+    " AND EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq < ?)"
+    " AND EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq > ?)"
+    " AND NOT EXISTS (SELECT 1 FROM written_off WHERE device_id = ? AND first_seq <= ? AND last_seq >= ?)"
+)
+_WRITE_OFFS = "SELECT device_id, first_seq, last_seq, reason, written_ms FROM written_off{where}"
 _PRUNE = ("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
           " WHERE ts_ms < ? AND received_ms < ? ORDER BY ts_ms LIMIT ?)")
 
@@ -128,6 +164,20 @@ def event_from_row(row: Sequence[Any]) -> HistoryEvent:
     return HistoryEvent(**values)
 
 
+def _open_parts(hole: Gap, written: list[WriteOff]) -> list[Gap]:
+    """Split a hole around the write-offs of its device that fall inside it."""
+    parts, start = [], hole.first_missing
+    for w in written:
+        if w.device_id != hole.device_id or w.last_seq < start or w.first_seq > hole.last_missing:
+            continue
+        if w.first_seq > start:
+            parts.append(Gap(hole.device_id, start, w.first_seq - 1, hole.after_ts, hole.before_ts))
+        start = max(start, w.last_seq + 1)
+    if start <= hole.last_missing:
+        parts.append(Gap(hole.device_id, start, hole.last_missing, hole.after_ts, hole.before_ts))
+    return parts
+
+
 def source_updates(events: Sequence[HistoryEvent]) -> list[tuple[str, str, int, int, int]]:
     """Summarise a batch per (venue, device): first and last event time, last receive time."""
     seen: dict[tuple[str, str], list[int]] = {}
@@ -142,7 +192,9 @@ def source_updates(events: Sequence[HistoryEvent]) -> list[tuple[str, str, int, 
 
 
 class SqlHistoryStore:
-    """The queries both databases share. Adapters provide ``_run``, ``_fetch`` and ``_insert``.
+    """The queries both databases share.
+
+    Adapters provide ``_fetch``, ``_write``, ``add``, ``optimize`` and ``close``.
 
     Subclasses hold one connection and take ``self._lock`` around each public call.
     """
@@ -154,7 +206,8 @@ class SqlHistoryStore:
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def _delete_batch(self, sql: str, params: Sequence[Any]) -> int:
+    def _write(self, sql: str, params: Sequence[Any]) -> int:
+        """Run one writing statement (committed on its own) and return its row count."""
         raise NotImplementedError
 
     # -- shared queries -------------------------------------------------------------------
@@ -195,12 +248,56 @@ class SqlHistoryStore:
             after = (last.ts_ms, last.event_id)
 
     def gaps(self, device: str = "") -> list[Gap]:
-        """Return the holes in each device's stored ``seq`` numbers (all devices if empty)."""
+        """Return the open holes in each device's stored ``seq`` numbers (all devices if empty).
+
+        A hole partly written off is returned as the parts still open, each with the
+        timestamps of the stored events around the whole hole.
+        """
         where, params = (" WHERE device_id = ?", [device]) if device else ("", [])
         with self._lock:
             found = self._fetch(_GAPS.format(where=where), params)
-        return [Gap(device_id=d, first_missing=int(s) + 1, last_missing=int(n) - 1, after_ts=ts,
-                    before_ts=nts) for d, s, ts, n, nts in found]
+            written = self.write_offs(device)
+        holes = [Gap(device_id=d, first_missing=int(s) + 1, last_missing=int(n) - 1, after_ts=ts,
+                     before_ts=nts) for d, s, ts, n, nts in found]
+        return [part for hole in holes for part in _open_parts(hole, written)]
+
+    def write_off(self, device: str, first_seq: int, last_seq: int, reason: str, now_ms: int) -> WriteOff:
+        """Declare a hole lost for good (see HistoryStore.write_off)."""
+        reason = " ".join(reason.split())
+        if not reason:
+            raise ConfigError("give a --reason: it is kept with the write-off for whoever audits the history")
+        if not 1 <= first_seq <= last_seq:
+            raise ConfigError(f"seq range {first_seq}..{last_seq} is empty or below 1; give FIRST-LAST "
+                              "with FIRST <= LAST, as `qrgate history query --gaps` lists them")
+        with self._lock:
+            inserted = self._write(_WRITE_OFF, [device, first_seq, last_seq, reason, now_ms,
+                                                device, first_seq, last_seq, device, first_seq,
+                                                device, last_seq, device, last_seq, first_seq])
+            if inserted != 1:
+                raise ConfigError(self._why_not_a_gap(device, first_seq, last_seq))
+        log.warning("seq %d..%d of %s written off (%d scans): %s", first_seq, last_seq, device,
+                    last_seq - first_seq + 1, reason)
+        return WriteOff(device, first_seq, last_seq, reason, now_ms)
+
+    def _why_not_a_gap(self, device: str, first_seq: int, last_seq: int) -> str:
+        span = f"seq {first_seq}..{last_seq} of {device}"
+        stored = self._fetch("SELECT min(seq), count(*) FROM events WHERE device_id = ? AND seq BETWEEN ? AND ?",
+                             [device, first_seq, last_seq])
+        if stored and int(stored[0][1]):
+            return (f"{span} is not lost: {int(stored[0][1])} of them are stored (seq {int(stored[0][0])} first); "
+                    "write off only what `qrgate history query --gaps` lists")
+        for row in self.write_offs(device):
+            if row.first_seq <= last_seq and row.last_seq >= first_seq:
+                return f"{span} overlaps the write-off of seq {row.first_seq}..{row.last_seq} ({row.reason})"
+        return (f"{span} is not inside a known gap: the history needs a stored event of {device} below "
+                f"and above it; check the device id and `qrgate history query --gaps`")
+
+    def write_offs(self, device: str = "") -> list[WriteOff]:
+        """Return the written-off ranges, by device and seq (all devices if empty)."""
+        where, params = (" WHERE device_id = ?", [device]) if device else ("", [])
+        with self._lock:
+            found = self._fetch(_WRITE_OFFS.format(where=where) + " ORDER BY device_id, first_seq", params)
+        return [WriteOff(str(d), int(f), int(last), str(r), int(w)) for d, f, last, r, w in found]
 
     def sources(self) -> list[tuple[str, str]]:
         """Return the (venue_id, device_id) pairs ever stored, sorted."""
@@ -222,7 +319,7 @@ class SqlHistoryStore:
                 if not found or found[0][0] is None:
                     return None
                 from_seq = int(found[0][0])
-            found = self._fetch(_CONTIGUOUS, [device, from_seq])
+            found = self._fetch(_CONTIGUOUS, [device, from_seq, device, from_seq, device, device])
         return None if not found or found[0][0] is None else int(found[0][0])
 
     def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
@@ -230,7 +327,7 @@ class SqlHistoryStore:
         total = 0
         while True:
             with self._lock:
-                deleted = self._delete_batch(_PRUNE, [before_ms, before_ms, batch_rows])
+                deleted = self._write(_PRUNE, [before_ms, before_ms, batch_rows])
             total += deleted
             if deleted < batch_rows:
                 break
