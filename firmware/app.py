@@ -110,6 +110,7 @@ def rules_from(cfg: Config) -> Rules:
         passback_window_s=p.passback_window_s,
         accept_unsigned_id=p.accept_unsigned_id,
         health_declaration_max_age_s=p.health_declaration_max_age_h * 3600.0,
+        require_expiry=p.require_expiry,
         allow_list_required=p.allow_list_required,
         clock_skew_s=p.clock_skew_s,
     )

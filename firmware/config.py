@@ -123,6 +123,8 @@ class PolicyConfig:
     health_declaration_max_age_h: float = opt(0.0, "Deny passes whose health declaration (`hd`) "
                                               "is older than this many hours; 0 = not required.",
                                               24.0, min=0.0, max=8760.0)
+    require_expiry: bool = opt(True, "Refuse `QG1:` passes without an `exp` claim (they would never "
+                               "expire), reason `no_expiry`; false accepts them.", True)
     allow_list_required: bool = opt(False, "Employees-only mode: only people on the allow list "
                                     "are granted.", False)
     clock_skew_s: float = opt(0.0, "Tolerance applied to nbf/exp checks, in seconds.", 30.0,

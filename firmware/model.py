@@ -76,6 +76,7 @@ class Reason(StrEnum):
     PASSBACK = "passback"
     UNSIGNED_NOT_ALLOWED = "unsigned_not_allowed"
     NO_HEALTH_DECLARATION = "no_health_declaration"
+    NO_EXPIRY = "no_expiry"
     MALFORMED = "malformed"
     STORAGE_FULL = "storage_full"
     NOT_PROVISIONED = "not_provisioned"

@@ -14,7 +14,8 @@ Order of checks for one code (first failure wins):
 3. the gate is blocked (lockdown, not provisioned, storage full...): denied with that reason;
 4. CCCD without ``accept_unsigned_id``: ``unsigned_not_allowed``;
 5. deny list: ``denied``;
-6. time checks, only for credentials that carry times: untrusted wall clock gives
+6. a ``QG1:`` pass without ``exp`` under ``require_expiry`` (the default): ``no_expiry``;
+   time checks, only for credentials that carry times: untrusted wall clock gives
    ``clock_unsynced``; ``now < nbf - skew`` gives ``not_yet_valid``; ``now >= exp + skew``
    gives ``expired`` (RFC 8392: not accepted on or after ``exp``); a health declaration
    older than ``health_declaration_max_age_h`` (or missing) gives ``no_health_declaration``;
@@ -56,6 +57,7 @@ class Rules:
         passback_window_s: how long a passage blocks a second one the same way.
         accept_unsigned_id: accept the CCCD card for identity-only check-in.
         health_declaration_max_age_s: 0 means not required.
+        require_expiry: refuse ``QG1:`` passes without ``exp`` (they would never expire).
         allow_list_required: employees-only mode.
         clock_skew_s: tolerance on nbf and exp.
     """
@@ -66,6 +68,7 @@ class Rules:
     passback_window_s: float = 3600.0
     accept_unsigned_id: bool = False
     health_declaration_max_age_s: float = 0.0
+    require_expiry: bool = True
     allow_list_required: bool = False
     clock_skew_s: float = 0.0
 
@@ -196,6 +199,8 @@ def decide(
 
 
 def _time_reason(cred: Credential, now: Moment, rules: Rules) -> Reason | None:
+    if rules.require_expiry and cred.type is CredentialType.QG1 and cred.expires_s is None:
+        return Reason.NO_EXPIRY  # a leaked pass without exp would open the gate for ever
     needs_health = rules.health_declaration_max_age_s > 0 and cred.type is CredentialType.QG1
     has_times = cred.not_before_s is not None or cred.expires_s is not None or needs_health
     if not has_times:

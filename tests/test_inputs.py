@@ -197,7 +197,8 @@ def test_a_grant_without_passage_becomes_not_passed_and_frees_anti_passback(tmp_
     frames = ScriptedFrames()
     service.frames = frames
     service.decoder = TableDecoder({"alice": [b"ALICE"], "bob": [b"BOB"]})
-    service.gatekeeper.check = lambda payload: Credential(CredentialType.QG1, subject=payload.decode(), signed=True)
+    service.gatekeeper.check = lambda payload: Credential(CredentialType.QG1, subject=payload.decode(), signed=True,
+                                                                 expires_s=4.0e9)
     stored: list[ScanEvent] = []
     service.on_event.append(stored.append)
     pixels = np.zeros((4, 4), np.uint8)

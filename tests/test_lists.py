@@ -158,7 +158,7 @@ def test_deny_list_keeps_a_person_out_through_the_policy(tmp_path):
     lists = MemoryLists(deny=store.replace("deny", ["079123456789"], updated_s=1.0, source="t"))
 
     def check(payload: bytes):
-        return Credential(CredentialType.QG1, subject=payload.decode(), signed=True)
+        return Credential(CredentialType.QG1, subject=payload.decode(), signed=True, expires_s=4.0e9)
 
     gate = Gatekeeper(rules=Rules(), check=check, lists=lists)
     now = Moment(10.0, 1.7e9)

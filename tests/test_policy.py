@@ -68,6 +68,15 @@ def run(result, *, rules=DEFAULT_RULES, lists=None, memory=None, now=None, block
         (CCCD, Rules(), None, None, (Verdict.DENIED, Reason.UNSIGNED_NOT_ALLOWED)),
         (CCCD, Rules(accept_unsigned_id=True), SetLists(denied={"001099012345"}), None,
          (Verdict.DENIED, Reason.DENIED)),
+        # a pass without exp would open for ever: refused unless require_expiry is off
+        (Credential(**{**PASS.__dict__, "expires_s": None}), Rules(), None, None,
+         (Verdict.DENIED, Reason.NO_EXPIRY)),
+        (Credential(**{**PASS.__dict__, "expires_s": None, "not_before_s": None}), Rules(), None,
+         Moment(100.0, 0.0, False), (Verdict.DENIED, Reason.NO_EXPIRY)),
+        (Credential(**{**PASS.__dict__, "expires_s": None}), Rules(require_expiry=False), None, None,
+         (Verdict.GRANTED, Reason.OK)),
+        (Credential(**{**PASS.__dict__, "expires_s": None}), Rules(), SetLists(denied={"P-001"}), None,
+         (Verdict.DENIED, Reason.DENIED)),
         # health declaration
         (PASS, Rules(health_declaration_max_age_s=86400), None, None,
          (Verdict.DENIED, Reason.NO_HEALTH_DECLARATION)),

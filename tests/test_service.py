@@ -20,7 +20,7 @@ from tests.conftest import FakeClock, pin_levels
 
 RELAY, GREEN, RED, BUZZER = 17, 27, 22, 23
 VALID = Credential(type=CredentialType.QG1, subject="P-001", name="NGUYỄN ĐÌNH HÙNG", phone="0966323123",
-                   signed=True)
+                   signed=True, expires_s=4.0e9)
 
 
 def check(payload: bytes):
