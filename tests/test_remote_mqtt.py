@@ -182,3 +182,57 @@ def test_cmd_send_cli_prints_the_answer_and_exits_by_status(gate, shared_broker,
     other = subprocess.run([*base[:-4], "--device", "gate-9", "--prefix", topic_prefix, "--timeout-s", "1", "open"],
                            capture_output=True, text=True, timeout=60)
     assert other.returncode == 4 and "no answer from gate-9" in other.stderr
+
+
+def test_dashboard_presses_are_accepted_unsigned_only_where_enabled_and_never_retained(
+        tmp_path, shared_broker, topic_prefix):
+    config, key = write_site(tmp_path, broker=shared_broker, prefix=topic_prefix,
+                             commands={"dashboard_commands": ["open", "mode"]})
+    factory = MockFactory()
+    collector = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/#")
+    app = build_app(config, factory)
+    base = f"{topic_prefix}/gate-1"
+
+    def answers(name: str, count: int) -> list[dict]:
+        assert collector.wait_until(lambda ms: sum(m.topic == f"{base}/response/{name}" for m in ms) >= count, 10)
+        return [m.json() for m in collector.on(f"response/{name}")]
+
+    try:
+        assert app.link.wait_ready(10)
+        publish_raw(shared_broker, f"{base}/dashboard/open", b"PRESS")
+        [opened] = answers("open", 1)
+        assert (opened["status"], opened["error"], opened["data"]["pulse_ms"]) == ("ok", None, 100)
+        [stored] = [e for e in read_events(app.cfg.state_dir / "outbox.sqlite") if e["reason"] == "remote_open"]
+        assert (stored["subject"], stored["display"], stored["event_id"]) == (
+            "dashboard", "dashboard open", opened["data"]["event_id"])
+        assert app.outputs.wait_idle(5.0)
+        assert pin_levels(factory.pin(RELAY)) == [False, True, False]
+        # the same press on the signed topic is still refused; a wrong payload and a disabled command too
+        publish_raw(shared_broker, f"{base}/cmd/open", b"PRESS")
+        publish_raw(shared_broker, f"{base}/dashboard/open", b"OPEN NOW")
+        assert [a["error"] for a in answers("open", 3)][1:] == ["unsigned", "malformed"]
+        publish_raw(shared_broker, f"{base}/dashboard/rebirth", b"PRESS")
+        assert answers("rebirth", 1)[0]["error"] == "unknown_command"
+        publish_raw(shared_broker, f"{base}/dashboard/mode", b"sideways")
+        publish_raw(shared_broker, f"{base}/dashboard/mode", b"lockdown")
+        modes = answers("mode", 2)
+        assert (modes[0]["error"], modes[1]["status"], modes[1]["data"]) == (
+            "unknown_command", "ok", {"mode": "lockdown", "state": "lockdown"})
+        publish_raw(shared_broker, f"{base}/dashboard/open", b"PRESS")
+        assert answers("open", 4)[3]["error"] == "lockdown"
+        assert pin_levels(factory.pin(RELAY)) == [False, True, False]
+    finally:
+        app.close()
+        collector.close()
+    # a retained press found at the next start is answered, never acted on
+    publish_raw(shared_broker, f"{base}/dashboard/mode", b"normal", retain=True)
+    collector = Collector(shared_broker.host, shared_broker.port, f"{base}/response/#")
+    again = build_app(config, factory)
+    try:
+        assert collector.wait_until(lambda ms: len(ms) >= 1, 10)
+        assert collector.messages[0].json()["error"] == "retained"
+        assert again.field.state is DeviceState.LOCKDOWN
+    finally:
+        publish_raw(shared_broker, f"{base}/dashboard/mode", b"", retain=True)
+        again.close()
+        collector.close()
