@@ -333,6 +333,9 @@ def _cross_checks(cfg: Config) -> list[str]:
     if not DEVICE_ID_PATTERN.match(cfg.device.id):
         problems.append(f"device.id = {cfg.device.id!r} must be a slug of a-z, 0-9, '_' and '-' "
                         "(at most 64 characters), for example \"busstation-3-gate-2\"")
+    elif cfg.device.id == "venues":
+        problems.append("device.id = 'venues' is reserved (<prefix>/venues/ carries the venue-wide lists); "
+                        "choose another id")
     used: dict[int, str] = {}
     for f in dataclasses.fields(GpioConfig):
         if not f.metadata.get("pin"):

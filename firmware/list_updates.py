@@ -22,6 +22,14 @@ Message (binary payload): the CBOR array ``[manifest, body]``.
 The manifest stays small (under the COSE size cap) whatever the list size; the body is
 bound to it by its hash. A forged, unsigned, expired, misdirected or older message
 changes nothing and is answered with an error.
+
+Venue-wide lists: ``<prefix>/venues/<venue_id>/lists/<deny|allow>``, subscribed by every
+provisioned gate of that venue. Only ``full`` lists, whose manifest carries ``venue_id``
+(signed, so a list cannot be moved to another venue's topic). Published **retained**, so a
+gate that was offline, or is installed later, gets the latest list when it connects. Each
+gate answers on its own ``response/lists``; a retained copy of a version already in force,
+or one that expired while it waited, is skipped without an answer (it comes back on every
+reconnect).
 """
 
 from __future__ import annotations
@@ -48,6 +56,12 @@ LIST_TYPE = "qrgate.list/1"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_VALIDITY_S = 7 * 86400
 RESPONSE_TOPIC = "response/lists"
+VENUE_TOPICS = "venues"  # <prefix>/venues/<venue_id>/lists/<kind>; "venues" cannot be a device id
+
+
+def venue_list_topic(prefix: str, venue_id: str, kind: str) -> str:
+    """The venue-wide list topic (``kind`` may be ``+``)."""
+    return f"{prefix}/{VENUE_TOPICS}/{venue_id}/lists/{kind}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,7 @@ class ListMessage:
     ids: list[str]
     add: list[str]
     remove: list[str]
+    venue_id: str | None = None
 
 
 class ListMessageError(ValueError):
@@ -78,8 +93,9 @@ class ListMessageError(ValueError):
 def encode_message(private_key: Any, *, kind: str, version: int, now_s: float, ids: list[str] | None = None,
                    add: list[str] | None = None, remove: list[str] | None = None,
                    base_version: int | None = None, valid_s: int = 3600, device_id: str | None = None,
-                   transaction: str | None = None) -> bytes:
-    """Build a signed list message (full when ``ids`` is given, else delta)."""
+                   transaction: str | None = None, venue_id: str | None = None) -> bytes:
+    """Build a signed list message (full when ``ids`` is given, else delta); with venue_id, only
+    gates of that venue accept it (required on the venue-wide topic)."""
     if ids is not None:
         mode, text = "full", "\n".join(normalise_id(i) for i in ids)
     else:
@@ -93,18 +109,26 @@ def encode_message(private_key: Any, *, kind: str, version: int, now_s: float, i
         claims["base_version"] = int(base_version)
     if device_id:
         claims["device_id"] = device_id
+    if venue_id:
+        claims["venue_id"] = venue_id
     if transaction:
         claims["transaction"] = transaction
     return cbor2.dumps([sign1(cbor2.dumps(claims), private_key), body])
 
 
 def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_id: str,
-                   now_s: float) -> ListMessage:
+                   now_s: float, venue_id: str = "", venue_topic: bool = False) -> ListMessage:
     """Verify a list message. Pure.
+
+    Args:
+        venue_id: this gate's venue; a manifest ``venue_id`` must equal it.
+        venue_topic: it came on the venue-wide topic: ``venue_id`` is required and only
+            ``full`` lists are accepted.
 
     Raises:
         ListMessageError: reason ``unsigned``, ``malformed``, ``unknown_issuer``,
-            ``bad_signature``, ``expired``, ``not_yet_valid``, ``wrong_device`` or ``wrong_kind``.
+            ``bad_signature``, ``expired``, ``not_yet_valid``, ``wrong_device``, ``wrong_venue``,
+            ``wrong_mode`` or ``wrong_kind``.
     """
     try:
         outer = cbor2.loads(payload)
@@ -137,6 +161,12 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
         raise fail("wrong_kind", f"a {kind} list sent on the {topic_kind} topic")
     if claims.get("device_id") not in (None, device_id):
         raise fail("wrong_device", f"message is for gate {claims.get('device_id')}")
+    if claims.get("venue_id") not in ((venue_id,) if venue_topic else (None, venue_id)) or (
+            claims.get("venue_id") is not None and not venue_id):
+        raise fail("wrong_venue", f"message is for venue {claims.get('venue_id')!r}, this gate is in "
+                   f"{venue_id or 'no venue'!r}")
+    if venue_topic and mode != "full":
+        raise fail("wrong_mode", "a venue-wide list is a full list; send deltas to each gate")
     if now_s < iat - 300:
         raise fail("not_yet_valid", "issued in the future; check the clocks")
     if now_s >= exp:
@@ -165,7 +195,8 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
                 remove.append(line[1:])
             else:
                 raise fail("malformed", "delta lines must start with + or -")
-    return ListMessage(kind, mode, version, base, iat, exp, claims.get("device_id"), transaction, ids, add, remove)
+    return ListMessage(kind, mode, version, base, iat, exp, claims.get("device_id"), transaction, ids, add, remove,
+                       claims.get("venue_id"))
 
 
 def _unverified_transaction(manifest: bytes) -> str | None:
@@ -194,23 +225,42 @@ class ListUpdates:
     """
 
     def __init__(self, link: Any, store: ListStore, lists: MemoryLists, keys: TrustStore, device_id: str,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, venue_id: str = "", prefix: str = "qrgate") -> None:
         self.link, self.store, self.lists, self.keys = link, store, lists, keys
-        self.device_id, self.wall = device_id, wall
+        self.device_id, self.wall, self.venue_id, self.prefix = device_id, wall, venue_id, prefix
 
     def attach(self) -> None:
+        """Subscribe to ``lists/+``, and to the venue-wide topic once the gate has a venue."""
         self.link.subscribe("lists/+", self.handle, qos=1)
+        if self.venue_id:
+            self.link.subscribe_absolute(venue_list_topic(self.prefix, self.venue_id, "+"), self.handle_venue, qos=1)
 
     def handle(self, topic: str, payload: bytes, retained: bool, properties: dict[str, Any]) -> None:
+        """A list sent to this gate (``<prefix>/<device_id>/lists/<kind>``; never retained)."""
+        self._handle(topic, payload, retained, venue_topic=False)
+
+    def handle_venue(self, topic: str, payload: bytes, retained: bool, properties: dict[str, Any]) -> None:
+        """A venue-wide list (``<prefix>/venues/<venue_id>/lists/<kind>``; retained on purpose)."""
+        self._handle(topic, payload, retained, venue_topic=True)
+
+    def _handle(self, topic: str, payload: bytes, retained: bool, *, venue_topic: bool) -> None:
         kind = topic.rsplit("/", 1)[-1]
+        catching_up = venue_topic and retained  # delivered because we (re)subscribed
         try:
-            if retained:
+            if retained and not venue_topic:
                 raise ListMessageError("retained", "list messages must not be retained; publish with retain off")
             if kind not in KINDS:
                 raise ListMessageError("wrong_kind", f"unknown list {kind!r}; use lists/deny or lists/allow")
-            msg = decode_message(payload, self.keys, topic_kind=kind, device_id=self.device_id, now_s=self.wall())
+            msg = decode_message(payload, self.keys, topic_kind=kind, device_id=self.device_id, now_s=self.wall(),
+                                 venue_id=self.venue_id, venue_topic=venue_topic)
+            if catching_up and msg.version <= self.lists.snapshot(kind).info.version:
+                log.debug("venue %s list version %d already in force", kind, msg.version)
+                return
             snap = self.apply(msg)
         except ListMessageError as err:
+            if catching_up and err.reason == "expired":
+                log.warning("the retained venue-wide %s list on %s has expired; publish a fresh one", kind, topic)
+                return
             log.warning("list update on %s refused: %s", topic, err)
             self.reply("error", {"kind": kind}, str(err), err.transaction)
             return
@@ -218,9 +268,10 @@ class ListUpdates:
             log.error("list update on %s could not be stored: %s", topic, err)
             self.reply("error", {"kind": kind}, f"storage: {err}", msg.transaction)
             return
-        log.info("%s list now version %d with %d entries (%s)", kind, snap.info.version, snap.info.count, msg.mode)
-        self.reply("ok", {"kind": kind, "version": snap.info.version, "count": snap.info.count, "mode": msg.mode},
-                   None, msg.transaction)
+        log.info("%s list now version %d with %d entries (%s%s)", kind, snap.info.version, snap.info.count,
+                 msg.mode, ", venue-wide" if venue_topic else "")
+        self.reply("ok", {"kind": kind, "version": snap.info.version, "count": snap.info.count, "mode": msg.mode,
+                          "scope": "venue" if venue_topic else "device"}, None, msg.transaction)
 
     def apply(self, msg: ListMessage) -> Any:
         """Write and put in force a verified message.
@@ -299,5 +350,6 @@ def open_gate_lists(app: Any) -> MemoryLists:
     link = getattr(app, "link", None)
     if link is not None:
         keys = load_trust_dir(cfg.command_keys_dir, missing_ok=True)
-        ListUpdates(link, store, lists, keys, cfg.device.id).attach()
+        ListUpdates(link, store, lists, keys, cfg.device.id, venue_id=cfg.device.venue_id,
+                    prefix=cfg.mqtt.prefix).attach()
     return lists

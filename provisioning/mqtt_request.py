@@ -1,6 +1,6 @@
 """One request and its answer over MQTT, for the operator tools (adapter: paho-mqtt).
 
-``qrgate cmd send`` and ``qrgate lists push`` both open a short-lived MQTT 5 connection,
+``qrgate cmd send`` and ``qrgate list ... --remote`` both open a short-lived MQTT 5 connection,
 subscribe to the gate's response topic first, publish one signed message (QoS 1, never
 retained) and wait for the JSON answer whose ``transaction`` matches. This module is
 that exchange; the callers build the message and the topics.
@@ -12,6 +12,7 @@ import json
 import secrets
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,13 +58,41 @@ def request(broker: Broker, *, request_topic: str, response_topic: str, payload:
         PublishError: the broker cannot be reached, refused us, refused the subscription
             or did not acknowledge the message.
     """
+    answers = exchange(broker, request_topic=request_topic, response_filter=response_topic, payload=payload,
+                       transaction=transaction, timeout_s=timeout_s, what=what, client_id_prefix=client_id_prefix,
+                       expiry_s=expiry_s, refused_hint=refused_hint, enough=lambda got: len(got) >= 1)
+    return answers[0][1] if answers else None
+
+
+def exchange(broker: Broker, *, request_topic: str, response_filter: str, payload: bytes, transaction: str,
+             timeout_s: float, what: str, client_id_prefix: str, expiry_s: int | None = None,
+             refused_hint: str = "", retain: bool = False,
+             enough: Callable[[list[tuple[str, dict[str, Any]]]], bool] | None = None,
+             ) -> list[tuple[str, dict[str, Any]]]:
+    """Publish payload and collect every answer with this transaction on response_filter.
+
+    Like ``request``, but for a message many gates answer (a venue-wide list): answers are
+    collected until ``enough(answers)`` is true or timeout_s passes after the publish.
+
+    Args:
+        response_filter: a topic filter, e.g. ``qrgate/+/response/lists``.
+        retain: publish the request retained (only for messages meant for gates that come later).
+        enough: stop waiting once it returns True; None waits the whole timeout_s.
+
+    Returns:
+        (topic, answer JSON object) pairs in arrival order.
+
+    Raises:
+        PublishError: as ``request``.
+    """
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
-    answer: dict[str, Any] = {}
+    connected, subscribed = threading.Event(), threading.Event()
+    got: list[tuple[str, dict[str, Any]]] = []
+    changed = threading.Condition()
     refused: list[str] = []
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{client_id_prefix}{secrets.token_hex(4)}",
                          protocol=paho.MQTTv5)
@@ -73,12 +102,12 @@ def request(broker: Broker, *, request_topic: str, response_topic: str, payload:
     if broker.username:
         client.username_pw_set(broker.username, broker.password or None)
 
-    # paho callbacks stay tiny: record and set an event; the waiting happens below.
+    # paho callbacks stay tiny: record and notify; the waiting happens below.
     def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             refused.append(str(reason_code))
         else:
-            c.subscribe(response_topic, qos=1)
+            c.subscribe(response_filter, qos=1)
         connected.set()
 
     def on_message(c: Any, userdata: Any, message: Any) -> None:
@@ -87,8 +116,9 @@ def request(broker: Broker, *, request_topic: str, response_topic: str, payload:
         except ValueError:
             return
         if isinstance(body, dict) and body.get("transaction") == transaction:
-            answer.update(body)
-            answered.set()
+            with changed:
+                got.append((message.topic, body))
+                changed.notify_all()
 
     client.on_connect = on_connect
     client.on_subscribe = lambda *args: subscribed.set()
@@ -103,17 +133,18 @@ def request(broker: Broker, *, request_topic: str, response_topic: str, payload:
             raise PublishError(f"broker {broker.host}:{broker.port} refused the connection "
                                f"({refused[0] if refused else 'no answer'}){refused_hint}")
         if not subscribed.wait(timeout_s):
-            raise PublishError(f"could not subscribe to {response_topic}; check the broker ACL")
+            raise PublishError(f"could not subscribe to {response_filter}; check the broker ACL")
         props = None
         if expiry_s is not None:
             props = Properties(PacketTypes.PUBLISH)
             props.MessageExpiryInterval = expiry_s
-        info = client.publish(request_topic, payload, qos=1, retain=False, properties=props)
+        info = client.publish(request_topic, payload, qos=1, retain=retain, properties=props)
         info.wait_for_publish(timeout=timeout_s)
         if not info.is_published():
             raise PublishError(f"the broker did not acknowledge {what} within {timeout_s} s")
-        answered.wait(timeout_s)
-        return dict(answer) if answered.is_set() else None
+        with changed:
+            changed.wait_for(lambda: enough is not None and enough(got), timeout_s)
+            return list(got)
     finally:
         client.disconnect()
         client.loop_stop()

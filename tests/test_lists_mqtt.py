@@ -62,7 +62,8 @@ def publish_raw(target: ListTarget, subtopic: str, payload: bytes, retain: bool 
 def test_signed_full_list_is_applied_and_answered(gate):
     key, store, lists, target, _ = gate
     answer = send(key, target, version=5, ids=["079111111111", "079222222222", "Nguyễn-3"])
-    assert answer == {"status": "ok", "data": {"kind": "deny", "version": 5, "count": 3, "mode": "full"},
+    assert answer == {"status": "ok", "data": {"kind": "deny", "version": 5, "count": 3, "mode": "full",
+                                               "scope": "device"},
                       "error": None, "transaction": "t1"}
     assert lists.is_denied("079222222222") and lists.is_denied("Nguyễn-3")
     assert store.load("deny").info.version == 5, "persisted before it was put in force"

@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--broker", help="--remote: HOST:PORT (default: the config's [mqtt] host and port)")
         a.add_argument("--device", help="--remote: gate id (default: the config's device.id)")
         a.add_argument("--timeout-s", type=float, default=30.0, help="--remote: wait this long for the answer")
+        a.add_argument("--venue", metavar="VENUE_ID",
+                       help="--remote, import only: send the whole list to every gate of this venue, retained "
+                       "on <prefix>/venues/VENUE_ID/lists/KIND so gates that are offline get it when they "
+                       "connect; prints each gate's answer")
+        a.add_argument("--gates", type=int, default=0, metavar="N",
+                       help="--venue: stop waiting once N gates answered (default: wait --timeout-s)")
 
     imp = acts.add_parser("import", help="replace the whole list from a CSV file")
     imp.add_argument("file", metavar="FILE.csv")
@@ -158,6 +164,9 @@ def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, ver
 
     if not args.key:
         raise ConfigError("--remote needs --key COMMAND_KEY (a key the gate trusts with --role command)")
+    if args.venue and ids is None:
+        raise ConfigError("--venue sends a whole list: use `qrgate list KIND import FILE.csv --remote --venue V`; "
+                          "add and remove go to one gate at a time")
     broker = args.broker or (f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else "")
     host, _, port = broker.rpartition(":")
     if not host or not port.isdigit():
@@ -165,6 +174,8 @@ def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, ver
     key = load_private_key(args.key)
     transaction = secrets.token_hex(6)
     now = time.time()
+    if args.venue:
+        return _send_venue(args, cfg, host, int(port), key, ids, version, transaction, now)
     message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids, add=add,
                              remove=remove, device_id=args.device or cfg.device.id, transaction=transaction)
     answer = send_list(ListTarget(host, int(port), args.device or cfg.device.id, cfg.mqtt.prefix), args.kind,
@@ -179,3 +190,33 @@ def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, ver
     data = answer.get("data") or {}
     print(f"{args.kind} list version {data.get('version')}: {data.get('count')} ids (sent over MQTT)")
     return 0
+
+
+def _send_venue(args: argparse.Namespace, cfg, host: str, port: int, key, ids: list[str], version: int | None,
+                transaction: str, now: float) -> int:
+    """Publish a full list retained on the venue-wide topic and print each gate's answer."""
+    from firmware.list_updates import MAX_VALIDITY_S, encode_message, venue_list_topic
+    from provisioning.mqtt_request import Broker, exchange
+
+    # Valid for the longest allowed: the retained copy must still verify for gates that come late.
+    message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids,
+                             venue_id=args.venue, transaction=transaction, valid_s=MAX_VALIDITY_S)
+    answers = exchange(Broker(host, port), request_topic=venue_list_topic(cfg.mqtt.prefix, args.venue, args.kind),
+                       response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=message,
+                       transaction=transaction, timeout_s=args.timeout_s, what="the list",
+                       client_id_prefix="qrgate-list-", retain=True,
+                       enough=(lambda got: len(got) >= args.gates) if args.gates else None)
+    refused = 0
+    for topic, answer in answers:
+        gate = topic.split("/")[-3]
+        data = answer.get("data") or {}
+        if answer.get("status") == "ok":
+            print(f"{gate}: {args.kind} list version {data.get('version')}, {data.get('count')} ids")
+        else:
+            refused += 1
+            print(f"{gate}: refused: {answer.get('error')}", file=sys.stderr)
+    print(f"{len(answers)} gate(s) answered, {refused} refused; the list stays retained for gates that "
+          f"connect later (valid {MAX_VALIDITY_S // 86400} days)")
+    if not answers:
+        return EXIT_NO_ANSWER
+    return 1 if refused or (args.gates and len(answers) < args.gates) else 0
