@@ -8,6 +8,8 @@ import io
 import os
 import stat
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -16,7 +18,7 @@ import pytest
 from provisioning.history.export import EXPORT_COLUMNS, local_time
 from provisioning.history.query import Filter
 from provisioning.history.store import open_store
-from provisioning.history.web import load_or_create_token, make_server
+from provisioning.history.web import Access, load_or_create_tokens, make_server
 from tests.history_support import BASE_MS
 from tests.test_history_store import event
 
@@ -227,7 +229,67 @@ def test_bearer_token_and_optional_localhost_access(tmp_path, site):
 def test_token_file_is_created_0600_and_announced_once(tmp_path):
     path = tmp_path / "conf" / "history-token"
     said: list[str] = []
-    token = load_or_create_token(path, said.append)
+    [access] = load_or_create_tokens(path, said.append)
+    token = access.token
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(token) >= 32
-    assert said == [f"created access token file {path} (0600); the token, shown only now: {token}"]
-    assert load_or_create_token(path, said.append) == token and len(said) == 1
+    assert said == [f"added an access token for every venue to {path} (0600); the token, shown only now: {token}"]
+    assert load_or_create_tokens(path, said.append) == [Access(token)] and len(said) == 1
+
+
+def test_a_venue_token_sees_filters_and_exports_only_its_venues(tmp_path, site):
+    import json
+    import subprocess
+    import sys
+
+    base, store = site
+    token_file = tmp_path / "tokens"
+    made = subprocess.run([sys.executable, "-m", "firmware.cli", "history", "token", "add", "--token-file",
+                           str(token_file), "--venue", "v-2"], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    venue_token = made.stdout.split("shown only now: ")[1].split()[0]
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and token_file.read_text() == f"{venue_token} v-2\n"
+    listed = subprocess.run([sys.executable, "-m", "firmware.cli", "history", "token", "list", "--token-file",
+                             str(token_file)], capture_output=True, text=True, timeout=60)
+    assert listed.stdout == f"{venue_token[:4]}…  v-2\n" and venue_token not in listed.stdout
+    accesses = [Access(TOKEN), *load_or_create_tokens(token_file)]
+    assert accesses[1] == Access(venue_token, ("v-2",))
+    server = make_server(store, accesses, HANOI, ("127.0.0.1", 0))
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    scoped = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(form: str, token: str) -> str:
+        request = urllib.request.Request(scoped + "/?lang=en", data=form.encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.read().decode()
+
+    try:
+        assert "Scans: <span>120</span>" in post("", TOKEN)
+        page = post("", venue_token)
+        assert "Scans: <span>30</span>" in page and ">v-1<" not in page and '<option value="v-2">' in page
+        assert '<option value="gate-0">' not in page and '<option value="gate-3">' in page
+        assert "Scans: <span>0</span>" in post("venue=v-1", venue_token)  # asking for another venue gives nothing
+        exported = json.loads(post("export=json", venue_token))
+        assert {e["venue_id"] for e in exported["events"]} == {"v-2"} and exported["count"] == 30
+        # the login form gives the session the same scope
+        login = urllib.request.Request(scoped + "/login", data=f"token={venue_token}".encode(), method="POST")
+        opener = urllib.request.build_opener(NoRedirect())
+        with pytest.raises(urllib.error.HTTPError) as moved:
+            opener.open(login, timeout=10)
+        cookie = moved.value.headers["Set-Cookie"].split(";")[0]
+        moved.value.close()
+        with urllib.request.urlopen(urllib.request.Request(scoped + "/?lang=en", headers={"Cookie": cookie}),
+                                    timeout=10) as shown:
+            assert "Scans: <span>30</span>" in shown.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Stop at the login's 303, so its Set-Cookie can be read."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None

@@ -1,4 +1,4 @@
-"""`qrgate history collect|query|serve|prune|write-off`: the scan history service (provisioning.history)."""
+"""`qrgate history collect|query|serve|prune|write-off|token`: the scan history service (provisioning.history)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(r)
     r.add_argument("--days", type=float, default=30.0, help="keep this many days (default: %(default)s)")
     r.set_defaults(func=prune_command)
+
+    t = hsub.add_parser("token", help="add or list access tokens of the web page (all or some venues)",
+                        description="Access tokens for `qrgate history serve`. A token for some venues shows "
+                        "only their events (the venue manager's view); one without --venue shows all.")
+    tsub = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    ta = tsub.add_parser("add", help="make a new token, append it to the token file, print it once")
+    ta.add_argument("--token-file", default="", help="the token file `serve` reads (created 0600; default: "
+                    "~/.config/qrgate/history-token)")
+    ta.add_argument("--venue", action="append", default=[], metavar="VENUE_ID",
+                    help="limit the token to this venue (repeat for several); none: every venue")
+    ta.set_defaults(func=token_add_command)
+    tl = tsub.add_parser("list", help="show each token's start and its venues (never the whole token)")
+    tl.add_argument("--token-file", default="", help="the token file (default: ~/.config/qrgate/history-token)")
+    tl.set_defaults(func=token_list_command)
 
     w = hsub.add_parser("write-off", help="declare a seq gap lost for good, so it stops holding back acks",
                         description="Declare a hole in a device's seq numbers lost for good (a quarantined "
@@ -325,4 +339,30 @@ def prune_command(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"deleted {deleted} events older than {args.days:g} days")
+    return 0
+
+
+def _token_file(args: argparse.Namespace) -> Path:
+    from provisioning.history.web import DEFAULT_TOKEN_FILE
+
+    return Path(args.token_file) if args.token_file else DEFAULT_TOKEN_FILE
+
+
+def token_add_command(args: argparse.Namespace) -> int:
+    from provisioning.history.web import add_token
+
+    add_token(_token_file(args), tuple(args.venue) if args.venue else None)
+    print("a running `qrgate history serve` reads the file at start: restart it to use the new token")
+    return 0
+
+
+def token_list_command(args: argparse.Namespace) -> int:
+    from provisioning.history.web import load_or_create_tokens
+
+    path = _token_file(args)
+    if not path.exists():
+        raise ConfigError(f"no token file at {path}; `qrgate history token add` makes one")
+    for access in load_or_create_tokens(path):
+        scope = "every venue" if access.venues is None else ", ".join(access.venues)
+        print(f"{access.token[:4]}…  {scope}")
     return 0

@@ -35,6 +35,8 @@ class Filter:
         venue: exact venue id.
         device: exact device id (the "controller" of the original system).
         decision: ``granted``, ``denied``, or another stored event type.
+        venues: the venues the reader may see (a venue-scoped token); None means all. Applied
+            on top of ``venue``, so asking for another venue gives nothing.
     """
 
     since_ms: int | None = None
@@ -43,12 +45,16 @@ class Filter:
     venue: str = ""
     device: str = ""
     decision: str = ""
+    venues: tuple[str, ...] | None = None
 
     def describe(self) -> dict[str, Any]:
         """The filter without the person text (safe to log or to put in an export header)."""
-        return {"since_ms": self.since_ms, "until_ms": self.until_ms, "person": bool(self.person),
-                "venue": self.venue or None, "device": self.device or None,
-                "decision": self.decision or None}
+        described = {"since_ms": self.since_ms, "until_ms": self.until_ms, "person": bool(self.person),
+                     "venue": self.venue or None, "device": self.device or None,
+                     "decision": self.decision or None}
+        if self.venues is not None:
+            described["venues_allowed"] = list(self.venues)
+        return described
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,12 @@ def build_where(flt: Filter) -> tuple[str, list[Any]]:
     if flt.venue:
         clauses.append("venue_id = ?")
         params.append(flt.venue)
+    if flt.venues is not None:
+        if flt.venues:
+            clauses.append("venue_id IN (" + ", ".join("?" for _ in flt.venues) + ")")
+            params.extend(flt.venues)
+        else:
+            clauses.append("1 = 0")
     if flt.device:
         clauses.append("device_id = ?")
         params.append(flt.device)

@@ -4,7 +4,9 @@ Standard library only (``http.server.ThreadingHTTPServer``), no JavaScript. Ever
 the pager and the export buttons are one POST form, so a person's name or phone never
 appears in a URL, a browser history or a proxy log; the server logs method, path and
 status only. Access needs the token (typed once on the login form, then a session cookie,
-or ``Authorization: Bearer``); ``allow_localhost`` optionally lets loopback clients in.
+or ``Authorization: Bearer``); ``allow_localhost`` optionally lets loopback clients in. A
+token may be limited to some venues (``TOKEN VENUE_ID ...`` in the token file): its reader
+sees, filters and exports only those venues' events.
 
 Usage::
 
@@ -16,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import html
 import io
@@ -24,7 +27,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -94,71 +98,109 @@ td::before{content:attr(data-label) ": ";font-weight:600;color:#55606e}}
 """
 
 
-def load_or_create_token(path: Path, announce: Callable[[str], None] = print) -> str:
-    """Return the access token in ``path``, creating the file (0600, new random token) if missing.
+@dataclass(frozen=True)
+class Access:
+    """One access token and what it may see.
 
-    A new token is passed to ``announce`` once; it is never logged.
+    Attributes:
+        token: the secret (at least 16 characters).
+        venues: the venue ids this token shows; None for every venue.
+    """
+
+    token: str
+    venues: tuple[str, ...] | None = None
+
+
+def load_or_create_tokens(path: Path, announce: Callable[[str], None] = print) -> list[Access]:
+    """Return the tokens in ``path``, creating the file (0600, one all-venues token) if missing.
+
+    The file has one token a line: ``TOKEN`` sees every venue, ``TOKEN VENUE_ID ...`` only
+    those venues; blank lines and ``#`` comments are skipped. ``qrgate history token add``
+    appends lines. A new token is passed to ``announce`` once; it is never logged.
 
     Raises:
-        ConfigError: the file cannot be read or created, or is empty.
+        ConfigError: the file cannot be read or created, or holds no valid token.
     """
     try:
-        return _read_token(path)
+        return _read_tokens(path)
     except FileNotFoundError:
         pass
-    token = secrets.token_urlsafe(32)
+    return [add_token(path, None, announce)]
+
+
+def add_token(path: Path, venues: tuple[str, ...] | None, announce: Callable[[str], None] = print) -> Access:
+    """Append a new random token (for venues, or all if None) to the token file (created 0600).
+
+    Raises:
+        ConfigError: the file cannot be written, or a venue id has spaces.
+    """
+    if venues is not None and (not venues or any(not v or v.split() != [v] for v in venues)):
+        raise ConfigError("give one or more --venue ids without spaces")
+    access = Access(secrets.token_urlsafe(32), venues)
+    line = " ".join([access.token, *(venues or ())]) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token + "\n")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(line)
     except OSError as err:
-        raise ConfigError(f"cannot create the token file {path} ({err.strerror}); choose another "
+        raise ConfigError(f"cannot write the token file {path} ({err.strerror}); choose another "
                           "--token-file") from err
-    announce(f"created access token file {path} (0600); the token, shown only now: {token}")
-    return token
+    scope = "every venue" if venues is None else "venue(s) " + ", ".join(venues)
+    announce(f"added an access token for {scope} to {path} (0600); the token, shown only now: {access.token}")
+    return access
 
 
-def _read_token(path: Path) -> str:
+def _read_tokens(path: Path) -> list[Access]:
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise
     except OSError as err:
         raise ConfigError(f"cannot read the token file {path} ({err.strerror}); check its permissions") from err
-    if len(token) < 16:
-        raise ConfigError(f"the token file {path} holds no token of at least 16 characters; delete it "
-                          "to get a new one")
+    found: list[Access] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words[0]) < 16:
+            raise ConfigError(f"{path} line {number}: a token must have at least 16 characters; "
+                              "make one with `qrgate history token add`")
+        found.append(Access(words[0], tuple(words[1:]) or None))
+    if not found:
+        raise ConfigError(f"the token file {path} holds no token; delete it to get a new one, or "
+                          "`qrgate history token add`")
     if path.stat().st_mode & 0o077:
         log.warning("token file %s is readable by other users; chmod 600 it", path)
-    return token
+    return found
 
 
 class Sessions:
-    """Logged-in browser sessions: random ids with an expiry, kept in memory (thread-safe)."""
+    """Logged-in browser sessions: random ids with an expiry and their Access, in memory (thread-safe)."""
 
     def __init__(self, ttl_s: float = SESSION_TTL_S, monotonic_s: Callable[[], float] = time.monotonic) -> None:
         self._ttl_s = ttl_s
         self._monotonic_s = monotonic_s
-        self._expiry: dict[str, float] = {}
+        self._open: dict[str, tuple[float, Access]] = {}
         self._lock = threading.Lock()
 
-    def open(self) -> str:
+    def open(self, access: Access) -> str:
         sid = secrets.token_urlsafe(32)
         with self._lock:
             now = self._monotonic_s()
-            self._expiry = {k: v for k, v in self._expiry.items() if v > now}
-            self._expiry[sid] = now + self._ttl_s
+            self._open = {k: v for k, v in self._open.items() if v[0] > now}
+            self._open[sid] = (now + self._ttl_s, access)
         return sid
 
-    def valid(self, sid: str) -> bool:
+    def lookup(self, sid: str) -> Access | None:
+        """The session's Access, or None if unknown or expired."""
         with self._lock:
-            expiry = self._expiry.get(sid)
-            return expiry is not None and expiry > self._monotonic_s()
+            found = self._open.get(sid)
+            return found[1] if found is not None and found[0] > self._monotonic_s() else None
 
     def close(self, sid: str) -> None:
         with self._lock:
-            self._expiry.pop(sid, None)
+            self._open.pop(sid, None)
 
 
 class HistoryApp:
@@ -166,23 +208,31 @@ class HistoryApp:
 
     Args:
         store: a read-only HistoryStore.
-        token: the access token.
+        token: the access token (every venue), or the Access list of a token file.
         tz: time zone for the form and the table.
         page_size: rows per page.
         allow_localhost: let loopback clients in without the token.
         now_ms: wall clock, Unix ms (relative times, export file names).
     """
 
-    def __init__(self, store: HistoryStore, token: str, tz: tzinfo, page_size: int = 50,
+    def __init__(self, store: HistoryStore, token: str | Sequence[Access], tz: tzinfo, page_size: int = 50,
                  allow_localhost: bool = False,
                  now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.store = store
-        self.token = token
+        self.access = [Access(token)] if isinstance(token, str) else list(token)
         self.tz = tz
         self.page_size = page_size
         self.allow_localhost = allow_localhost
         self.now_ms = now_ms
         self.sessions = Sessions()
+
+    def match(self, given: str) -> Access | None:
+        """The Access whose token is given, compared in constant time against every token."""
+        found = None
+        for access in self.access:
+            if hmac.compare_digest(given.encode(), access.token.encode()):
+                found = access
+        return found
 
 
 class HistoryServer(ThreadingHTTPServer):
@@ -195,7 +245,7 @@ class HistoryServer(ThreadingHTTPServer):
         super().__init__(address, HistoryHandler)
 
 
-def make_server(store: HistoryStore, token: str, tz: tzinfo, address: tuple[str, int] = ("127.0.0.1", 8080),
+def make_server(store: HistoryStore, token: str | Sequence[Access], tz: tzinfo, address: tuple[str, int] = ("127.0.0.1", 8080),
                 **options: Any) -> HistoryServer:
     """Build the server (bound, not yet serving). ``options`` go to ``HistoryApp``."""
     return HistoryServer(address, HistoryApp(store, token, tz, **options))
@@ -255,14 +305,24 @@ class HistoryHandler(BaseHTTPRequestHandler):
                 best, best_q = code, weight
         return best
 
-    def _authorised(self) -> bool:
+    def _access(self) -> Access | None:
+        """Who is asking: the Access of the bearer token or the session, else None."""
         auth = self.headers.get("Authorization", "")
-        if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip().encode(), self.app.token.encode()):
-            return True
+        if auth.startswith("Bearer "):
+            found = self.app.match(auth[7:].strip())
+            if found is not None:
+                return found
         cookie = self._cookies().get(SESSION_COOKIE)
-        if cookie and self.app.sessions.valid(cookie.value):
-            return True
-        return self.app.allow_localhost and self.client_address[0] in ("127.0.0.1", "::1")
+        if cookie:
+            found = self.app.sessions.lookup(cookie.value)
+            if found is not None:
+                return found
+        if self.app.allow_localhost and self.client_address[0] in ("127.0.0.1", "::1"):
+            return Access("localhost")
+        return None
+
+    def _authorised(self) -> bool:
+        return self._access() is not None
 
     def _form(self) -> dict[str, str]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -335,12 +395,12 @@ class HistoryHandler(BaseHTTPRequestHandler):
             self._html(HTTPStatus.NOT_FOUND, "<!doctype html><title>404</title><p>404")
 
     def _login(self, form: dict[str, str]) -> None:
-        given = form.get("token", "").strip().encode()
-        if not hmac.compare_digest(given, self.app.token.encode()):
+        access = self.app.match(form.get("token", "").strip())
+        if access is None:
             log.warning("failed login to the history page")
             self._login_page(HTTPStatus.UNAUTHORIZED, "bad_token")
             return
-        sid = self.app.sessions.open()
+        sid = self.app.sessions.open(access)
         self._redirect("/", {"Set-Cookie": f"{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; "
                              f"Max-Age={SESSION_TTL_S}"})
 
@@ -379,6 +439,11 @@ class HistoryHandler(BaseHTTPRequestHandler):
         except ConfigError as err:
             error = f'{t["bad_input"]}: ' + "; ".join(err.problems)
             flt = Filter()
+        access = self._access()
+        if access is None:  # the session expired between the check and now
+            self._login_page(HTTPStatus.UNAUTHORIZED, "need_login")
+            return
+        flt = dataclasses.replace(flt, venues=access.venues)
         export = form.get("export", "")
         if export in ("csv", "json", "xlsx") and not error:
             self._export(export, flt)
@@ -389,7 +454,7 @@ class HistoryHandler(BaseHTTPRequestHandler):
             page_no = 1
         try:
             page = self.app.store.page(flt, page_no, self.app.page_size)
-            sources = self.app.store.sources()
+            sources = [(v, d) for v, d in self.app.store.sources() if access.venues is None or v in access.venues]
         except QrGateError as err:
             log.error("history page failed: %s", err)
             self._html(HTTPStatus.SERVICE_UNAVAILABLE, self._frame(lang, f'<p class="error">{_esc(err)}</p>', True))
@@ -488,7 +553,7 @@ def serve(args: Any, tz: tzinfo) -> int:
         raise ConfigError(f"--listen {args.listen!r} is not address:port; for example 127.0.0.1:8080")
     if args.page_size < 1 or args.page_size > 1000:
         raise ConfigError(f"--page-size {args.page_size} must be between 1 and 1000")
-    token = load_or_create_token(Path(args.token_file) if args.token_file else DEFAULT_TOKEN_FILE)
+    token = load_or_create_tokens(Path(args.token_file) if args.token_file else DEFAULT_TOKEN_FILE)
     store = open_store(args.db, readonly=True)
     try:
         server = make_server(store, token, tz, (host.strip("[]"), int(port)), page_size=args.page_size,
