@@ -161,6 +161,7 @@ def test_the_real_size_after_configure_is_used():
     fake = FakePicamera2()
     frames = open_frames(fake, width=641, height=481)
     assert (frames.width, frames.height, frames.stride) == (640, 480, 640)
+    assert fake.config["main"] == {"size": (641, 481), "format": "YUV420"}  # unused: the cheapest format
     fake.queue(noise_frame(640, 480))
     assert frames.read(0.5).pixels.shape == (480, 640)
 
