@@ -32,7 +32,6 @@ from firmware.credentials.trust import TrustStore
 from firmware.errors import StoreError
 from firmware.events import EventFactory
 from firmware.model import CredentialType, DecodedCode, Moment, ScanEvent
-from firmware.ports import EventSink
 from firmware.state_store import StateStore
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,8 @@ class ProvisioningIntake:
         authority: the trusted provisioning authority keys (from ``keys.authority_dir``).
         store: the state store holding the provisioning record and used nonces.
         device_id: this gate's id (a code addressed to another gate is refused).
-        sink: where provisioning events are recorded (the gate's event sink).
+        record: stores a provisioning event and tells the gate's listeners (the service's
+            ``record``, so the publisher and ``--print-events`` see it too); raises StoreError.
         events: returns the gate's current EventFactory (it changes when provisioned).
         on_applied: called with the new record after it is persisted; updates the gate.
         feedback: plays the accepted (True) or refused (False) pattern; returns at once.
@@ -93,19 +93,18 @@ class ProvisioningIntake:
         allow_reprovision: accept codes on a provisioned gate.
         repeat_window_s: a payload held in view is handled once per window.
         clock_skew_s: tolerance on the code's validity window.
-        on_event: callbacks for each stored provisioning event (the service's ``on_event``
-            list, so the publisher and ``--print-events`` see them too).
     """
 
-    def __init__(self, *, authority: TrustStore, store: StateStore, device_id: str, sink: EventSink,
+    def __init__(self, *, authority: TrustStore, store: StateStore, device_id: str,
+                 record: Callable[[ScanEvent], ScanEvent],
                  events: Callable[[], EventFactory], on_applied: Callable[[dict[str, Any]], None],
                  feedback: Callable[[bool], None], is_provisioned: Callable[[], bool],
                  allow_reprovision: bool = False, repeat_window_s: float = 5.0,
-                 clock_skew_s: float = 0.0, on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
+                 clock_skew_s: float = 0.0) -> None:
         self.authority = authority
         self.store = store
         self.device_id = device_id
-        self.sink = sink
+        self.record_event = record
         self.events = events
         self.on_applied = on_applied
         self.feedback = feedback
@@ -113,7 +112,6 @@ class ProvisioningIntake:
         self.allow_reprovision = allow_reprovision
         self.repeat_window_s = repeat_window_s
         self.clock_skew_s = clock_skew_s
-        self.on_event = on_event if on_event is not None else []
         self.last: IntakeResult | None = None
         self._seen: dict[str, float] = {}
 
@@ -174,9 +172,6 @@ class ProvisioningIntake:
                                            credential=CredentialType.PROVISIONING.value, code_sha256=sha,
                                            wall_s=now.wall_s, time_synced=now.wall_trusted)
         try:
-            stored = self.sink.append(event)
+            self.record_event(event)
         except StoreError as err:
             log.error("cannot record the provisioning event: %s", err)
-            return
-        for callback in self.on_event:
-            callback(stored)

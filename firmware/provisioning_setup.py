@@ -156,12 +156,11 @@ def install_provisioning(app: Any, prov: Provisioning) -> ProvisioningIntake:
                 stop.set()
 
     intake = ProvisioningIntake(
-        authority=authority, store=prov.store, device_id=cfg.device.id, sink=app.sink,
+        authority=authority, store=prov.store, device_id=cfg.device.id, record=service.record,
         events=lambda: service.events, on_applied=applied, feedback=confirm_on_outputs(app.outputs),
         is_provisioned=lambda: bool(prov.record) or bool(app.cfg.device.venue_id),
         allow_reprovision=prov.reprovision,
-        repeat_window_s=cfg.policy.repeat_window_s, clock_skew_s=cfg.policy.clock_skew_s,
-        on_event=service.on_event)
+        repeat_window_s=cfg.policy.repeat_window_s, clock_skew_s=cfg.policy.clock_skew_s)
     service.interceptors.append(intake)
     def fields() -> dict[str, Any]:
         record = prov.record or {}

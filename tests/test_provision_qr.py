@@ -107,7 +107,7 @@ class Gate:
         self.applied: list[dict] = []
         self.feedback: list[bool] = []
         self.intake = ProvisioningIntake(
-            authority=authority_store, store=self.store, device_id=device_id, sink=self.sink,
+            authority=authority_store, store=self.store, device_id=device_id, record=self.sink.append,
             events=lambda: self.factory, on_applied=self._applied, feedback=self.feedback.append,
             is_provisioned=lambda: self.store.get(PROVISIONING_KEY) is not None,
             allow_reprovision=allow_reprovision, repeat_window_s=5.0)
