@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench lint clean install
+.PHONY: demo test venv bench lint clean install fuzz
 
 $(STAMP): setup.py pyproject.toml
 	scripts/ensure-system-deps.sh demo
@@ -22,6 +22,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-system-deps.sh test
 	PATH="$(abspath $(VENV))/bin:/usr/sbin:$$PATH" $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Coverage-guided fuzzing of the credential parsers (RELIABILITY R1); x86_64 (atheris wheels).
+FUZZ_RUNS ?= 10000000
+fuzz: $(STAMP)
+	mkdir -p .fuzz-corpus .fuzz-artifacts
+	$(PY) -m tests.fuzz_credentials .fuzz-corpus -runs=$(FUZZ_RUNS) -max_len=4096 -rss_limit_mb=2048 \
+		-artifact_prefix=.fuzz-artifacts/ -print_final_stats=1
 
 bench: $(STAMP)
 	$(VENV)/bin/qrgate bench decode

@@ -48,6 +48,8 @@ setup(
             "playwright>=1.45,<2",
             "mypy>=1.10,<3",
             "ruff>=0.5,<1",
+            # coverage-guided fuzzing (tests/fuzz_credentials.py); wheels exist for x86_64 only
+            'atheris>=3,<4; platform_machine == "x86_64" and python_version < "3.14"',
         ],
     },
     entry_points={"console_scripts": ["qrgate = firmware.cli:main"]},

@@ -192,7 +192,15 @@ def topic_prefix(request) -> str:
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `hardware` need a Pi's camera and GPIO: run them with QRGATE_HARDWARE=1 on a
-    Pi; elsewhere they are deselected (not reported as skips)."""
+    Pi; elsewhere they are deselected (not reported as skips). Tests marked `x86_64_only` need
+    atheris, which has wheels for x86_64 only; on other machines they are deselected."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        fuzz = [item for item in items if item.get_closest_marker("x86_64_only")]
+        if fuzz:
+            config.hook.pytest_deselected(items=fuzz)
+            items[:] = [item for item in items if not item.get_closest_marker("x86_64_only")]
     if os.environ.get("QRGATE_HARDWARE") == "1":
         return
     hardware = [item for item in items if item.get_closest_marker("hardware")]

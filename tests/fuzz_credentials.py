@@ -1,0 +1,105 @@
+"""Coverage-guided fuzzing of everything a QR payload reaches before a decision (RELIABILITY R1).
+
+atheris (libFuzzer for Python) instruments the Python code of the credential plugins, the
+envelope (prefix, base45, zlib), COSE and the provisioning-code reader, and mutates inputs
+towards new branches, starting from a seed corpus of valid codes signed by trusted keys.
+An input fails the run when:
+
+- ``check_payload`` reaches its last-resort guard (a parser bug that the guard hid), or
+  ``prov_code.check`` raises (both promise never to raise);
+- one input takes longer than ``--hang-ms`` (default 1,000; the R1 target of 100 ms is
+  reported by the ``slowest input so far`` lines, not enforced, because a loaded CI host pauses);
+- it accepts a credential that is not the seed's signed subject (a forged pass accepted).
+
+Run::
+
+    python -m tests.fuzz_credentials CORPUS_DIR -runs=10000000 -max_len=4096 -rss_limit_mb=2048
+
+Extra libFuzzer flags go straight through. CORPUS_DIR is filled with the seeds when empty.
+``make fuzz`` runs it for ten million inputs. atheris has wheels for x86_64 Linux only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import atheris
+
+with atheris.instrument_imports(include=["firmware", "base45", "cbor2"]):
+    from firmware import prov_code
+    from firmware.credentials import INTERNAL_ERROR_DETAIL, TrustStore, check_payload
+    from firmware.model import Credential, Rejection
+
+NOW_S = 1_800_000_000.0
+HANG_MS_DEFAULT = 1000.0
+CCCD_SEED = "001099012345|123456789|Nguyễn Văn An|01011999|Nam|Số 1 Tràng Tiền, Hoàn Kiếm, Hà Nội|15082021"
+
+
+def make_keys() -> tuple[object, object, TrustStore, TrustStore]:
+    """Fixed test keys (derived from constant seeds) so the corpus stays valid across runs."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    issuer = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    authority = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
+    return (issuer, authority, TrustStore.from_keys([issuer.public_key()]),
+            TrustStore.from_keys([authority.public_key()]))
+
+
+def write_seeds(corpus: Path, issuer: object, authority: object) -> None:
+    """A valid pass (plain and compressed forms), a provisioning code, a CCCD card and oddities."""
+    from provisioning import passes
+    from provisioning.prov_qr import make_code
+
+    window = passes.Validity(not_before_s=int(NOW_S) - 3600, expires_s=int(NOW_S) + 86400)
+    seeds = {
+        "pass": passes.issue(issuer, sub="EMP-1", name="NGUYỄN ĐÌNH HÙNG", phone="0966323123", now_s=NOW_S,
+                             window=window),
+        "prov": make_code(authority, {"venue_id": "v-0123456789ab", "name": "Bến xe Giáp Bát"}, direction="in",
+                          broker="mqtt.lan:8883", now_s=NOW_S, nonce=bytes(16)).text,
+        "cccd": CCCD_SEED,
+        "url": "https://example.com/?q=1",
+        "qg1-empty": "QG1:",
+    }
+    corpus.mkdir(parents=True, exist_ok=True)
+    for name, text in seeds.items():
+        (corpus / f"seed-{name}").write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+def main(argv: list[str]) -> None:
+    hang_ms = HANG_MS_DEFAULT
+    for arg in list(argv):
+        if arg.startswith("--hang-ms="):
+            hang_ms = float(arg.split("=", 1)[1])
+            argv.remove(arg)
+    issuer, authority, trust, authorities = make_keys()
+    corpora = [Path(a) for a in argv[1:] if not a.startswith("-")]
+    if corpora and not any(corpora[0].iterdir() if corpora[0].exists() else ()):
+        write_seeds(corpora[0], issuer, authority)
+    slowest = [0.0]
+
+    def one_input(data: bytes) -> None:
+        started = time.perf_counter()
+        result = check_payload(data, trust)
+        if isinstance(result, Rejection) and INTERNAL_ERROR_DETAIL in result.detail:
+            raise AssertionError(f"the parser's last-resort guard fired: {result.detail}")
+        if isinstance(result, Credential) and result.signed and result.subject != "EMP-1":
+            raise AssertionError(f"a pass for {result.subject!r} was accepted; only EMP-1 was ever signed")
+        prov_code.check(data, authorities, NOW_S)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        if elapsed_ms > slowest[0]:
+            if elapsed_ms > 1.5 * slowest[0]:  # libFuzzer exits with _exit: report as it grows
+                print(f"slowest input so far: {elapsed_ms:.1f} ms ({len(data)} bytes)", file=sys.stderr, flush=True)
+            slowest[0] = elapsed_ms
+        if elapsed_ms > hang_ms:
+            raise TimeoutError(f"one input took {elapsed_ms:.0f} ms (limit {hang_ms:.0f} ms), {len(data)} bytes")
+
+    atheris.Setup(argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main(sys.argv)
