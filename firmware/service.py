@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from firmware.errors import DecodeError, StoreError
 from firmware.events import EventFactory
@@ -73,21 +76,34 @@ class Gatekeeper:
 
 
 class LoopStats:
-    """Frame and decode statistics for status, health and the watchdog. Loop thread writes."""
+    """Frame and decode statistics for status, health and the watchdog. Loop thread writes.
+
+    ``last_frame_mono_s`` is the time of the last *fresh* frame: with a frame digest given
+    (live cameras), a frame identical to the one before does not count, so a camera that
+    keeps returning the same buffer (a frozen capture) looks silent to the watchdog and the
+    device state (``camera_fault``), exactly like one that stopped.
+    """
 
     def __init__(self, window: int = 512) -> None:
         self.frames = 0
+        self.frozen_frames = 0
         self.last_frame_mono_s: float | None = None
+        self._last_digest: int | None = None
         self.decode_ms: deque[float] = deque(maxlen=window)
         self.frame_times: deque[float] = deque(maxlen=window)
         self.decisions = 0
         self.granted = 0
         self.last_event: ScanEvent | None = None
 
-    def frame_seen(self, now_mono_s: float) -> None:
+    def frame_seen(self, now_mono_s: float, digest: int | None = None) -> None:
+        """Count a frame; digest (see ``frame_digest``) is given for live cameras only."""
         self.frames += 1
-        self.last_frame_mono_s = now_mono_s
         self.frame_times.append(now_mono_s)
+        if digest is not None and digest == self._last_digest:
+            self.frozen_frames += 1
+            return
+        self._last_digest = digest
+        self.last_frame_mono_s = now_mono_s
 
     def fps(self) -> float:
         """Frames per second over the recent window."""
@@ -104,6 +120,13 @@ class LoopStats:
         return ordered[min(len(ordered) - 1, int(round(pct / 100.0 * (len(ordered) - 1))))]
 
 
+def frame_digest(pixels: Any) -> int:
+    """A cheap fingerprint of a frame: CRC-32 of every 7th pixel of every 7th row (about 10 µs
+    at 640x480). A live sensor's noise changes it on every frame; a frozen capture does not."""
+    sample = np.ascontiguousarray(pixels[::7, ::7])
+    return zlib.crc32(sample.data)
+
+
 class GateService:
     """Reads frames, decodes, decides, records and gives feedback.
 
@@ -117,13 +140,16 @@ class GateService:
         events: builds events for this gate.
         interceptors: see CodeInterceptor.
         on_event: called with every stored event (loop thread); must return quickly.
+        live_camera: frames come from a live camera: identical frames count as no frame
+            (``LoopStats``). Off for replay sources, which repeat each image on purpose.
     """
 
     def __init__(self, *, frames: FrameSource, decoder: Decoder, outputs: Outputs, sink: EventSink,
                  clock: Clock, gatekeeper: Gatekeeper, events: EventFactory,
                  interceptors: list[CodeInterceptor] | None = None,
-                 on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
+                 on_event: list[Callable[[ScanEvent], None]] | None = None, live_camera: bool = False) -> None:
         self.frames, self.decoder, self.outputs, self.sink = frames, decoder, outputs, sink
+        self.live_camera = live_camera
         self.clock, self.gatekeeper, self.events = clock, gatekeeper, events
         self.interceptors = list(interceptors or [])
         self.on_event = list(on_event or [])
@@ -144,7 +170,7 @@ class GateService:
         if frame is None:
             return 0
         started = self.clock.monotonic()
-        self.stats.frame_seen(started)
+        self.stats.frame_seen(started, frame_digest(frame.pixels) if self.live_camera else None)
         try:
             codes = self.decoder.decode(frame)
         except DecodeError as err:

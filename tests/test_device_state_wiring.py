@@ -145,3 +145,57 @@ def test_a_build_that_fails_at_the_camera_closes_what_it_opened(tmp_path):
     again.field_options = {"environ": {}, "input_bounce_s": None}
     again.build()
     again.close()
+
+
+def test_a_live_camera_returning_the_same_frame_counts_as_silent_and_faults(tmp_path):
+    """R4: a frozen capture (picamera2 handing back one buffer) must close the gate like a dead one."""
+    import numpy as np
+
+    from firmware.model import Frame
+
+    clock = FakeClock()
+    app = built(tmp_path, clock, monitor=False)
+    app.service.live_camera = True  # what a picamera2 or v4l2 source sets; this site replays files
+    frames = app.service.frames
+    rng = np.random.default_rng(7)
+    frozen = rng.integers(0, 255, (48, 64), dtype=np.uint8)
+
+    def show(pixels) -> None:
+        frames.push(Frame(pixels=pixels, captured_mono_s=clock.monotonic(), index=0, origin="picamera2"))
+        assert app.service.step(0.0) == 0
+
+    try:
+        assert app.field.tick() is DeviceState.READY
+        for _ in range(3):  # noise: every live frame differs
+            show(rng.integers(0, 255, (48, 64), dtype=np.uint8))
+            clock.advance(20.0)
+            assert app.field.tick() is DeviceState.READY
+        show(frozen)
+        for _ in range(3):  # then the same buffer again and again, 60 s in all
+            clock.advance(20.0)
+            show(frozen.copy())
+        assert app.service.stats.frozen_frames == 3 and app.service.stats.frames == 7
+        assert app.field.tick() is DeviceState.CAMERA_FAULT
+        show(rng.integers(0, 255, (48, 64), dtype=np.uint8))  # the capture recovers
+        assert app.field.tick() is DeviceState.READY
+    finally:
+        app.close()
+
+
+def test_a_replay_source_may_repeat_an_image_without_a_fault(tmp_path):
+    import numpy as np
+
+    from firmware.model import Frame
+
+    clock = FakeClock()
+    app = built(tmp_path, clock, monitor=False)
+    assert app.service.live_camera is False  # dir: source
+    still = np.zeros((48, 64), dtype=np.uint8)
+    try:
+        for _ in range(4):
+            app.service.frames.push(Frame(pixels=still, captured_mono_s=clock.monotonic(), index=0, origin="dir"))
+            assert app.service.step(0.0) == 0
+            clock.advance(20.0)
+        assert app.field.tick() is DeviceState.READY and app.service.stats.frozen_frames == 0
+    finally:
+        app.close()
