@@ -94,3 +94,18 @@ def scans_with_seqs(seqs: set[int]) -> Callable[[list[Received]], bool]:
         got = {json.loads(m.payload)["seq"] for m in messages if m.topic.endswith("/scan")}
         return seqs <= got
     return done
+
+
+def publish_raw(broker: Any, topic: str, payload: bytes, retain: bool = False) -> None:
+    """Publish one message (QoS 1) from a separate client and wait for the broker's PUBACK."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        release_paho_sockets(client)

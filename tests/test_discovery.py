@@ -7,8 +7,7 @@ from gpiozero.pins.mock import MockFactory
 
 from firmware.remote_link import discovery_payload
 from tests.field_support import build_app, write_site
-from tests.mqtt_support import Collector
-from tests.test_remote_mqtt import publish_raw
+from tests.mqtt_support import Collector, publish_raw
 
 pytestmark = pytest.mark.broker
 

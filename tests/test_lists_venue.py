@@ -6,19 +6,17 @@ from __future__ import annotations
 import sys
 import time
 
-import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware.credentials.trust import TrustStore
 from firmware.list_updates import ListUpdates, encode_message, venue_list_topic
 from firmware.lists import open_lists
-from firmware.mqtt import MqttLink, MqttSettings, release_paho_sockets
+from firmware.mqtt import MqttLink, MqttSettings
 from provisioning.list_remote import ListTarget, send_list
 from tests.daemon_support import write_config
-from tests.mqtt_support import Collector
+from tests.mqtt_support import Collector, publish_raw
 
 pytestmark = pytest.mark.broker
 KEY = ed25519.Ed25519PrivateKey.generate()
@@ -58,21 +56,7 @@ def site(shared_broker, topic_prefix, tmp_path):
         gate.close()
     responses.close()
     for venue in ("v-1", "v-2"):  # the retained lists must not leak into later tests
-        publish(shared_broker, venue_list_topic(topic_prefix, venue, "deny"), b"", retain=True)
-
-
-def publish(broker, topic: str, payload: bytes, retain: bool = True) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        info = client.publish(topic, payload, qos=1, retain=retain)
-        info.wait_for_publish(timeout=10)
-        assert info.is_published()
-    finally:
-        client.disconnect()
-        client.loop_stop()
-        release_paho_sockets(client)
+        publish_raw(shared_broker, venue_list_topic(topic_prefix, venue, "deny"), b"", retain=True)
 
 
 def answers_by_gate(responses, transaction: str) -> dict[str, dict]:
@@ -85,7 +69,7 @@ def test_a_retained_venue_list_reaches_every_gate_of_the_venue_even_one_that_com
     gate1, gate2, other = start("gate-1"), start("gate-2"), start("gate-9", venue_id="v-2")
     message = encode_message(KEY, kind="deny", version=7, now_s=time.time(), ids=["079111111111", "P-2"],
                              venue_id="v-1", transaction="t-venue", valid_s=86400)
-    publish(shared_broker, venue_list_topic(topic_prefix, "v-1", "deny"), message)
+    publish_raw(shared_broker, venue_list_topic(topic_prefix, "v-1", "deny"), message, retain=True)
     assert responses.wait_until(lambda ms: len(answers_by_gate(responses, "t-venue")) >= 2, 10)
     answered = answers_by_gate(responses, "t-venue")
     assert sorted(answered) == ["gate-1", "gate-2"]
@@ -123,7 +107,7 @@ def test_a_venue_list_that_is_not_a_full_list_signed_for_this_venue_is_refused(
     kw = {"no_venue_claim": {"ids": ["X"]}, "other_venue": {"ids": ["X"], "venue_id": "v-2"},
           "delta": {"add": ["X"], "base_version": 0, "venue_id": "v-1"}}[variant]
     message = encode_message(KEY, kind="deny", version=3, now_s=time.time(), transaction="t-bad", **kw)
-    publish(shared_broker, venue_list_topic(topic_prefix, "v-1", "deny"), message, retain=False)
+    publish_raw(shared_broker, venue_list_topic(topic_prefix, "v-1", "deny"), message)
     assert responses.wait_until(lambda ms: "gate-1" in answers_by_gate(responses, "t-bad"), 10)
     assert answers_by_gate(responses, "t-bad")["gate-1"]["error"].startswith(reason)
     assert gate.version() == 0 and not gate.lists.is_denied("X")

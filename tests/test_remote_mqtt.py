@@ -6,10 +6,8 @@ import json
 import subprocess
 import sys
 
-import paho.mqtt.client as paho
 import pytest
 from gpiozero.pins.mock import MockFactory
-from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware.device_state import DeviceState
 from firmware.model import Reason
@@ -17,24 +15,10 @@ from firmware.outbox import read_events
 from provisioning.commands import Target, build_envelope, send_command
 from tests.conftest import pin_levels
 from tests.field_support import build_app, write_site
-from tests.mqtt_support import Collector
+from tests.mqtt_support import Collector, publish_raw
 
 pytestmark = pytest.mark.broker
 RELAY = 17
-
-
-def publish_raw(broker, topic: str, payload: bytes, retain: bool = False) -> None:
-    """Publish one message (QoS 1) from a separate client and wait for the broker's PUBACK."""
-    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    c.connect(broker.host, broker.port)
-    c.loop_start()
-    try:
-        info = c.publish(topic, payload, qos=1, retain=retain)
-        info.wait_for_publish(timeout=10)
-        assert info.is_published()
-    finally:
-        c.disconnect()
-        c.loop_stop()
 
 
 @pytest.fixture
