@@ -201,11 +201,6 @@ class CommandsConfig:
                                           "until a signed `mode normal` command arrives.", False)
     pass_timeout_s: float = opt(10.0, "With a passage sensor: a grant not followed by a passage "
                                 "within this time is recorded as `not_passed`.", 10.0, min=1.0, max=600.0)
-    dashboard_commands: tuple[str, ...] = opt(
-        (), "Commands accepted UNSIGNED from a dashboard (Home Assistant's button and select) on "
-        "`<prefix>/<device_id>/dashboard/<name>`: any of `open`, `mode`, `rebirth`. Only where the "
-        "broker ACL lets nobody but the dashboard write there; empty = off.", ("open", "mode"),
-        item_choices=("open", "mode", "rebirth"))
 
 
 @dataclass(frozen=True)
@@ -306,14 +301,6 @@ def _check_value(section: str, f: dataclasses.Field, value: Any, section_cls: ty
     elif want is str:
         if not isinstance(value, str):
             return None, f"{key} = {value!r} must be a string, for example {str(meta.get('example'))!r}"
-    elif want == tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return None, f"{key} = {value!r} must be a list of strings, for example {list(meta.get('example'))!r}"
-        unknown = [v for v in value if v not in meta.get("item_choices", (v,))]
-        if unknown:
-            return None, (f"{key}: {', '.join(map(repr, unknown))} not allowed; choose from "
-                          f"{', '.join(map(repr, meta['item_choices']))}")
-        value = tuple(dict.fromkeys(value))
     if "choices" in meta and value not in meta["choices"]:
         return None, f"{key} = {value!r} is not one of {', '.join(map(repr, meta['choices']))}"
     if meta.get("pin"):
@@ -454,8 +441,6 @@ def render_template() -> str:
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

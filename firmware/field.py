@@ -185,8 +185,7 @@ class FieldOps:
             self.discovery = Discovery(
                 link=link, topic=discovery_topic(cfg.mqtt.discovery_prefix, cfg.device.id),
                 payload=discovery_payload(device_id=cfg.device.id, base_topic=link.topic("").rstrip("/"),
-                                          venue_id=cfg.device.venue_id,
-                                          dashboard_commands=cfg.commands.dashboard_commands),
+                                          venue_id=cfg.device.venue_id),
                 publish_absolute=link.publish_absolute)
             link.add_on_connect(self.discovery.publish)
             link.subscribe_absolute(f"{cfg.mqtt.discovery_prefix}/status", self.discovery.ha_status)
@@ -201,8 +200,7 @@ class FieldOps:
             self.remote = RemoteCommands(link=link, verifier=verifier, nonce_path=nonce_path,
                                          clock=self.clock,
                                          actions={"open": self._cmd_open, "mode": self._cmd_mode,
-                                                  "reload": self._cmd_reload, "rebirth": self._cmd_rebirth},
-                                         dashboard_commands=cfg.commands.dashboard_commands)
+                                                  "reload": self._cmd_reload, "rebirth": self._cmd_rebirth})
             self.remote.subscribe()
             if len(trust) == 0:
                 log.warning("no command keys in %s: every remote command will be refused (unknown_key)",
@@ -220,9 +218,8 @@ class FieldOps:
         event = self.service.events.build_record(
             decision="granted", reason=Reason.REMOTE_OPEN.value, credential=CredentialType.REMOTE.value,
             code_sha256=hashlib.sha256(command.nonce.encode("utf-8")).hexdigest(),
-            wall_s=self.clock.wall(), time_synced=self.clock.wall_trusted(),
-            subject=f"key:{command.kid_hex}" if command.kid_hex else "dashboard",
-            display="remote open" if command.kid_hex else "dashboard open")
+            wall_s=self.clock.wall(), time_synced=self.clock.wall_trusted(), subject=f"key:{command.kid_hex}",
+            display="remote open")
         try:
             # the passage watch belongs to the scan loop thread: not told from this one
             stored = self.service.record(event, skip=(self._event_stored,))

@@ -309,49 +309,6 @@ class CommandVerifier:
                                issued_at=issued, expires_at=expires, transaction=tx, kid_hex=kid_text),
                        transaction=tx)
 
-    def verify_dashboard(self, topic_name: str, payload: bytes, retained: bool, allowed: Sequence[str],
-                         now_wall_s: float, now_mono_s: float, nonce: str) -> Verdict:
-        """Check one unsigned dashboard press (``<prefix>/<device_id>/dashboard/<name>``).
-
-        Home Assistant's button and select cannot sign, so ``[commands] dashboard_commands``
-        may accept ``open`` (payload ``PRESS``), ``mode`` (payload ``normal``, ``lockdown`` or
-        ``free_passage``) and ``rebirth`` there, trusting the broker ACL for who may write.
-        Refused: retained (``retained``), a command not in allowed or bad arguments
-        (``unknown_command``), a payload over 64 bytes or an ``open`` whose payload is not
-        ``PRESS`` (``malformed``), and a burst beyond the shared rate (``rate_limited``).
-
-        Args:
-            topic_name: the last topic level.
-            payload: the message payload.
-            retained: the broker's retain flag.
-            allowed: ``[commands] dashboard_commands``.
-            now_wall_s, now_mono_s: the gate's clocks.
-            nonce: a fresh random id for this press (the event's code hash is made from it).
-
-        Returns:
-            A Verdict whose command has ``kid_hex`` empty: the caller records it as a dashboard act.
-        """
-        if retained:
-            return Verdict(None, Reject.RETAINED, "retained commands are never acted on; set retain off")
-        if topic_name not in allowed:
-            return Verdict(None, Reject.UNKNOWN_COMMAND, f"dashboard/{topic_name} is not enabled; "
-                           "commands.dashboard_commands allows " + (", ".join(allowed) or "nothing"))
-        if len(payload) > 64:
-            return Verdict(None, Reject.MALFORMED, f"payload is {len(payload)} bytes, over 64")
-        text = payload.decode("utf-8", "replace").strip()
-        args: dict[str, Any] = {}
-        if topic_name == "open" and text != "PRESS":
-            return Verdict(None, Reject.MALFORMED, "an open press carries the payload PRESS")
-        if topic_name == "mode":
-            checked, problem = _check_args("mode", {"mode": text}, self.max_pulse_ms)
-            if checked is None:
-                return Verdict(None, Reject.UNKNOWN_COMMAND, problem)
-            args = checked
-        if not self._rate.allow(now_mono_s):
-            return Verdict(None, Reject.RATE_LIMITED, f"more than {self.rate_per_min} commands a minute")
-        return Verdict(Command(name=topic_name, args=args, device_id=self.device_id, nonce=nonce,
-                               issued_at=now_wall_s, expires_at=now_wall_s, transaction=None, kid_hex=""))
-
 
 def _peek_transaction(payload: bytes) -> str | None:
     """The transaction of an envelope, unverified, only to echo it in a rejection."""

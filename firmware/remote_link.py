@@ -7,11 +7,6 @@ cache is persisted (atomically, fsynced) before the command is acted on; the ans
 goes to ``<prefix>/<device_id>/response/<name>`` (QoS 1, not retained) with
 ``status``, ``error``, ``detail``, ``data`` and the echoed ``transaction``.
 
-Dashboard commands (``[commands] dashboard_commands``, off by default): unsigned presses
-from Home Assistant's button and select on ``<prefix>/<device_id>/dashboard/<name>``, checked
-by ``CommandVerifier.verify_dashboard`` and answered the same way. They trust the broker ACL,
-not a signature.
-
 Discovery: one retained device-discovery message on
 ``<discovery_prefix>/device/<device_id>/config`` (published on every connect, on
 ``rebirth`` and when Home Assistant announces ``online`` on ``<discovery_prefix>/status``).
@@ -21,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,15 +59,11 @@ class RemoteCommands:
         nonce_path: where the nonce cache is persisted.
         clock: the Clock port (wall, monotonic, wall_trusted).
         actions: name -> ``action(command) -> (data dict, error or None)``.
-        dashboard_commands: commands accepted unsigned on ``dashboard/<name>`` (``[commands]
-            dashboard_commands``); empty: that topic is not subscribed.
     """
 
     def __init__(self, *, link: Any, verifier: CommandVerifier, nonce_path: Path, clock: Any,
-                 actions: dict[str, Callable[[Any], tuple[dict[str, Any], str | None]]],
-                 dashboard_commands: tuple[str, ...] = ()) -> None:
+                 actions: dict[str, Callable[[Any], tuple[dict[str, Any], str | None]]]) -> None:
         self.link = link
-        self.dashboard_commands = dashboard_commands
         self.verifier = verifier
         self.nonce_path = nonce_path
         self.clock = clock
@@ -82,25 +72,8 @@ class RemoteCommands:
         self.rejected: dict[str, int] = {}
 
     def subscribe(self) -> None:
-        """Subscribe to ``cmd/+``, and ``dashboard/+`` if enabled (renewed after every reconnect)."""
+        """Subscribe to ``cmd/+`` (renewed by the link after every reconnect)."""
         self.link.subscribe("cmd/+", self.handle, qos=1)
-        if self.dashboard_commands:
-            self.link.subscribe("dashboard/+", self.handle_dashboard, qos=1)
-            log.warning("dashboard commands %s are accepted UNSIGNED on %s: the broker ACL must let only "
-                        "the dashboard write there", ", ".join(self.dashboard_commands),
-                        self.link.topic("dashboard/+"))
-
-    def handle_dashboard(self, topic: str, payload: bytes, retained: bool, props: dict[str, Any]) -> None:
-        """One unsigned dashboard press (MQTT worker thread); answered on ``response/<name>``."""
-        name = topic.rsplit("/", 1)[-1]
-        verdict = self.verifier.verify_dashboard(name, payload, retained, self.dashboard_commands,
-                                                 self.clock.wall(), self.clock.monotonic(), secrets.token_hex(16))
-        if not verdict.ok:
-            self._rejected(name, verdict, "dashboard ")
-            return
-        self.accepted += 1
-        log.warning("dashboard command %s accepted", name)
-        self._act(name, verdict)
 
     def handle(self, topic: str, payload: bytes, retained: bool, props: dict[str, Any]) -> None:
         """One command message (MQTT worker thread)."""
@@ -108,7 +81,10 @@ class RemoteCommands:
         verdict = self.verifier.verify(name, payload, retained, self.clock.wall(), self.clock.monotonic(),
                                        self.clock.wall_trusted())
         if not verdict.ok:
-            self._rejected(name, verdict)
+            assert verdict.reject is not None
+            self.rejected[verdict.reject.value] = self.rejected.get(verdict.reject.value, 0) + 1
+            log.warning("command %s rejected: %s (%s)", name, verdict.reject.value, verdict.detail)
+            self._answer(name, verdict)
             return
         command = verdict.command
         assert command is not None
@@ -122,16 +98,6 @@ class RemoteCommands:
             return
         self.accepted += 1
         log.warning("command %s accepted (key %s, transaction %s)", name, command.kid_hex, command.transaction)
-        self._act(name, verdict)
-
-    def _rejected(self, name: str, verdict: Verdict, source: str = "") -> None:
-        assert verdict.reject is not None
-        self.rejected[verdict.reject.value] = self.rejected.get(verdict.reject.value, 0) + 1
-        log.warning("%scommand %s rejected: %s (%s)", source, name, verdict.reject.value, verdict.detail)
-        self._answer(name, verdict)
-
-    def _act(self, name: str, verdict: Verdict) -> None:
-        command = verdict.command
         try:
             data, error = self.actions[name](command)
         except Exception as err:  # an action bug must still answer the operator
@@ -151,22 +117,16 @@ def discovery_topic(discovery_prefix: str, device_id: str) -> str:
     return f"{discovery_prefix}/device/{device_id}/config"
 
 
-def discovery_payload(*, device_id: str, base_topic: str, venue_id: str = "",
-                      dashboard_commands: tuple[str, ...] = ()) -> dict[str, Any]:
+def discovery_payload(*, device_id: str, base_topic: str, venue_id: str = "") -> dict[str, Any]:
     """The Home Assistant device-discovery document (``dev``, ``o``, ``cmps``).
 
-    Components: the ``scan`` event, an ``open`` button and a ``mode`` select, ``relay`` and
-    ``camera`` binary sensors, and sensors for scans, backlog, fps, decode p99, CPU
-    temperature and the device state. HA cannot sign: the button and select publish on
-    ``dashboard/<name>`` when that command is in ``dashboard_commands`` (accepted unsigned,
-    trusting the broker ACL), else on ``cmd/<name>``, where their raw payloads are refused
-    as ``unsigned`` unless a signing bridge sits between.
+    Components: the ``scan`` event, an ``open`` button and a ``mode`` select (HA cannot
+    sign, so their raw payloads are refused as ``unsigned`` unless a signing bridge such
+    as ``qrgate cmd send`` sits between), ``relay`` and ``camera`` binary sensors, and
+    sensors for scans, backlog, fps, decode p99, CPU temperature and the device state.
     """
     uid = device_id.replace("-", "_")
     state = f"{base_topic}/state"
-
-    def command_topic(name: str) -> str:
-        return f"{base_topic}/{'dashboard' if name in dashboard_commands else 'cmd'}/{name}"
 
     def sensor(key: str, name: str, template: str, **extra: Any) -> dict[str, Any]:
         return {"p": "sensor", "name": name, "unique_id": f"qrgate_{uid}_{key}", "state_topic": state,
@@ -177,9 +137,9 @@ def discovery_payload(*, device_id: str, base_topic: str, venue_id: str = "",
                  "state_topic": f"{base_topic}/scan",
                  "event_types": ["granted", "denied", "error", "not_passed"]},
         "open": {"p": "button", "name": "Open", "unique_id": f"qrgate_{uid}_open",
-                 "command_topic": command_topic("open"), "payload_press": "PRESS", "retain": False},
+                 "command_topic": f"{base_topic}/cmd/open", "payload_press": "PRESS", "retain": False},
         "mode": {"p": "select", "name": "Mode", "unique_id": f"qrgate_{uid}_mode",
-                 "command_topic": command_topic("mode"), "state_topic": state,
+                 "command_topic": f"{base_topic}/cmd/mode", "state_topic": state,
                  "value_template": "{{ value_json.mode }}", "options": [m.value for m in Mode],
                  "retain": False},
         "relay": {"p": "binary_sensor", "name": "Relay", "unique_id": f"qrgate_{uid}_relay",

@@ -27,8 +27,6 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (str, Path)):
         return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML form for {value!r} in a test config")
 
 

@@ -156,17 +156,3 @@ def test_a_burst_beyond_the_rate_limit_is_rejected_and_the_window_slides():
 def test_max_age_is_capped_at_30_s():
     assert verifier(max_age_s=300).max_age_s == 30.0
     assert check(verifier(max_age_s=10), envelope(ttl_s=11)).reject is Reject.EXPIRED
-
-
-def test_dashboard_presses_share_the_rate_limit_and_carry_no_key():
-    v = verifier(rate_per_min=3)
-    press = lambda topic, payload, retained=False: v.verify_dashboard(  # noqa: E731
-        topic, payload, retained, ("open", "mode"), NOW, 100.0, "f" * 32)
-    first = press("open", b"PRESS")
-    assert first.ok and first.command.kid_hex == "" and first.command.nonce == "f" * 32
-    assert press("mode", b" free_passage\n").command.args == {"mode": Mode.FREE_PASSAGE}
-    assert press("open", b"PRESS" * 13).reject is Reject.MALFORMED  # over 64 bytes
-    assert press("open", b"PRESS", retained=True).reject is Reject.RETAINED
-    assert press("reload", b"PRESS").reject is Reject.UNKNOWN_COMMAND
-    assert check(v, envelope(nonce="m" * 16)).ok  # the third command of the minute, signed
-    assert press("open", b"PRESS").reject is Reject.RATE_LIMITED
