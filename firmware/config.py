@@ -168,6 +168,10 @@ class MqttConfig:
                             min=1, max=1000)
     discovery: bool = opt(True, "Publish Home Assistant discovery.", True)
     discovery_prefix: str = opt("homeassistant", "Home Assistant discovery prefix.", "homeassistant")
+    discovery_bridge: bool = opt(False, "Point Home Assistant's open button and mode select at "
+                                 "`<prefix>/<device_id>/dashboard/<name>`, where `qrgate cmd bridge` signs "
+                                 "and forwards them; false: at `cmd/<name>`, where unsigned presses are refused.",
+                                 True)
     state_interval_s: float = opt(60.0, "Refresh the retained state at least this often.", 60.0,
                                   min=1.0, max=3600.0)
     app_ack: bool = opt(False, "Application-level ack: an event counts as delivered only when the "

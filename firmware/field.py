@@ -185,7 +185,7 @@ class FieldOps:
             self.discovery = Discovery(
                 link=link, topic=discovery_topic(cfg.mqtt.discovery_prefix, cfg.device.id),
                 payload=discovery_payload(device_id=cfg.device.id, base_topic=link.topic("").rstrip("/"),
-                                          venue_id=cfg.device.venue_id),
+                                          venue_id=cfg.device.venue_id, bridge=cfg.mqtt.discovery_bridge),
                 publish_absolute=link.publish_absolute)
             link.add_on_connect(self.discovery.publish)
             link.subscribe_absolute(f"{cfg.mqtt.discovery_prefix}/status", self.discovery.ha_status)

@@ -117,16 +117,19 @@ def discovery_topic(discovery_prefix: str, device_id: str) -> str:
     return f"{discovery_prefix}/device/{device_id}/config"
 
 
-def discovery_payload(*, device_id: str, base_topic: str, venue_id: str = "") -> dict[str, Any]:
+def discovery_payload(*, device_id: str, base_topic: str, venue_id: str = "", bridge: bool = False) -> dict[str, Any]:
     """The Home Assistant device-discovery document (``dev``, ``o``, ``cmps``).
 
-    Components: the ``scan`` event, an ``open`` button and a ``mode`` select (HA cannot
-    sign, so their raw payloads are refused as ``unsigned`` unless a signing bridge such
-    as ``qrgate cmd send`` sits between), ``relay`` and ``camera`` binary sensors, and
-    sensors for scans, backlog, fps, decode p99, CPU temperature and the device state.
+    Components: the ``scan`` event, an ``open`` button and a ``mode`` select, ``relay`` and
+    ``camera`` binary sensors, and sensors for scans, backlog, fps, decode p99, CPU
+    temperature and the device state. HA cannot sign: with ``bridge`` the button and select
+    publish on ``dashboard/<name>``, where ``qrgate cmd bridge`` signs them and forwards them
+    to ``cmd/<name>``; without it they publish on ``cmd/<name>`` and the gate refuses their
+    raw payloads as ``unsigned``. The gate itself only ever acts on signed commands.
     """
     uid = device_id.replace("-", "_")
     state = f"{base_topic}/state"
+    commands = f"{base_topic}/{'dashboard' if bridge else 'cmd'}"
 
     def sensor(key: str, name: str, template: str, **extra: Any) -> dict[str, Any]:
         return {"p": "sensor", "name": name, "unique_id": f"qrgate_{uid}_{key}", "state_topic": state,
@@ -137,9 +140,9 @@ def discovery_payload(*, device_id: str, base_topic: str, venue_id: str = "") ->
                  "state_topic": f"{base_topic}/scan",
                  "event_types": ["granted", "denied", "error", "not_passed"]},
         "open": {"p": "button", "name": "Open", "unique_id": f"qrgate_{uid}_open",
-                 "command_topic": f"{base_topic}/cmd/open", "payload_press": "PRESS", "retain": False},
+                 "command_topic": f"{commands}/open", "payload_press": "PRESS", "retain": False},
         "mode": {"p": "select", "name": "Mode", "unique_id": f"qrgate_{uid}_mode",
-                 "command_topic": f"{base_topic}/cmd/mode", "state_topic": state,
+                 "command_topic": f"{commands}/mode", "state_topic": state,
                  "value_template": "{{ value_json.mode }}", "options": [m.value for m in Mode],
                  "retain": False},
         "relay": {"p": "binary_sensor", "name": "Relay", "unique_id": f"qrgate_{uid}_relay",

@@ -1,6 +1,6 @@
 """Operator side of remote commands: sign one command, send it, wait for the gate's answer.
 
-Used by ``qrgate cmd send``. Opens its own short-lived MQTT connection (paho 2.x,
+Used by ``qrgate cmd send`` (and ``read_dashboard_press`` by ``qrgate cmd bridge``). Opens its own short-lived MQTT connection (paho 2.x,
 MQTT 5), subscribes to ``<prefix>/<device_id>/response/<name>`` first, then publishes
 the signed envelope on ``<prefix>/<device_id>/cmd/<name>`` (QoS 1, never retained, with
 a v5 message expiry equal to the envelope's validity) and waits for the response whose
@@ -10,6 +10,7 @@ a v5 message expiry equal to the envelope's validity) and waits for the response
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -79,3 +80,51 @@ def send_command(target: Target, command: str, envelope: bytes, transaction: str
                    payload=envelope, transaction=transaction, timeout_s=timeout_s, what="the command",
                    client_id_prefix="qrgate-cmd-", expiry_s=max(1, int(ttl_s)),
                    refused_hint="; check credentials and TLS options")
+
+
+DASHBOARD_COMMANDS = ("open", "mode", "rebirth")
+_DEVICE_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class DashboardPress:
+    """A dashboard press the bridge will sign: which gate, which command, its arguments."""
+
+    device_id: str
+    command: str
+    args: dict[str, Any]
+
+
+def read_dashboard_press(prefix: str, topic: str, payload: bytes, retained: bool,
+                         allowed: tuple[str, ...]) -> DashboardPress | str:
+    """Turn a message on ``<prefix>/<device_id>/dashboard/<name>`` into a press to sign. Pure.
+
+    Home Assistant's button sends ``PRESS`` (``open``, ``rebirth``); its select sends the
+    option (``mode``: ``normal``, ``lockdown`` or ``free_passage``).
+
+    Returns:
+        The press, or the reason it is ignored (a retained message, another topic, a command
+        not in allowed, a payload that is not what the dashboard sends).
+    """
+    from firmware.device_state import Mode
+
+    if retained:
+        return "retained: a retained press is never forwarded; clear it"
+    parts = topic.split("/")
+    base = prefix.split("/")
+    if len(parts) != len(base) + 3 or parts[:len(base)] != base or parts[len(base) + 1] != "dashboard":
+        return f"not a dashboard topic: {topic}"
+    device_id, command = parts[len(base)], parts[len(base) + 2]
+    if not _DEVICE_ID.match(device_id):
+        return f"{device_id!r} is not a device id"
+    if command not in allowed:
+        return f"{command!r} is not forwarded (allowed: {', '.join(allowed)})"
+    text = payload[:64].decode("utf-8", "replace").strip() if len(payload) <= 64 else ""
+    if command == "mode":
+        try:
+            return DashboardPress(device_id, command, {"mode": Mode.parse(text).value})
+        except ValueError:
+            return f"mode {text!r} is not normal, lockdown or free_passage"
+    if text != "PRESS":
+        return f"{command} expects the payload PRESS"
+    return DashboardPress(device_id, command, {})

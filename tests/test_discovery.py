@@ -25,6 +25,10 @@ def test_discovery_document_has_device_origin_and_the_components():
     assert doc["cmps"]["mode"]["options"] == ["normal", "lockdown", "free_passage"]
     assert all(c["retain"] is False for c in doc["cmps"].values() if "command_topic" in c)
     assert len({c["unique_id"] for c in doc["cmps"].values()}) == len(doc["cmps"])
+    # with the signing bridge, the button and the select publish where `qrgate cmd bridge` listens
+    doc = discovery_payload(device_id="bus-3-gate-2", base_topic="qrgate/bus-3-gate-2", bridge=True)
+    assert [doc["cmps"][c]["command_topic"] for c in ("open", "mode")] == [
+        "qrgate/bus-3-gate-2/dashboard/open", "qrgate/bus-3-gate-2/dashboard/mode"]
 
 
 def test_discovery_is_retained_and_republished_when_home_assistant_comes_online(tmp_path, shared_broker,

@@ -1,6 +1,10 @@
-"""`qrgate cmd send`: sign a remote command, send it to a gate and print the gate's answer.
+"""`qrgate cmd send|bridge`: signed remote commands from the operator side.
 
-Exit status: 0 the gate answered ``ok``; 1 it answered an error; 4 no answer in time.
+``send`` signs one command, sends it to a gate and prints the gate's answer. Exit status:
+0 the gate answered ``ok``; 1 it answered an error; 4 no answer in time.
+
+``bridge`` runs until SIGTERM: it signs Home Assistant's dashboard presses and forwards them
+(``provisioning.command_bridge``).
 """
 
 from __future__ import annotations
@@ -31,14 +35,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--timeout-s", type=float, default=10.0, help="wait this long for the answer (default: %(default)s)")
     s.add_argument("--transaction", default=None, help="transaction id echoed in the answer (default: random)")
     s.add_argument("--pulse-ms", type=int, default=None, help="open: pulse length (at most the gate's relay_pulse_ms)")
-    s.add_argument("--tls-ca", default="", help="CA certificate (enables TLS)")
-    s.add_argument("--tls-cert", default="", help="client certificate")
-    s.add_argument("--tls-key", default="", help="client certificate key")
-    s.add_argument("--username", default="", help="broker user name")
-    s.add_argument("--password-file", default="", help="file holding the broker password")
+    _add_broker_login(s)
     s.add_argument("command", choices=("open", "mode", "reload", "rebirth"), help="what to do")
     s.add_argument("argument", nargs="?", help="for mode: normal, lockdown or free_passage")
     s.set_defaults(func=cmd_send)
+
+    b = cs.add_parser("bridge", help="sign Home Assistant's dashboard presses and forward them to the gates",
+                      description="Home Assistant cannot sign. With mqtt.discovery_bridge = true on the gates, "
+                      "their open button and mode select publish on <prefix>/<device>/dashboard/<name>; this "
+                      "bridge signs each press with --key and sends it to cmd/<name>. Let only Home "
+                      "Assistant's login write to <prefix>/+/dashboard/# (broker ACL). Runs until SIGTERM.")
+    b.add_argument("--key", required=True, help="command signing key the gates trust")
+    b.add_argument("--broker", required=True, metavar="HOST:PORT", help="MQTT broker")
+    b.add_argument("--prefix", default="qrgate", help="topic prefix (default: %(default)s)")
+    b.add_argument("--allow", default="open,mode", help="commands to forward, from open, mode, rebirth "
+                   "(default: %(default)s)")
+    b.add_argument("--ttl-s", type=float, default=10.0, help="validity of each signed command (default: %(default)s)")
+    _add_broker_login(b)
+    b.set_defaults(func=cmd_bridge)
+
+
+def _add_broker_login(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", default="", help="CA certificate (enables TLS)")
+    p.add_argument("--tls-cert", default="", help="client certificate")
+    p.add_argument("--tls-key", default="", help="client certificate key")
+    p.add_argument("--username", default="", help="broker user name")
+    p.add_argument("--password-file", default="", help="file holding the broker password")
 
 
 def _broker(text: str) -> tuple[str, int]:
@@ -80,3 +102,30 @@ def cmd_send(args: argparse.Namespace) -> int:
         return EXIT_NO_ANSWER
     print(json.dumps(answer, ensure_ascii=False, sort_keys=True))
     return 0 if answer.get("status") == "ok" else 1
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    import threading
+
+    from firmware.commands.history import install_signal_handlers
+    from provisioning.command_bridge import CommandBridge
+    from provisioning.keys import load_private_key
+    from provisioning.mqtt_request import Broker
+
+    host, port = _broker(args.broker)
+    if not 0 < args.ttl_s <= 30:
+        raise ConfigError(f"--ttl-s {args.ttl_s} must be above 0 and at most 30")
+    password = Path(args.password_file).read_text().strip() if args.password_file else ""
+    broker = Broker(host, port, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                    username=args.username, password=password)
+    try:
+        bridge = CommandBridge(broker, load_private_key(args.key), prefix=args.prefix,
+                               allowed=tuple(c.strip() for c in args.allow.split(",") if c.strip()),
+                               ttl_s=args.ttl_s)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    bridge.run(stop)
+    print(f"bridge stopped: {bridge.forwarded} forwarded, {bridge.ignored} ignored", file=sys.stderr)
+    return 0
