@@ -66,13 +66,7 @@ def test_all_problems_are_reported_at_once_with_key_value_and_fix():
         assert needle in text, needle
 
 
-def test_dashboard_commands_are_a_checked_list_and_venues_is_not_a_device_id():
-    cfg = parse_config({"commands": {"dashboard_commands": ["open", "mode", "open"]}})
-    assert cfg.commands.dashboard_commands == ("open", "mode")
-    again = parse_config(tomllib.loads(to_toml(cfg)))
-    assert again.commands.dashboard_commands == ("open", "mode")
-    assert any("'reload' not allowed" in p for p in problems_of({"commands": {"dashboard_commands": ["reload"]}}))
-    assert any("must be a list of strings" in p for p in problems_of({"commands": {"dashboard_commands": "open"}}))
+def test_venues_is_not_a_device_id():
     assert any("'venues' is reserved" in p for p in problems_of({"device": {"id": "venues"}}))
 
 
