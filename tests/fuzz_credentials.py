@@ -8,7 +8,8 @@ An input fails the run when:
 - ``check_payload`` reaches its last-resort guard (a parser bug that the guard hid), or
   ``prov_code.check`` raises (both promise never to raise);
 - one input takes longer than ``--hang-ms`` (default 1,000; the R1 target of 100 ms is
-  reported by the ``slowest input so far`` lines, not enforced, because a loaded CI host pauses);
+  reported by the ``slowest input so far`` lines, not enforced). An input slower than 5 ms is
+  timed three more times and the best counts, so a pause of a loaded host is not blamed on it;
 - it accepts a credential that is not the seed's signed subject (a forged pass accepted).
 
 Run::
@@ -35,6 +36,7 @@ with atheris.instrument_imports(include=["firmware", "base45", "cbor2"]):
 
 NOW_S = 1_800_000_000.0
 HANG_MS_DEFAULT = 1000.0
+RETIME_ABOVE_MS = 5.0
 CCCD_SEED = "001099012345|123456789|Nguyễn Văn An|01011999|Nam|Số 1 Tràng Tiền, Hoàn Kiếm, Hà Nội|15082021"
 
 
@@ -80,7 +82,7 @@ def main(argv: list[str]) -> None:
         write_seeds(corpora[0], issuer, authority)
     slowest = [0.0]
 
-    def one_input(data: bytes) -> None:
+    def timed(data: bytes) -> float:
         started = time.perf_counter()
         result = check_payload(data, trust)
         if isinstance(result, Rejection) and INTERNAL_ERROR_DETAIL in result.detail:
@@ -88,7 +90,13 @@ def main(argv: list[str]) -> None:
         if isinstance(result, Credential) and result.signed and result.subject != "EMP-1":
             raise AssertionError(f"a pass for {result.subject!r} was accepted; only EMP-1 was ever signed")
         prov_code.check(data, authorities, NOW_S)
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return (time.perf_counter() - started) * 1000.0
+
+    def one_input(data: bytes) -> None:
+        elapsed_ms = timed(data)
+        if elapsed_ms > max(slowest[0], RETIME_ABOVE_MS):
+            # A slow first run may be the scheduler, not the input: keep the best of three more.
+            elapsed_ms = min(elapsed_ms, *(timed(data) for _ in range(3)))
         if elapsed_ms > slowest[0]:
             if elapsed_ms > 1.5 * slowest[0]:  # libFuzzer exits with _exit: report as it grows
                 print(f"slowest input so far: {elapsed_ms:.1f} ms ({len(data)} bytes)", file=sys.stderr, flush=True)
