@@ -9,7 +9,10 @@ Three figures (issue 3, section 6):
   layer, target at most 16 KB) and ``wchar`` (what was passed to ``write()``);
 - drain rate to a local Mosquitto: QoS 1 events per second from the outbox until every
   PUBACK is in and marked (target at least 1,000/s). The bench starts its own
-  ``mosquitto`` on a free loopback port when the program is installed, or uses ``--broker``.
+  ``mosquitto`` on a free loopback port when the program is installed, or uses ``--broker``;
+- offline (RELIABILITY D2): ``--offline`` events appended one by one through the real outbox
+  with no broker, the process's RSS after the first 1,000 and at the end (target: growth
+  under 10 %), then the drain rate of that backlog (target at least 200/s).
 
 The backlogs are filled in one bulk transaction (the fill is not what is measured).
 """
@@ -17,6 +20,7 @@ The backlogs are filled in one bulk transaction (the fill is not what is measure
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import shutil
@@ -49,11 +53,51 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                    help="appends measured per backlog (default %(default)s)")
     p.add_argument("--drain", type=int, default=5000,
                    help="events drained to the broker (default %(default)s)")
+    p.add_argument("--offline", type=int, default=20_000,
+                   help="events appended through the real outbox with the broker away, then drained: "
+                   "memory growth and drain rate (RELIABILITY D2: 260000 is 72 h at 1 scan/s; "
+                   "default %(default)s)")
     p.add_argument("--broker", default="", help="HOST:PORT of a broker to use instead of a private mosquitto")
     p.add_argument("--workdir", default="", help="directory for the bench databases (default: a temp dir "
                    "on /tmp; give one on the SD card to measure it)")
     add_json_flag(p)
     p.set_defaults(func=bench_outbox_command)
+
+
+def _rss_kb() -> int:
+    """This process's resident set size in KiB (``VmRSS``), 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure_offline(path: Path, count: int, host: str, port: int) -> dict[str, Any]:
+    """D2: append count events one by one while no broker is connected (the gate offline),
+    sampling RSS after the first 1,000 and at the end, then drain them all to the broker."""
+    outbox = SqliteOutbox(path, max_events=count + 10)
+    warm = min(1000, count)
+    rss_start = 0
+    started = time.perf_counter()
+    try:
+        for n in range(count):
+            if n == warm:
+                gc.collect()
+                rss_start = _rss_kb()
+            outbox.append(SAMPLE)
+        gc.collect()
+        rss_end = _rss_kb()
+        append_s = time.perf_counter() - started
+    finally:
+        outbox.close()
+    drain = measure_drain(path, count, host, port, fill=False)
+    return {"events": count, "append_s": append_s, "rss_kb_after_1000": rss_start, "rss_kb_end": rss_end,
+            "rss_growth_pct": 100.0 * (rss_end - rss_start) / rss_start if rss_start else 0.0,
+            "drain_events_per_s": drain["events_per_s"], "drained": drain["drained"]}
 
 
 def _proc_io() -> dict[str, int]:
@@ -147,12 +191,15 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
-def measure_drain(path: Path, count: int, host: str, port: int) -> dict[str, Any]:
-    """Drain count events from the outbox to the broker; events per second until all are marked."""
+def measure_drain(path: Path, count: int, host: str, port: int, fill: bool = True) -> dict[str, Any]:
+    """Drain count events from the outbox to the broker; events per second until all are marked.
+
+    fill=False drains what the outbox already holds (count events)."""
     from firmware.mqtt import MqttLink, MqttSettings
     from firmware.publisher import OutboxPublisher
 
-    fill_backlog(path, count)
+    if fill:
+        fill_backlog(path, count)
     outbox = SqliteOutbox(path, max_events=count + 10)
     link = MqttLink(MqttSettings(device_id="bench-gate", host=host, port=port, prefix="qrgate-bench"),
                     reconnect_min_s=0.2, reconnect_max_s=1.0)
@@ -163,7 +210,7 @@ def measure_drain(path: Path, count: int, host: str, port: int) -> dict[str, Any
             raise ConfigError(f"cannot connect to the broker at {host}:{port}")
         start = time.perf_counter()
         publisher.start()
-        drained = publisher.wait_drained(120.0)
+        drained = publisher.wait_drained(max(120.0, count / 200.0))
         elapsed_s = time.perf_counter() - start
     finally:
         publisher.stop()
@@ -176,7 +223,7 @@ def measure_drain(path: Path, count: int, host: str, port: int) -> dict[str, Any
 def bench_outbox_command(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="qrgate-bench-outbox-", dir=args.workdir or None) as tmp:
         work = Path(tmp)
-        for name in ("small", "large", "drain"):
+        for name in ("small", "large", "drain", "offline"):
             (work / name).mkdir()
         # The bench fills outboxes on purpose: their budget alarms are expected, not news.
         logging.getLogger("firmware.outbox").setLevel(logging.CRITICAL)
@@ -192,6 +239,7 @@ def bench_outbox_command(args: argparse.Namespace) -> int:
                 broker_proc, port = _start_mosquitto(work)
                 host = "127.0.0.1"
             drain = measure_drain(work / "drain" / "outbox.sqlite", args.drain, host, port)
+            offline = measure_offline(work / "offline" / "outbox.sqlite", args.offline, host, port)
         finally:
             if broker_proc is not None:
                 broker_proc.terminate()
@@ -200,8 +248,10 @@ def bench_outbox_command(args: argparse.Namespace) -> int:
     ratio_p50 = large["append_ms_p50"] / small["append_ms_p50"]
     report = {"bench": "outbox", **machine_info(), "workdir": args.workdir or tempfile.gettempdir(),
               "append": [small, large], "append_ratio": ratio, "append_ratio_p50": ratio_p50, "drain": drain,
+              "offline": offline,
               "targets": {"append_ratio_max": 1.5, "write_bytes_per_event_max": 16384,
-                          "drain_events_per_s_min": 1000}}
+                          "drain_events_per_s_min": 1000, "offline_rss_growth_pct_max": 10,
+                          "offline_drain_events_per_s_min": 200}}
     rows = [[f"append+commit ms, {r['backlog']:,} unsent (mean / p50 / p99)",
              f"{r['append_ms_mean']:.2f} / {r['append_ms_p50']:.2f} / {r['append_ms_p99']:.2f}", ""]
             for r in (small, large)]
@@ -213,6 +263,11 @@ def bench_outbox_command(args: argparse.Namespace) -> int:
                      "<= 16 KB"])
     rows.append([f"drain to local Mosquitto, {drain['events']:,} events, QoS 1, max in flight "
                  f"{drain['max_inflight']}", f"{drain['events_per_s']:.0f} events/s", ">= 1,000/s"])
+    rows.append([f"offline: {offline['events']:,} appends, RSS after 1,000 -> end",
+                 f"{offline['rss_kb_after_1000'] / 1024:.1f} -> {offline['rss_kb_end'] / 1024:.1f} MB "
+                 f"({offline['rss_growth_pct']:+.1f} %)", "< 10 % (D2)"])
+    rows.append([f"offline: then drained to the broker ({offline['append_s']:.0f} s of appends before)",
+                 f"{offline['drain_events_per_s']:.0f} events/s", ">= 200/s (D2)"])
     info = report
     text = (f"qrgate bench outbox - {info['date']}, {info['cpu']} ({info['cpus']} CPUs), "
             f"Python {info['python']}, "
