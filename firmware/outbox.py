@@ -579,13 +579,18 @@ class SqliteOutbox:
     @property
     def unsent(self) -> int:
         """Number of undelivered events, the backlog (in memory, no I/O): not PUBACKed; with
-        app_ack on, also those PUBACKed and awaiting the consumer's ack."""
-        return self._backlog
+        app_ack on, also those PUBACKed and awaiting the consumer's ack.
+
+        Read from the figures published after each committed change, like ``stats()``: other
+        threads never see a change half applied (a row moved from unsent to awaiting the ack
+        counted in neither, so the backlog looked drained)."""
+        return self._figures[1]
 
     @property
     def unpublished(self) -> int:
-        """Number of events not yet PUBACKed (in memory, no I/O)."""
-        return self._unsent
+        """Number of events not yet PUBACKed (in memory, no I/O; consistent with ``stats()``)."""
+        figures = self._figures
+        return figures[1] - figures[5]
 
     @property
     def seq_high(self) -> int:

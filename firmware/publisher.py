@@ -184,6 +184,9 @@ class OutboxPublisher:
         self._failed: dict[int, str] = {}     # seq -> refusal text
         self._handed_at: dict[int, float] = {}  # seq -> monotonic time handed to paho
         self._connected_since = 0.0
+        # True from this connection's on-connect hook (subscriptions confirmed, state forced)
+        # until its loss: the state is published only then, so one connect publishes it once
+        self._hooks_ran = False
         self._retry_at = 0.0
         self._retry_s = RETRY_FIRST_S
         self._next_prune = 0.0
@@ -200,7 +203,7 @@ class OutboxPublisher:
         if app_ack_timeout_s is not None:
             link.subscribe("ack", self._on_app_ack)
         link.add_on_connect(self._on_connect)
-        link.add_on_disconnect(self.wake)
+        link.add_on_disconnect(self._on_disconnect)
 
     # called on paho's / the link's threads: enqueue only
     def _on_ack(self, mid: int, ok: bool, code: int, reason: str) -> None:
@@ -211,6 +214,9 @@ class OutboxPublisher:
 
     def _on_connect(self) -> None:
         self._inbox.put(("connected",))
+
+    def _on_disconnect(self) -> None:
+        self._inbox.put(("disconnected",))
 
     def wake(self) -> None:
         """Ask the loop to look at the outbox now (after an append). Thread-safe, never blocks."""
@@ -310,7 +316,10 @@ class OutboxPublisher:
                 through = self._parse_app_ack(item[1])
                 if through is not None:
                     app_acked = max(app_acked or 0, through)
+            elif item[0] == "disconnected":
+                self._hooks_ran = False
             elif item[0] == "connected":
+                self._hooks_ran = True
                 self._retry_at = 0.0
                 self._connected_since = self._monotonic()
                 if self.state is not None:
@@ -343,7 +352,9 @@ class OutboxPublisher:
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_EVERY_S
             self.outbox.prune(self._wall())
-        if self.state is not None:
+        if self.state is not None and self._hooks_ran:
+            # not between CONNACK and the on-connect hook: a state published there would be
+            # published again at once by the hook's force()
             self.state.tick(now)
         with self.changed:
             self.changed.notify_all()

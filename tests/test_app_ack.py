@@ -85,7 +85,8 @@ def test_collector_acks_make_events_delivered_and_prunable(tmp_path, shared_brok
         assert gate.publisher.wait_drained(WAIT_S), gate.outbox.stats()
         stats = gate.outbox.stats()
         assert (stats.stored, stats.unsent, stats.awaiting_ack, stats.oldest_unsent_s) == (30, 0, 0, None)
-        assert gate.publisher.acked_through == 30
+        # the rows are marked acknowledged just before the publisher thread records acked_through
+        gate.wait(lambda: gate.publisher.acked_through == 30, "recorded the ack through 30")
         assert stored_seqs(store) == list(range(1, 31))
         assert gate.outbox.prune(gate.outbox._wall() + YEAR_S) == 30
         assert gate.outbox.stats().stored == 0
@@ -145,6 +146,9 @@ def test_malformed_foreign_backward_and_future_acks_are_ignored(tmp_path, shared
             gate.outbox.append(scan_event())
         gate.start()
         gate.wait(lambda: gate.outbox.stats().awaiting_ack == 5, "had 5 events awaiting the ack")
+        # PUBACKs can come before the SUBACK of the ack subscription (the publisher feeds from
+        # CONNACK on): an ack sent before wait_ready could be dropped by the broker
+        assert gate.link.wait_ready(WAIT_S)
         ack = lambda **doc: json.dumps(doc).encode()  # noqa: E731
         send_raw(shared_broker, f"{topic_prefix}/gate-1/ack", [
             b"not json", b"[5]", ack(acked_through=5),
@@ -232,7 +236,8 @@ def test_gate_app_with_mqtt_app_ack_waits_for_the_collector_ack(tmp_path, shared
         app.run(threading.Event())
         assert app.publisher.app_ack_timeout_s == 60.0 and app.publisher.outbox.app_ack
         assert app.wait_drained(WAIT_S), app.publisher.outbox.stats()
-        assert app.publisher.acked_through == 2
+        # the rows are marked acknowledged just before the publisher thread records acked_through
+        assert app.publisher.wait_until(lambda: app.publisher.acked_through == 2, WAIT_S), app.publisher.acked_through
         assert stored_seqs(store) == [1, 2]
     finally:
         app.close()
@@ -261,7 +266,10 @@ def test_a_hole_left_by_a_lost_outbox_holds_acks_back_until_it_is_written_off(tm
         gate.start()
         collector.wait(lambda st: st.stored >= 7, "stored the events of the fresh outbox")
         gate.wait(lambda: gate.outbox.unpublished == 0, "had every event PUBACKed")
-        assert gate.outbox.stats().awaiting_ack == 4 and gate.publisher.acked_through == 3
+        # the retained ack (through 3) reaches the fresh gate once its subscription is confirmed,
+        # on the link's thread, which may be after its PUBACKs: wait for it
+        gate.wait(lambda: gate.publisher.acked_through == 3, "applied the retained ack through 3")
+        assert gate.outbox.stats().awaiting_ack == 4
         assert [(g.first_missing, g.last_missing) for g in store.gaps()] == [(4, 1000)]
         operator = open_store(db)  # what `qrgate history write-off` does, beside the running collector
         try:

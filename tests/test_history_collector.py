@@ -227,7 +227,9 @@ def test_qrgate_history_collect_process_end_to_end(broker, topic_prefix, tmp_pat
     seen: list[str] = []
     pub = None
     try:
-        _wait_line(lines, "subscribing to", seen)
+        # "subscribing to" is logged before the SUBSCRIBE goes out; only after the SUBACK
+        # ("subscribed to") is a message published now sure to reach the collector
+        _wait_line(lines, "subscribed to", seen)
         pub = Publisher(broker, topic_prefix)
         for seq in [*range(1, 11), *range(13, 21)]:
             pub.send("bus-3-gate-2", scan_dict(device="bus-3-gate-2", seq=seq, ts_ms=BASE_MS + seq * 1000,

@@ -88,6 +88,7 @@ def test_a_retained_venue_list_reaches_every_gate_of_the_venue_even_one_that_com
     marker = encode_message(KEY, kind="allow", version=1, now_s=time.time(), ids=["E-1"], device_id="gate-1",
                             transaction="t-marker")
     assert send_list(target, "allow", marker, "t-marker", timeout_s=10)["status"] == "ok"
+    assert responses.wait_until(lambda ms: "gate-1" in answers_by_gate(responses, "t-marker"), 10)
     from_gate1 = [m.json()["transaction"] for m in responses.messages if m.topic.split("/")[-3] == "gate-1"]
     assert from_gate1 == ["t-venue", "t-marker"]
     assert again.version() == 7  # loaded from its own list files; the retained copy changed nothing

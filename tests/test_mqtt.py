@@ -163,6 +163,9 @@ def test_retained_state_is_the_union_of_providers_and_follows_changes(running, s
 def test_acl_refusal_keeps_events_unsent_with_alarm_until_the_acl_allows_them(tmp_path, broker, topic_prefix):
     """Fault c: a v5 PUBACK 0x87 is a failure; nothing is marked sent by assumption."""
     base = f"{topic_prefix}/gate-1"
+    # persistence: the collector's session (its subscription, and what is queued for it) outlives
+    # the restart that changes the ACL, so nothing the gate publishes after it can be missed
+    broker.extra_conf = f"persistence true\npersistence_location {broker.workdir}/\n"
     broker.reload_acl(f"topic readwrite {base}/availability\ntopic readwrite {base}/state\n"
                       f"topic read {topic_prefix}/#\n")
     outbox = SqliteOutbox(tmp_path / "outbox.sqlite")
@@ -177,7 +180,8 @@ def test_acl_refusal_keeps_events_unsent_with_alarm_until_the_acl_allows_them(tm
         if name == "publish_refused" and text:
             raised.set()
     alarms.set = watch
-    collector = Collector(broker.host, broker.port, f"{topic_prefix}/#")
+    collector = Collector(broker.host, broker.port, f"{topic_prefix}/#", client_id=f"acl-{topic_prefix}"[:60],
+                          persistent=True)
     try:
         for _ in range(50):
             outbox.append(scan_event())
@@ -187,9 +191,9 @@ def test_acl_refusal_keeps_events_unsent_with_alarm_until_the_acl_allows_them(tm
         assert "0x87" in alarms.active()["publish_refused"]
         assert outbox.unsent == 50
         assert collector.scans() == []
-        collector.close()
+        # a new collector made after the restart could subscribe after the gate, reconnected by
+        # then, had published the events again: keep this one (it reconnects to its session)
         broker.reload_acl(None)
-        collector = Collector(broker.host, broker.port, f"{topic_prefix}/#")
         assert publisher.wait_drained(30.0), f"{outbox.unsent} unsent after the ACL allowed them"
         assert collector.wait_until(scans_with_seqs(set(range(1, 51))), 10.0)
         assert "publish_refused" not in alarms.active()

@@ -258,6 +258,8 @@ class ScanCollector:
             if value:
                 log.error("broker refused the subscription to %s: %s; check its ACL", self.settings.topic,
                           ", ".join(value))
+            else:
+                log.info("subscribed to %s", self.settings.topic)
             with self.changed:
                 self.stats.subscribed = not value
                 self.changed.notify_all()
