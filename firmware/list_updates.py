@@ -161,9 +161,11 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
         raise fail("wrong_kind", f"a {kind} list sent on the {topic_kind} topic")
     if claims.get("device_id") not in (None, device_id):
         raise fail("wrong_device", f"message is for gate {claims.get('device_id')}")
-    if claims.get("venue_id") not in ((venue_id,) if venue_topic else (None, venue_id)) or (
-            claims.get("venue_id") is not None and not venue_id):
-        raise fail("wrong_venue", f"message is for venue {claims.get('venue_id')!r}, this gate is in "
+    claimed_venue = claims.get("venue_id")
+    if venue_topic and claimed_venue is None:
+        raise fail("wrong_venue", "a venue-wide list must name its venue_id in the signed manifest")
+    if claimed_venue is not None and (not venue_id or claimed_venue != venue_id):
+        raise fail("wrong_venue", f"message is for venue {claimed_venue!r}, this gate is in "
                    f"{venue_id or 'no venue'!r}")
     if venue_topic and mode != "full":
         raise fail("wrong_mode", "a venue-wide list is a full list; send deltas to each gate")

@@ -245,8 +245,8 @@ class HistoryServer(ThreadingHTTPServer):
         super().__init__(address, HistoryHandler)
 
 
-def make_server(store: HistoryStore, token: str | Sequence[Access], tz: tzinfo, address: tuple[str, int] = ("127.0.0.1", 8080),
-                **options: Any) -> HistoryServer:
+def make_server(store: HistoryStore, token: str | Sequence[Access], tz: tzinfo,
+                address: tuple[str, int] = ("127.0.0.1", 8080), **options: Any) -> HistoryServer:
     """Build the server (bound, not yet serving). ``options`` go to ``HistoryApp``."""
     return HistoryServer(address, HistoryApp(store, token, tz, **options))
 
@@ -321,9 +321,6 @@ class HistoryHandler(BaseHTTPRequestHandler):
             return Access("localhost")
         return None
 
-    def _authorised(self) -> bool:
-        return self._access() is not None
-
     def _form(self) -> dict[str, str]:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_FORM_BYTES:
@@ -365,10 +362,11 @@ class HistoryHandler(BaseHTTPRequestHandler):
         elif path == "/login":
             self._login_page(HTTPStatus.OK, "")
         elif path == "/":
-            if not self._authorised():
+            access = self._access()
+            if access is None:
                 self._login_page(HTTPStatus.UNAUTHORIZED, "need_login")
                 return
-            self._history({})
+            self._history({}, access)
         else:
             self._html(HTTPStatus.NOT_FOUND, "<!doctype html><title>404</title><p>404")
 
@@ -387,10 +385,11 @@ class HistoryHandler(BaseHTTPRequestHandler):
                 self.app.sessions.close(cookie.value)
             self._redirect("/login", {"Set-Cookie": f"{SESSION_COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict"})
         elif path == "/":
-            if not self._authorised():
+            access = self._access()
+            if access is None:
                 self._login_page(HTTPStatus.UNAUTHORIZED, "need_login")
                 return
-            self._history(form)
+            self._history(form, access)
         else:
             self._html(HTTPStatus.NOT_FOUND, "<!doctype html><title>404</title><p>404")
 
@@ -427,7 +426,7 @@ class HistoryHandler(BaseHTTPRequestHandler):
                 f'{t["login"]}</button></div></form>')
         self._html(status, self._frame(lang, body, False), {"Set-Cookie": f"lang={lang}; Path=/; SameSite=Strict"})
 
-    def _history(self, form: dict[str, str]) -> None:
+    def _history(self, form: dict[str, str], access: Access) -> None:
         lang = self._lang()
         t = TEXT[lang]
         error = ""
@@ -439,11 +438,7 @@ class HistoryHandler(BaseHTTPRequestHandler):
         except ConfigError as err:
             error = f'{t["bad_input"]}: ' + "; ".join(err.problems)
             flt = Filter()
-        access = self._access()
-        if access is None:  # the session expired between the check and now
-            self._login_page(HTTPStatus.UNAUTHORIZED, "need_login")
-            return
-        flt = dataclasses.replace(flt, venues=access.venues)
+        flt = dataclasses.replace(flt, venues=access.venues)  # a venue token sees its venues only
         export = form.get("export", "")
         if export in ("csv", "json", "xlsx") and not error:
             self._export(export, flt)
