@@ -1,13 +1,14 @@
 """Power-cut replay (RELIABILITY.md D4, the CI variant): log every write and fsync of a real
 process with the tests/powercut/writelog.c shim, then rebuild its files as they would be after
-a power cut just before each flush point, dropping what was not fsynced (the LazyFS model).
+a power cut just before each flush point: data not fsynced dropped, names not made durable by
+a directory fsync undone (the LazyFS model, pessimistic).
 
 Usage::
 
     shim = build_shim(tmp_dir)                       # gcc, once per session
     run_traced(shim, state_dir, log, [sys.executable, "-m", "tests.powercut.workload", ...])
-    for cut in replay(log, state_dir):               # one Cut per flush point, in order
-        cut.materialize(into_dir)                    # the durable files at that moment
+    for cut in replay(log):                          # one Cut per flush point, in order
+        cut.materialize(into_dir, keep=("outbox",))  # the durable files at that moment
         cut.markers                                  # marker lines written before it
 """
 
@@ -78,29 +79,45 @@ class Cut:
     markers: list[str]
 
     def materialize(self, into: Path, keep: tuple[str, ...]) -> None:
-        """Write the durable files whose names start with one of keep into an empty directory."""
+        """Write the durable files whose names start with one of keep into an empty directory,
+        never an SQLite ``-shm`` (shared memory that SQLite rebuilds from the WAL)."""
         shutil.rmtree(into, ignore_errors=True)
         into.mkdir(parents=True)
         for path, content in self.durable.items():
             name = Path(path).name
-            if name.startswith(keep):
+            if name.startswith(keep) and not name.endswith("-shm"):
                 (into / name).write_bytes(content)
 
 
 def replay(log: Path, markers_name: str = "markers") -> Iterator[Cut]:
-    """Yield a Cut just before every fsync of a traced file, and one at the end.
+    """Yield a Cut just before every fsync (of a file or a directory), and one at the end.
 
-    Model: after a cut, each file holds exactly what it held at its own last fsync (a file
-    never fsynced is gone); renames and unlinks are durable when they return. The -shm file
-    is never kept: SQLite rebuilds it from the WAL, as after a real crash.
+    Model (pessimistic, like LazyFS): after a cut, a file holds exactly what it held at its own
+    last fsync, and a name (a creation, a rename, an unlink) survives only if its directory was
+    fsynced after it; a name made durable before its file was ever fsynced gives an empty file.
+    The -shm file is never kept (``Cut.materialize`` callers leave it out): SQLite rebuilds it
+    from the WAL, as after a real crash.
     """
-    current: dict[str, bytearray] = {}
-    synced: dict[str, bytes] = {}
+    names: dict[str, int] = {}          # current name -> inode
+    durable_names: dict[str, int] = {}  # name -> inode as of its directory's last fsync
+    content: dict[int, bytearray] = {}
+    synced: dict[int, bytes] = {}
     markers: list[str] = []
     index = 0
+    inodes = iter(range(1, 1 << 62))
+
+    def inode_of(path: str) -> int:
+        if path not in names:  # a file that existed before tracing: its name is durable
+            names[path] = durable_names[path] = next(inodes)
+            content[names[path]] = bytearray()
+        return names[path]
+
+    def cut() -> Cut:
+        return Cut(index, {name: synced.get(ino, b"") for name, ino in durable_names.items()}, list(markers))
+
     for rec in read_log(log):
         if rec.op == "W":
-            buf = current.setdefault(rec.path, bytearray())
+            buf = content[inode_of(rec.path)]
             end = rec.arg + len(rec.data)
             if len(buf) < end:
                 buf.extend(bytes(end - len(buf)))
@@ -109,26 +126,29 @@ def replay(log: Path, markers_name: str = "markers") -> Iterator[Cut]:
                 # The shim logs the marker file too; a marker is "returned before", never durable state.
                 markers.extend(line for line in rec.data.decode().splitlines() if line)
         elif rec.op == "T":
-            buf = current.setdefault(rec.path, bytearray())
+            buf = content[inode_of(rec.path)]
             del buf[rec.arg:]
             buf.extend(bytes(max(0, rec.arg - len(buf))))
         elif rec.op == "C":
-            current[rec.path] = bytearray()
+            names[rec.path] = next(inodes)
+            content[names[rec.path]] = bytearray()
         elif rec.op == "U":
-            current.pop(rec.path, None)
-            synced.pop(rec.path, None)
+            names.pop(rec.path, None)
         elif rec.op == "R":
             old, new = rec.path.split("\0")
-            if old in current:
-                current[new] = current.pop(old)
-            if old in synced:
-                synced[new] = synced.pop(old)
-            else:
-                synced.pop(new, None)
-        elif rec.op == "S" and rec.path in current:
+            if old in names:
+                names[new] = names.pop(old)
+        elif rec.op == "S":
             # The cut just before this fsync: everything returned so far, nothing new durable yet.
             # (A cut just after it is no worse: the same files minus this one's pending writes.)
             index += 1
-            yield Cut(index, dict(synced), list(markers))
-            synced[rec.path] = bytes(current[rec.path])
-    yield Cut(index + 1, dict(synced), list(markers))
+            yield cut()
+            if rec.path in names:
+                synced[names[rec.path]] = bytes(content[names[rec.path]])
+            else:  # a directory: its entries as they are now become durable
+                prefix = rec.path.rstrip("/") + "/"
+                in_dir = lambda name: name.startswith(prefix) and "/" not in name[len(prefix):]  # noqa: E731
+                durable_names = {n: i for n, i in durable_names.items() if not in_dir(n)}
+                durable_names.update({n: i for n, i in names.items() if in_dir(n)})
+    index += 1
+    yield cut()

@@ -2,8 +2,9 @@
 (un-fsynced data dropped).
 
 The real SqliteOutbox runs in a child process under tests/powercut/writelog.c, which logs
-every write and fsync; the replay rebuilds the state directory as a cut after each fsync
-would leave it. At every cut: the database opens and passes ``integrity_check``; every event
+every write, fsync, rename and unlink; the replay rebuilds the state directory as a cut
+just before each fsync would leave it (data not fsynced lost, names not made durable by a
+directory fsync undone; see tests/powercut_support.replay). At every cut: the database opens and passes ``integrity_check``; every event
 whose append had returned (the gate pulses the relay only then) is there; every row whose
 mark_sent had returned is still sent or pruned, never unsent again; and the real outbox opens
 it without quarantine and gives the next event a seq above every seq it handed out.

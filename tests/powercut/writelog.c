@@ -2,9 +2,10 @@
  * writelog.so: an LD_PRELOAD shim that records, in call order, every write, truncate, fsync,
  * unlink and rename on files under $QRGATE_TRACE_DIR into the binary log $QRGATE_TRACE_LOG.
  *
- * tests/powercut_support.py replays the log to every flush point and rebuilds each file as a
- * power cut would leave it if un-fsynced data is dropped (the LazyFS model): the content at
- * that file's last fsync. It is the CI stand-in for pulling the plug (RELIABILITY.md D4).
+ * tests/powercut_support.py replays the log to every flush point and rebuilds the directory as a
+ * power cut would leave it if what was not fsynced is lost (the LazyFS model): each file as at
+ * its last fsync, each name as at its directory's last fsync (an fsync of a directory is an 'S'
+ * record on the directory's path). It is the CI stand-in for pulling the plug (RELIABILITY.md D4).
  *
  * Record: u8 op, u32 path length, path, i64 a, u32 data length, data (little endian).
  *   'W' pwrite/write   a = file offset, data = the bytes written
