@@ -146,9 +146,8 @@ def replay(log: Path, markers_name: str = "markers") -> Iterator[Cut]:
             if rec.path in names:
                 synced[names[rec.path]] = bytes(content[names[rec.path]])
             else:  # a directory: its entries as they are now become durable
-                prefix = rec.path.rstrip("/") + "/"
-                in_dir = lambda name: name.startswith(prefix) and "/" not in name[len(prefix):]  # noqa: E731
-                durable_names = {n: i for n, i in durable_names.items() if not in_dir(n)}
-                durable_names.update({n: i for n, i in names.items() if in_dir(n)})
+                directory = rec.path.rstrip("/")
+                durable_names = {n: i for n, i in durable_names.items() if os.path.dirname(n) != directory}
+                durable_names.update({n: i for n, i in names.items() if os.path.dirname(n) == directory})
     index += 1
     yield cut()
