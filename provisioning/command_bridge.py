@@ -24,7 +24,6 @@ import json
 import logging
 import queue
 import secrets
-import ssl
 import threading
 from typing import Any
 
@@ -61,16 +60,7 @@ class CommandBridge:
 
     def run(self, stop: threading.Event) -> None:
         """Connect (retrying), forward presses until stop is set, then disconnect."""
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qrgate-bridge-{secrets.token_hex(4)}",
-                             protocol=paho.MQTTv5)
-        if self.broker.tls_ca:
-            client.tls_set(ca_certs=self.broker.tls_ca, certfile=self.broker.tls_cert or None,
-                           keyfile=self.broker.tls_key or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        if self.broker.username:
-            client.username_pw_set(self.broker.username, self.broker.password or None)
+        client = self.broker.client("qrgate-bridge-")
 
         def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
             if reason_code.is_failure:

@@ -18,32 +18,9 @@ from typing import Any
 
 from firmware.cose import kid_for
 from firmware.remote import MAX_VALIDITY_S, sign_command
-from provisioning.mqtt_request import Broker, request
+from provisioning.mqtt_request import Target, request
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a command goes.
-
-    Attributes:
-        host, port: the broker.
-        device_id: the gate.
-        prefix: the topic prefix (``mqtt.prefix`` on the gate).
-        tls_ca, tls_cert, tls_key: TLS files (CA enables TLS).
-        username, password: broker credentials, if any.
-    """
-
-    host: str
-    port: int
-    device_id: str
-    prefix: str = "qrgate"
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    username: str = ""
-    password: str = ""
 
 
 def build_envelope(private_key: Any, *, device_id: str, command: str, args: dict[str, Any], ttl_s: float,
@@ -73,10 +50,8 @@ def send_command(target: Target, command: str, envelope: bytes, transaction: str
     Raises:
         PublishError: the broker cannot be reached or refused the connection/publish.
     """
-    broker = Broker(target.host, target.port, tls_ca=target.tls_ca, tls_cert=target.tls_cert,
-                    tls_key=target.tls_key, username=target.username, password=target.password)
-    base = f"{target.prefix}/{target.device_id}"
-    return request(broker, request_topic=f"{base}/cmd/{command}", response_topic=f"{base}/response/{command}",
+    base = target.base
+    return request(target.broker, request_topic=f"{base}/cmd/{command}", response_topic=f"{base}/response/{command}",
                    payload=envelope, transaction=transaction, timeout_s=timeout_s, what="the command",
                    client_id_prefix="qrgate-cmd-", expiry_s=max(1, int(ttl_s)),
                    refused_hint="; check credentials and TLS options")

@@ -27,6 +27,7 @@ class Broker:
         host, port: the broker.
         tls_ca, tls_cert, tls_key: TLS files (a CA enables TLS).
         username, password: broker credentials, if any.
+        tls: use TLS even without a CA file (the system's CAs), as ``mqtt.tls`` on a gate.
     """
 
     host: str
@@ -36,6 +37,54 @@ class Broker:
     tls_key: str = ""
     username: str = ""
     password: str = ""
+    tls: bool = False
+
+    @classmethod
+    def of_gate(cls, cfg: Any, host_port: str = "") -> Broker:
+        """The broker a gate's config names (``[mqtt]``: host, port, TLS files, login), for a
+        tool on the gate's side; host_port (``HOST:PORT``) replaces host and port if given.
+
+        Raises:
+            ConfigError: no broker, a bad host_port, or an unreadable password file.
+        """
+        from firmware.errors import ConfigError
+        from firmware.mqtt import MqttSettings
+
+        s = MqttSettings.from_config(cfg)
+        text = host_port or (f"{s.host}:{s.port}" if s.host else "")
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--broker {text!r} must be HOST:PORT (or set [mqtt] host in the config)")
+        return cls(host, int(port), tls_ca=s.ca_file, tls_cert=s.cert_file, tls_key=s.key_file,
+                   username=s.username, password=s.password or "", tls=s.tls)
+
+    def client(self, client_id_prefix: str) -> Any:
+        """A paho 2.x MQTT 5 client for this broker (TLS and login set), not yet connected."""
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{client_id_prefix}{secrets.token_hex(4)}",
+                             protocol=paho.MQTTv5)
+        if self.tls or self.tls_ca:
+            client.tls_set(ca_certs=self.tls_ca or None, certfile=self.tls_cert or None,
+                           keyfile=self.tls_key or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if self.username:
+            client.username_pw_set(self.username, self.password or None)
+        return client
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a message for one gate goes: the broker, the gate and the topic prefix."""
+
+    broker: Broker
+    device_id: str
+    prefix: str = "qrgate"
+
+    @property
+    def base(self) -> str:
+        """``<prefix>/<device_id>``."""
+        return f"{self.prefix}/{self.device_id}"
 
 
 def request(broker: Broker, *, request_topic: str, response_topic: str, payload: bytes, transaction: str,
@@ -85,8 +134,6 @@ def exchange(broker: Broker, *, request_topic: str, response_filter: str, payloa
     Raises:
         PublishError: as ``request``.
     """
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
@@ -94,13 +141,7 @@ def exchange(broker: Broker, *, request_topic: str, response_filter: str, payloa
     got: list[tuple[str, dict[str, Any]]] = []
     changed = threading.Condition()
     refused: list[str] = []
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{client_id_prefix}{secrets.token_hex(4)}",
-                         protocol=paho.MQTTv5)
-    if broker.tls_ca:
-        client.tls_set(ca_certs=broker.tls_ca, certfile=broker.tls_cert or None, keyfile=broker.tls_key or None,
-                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password or None)
+    client = broker.client(client_id_prefix)
 
     # paho callbacks stay tiny: record and notify; the waiting happens below.
     def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:

@@ -18,7 +18,8 @@ from firmware.fakes import ScriptedFrames, TableDecoder
 from firmware.model import Credential, CredentialType, Frame, Reason, ScanEvent
 from firmware.passage import NOT_PASSED, PassageWatch, not_passed_event
 from firmware.policy import subject_key
-from provisioning.commands import Target, build_envelope, send_command
+from provisioning.commands import build_envelope, send_command
+from provisioning.mqtt_request import Broker, Target
 from tests.conftest import FakeClock, pin_levels
 from tests.field_support import build_app, write_site
 from tests.mqtt_support import Collector
@@ -173,7 +174,7 @@ def test_fire_alarm_frees_the_passage_publishes_it_and_returns_to_normal(tmp_pat
         if reset_required:
             assert app.field.wait_for_state(DeviceState.READY, 0.5) is False  # still latched
             assert pin_levels(relay) == [False, True]
-            target = Target(host=shared_broker.host, port=shared_broker.port, device_id="gate-1", prefix=topic_prefix)
+            target = Target(Broker(shared_broker.host, shared_broker.port), device_id="gate-1", prefix=topic_prefix)
             envelope, tx = build_envelope(key, device_id="gate-1", command="mode", args={"mode": "normal"}, ttl_s=10)
             answer = send_command(target, "mode", envelope, tx, ttl_s=10, timeout_s=10)
             assert answer["status"] == "ok"

@@ -15,7 +15,8 @@ from firmware.credentials.trust import TrustStore
 from firmware.list_updates import ListUpdates, encode_message
 from firmware.lists import ListStore, MemoryLists
 from firmware.mqtt import MqttLink, MqttSettings
-from provisioning.list_remote import ListTarget, send_list
+from provisioning.list_remote import send_list
+from provisioning.mqtt_request import Broker, Target
 from tests.mqtt_support import Collector
 
 pytestmark = pytest.mark.broker
@@ -33,7 +34,7 @@ def gate(shared_broker, topic_prefix, tmp_path):
     link.start()
     assert link.wait_ready(10)
     responses = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/response/lists")
-    target = ListTarget(shared_broker.host, shared_broker.port, "gate-1", topic_prefix)
+    target = Target(Broker(shared_broker.host, shared_broker.port), "gate-1", topic_prefix)
     try:
         yield key, store, lists, target, responses
     finally:
@@ -47,12 +48,12 @@ def send(key, target, kind="deny", transaction="t1", **kw):
     return send_list(target, kind, message, transaction, timeout_s=10)
 
 
-def publish_raw(target: ListTarget, subtopic: str, payload: bytes, retain: bool = False) -> None:
+def publish_raw(target: Target, subtopic: str, payload: bytes, retain: bool = False) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    client.connect(target.host, target.port)
+    client.connect(target.broker.host, target.broker.port)
     client.loop_start()
     try:
-        info = client.publish(f"{target.prefix}/{target.device_id}/{subtopic}", payload, qos=1, retain=retain)
+        info = client.publish(f"{target.base}/{subtopic}", payload, qos=1, retain=retain)
         info.wait_for_publish(timeout=10)
     finally:
         client.disconnect()

@@ -14,7 +14,8 @@ from firmware.credentials.trust import TrustStore
 from firmware.list_updates import ListUpdates, encode_message, venue_list_topic
 from firmware.lists import open_lists
 from firmware.mqtt import MqttLink, MqttSettings
-from provisioning.list_remote import ListTarget, send_list
+from provisioning.list_remote import send_list
+from provisioning.mqtt_request import Broker, Target
 from tests.daemon_support import write_config
 from tests.mqtt_support import Collector, publish_raw
 
@@ -84,7 +85,7 @@ def test_a_retained_venue_list_reaches_every_gate_of_the_venue_even_one_that_com
     # a gate that reconnects gets the same copy again and says nothing: the marker's answer is its only one
     gate1.close()
     again = start("gate-1")
-    target = ListTarget(shared_broker.host, shared_broker.port, "gate-1", topic_prefix)
+    target = Target(Broker(shared_broker.host, shared_broker.port), "gate-1", topic_prefix)
     marker = encode_message(KEY, kind="allow", version=1, now_s=time.time(), ids=["E-1"], device_id="gate-1",
                             transaction="t-marker")
     assert send_list(target, "allow", marker, "t-marker", timeout_s=10)["status"] == "ok"
@@ -117,7 +118,7 @@ def test_a_venue_list_that_is_not_a_full_list_signed_for_this_venue_is_refused(
 def test_a_device_list_signed_for_another_venue_is_refused(site, shared_broker, topic_prefix):
     start, _responses = site
     gate = start("gate-1")
-    target = ListTarget(shared_broker.host, shared_broker.port, "gate-1", topic_prefix)
+    target = Target(Broker(shared_broker.host, shared_broker.port), "gate-1", topic_prefix)
     message = encode_message(KEY, kind="deny", version=3, now_s=time.time(), ids=["X"], device_id="gate-1",
                              venue_id="v-2", transaction="t-x")
     answer = send_list(target, "deny", message, "t-x", timeout_s=10)

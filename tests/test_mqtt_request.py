@@ -88,3 +88,39 @@ def test_unreachable_broker_raises_publish_error_naming_it():
     with pytest.raises(PublishError, match=rf"cannot reach the broker at 127\.0\.0\.1:{port} .*check --broker"):
         request(Broker("127.0.0.1", port), request_topic="q", response_topic="a", payload=b"x",
                 transaction="t", timeout_s=2, what="the list", client_id_prefix="test-")
+
+
+def test_a_gate_config_gives_its_broker_login_and_tls_and_the_login_is_used(broker, tmp_path, topic_prefix):
+    """`qrgate list ... --remote` reaches the broker the way the gate does (Broker.of_gate)."""
+    import subprocess
+
+    from firmware.config import parse_config
+    from provisioning.mqtt_request import exchange
+
+    passwd = tmp_path / "mosquitto.passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "ops", "s3cret"], check=True, capture_output=True)
+    broker.extra_conf = f"allow_anonymous false\npassword_file {passwd}\n"
+    broker.stop()
+    broker.start()
+
+    def gate_broker(password: str, **mqtt) -> Broker:
+        secret = tmp_path / "password"
+        secret.write_text(password + "\n")
+        cfg = parse_config({"device": {"id": "gate-1"},
+                            "mqtt": {"host": broker.host, "port": broker.port, "username": "ops",
+                                     "password_file": str(secret), **mqtt}})
+        return Broker.of_gate(cfg)
+
+    tls = tmp_path / "ca.pem"
+    tls.write_text("not read here\n")
+    assert Broker.of_gate(parse_config({"mqtt": {"host": "mqtt.lan", "port": 8883, "tls": True,
+                                                 "ca_file": str(tls)}}), "other.lan:1883") == Broker(
+        "other.lan", 1883, tls_ca=str(tls), tls=True)
+    published = exchange(gate_broker("s3cret"), request_topic=f"{topic_prefix}/q", response_filter=f"{topic_prefix}/a",
+                         payload=b"x", transaction="t", timeout_s=5, what="the list", client_id_prefix="t-",
+                         enough=lambda got: True)
+    assert published == []  # connected with the login, PUBACK received, no answer expected
+    with pytest.raises(PublishError, match="refused the connection"):
+        exchange(gate_broker("wrong"), request_topic=f"{topic_prefix}/q", response_filter=f"{topic_prefix}/a",
+                 payload=b"x", transaction="t", timeout_s=5, what="the list", client_id_prefix="t-",
+                 enough=lambda got: True)

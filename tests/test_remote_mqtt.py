@@ -12,7 +12,8 @@ from gpiozero.pins.mock import MockFactory
 from firmware.device_state import DeviceState
 from firmware.model import Reason
 from firmware.outbox import read_events
-from provisioning.commands import Target, build_envelope, send_command
+from provisioning.commands import build_envelope, send_command
+from provisioning.mqtt_request import Broker, Target
 from tests.conftest import pin_levels
 from tests.field_support import build_app, write_site
 from tests.mqtt_support import Collector, publish_raw
@@ -34,7 +35,7 @@ def gate(tmp_path, shared_broker, topic_prefix):
         assert app.link.wait_ready(10)
         return app
 
-    target = Target(host=shared_broker.host, port=shared_broker.port, device_id="gate-1", prefix=topic_prefix)
+    target = Target(Broker(shared_broker.host, shared_broker.port), device_id="gate-1", prefix=topic_prefix)
 
     def send(command: str, args: dict | None = None, **kw):
         envelope, tx = build_envelope(key, device_id="gate-1", command=command, args=args or {}, ttl_s=10, **kw)

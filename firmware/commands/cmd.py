@@ -70,9 +70,19 @@ def _broker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _login(args: argparse.Namespace, host: str, port: int):
+    """The Broker from --broker and the TLS and login options (see _add_broker_login)."""
+    from provisioning.mqtt_request import Broker
+
+    password = Path(args.password_file).read_text().strip() if args.password_file else ""
+    return Broker(host, port, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                  username=args.username, password=password)
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from firmware.device_state import Mode
-    from provisioning.commands import Target, build_envelope, send_command
+    from provisioning.commands import build_envelope, send_command
+    from provisioning.mqtt_request import Target
     from provisioning.keys import load_private_key
 
     host, port = _broker(args.broker)
@@ -92,9 +102,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                                       ttl_s=args.ttl_s, transaction=args.transaction)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    password = Path(args.password_file).read_text().strip() if args.password_file else ""
-    target = Target(host=host, port=port, device_id=args.device, prefix=args.prefix, tls_ca=args.tls_ca,
-                    tls_cert=args.tls_cert, tls_key=args.tls_key, username=args.username, password=password)
+    target = Target(_login(args, host, port), device_id=args.device, prefix=args.prefix)
     answer = send_command(target, args.command, envelope, tx, ttl_s=args.ttl_s, timeout_s=args.timeout_s)
     if answer is None:
         print(f"no answer from {args.device} within {args.timeout_s} s (transaction {tx}); is the gate online?",
@@ -110,16 +118,12 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     from firmware.commands.history import install_signal_handlers
     from provisioning.command_bridge import CommandBridge
     from provisioning.keys import load_private_key
-    from provisioning.mqtt_request import Broker
 
     host, port = _broker(args.broker)
     if not 0 < args.ttl_s <= 30:
         raise ConfigError(f"--ttl-s {args.ttl_s} must be above 0 and at most 30")
-    password = Path(args.password_file).read_text().strip() if args.password_file else ""
-    broker = Broker(host, port, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                    username=args.username, password=password)
     try:
-        bridge = CommandBridge(broker, load_private_key(args.key), prefix=args.prefix,
+        bridge = CommandBridge(_login(args, host, port), load_private_key(args.key), prefix=args.prefix,
                                allowed=tuple(c.strip() for c in args.allow.split(",") if c.strip()),
                                ttl_s=args.ttl_s)
     except ValueError as err:

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--remote", action="store_true", help="send the change to the running gate over MQTT")
         a.add_argument("--key", help="--remote: command signing key (the gate trusts it with "
                        "`qrgate keys trust --role command`)")
-        a.add_argument("--broker", help="--remote: HOST:PORT (default: the config's [mqtt] host and port)")
+        a.add_argument("--broker", help="--remote: HOST:PORT (default: the config's [mqtt] host and port; "
+                       "its TLS files and login are used either way)")
         a.add_argument("--device", help="--remote: gate id (default: the config's device.id)")
         a.add_argument("--timeout-s", type=float, default=30.0, help="--remote: wait this long for the answer")
         a.add_argument("--venue", metavar="VENUE_ID",
@@ -160,25 +161,23 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, version=None) -> int:
     from firmware.list_updates import encode_message
     from provisioning.keys import load_private_key
-    from provisioning.list_remote import ListTarget, send_list
+    from provisioning.list_remote import send_list
+    from provisioning.mqtt_request import Broker, Target
 
     if not args.key:
         raise ConfigError("--remote needs --key COMMAND_KEY (a key the gate trusts with --role command)")
     if args.venue and ids is None:
         raise ConfigError("--venue sends a whole list: use `qrgate list KIND import FILE.csv --remote --venue V`; "
                           "add and remove go to one gate at a time")
-    broker = args.broker or (f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else "")
-    host, _, port = broker.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--broker {broker!r} must be HOST:PORT (or set [mqtt] host in the config)")
+    broker = Broker.of_gate(cfg, args.broker or "")  # the gate's TLS files and login too
     key = load_private_key(args.key)
     transaction = secrets.token_hex(6)
     now = time.time()
     if args.venue:
-        return _send_venue(args, cfg, host, int(port), key, ids, version, transaction, now)
+        return _send_venue(args, cfg, broker, key, ids, version, transaction, now)
     message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids, add=add,
                              remove=remove, device_id=args.device or cfg.device.id, transaction=transaction)
-    answer = send_list(ListTarget(host, int(port), args.device or cfg.device.id, cfg.mqtt.prefix), args.kind,
+    answer = send_list(Target(broker, args.device or cfg.device.id, cfg.mqtt.prefix), args.kind,
                        message, transaction, timeout_s=args.timeout_s)
     if answer is None:
         print(f"no answer within {args.timeout_s:g} s (transaction {transaction}); is the gate online?",
@@ -192,16 +191,16 @@ def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, ver
     return 0
 
 
-def _send_venue(args: argparse.Namespace, cfg, host: str, port: int, key, ids: list[str], version: int | None,
+def _send_venue(args: argparse.Namespace, cfg, broker, key, ids: list[str], version: int | None,
                 transaction: str, now: float) -> int:
     """Publish a full list retained on the venue-wide topic and print each gate's answer."""
     from firmware.list_updates import MAX_VALIDITY_S, encode_message, venue_list_topic
-    from provisioning.mqtt_request import Broker, exchange
+    from provisioning.mqtt_request import exchange
 
     # Valid for the longest allowed: the retained copy must still verify for gates that come late.
     message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids,
                              venue_id=args.venue, transaction=transaction, valid_s=MAX_VALIDITY_S)
-    answers = exchange(Broker(host, port), request_topic=venue_list_topic(cfg.mqtt.prefix, args.venue, args.kind),
+    answers = exchange(broker, request_topic=venue_list_topic(cfg.mqtt.prefix, args.venue, args.kind),
                        response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=message,
                        transaction=transaction, timeout_s=args.timeout_s, what="the list",
                        client_id_prefix="qrgate-list-", retain=True,
