@@ -130,6 +130,8 @@ class ReplayFrames:
         ConfigError: the list is empty, a value is out of range, or an image cannot be read.
     """
 
+    live = False  # images repeat on purpose
+
     def __init__(self, images: Iterable[str | Path | np.ndarray | Blank], *, fps: float = 15.0,
                  frames_per_image: int = 1, blank_frames_between: int = 0, repeat: int = 1,
                  as_fast_as_possible: bool = False, clock: MonotonicClock | None = None,
@@ -304,6 +306,8 @@ class PicameraFrames:
             by another process, or it refused the configuration.
     """
 
+    live = True  # identical frames in a row mean a frozen capture
+
     def __init__(self, width: int = 640, height: int = 480, fps: float = 15.0, lens_position: float = -1.0,
                  camera_num: int = 0, picamera2_factory: Callable[[int], Any] | None = None,
                  clock: MonotonicClock | None = None) -> None:
@@ -452,6 +456,8 @@ class V4l2Frames:
     Raises:
         CameraUnavailable: OpenCV is missing or the device cannot be opened.
     """
+
+    live = True  # identical frames in a row mean a frozen capture
 
     def __init__(self, device: int = 0, width: int = 640, height: int = 480, fps: float = 15.0,
                  clock: MonotonicClock | None = None, import_cv2: Callable[[], Any] | None = None) -> None:

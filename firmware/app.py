@@ -280,8 +280,7 @@ class GateApp:
                               publish_codes=cfg.privacy.publish_codes)
         self.service = GateService(frames=self.frames, decoder=make_decoder(cfg.decoder.backend),
                                    outputs=self.outputs, sink=sink, clock=clock, gatekeeper=gatekeeper,
-                                   events=events, on_event=self._on_event,
-                                   live_camera=not cfg.camera.source.startswith(("dir:", "file:")))
+                                   events=events, on_event=self._on_event)
         self.sink = sink
         install_provisioning(self, self.provisioning)
         from firmware.field import FieldOps

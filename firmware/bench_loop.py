@@ -206,6 +206,7 @@ class _StampingFrames:
 
     def __init__(self, inner: Any, stamps: list[float]) -> None:
         self._inner, self._stamps = inner, stamps
+        self.live = inner.live
 
     def read(self, timeout_s: float) -> Frame | None:
         frame = self._inner.read(timeout_s)

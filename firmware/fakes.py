@@ -20,6 +20,8 @@ class ScriptedFrames:
     queue raises EOFError.
     """
 
+    live = False  # set True to stand in for a camera (frozen-frame detection)
+
     def __init__(self, frames: list[Frame] | None = None) -> None:
         self._queue: deque[Frame] = deque(frames or [])
         self._arrived = threading.Event()

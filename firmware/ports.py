@@ -12,7 +12,14 @@ from firmware.model import DecodedCode, Decision, Frame, ScanEvent
 
 
 class FrameSource(Protocol):
-    """Where frames come from: the camera, or image files replayed as a camera."""
+    """Where frames come from: the camera, or image files replayed as a camera.
+
+    Attributes:
+        live: True for a camera, where two identical frames in a row mean a frozen capture;
+            False for replayed images, which repeat on purpose.
+    """
+
+    live: bool
 
     def read(self, timeout_s: float) -> Frame | None:
         """Return the next greyscale frame, or None if none arrived within timeout_s.

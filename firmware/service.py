@@ -140,16 +140,16 @@ class GateService:
         events: builds events for this gate.
         interceptors: see CodeInterceptor.
         on_event: called with every stored event (loop thread); must return quickly.
-        live_camera: frames come from a live camera: identical frames count as no frame
-            (``LoopStats``). Off for replay sources, which repeat each image on purpose.
+
+    With a live frame source (``FrameSource.live``), a frame identical to the one before
+    counts as no frame (``LoopStats``): a frozen capture faults like a silent camera.
     """
 
     def __init__(self, *, frames: FrameSource, decoder: Decoder, outputs: Outputs, sink: EventSink,
                  clock: Clock, gatekeeper: Gatekeeper, events: EventFactory,
                  interceptors: list[CodeInterceptor] | None = None,
-                 on_event: list[Callable[[ScanEvent], None]] | None = None, live_camera: bool = False) -> None:
+                 on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
         self.frames, self.decoder, self.outputs, self.sink = frames, decoder, outputs, sink
-        self.live_camera = live_camera
         self.clock, self.gatekeeper, self.events = clock, gatekeeper, events
         self.interceptors = list(interceptors or [])
         self.on_event = list(on_event or [])
@@ -170,7 +170,7 @@ class GateService:
         if frame is None:
             return 0
         started = self.clock.monotonic()
-        self.stats.frame_seen(started, frame_digest(frame.pixels) if self.live_camera else None)
+        self.stats.frame_seen(started, frame_digest(frame.pixels) if self.frames.live else None)
         try:
             codes = self.decoder.decode(frame)
         except DecodeError as err:

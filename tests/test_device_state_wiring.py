@@ -155,8 +155,8 @@ def test_a_live_camera_returning_the_same_frame_counts_as_silent_and_faults(tmp_
 
     clock = FakeClock()
     app = built(tmp_path, clock, monitor=False)
-    app.service.live_camera = True  # what a picamera2 or v4l2 source sets; this site replays files
     frames = app.service.frames
+    frames.live = True  # stands in for picamera2 or v4l2; this site's own source replays files
     rng = np.random.default_rng(7)
     frozen = rng.integers(0, 255, (48, 64), dtype=np.uint8)
 
@@ -189,7 +189,8 @@ def test_a_replay_source_may_repeat_an_image_without_a_fault(tmp_path):
 
     clock = FakeClock()
     app = built(tmp_path, clock, monitor=False)
-    assert app.service.live_camera is False  # dir: source
+    assert app.frames.live is False  # the site's dir: source, as built
+    assert app.service.frames.live is False
     still = np.zeros((48, 64), dtype=np.uint8)
     try:
         for _ in range(4):
