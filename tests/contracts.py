@@ -16,10 +16,11 @@ import numpy as np
 from firmware.model import CredentialType, Decision, Reason, Verdict
 
 
-def check_frame_source(source: Any, frames_wanted: int = 5, timeout_s: float = 2.0,
+def check_frame_source(source: Any, *, live: bool, frames_wanted: int = 5, timeout_s: float = 2.0,
                        flush_requests: Callable[[], list[bool]] | None = None) -> None:
     """A FrameSource delivers 2-D uint8 frames with rising capture stamps, honours its
-    timeout (never returns much later than asked), takes flush_next, and closes twice.
+    timeout (never returns much later than asked), takes flush_next, closes twice, and says
+    whether it is a camera (``live``, which turns on the frozen-frame check) as expected.
 
     flush_next (called after the second frame): the very next ``read`` still delivers a frame,
     for every source. A source that buffers frames ahead (picamera2, V4L2) must also ask for
@@ -30,6 +31,8 @@ def check_frame_source(source: Any, frames_wanted: int = 5, timeout_s: float = 2
     dropped and its flush_next is a no-op: call it without ``flush_requests``.
     """
     assert frames_wanted >= 3, "the flush check needs a frame after the first two"
+    # a camera says so (frozen-frame check); replayed images repeat on purpose
+    assert source.live is live, f"{type(source).__name__}.live is {source.live!r}"
     frames = []
     captures_before_flush: list[bool] | None = None
     deadline = time.monotonic() + 10 * timeout_s

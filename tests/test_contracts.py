@@ -17,12 +17,12 @@ from tests.test_camera_picamera import FakePicamera2, open_frames
 
 
 def test_replay_frames_keep_the_frame_source_contract():
-    check_frame_source(ReplayFrames([noise_frame(), render_code_frame("QG1:X")], fps=200, frames_per_image=3))
+    check_frame_source(ReplayFrames([noise_frame(), render_code_frame("QG1:X")], fps=200, frames_per_image=3), live=False)
 
 
 def test_scripted_frames_keep_the_frame_source_contract():
     frames = ScriptedFrames([Frame(np.zeros((48, 64), np.uint8), 1.0 + i, i) for i in range(5)])
-    check_frame_source(frames)
+    check_frame_source(frames, live=False)
 
 
 def test_picamera_frames_on_a_picamera2_stand_in_keep_the_frame_source_contract():
@@ -30,7 +30,7 @@ def test_picamera_frames_on_a_picamera2_stand_in_keep_the_frame_source_contract(
     for seed in range(8):
         fake.queue(noise_frame(seed=seed))
     # the module: time.monotonic() stamps each frame; the stand-in records each capture's flush
-    check_frame_source(open_frames(fake, clock=time),
+    check_frame_source(open_frames(fake, clock=time), live=True,
                        flush_requests=lambda: [flush is True for _, flush in fake.captures])
 
 

@@ -25,7 +25,7 @@ RELAY_PIN = int(os.environ.get("QRGATE_HW_RELAY_PIN", "17"))
 def test_picamera2_keeps_the_frame_source_contract():
     from device.camera import PicameraFrames
 
-    check_frame_source(PicameraFrames(width=640, height=480, fps=15.0), frames_wanted=30)
+    check_frame_source(PicameraFrames(width=640, height=480, fps=15.0), live=True, frames_wanted=30)
 
 
 def test_lgpio_outputs_keep_the_outputs_contract():
