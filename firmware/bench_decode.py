@@ -28,7 +28,8 @@ from firmware.commands.bench import add_json_flag, emit, format_table, machine_i
 from firmware.model import Frame
 
 SIZES = ((640, 480), (1280, 720))
-DEFAULT_SAMPLES = Path("../shared/qr-samples")
+# The sample photos ship in the repository (tests/data/qr-samples, Apache-2.0 from zxing-cpp).
+DEFAULT_SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "qr-samples"
 # A pass-sized payload: QG1 passes are 150-250 characters of base45 text.
 BENCH_PAYLOAD = "QG1:" + "".join("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"[(i * 7 + 3) % 45]
                                  for i in range(200))

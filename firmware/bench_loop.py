@@ -50,6 +50,12 @@ class MemorySink:
         return None
 
 
+def _default_samples() -> Path:
+    from firmware.bench_decode import DEFAULT_SAMPLES
+
+    return DEFAULT_SAMPLES
+
+
 def _no_code_frames(samples: Path, size: tuple[int, int], count: int) -> list[np.ndarray]:
     from device.synthetic import noise_frame
     from firmware.bench_decode import no_code_photos
@@ -124,7 +130,7 @@ def _interleaved_fps(service: Any, decoder: Any, images: list[np.ndarray]) -> tu
 
 
 def run_loop_bench(backend: str = "zxing", *, frames: int = 600, rounds: int = 3, grants: int = 200,
-                   size: tuple[int, int] = (640, 480), samples: Path = Path("../shared/qr-samples"),
+                   size: tuple[int, int] = (640, 480), samples: Path | None = None,
                    sink_kind: str = "memory") -> dict[str, Any]:
     """Run both measurements and return the JSON-ready report."""
     from device.camera import ReplayFrames
@@ -134,7 +140,7 @@ def run_loop_bench(backend: str = "zxing", *, frames: int = 600, rounds: int = 3
     from provisioning.keys import generate
     from provisioning.passes import issue, validity
 
-    images = _no_code_frames(samples, size, frames)
+    images = _no_code_frames(samples if samples is not None else _default_samples(), size, frames)
     raw_decoder = make_decoder(backend)
     key = generate("ed25519")
     trust = TrustStore.from_keys([key.public_key()])

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-SAMPLES_DIR = Path(os.environ.get("QRGATE_SAMPLES", Path(__file__).resolve().parents[1] / ".." / "shared" / "qr-samples")).resolve()
+# Shipped inside the repository (Apache-2.0, from zxing-cpp; see its LICENSE and NOTICE).
+SAMPLES_DIR = Path(os.environ.get("QRGATE_SAMPLES", Path(__file__).resolve().parent / "data" / "qr-samples")).resolve()
 
 
 class FakeClock:
@@ -48,8 +49,8 @@ def fake_clock() -> FakeClock:
 @pytest.fixture
 def samples_dir() -> Path:
     if not SAMPLES_DIR.is_dir():
-        pytest.fail(f"QR sample folder {SAMPLES_DIR} is missing; it ships beside the repo as "
-                    "../shared/qr-samples, or set QRGATE_SAMPLES to its path")
+        pytest.fail(f"QR sample folder {SAMPLES_DIR} is missing; it ships in the repository as "
+                    "tests/data/qr-samples (or set QRGATE_SAMPLES to another copy)")
     return SAMPLES_DIR
 
 

@@ -1,4 +1,4 @@
-"""Decoders: real photos from ../shared/qr-samples, odd content, and errors at the library edge."""
+"""Decoders: real photos from tests/data/qr-samples (shipped in the repository), odd content, and errors at the library edge."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.qrimages import noise_frame, render_code_frame
 BACKENDS = ("zxing", "zbar")
 
 # Images decoded to exactly the expected text, one upright decoder call each: at least the
-# reference counts of ../shared/qr-samples/README.md.
+# reference counts of tests/data/qr-samples (shipped in the repository)/README.md.
 MIN_DECODED = {
     "zxing": {"qrcode-1": 8, "qrcode-2": 53, "qrcode-3": 18, "qrcode-4": 15, "qrcode-5": 16, "qrcode-6": 15},
     "zbar": {"qrcode-1": 8, "qrcode-2": 35, "qrcode-3": 17, "qrcode-4": 14, "qrcode-5": 12, "qrcode-6": 14},
