@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from firmware.errors import CameraUnavailable, ConfigError
-from firmware.model import Frame
+from firmware.core.errors import CameraUnavailable, ConfigError
+from firmware.core.model import Frame
 
 log = logging.getLogger(__name__)
 

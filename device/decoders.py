@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from firmware.errors import ConfigError, DecodeError
-from firmware.model import DecodedCode, Frame
+from firmware.core.errors import ConfigError, DecodeError
+from firmware.core.model import DecodedCode, Frame
 
 log = logging.getLogger(__name__)
 

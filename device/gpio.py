@@ -19,8 +19,8 @@ import logging
 import threading
 from typing import Any
 
-from firmware.errors import GpioUnavailable
-from firmware.model import Decision
+from firmware.core.errors import GpioUnavailable
+from firmware.core.model import Decision
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from firmware.errors import GpioUnavailable
+from firmware.core.errors import GpioUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from firmware.errors import GpioUnavailable
+from firmware.core.errors import GpioUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import threading
 from collections import deque
 from typing import Any
 
-from firmware.device_state import DeviceState
-from firmware.errors import GpioUnavailable
+from firmware.core.device_state import DeviceState
+from firmware.core.errors import GpioUnavailable
 
 log = logging.getLogger(__name__)
 

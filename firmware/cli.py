@@ -16,8 +16,8 @@ import os
 import sys
 
 from firmware import __version__
-from firmware.errors import ConfigError, QrGateError
-from firmware.logsetup import setup_logging
+from firmware.adapters.logsetup import setup_logging
+from firmware.core.errors import ConfigError, QrGateError
 
 EX_CONFIG = 78
 
@@ -26,15 +26,15 @@ COMMAND_MODULES = (
     "firmware.commands.run",
     "firmware.commands.demo",
     "firmware.commands.decode",
-    "firmware.commands.keys",
-    "firmware.commands.pass_",
+    "provisioning.cli.keys",
+    "provisioning.cli.pass_",
     "firmware.commands.bench",
     "firmware.commands.config",
-    "firmware.commands.provision",
-    "firmware.commands.lists",
+    "provisioning.cli.provision",
+    "provisioning.cli.lists",
     "firmware.commands.status",
-    "firmware.commands.cmd",
-    "firmware.commands.history",
+    "provisioning.cli.cmd",
+    "provisioning.cli.history",
 )
 
 log = logging.getLogger(__name__)

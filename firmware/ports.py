@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from firmware.model import DecodedCode, Decision, Frame, ScanEvent
+from firmware.core.model import Decision, DecodedCode, Frame, ScanEvent
 
 
 class FrameSource(Protocol):

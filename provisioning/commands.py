@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from firmware.cose import kid_for
-from firmware.remote import MAX_VALIDITY_S, sign_command
+from firmware.core.cose import kid_for
+from firmware.core.remote_command import MAX_VALIDITY_S, sign_command
 from provisioning.mqtt_request import Target, request
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def read_dashboard_press(prefix: str, topic: str, payload: bytes, retained: bool
         The press, or the reason it is ignored (a retained message, another topic, a command
         not in allowed, a payload that is not what the dashboard sends).
     """
-    from firmware.device_state import Mode
+    from firmware.core.device_state import Mode
 
     if retained:
         return "retained: a retained press is never forwarded; clear it"

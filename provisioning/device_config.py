@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import device as _device_pkg  # only for the location of its data files
-from firmware.config import parse_config
-from firmware.errors import ConfigError
+from firmware.core.config import parse_config
+from firmware.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
             an unreadable existing config); nothing is written then.
         StoreError: the daemon runs on the state directory, or the state cannot be written.
     """
-    from firmware.prov_code import parse_broker
+    from firmware.core.prov_code import parse_broker
     from provisioning.venues import load_venue
 
     path = Path(config_path)
@@ -164,7 +164,7 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
     result = DeviceResult(changes=_diff(old, data), config_path=path)
     if dry_run:
         return result
-    from firmware.atomic import write_atomic
+    from firmware.adapters.atomic_files import write_atomic
 
     _update_state(cfg, record, broker or "", now_s if now_s is not None else time.time(), result)
     if result.changes:
@@ -175,10 +175,10 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
 
 def _update_state(cfg: Any, record: dict[str, Any], broker: str, now_s: float, result: DeviceResult) -> None:
     """Keep a provisioning record in the gate's state in line with the new config."""
-    from firmware.app import state_dir_in_use
-    from firmware.errors import StoreError
-    from firmware.provisioning_intake import PROVISIONING_KEY
-    from firmware.state_store import StateStore
+    from firmware.adapters.process import state_dir_in_use
+    from firmware.adapters.state_store import StateStore
+    from firmware.core.errors import StoreError
+    from firmware.features.provisioning_intake import PROVISIONING_KEY
 
     state_file = cfg.state_dir / "state.json"
     if not state_file.exists():

@@ -16,12 +16,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from firmware.atomic import write_atomic
-from firmware.config import Config
-from firmware.cose import ALG_NAMES, alg_for, kid_for
-from firmware.credentials.trust import check_public_key, public_key_from_pem
-from firmware.errors import QrGateError
-from firmware.keystore import KeyFile, list_key_files, read_key_file
+from firmware.adapters.atomic_files import write_atomic
+from firmware.adapters.keystore import KeyFile, list_key_files, read_key_file
+from firmware.core.config import Config
+from firmware.core.cose import ALG_NAMES, alg_for, kid_for
+from firmware.core.credentials.trust import check_public_key, public_key_from_pem
+from firmware.core.errors import QrGateError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from firmware.errors import PublishError
+from firmware.core.errors import PublishError
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class Broker:
         Raises:
             ConfigError: no broker, a bad host_port, or an unreadable password file.
         """
-        from firmware.errors import ConfigError
-        from firmware.mqtt import MqttSettings
+        from firmware.adapters.mqtt_link import MqttSettings
+        from firmware.core.errors import ConfigError
 
         s = MqttSettings.from_config(cfg)
         text = host_port or (f"{s.host}:{s.port}" if s.host else "")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware.credentials import qg1
-from firmware.errors import QrGateError
+from firmware.core.credentials import qg1
+from firmware.core.errors import QrGateError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from firmware.errors import ConfigError
+from firmware.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware import prov_code
-from firmware.errors import ConfigError
+from firmware.core import prov_code
+from firmware.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

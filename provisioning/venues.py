@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from firmware.errors import ConfigError
+from firmware.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -728,7 +728,7 @@ def write_venue(venue: Venue, out_dir: str | Path, now_s: float) -> tuple[Path, 
     Returns:
         The path and the record written.
     """
-    from firmware.atomic import write_atomic
+    from firmware.adapters.atomic_files import write_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

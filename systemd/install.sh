@@ -84,7 +84,7 @@ if [ ! -e "$ETC/qrgate.toml" ]; then
     if [ -x "$VENV/bin/qrgate" ]; then
         "$VENV/bin/qrgate" config template > "$ETC/qrgate.toml.new"
     else
-        (cd "$SRC_DIR" && "$PYTHON" -c 'from firmware.config import render_template; print(render_template())') \
+        (cd "$SRC_DIR" && "$PYTHON" -c 'from firmware.core.config import render_template; print(render_template())') \
             > "$ETC/qrgate.toml.new"
     fi
     chmod 0640 "$ETC/qrgate.toml.new"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware.model import CredentialType, Decision, Reason, Verdict
+from firmware.core.model import CredentialType, Decision, Reason, Verdict
 
 
 def check_frame_source(source: Any, *, live: bool, frames_wanted: int = 5, timeout_s: float = 2.0,

@@ -8,8 +8,8 @@ from typing import Any
 from gpiozero.pins.mock import MockFactory
 
 from device.synthetic import write_blank_png
-from firmware.app import GateApp
-from firmware.config import load_config
+from firmware.adapters.config_file import load_config
+from firmware.app.builder import GateApp
 from provisioning import keys
 from tests.daemon_support import trust_new_key, write_config
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["firmware", "base45", "cbor2"]):
-    from firmware import prov_code
-    from firmware.credentials import INTERNAL_ERROR_DETAIL, TrustStore, check_payload
-    from firmware.model import Credential, Rejection
+    from firmware.core import prov_code
+    from firmware.core.credentials import INTERNAL_ERROR_DETAIL, TrustStore, check_payload
+    from firmware.core.model import Credential, Rejection
 
 NOW_S = 1_800_000_000.0
 HANG_MS_DEFAULT = 1000.0

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from firmware.model import ScanEvent
+from firmware.core.model import ScanEvent
 from tests.conftest import free_port
 
 LOCAL_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

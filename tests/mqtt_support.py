@@ -12,7 +12,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware.mqtt import release_paho_sockets
+from firmware.adapters.mqtt_link import release_paho_sockets
 
 
 @dataclass(frozen=True)

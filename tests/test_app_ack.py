@@ -13,11 +13,11 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware.app import GateApp
-from firmware.config import parse_config
-from firmware.mqtt import MqttLink, MqttSettings, release_paho_sockets
-from firmware.outbox import SqliteOutbox
-from firmware.publisher import OutboxPublisher
+from firmware.adapters.mqtt_link import MqttLink, MqttSettings, release_paho_sockets
+from firmware.adapters.outbox import SqliteOutbox
+from firmware.adapters.publisher import OutboxPublisher
+from firmware.app.builder import GateApp
+from firmware.core.config import parse_config
 from provisioning.history.query import Filter
 from provisioning.history.store import open_store
 from tests.mqtt_support import Collector

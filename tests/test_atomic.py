@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.atomic import fsync_dir, write_atomic
+from firmware.adapters.atomic_files import fsync_dir, write_atomic
 
 
 def _mode(path: Path) -> int:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from firmware.bench.common import format_table, percentile
 from firmware.cli import main
-from firmware.commands.bench import format_table, percentile
 
 
 def run_json(capsys, *args: str) -> dict:

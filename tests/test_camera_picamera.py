@@ -10,7 +10,7 @@ import pytest
 
 from device.camera import PicameraFrames
 from device.decoders import ZxingDecoder
-from firmware.errors import CameraUnavailable
+from firmware.core.errors import CameraUnavailable
 from tests.conftest import FakeClock
 from tests.qrimages import noise_frame, render_code_frame
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from device.camera import Blank, ReplayFrames, list_image_files, load_grey_image, open_frame_source
-from firmware.config import CameraConfig
-from firmware.errors import CameraUnavailable, ConfigError
+from firmware.core.config import CameraConfig
+from firmware.core.errors import CameraUnavailable, ConfigError
 from tests.conftest import FakeClock
 from tests.qrimages import render_code_frame, write_blank_png, write_code_png
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from device.camera import V4l2Frames
-from firmware.errors import CameraUnavailable
+from firmware.core.errors import CameraUnavailable
 
 
 def test_missing_opencv_says_how_to_install_the_webcam_extra():

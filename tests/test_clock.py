@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from firmware.clock import SystemClock
+from firmware.adapters.clock import SystemClock
 
 
 def test_wall_clock_below_the_saved_high_water_mark_is_not_trusted(tmp_path):

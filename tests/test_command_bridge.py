@@ -13,9 +13,9 @@ import threading
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from firmware.cose import kid_for
-from firmware.device_state import DeviceState
-from firmware.outbox import read_events
+from firmware.adapters.outbox import read_events
+from firmware.core.cose import kid_for
+from firmware.core.device_state import DeviceState
 from provisioning.commands import DashboardPress, read_dashboard_press
 from tests.conftest import pin_levels
 from tests.field_support import build_app, write_site

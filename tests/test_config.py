@@ -7,7 +7,8 @@ import tomllib
 
 import pytest
 
-from firmware.config import SECTIONS, Config, ConfigError, load_config, masked_dump, parse_config, render_template, to_toml
+from firmware.adapters.config_file import load_config
+from firmware.core.config import SECTIONS, Config, ConfigError, masked_dump, parse_config, render_template, to_toml
 
 
 def problems_of(data: dict) -> list[str]:

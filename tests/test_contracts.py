@@ -10,8 +10,8 @@ from gpiozero.pins.mock import MockFactory
 from device.camera import ReplayFrames
 from device.gpio import GpiozeroOutputs
 from device.synthetic import noise_frame, render_code_frame
-from firmware.fakes import ScriptedFrames
-from firmware.model import Frame
+from firmware.adapters.fakes import ScriptedFrames
+from firmware.core.model import Frame
 from tests.contracts import check_frame_source, check_outputs
 from tests.test_camera_picamera import FakePicamera2, open_frames
 

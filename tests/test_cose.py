@@ -10,11 +10,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from firmware.cose import (
-    ALG_EDDSA, ALG_ES256, MAX_CBOR_DEPTH, MAX_MESSAGE_BYTES, CoseError, kid_for, parse1, sign1, verify1,
+from firmware.core.cose import (
+    ALG_EDDSA,
+    ALG_ES256,
+    MAX_CBOR_DEPTH,
+    MAX_MESSAGE_BYTES,
+    CoseError,
+    kid_for,
+    parse1,
+    sign1,
+    verify1,
 )
-from firmware.credentials.trust import TrustStore
-from firmware.model import Reason
+from firmware.core.credentials.trust import TrustStore
+from firmware.core.model import Reason
 
 ED = ed25519.Ed25519PrivateKey.generate()
 ED_OTHER = ed25519.Ed25519PrivateKey.generate()

@@ -6,8 +6,8 @@ import unicodedata
 
 import pytest
 
-from firmware.credentials import TrustStore, cccd, check_payload
-from firmware.model import Credential, CredentialType, Reason, Rejection
+from firmware.core.credentials import TrustStore, cccd, check_payload
+from firmware.core.model import Credential, CredentialType, Reason, Rejection
 
 VALID = "001099012345|123456789|Nguyễn Văn An|01011999|Nam|Số 1 Tràng Tiền, Hoàn Kiếm, Hà Nội|15082021"
 TRUST = TrustStore()

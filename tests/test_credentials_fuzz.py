@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from firmware.cose import sign1
-from firmware.credentials import INTERNAL_ERROR_DETAIL, TrustStore, cccd, check_payload, qg1
-from firmware.credentials.envelope import BASE45_ALPHABET, b45decode, b45encode, inflate, unwrap, wrap
-from firmware.model import Credential, Reason, Rejection
+from firmware.core.cose import sign1
+from firmware.core.credentials import INTERNAL_ERROR_DETAIL, TrustStore, cccd, check_payload, qg1
+from firmware.core.credentials.envelope import BASE45_ALPHABET, b45decode, b45encode, inflate, unwrap, wrap
+from firmware.core.model import Credential, Reason, Rejection
 
 ISSUER = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"qrgate fuzz issuer").digest())
 TRUST = TrustStore.from_keys([ISSUER.public_key()])

@@ -12,12 +12,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from firmware.cose import kid_for, sign1
-from firmware.credentials import INTERNAL_ERROR_DETAIL, TrustStore, check_payload, qg1
-from firmware.credentials.envelope import (
-    MAX_INFLATED_BYTES, EnvelopeError, b45decode, b45encode, inflate, unwrap, wrap,
+from firmware.core.cose import kid_for, sign1
+from firmware.core.credentials import INTERNAL_ERROR_DETAIL, TrustStore, check_payload, qg1
+from firmware.core.credentials.envelope import (
+    MAX_INFLATED_BYTES,
+    EnvelopeError,
+    b45decode,
+    b45encode,
+    inflate,
+    unwrap,
+    wrap,
 )
-from firmware.model import Credential, CredentialType, Reason, Rejection
+from firmware.core.model import Credential, CredentialType, Reason, Rejection
 
 # Fixed keys: Ed25519 signatures are deterministic, so every run mutates the same bytes.
 ISSUER = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"qrgate test issuer").digest())
@@ -200,7 +206,7 @@ def test_every_single_bit_flip_at_every_layer_is_refused(layer):
 
 
 def test_every_character_change_of_the_text_is_refused():
-    from firmware.credentials.envelope import BASE45_ALPHABET
+    from firmware.core.credentials.envelope import BASE45_ALPHABET
 
     text = pass_text().decode("ascii")
     for i in range(len(text)):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from firmware.credentials import TrustStore, check_payload, qg1
-from firmware.credentials.envelope import EnvelopeError, open_envelope
-from firmware.model import Credential, Rejection
+from firmware.core.credentials import TrustStore, check_payload, qg1
+from firmware.core.credentials.envelope import EnvelopeError, open_envelope
+from firmware.core.model import Credential, Rejection
 
 VECTOR_DIR = Path(__file__).resolve().parent / "vectors" / "qg1"
 VECTORS = sorted(VECTOR_DIR.glob("*.json"))

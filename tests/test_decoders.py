@@ -13,8 +13,8 @@ import zxingcpp
 
 from device.camera import list_image_files, load_grey_image
 from device.decoders import ZbarDecoder, ZxingDecoder, make_decoder
-from firmware.errors import ConfigError, DecodeError
-from firmware.model import DecodedCode, Frame
+from firmware.core.errors import ConfigError, DecodeError
+from firmware.core.model import DecodedCode, Frame
 from tests.qrimages import noise_frame, render_code_frame
 
 BACKENDS = ("zxing", "zbar")

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from firmware.device_state import DeviceInputs, DeviceState, Mode, ModeControl, blocked_reason, evaluate
-from firmware.model import Reason
+from firmware.core.device_state import DeviceInputs, DeviceState, Mode, ModeControl, blocked_reason, evaluate
+from firmware.core.model import Reason
 
 HEALTHY = DeviceInputs(built=True, provisioned=True, frame_age_s=0.1, max_frame_age_s=3.0,
                        broker_configured=True, broker_connected=True)

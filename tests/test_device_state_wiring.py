@@ -6,13 +6,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from device.synthetic import write_blank_png
-
-from firmware.app import GateApp
-from firmware.config import load_config
-from firmware.errors import ConfigError
-from firmware.device_state import DeviceState
-from firmware.fakes import ScriptedFrames
-from firmware.model import Reason
+from firmware.adapters.config_file import load_config
+from firmware.adapters.fakes import ScriptedFrames
+from firmware.app.builder import GateApp
+from firmware.core.device_state import DeviceState
+from firmware.core.errors import ConfigError
+from firmware.core.model import Reason
 from tests.conftest import FakeClock, pin_levels
 from tests.field_support import write_site
 
@@ -151,7 +150,7 @@ def test_a_live_camera_returning_the_same_frame_counts_as_silent_and_faults(tmp_
     """R4: a frozen capture (picamera2 handing back one buffer) must close the gate like a dead one."""
     import numpy as np
 
-    from firmware.model import Frame
+    from firmware.core.model import Frame
 
     clock = FakeClock()
     app = built(tmp_path, clock, monitor=False)
@@ -185,7 +184,7 @@ def test_a_live_camera_returning_the_same_frame_counts_as_silent_and_faults(tmp_
 def test_a_replay_source_may_repeat_an_image_without_a_fault(tmp_path):
     import numpy as np
 
-    from firmware.model import Frame
+    from firmware.core.model import Frame
 
     clock = FakeClock()
     app = built(tmp_path, clock, monitor=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from firmware.remote_link import discovery_payload
+from firmware.features.home_assistant import discovery_payload
 from tests.field_support import build_app, write_site
 from tests.mqtt_support import Collector, publish_raw
 

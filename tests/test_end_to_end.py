@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware.credentials import envelope
-from provisioning import keys
 from device.synthetic import write_blank_png, write_code_png
+from firmware.core.credentials import envelope
+from provisioning import keys
 from tests.daemon_support import qrgate, run_gate, start_gate, trust_new_key, valid_pass, write_config
 
 RELAY, GREEN, RED, BUZZER = "GPIO17", "GPIO27", "GPIO22", "GPIO23"
@@ -68,7 +68,7 @@ def test_valid_pass_opens_once_and_everything_is_recorded(site):
 
     result, printed, pins = run_gate_with_pins(tmp_path, config)
 
-    from firmware.outbox import read_events
+    from firmware.adapters.outbox import read_events
 
     stored = read_events(tmp_path / "state" / "outbox.sqlite")
     assert printed == stored

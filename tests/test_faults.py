@@ -13,8 +13,17 @@ import subprocess
 
 import pytest
 
-from tests.fault_support import (DEVICE_ID, FULL, Daemon, check_delivery, code_images,
-                                 first_arrival_order, outbox_rows, subset, write_config)
+from tests.fault_support import (
+    DEVICE_ID,
+    FULL,
+    Daemon,
+    check_delivery,
+    code_images,
+    first_arrival_order,
+    outbox_rows,
+    subset,
+    write_config,
+)
 from tests.mqtt_support import Collector
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

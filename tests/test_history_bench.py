@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from firmware.bench_history import bench_queries, render, run_bench, synthetic_batches
+from provisioning.history.bench import bench_queries, render, run_bench, synthetic_batches
 from provisioning.history.store import open_store
 from tests.history_support import pg_server_url  # noqa: F401  (a fixture)
 

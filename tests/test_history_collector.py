@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware.errors import StoreError
+from firmware.core.errors import StoreError
 from provisioning.history.collector import CollectorSettings, ScanCollector
 from provisioning.history.query import Filter
 from provisioning.history.store import open_store

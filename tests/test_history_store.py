@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from firmware.errors import ConfigError
+from firmware.core.errors import ConfigError
 from provisioning.history.events import HistoryEvent, Rejected, parse_scan, person_key
 from provisioning.history.export import EXPORT_COLUMNS, write_export, write_table
 from provisioning.history.query import Filter, Gap, make_filter
@@ -266,7 +266,7 @@ def test_each_export_format_reads_back(tmp_path):
 
 def test_query_by_person_id_hashes_it_like_the_gate(tmp_path, capsys):
     from firmware.cli import main
-    from firmware.events import protect_subject
+    from firmware.core.events import protect_subject
 
     secret = bytes(range(32))
     (tmp_path / "venue-secret").write_text(secret.hex() + "\n")

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-import numpy as np
-
 from device.gpio import GpiozeroOutputs
 from device.inputs import GpioInputs
-from firmware.app import GateApp
-from firmware.config import load_config
-from firmware.device_state import DeviceState
-from firmware.fakes import ScriptedFrames, TableDecoder
-from firmware.model import Credential, CredentialType, Frame, Reason, ScanEvent
-from firmware.passage import NOT_PASSED, PassageWatch, not_passed_event
-from firmware.policy import subject_key
+from firmware.adapters.config_file import load_config
+from firmware.adapters.fakes import ScriptedFrames, TableDecoder
+from firmware.app.builder import GateApp
+from firmware.core.device_state import DeviceState
+from firmware.core.model import Credential, CredentialType, Frame, Reason, ScanEvent
+from firmware.core.passage import NOT_PASSED, PassageWatch, not_passed_event
+from firmware.core.policy import subject_key
 from provisioning.commands import build_envelope, send_command
 from provisioning.mqtt_request import Broker, Target
 from tests.conftest import FakeClock, pin_levels

@@ -13,11 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from firmware.adapters.config_file import load_config
+from firmware.adapters.keystore import load_trust_dir, read_trust_dir
 from firmware.cli import main
-from firmware.config import load_config
-from firmware.credentials import check_payload, qg1
-from firmware.errors import ConfigError
-from firmware.keystore import load_trust_dir, read_trust_dir
+from firmware.core.credentials import check_payload, qg1
+from firmware.core.errors import ConfigError
 from provisioning.keys import load_private_key, new_keypair, public_path_for
 
 

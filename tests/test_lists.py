@@ -8,16 +8,11 @@ import time
 
 import pytest
 
+from firmware.adapters.list_files import ListStore, import_csv_file, open_lists
+from firmware.alarms import Alarms
 from firmware.cli import main
-from firmware.lists import (
-    ListStore,
-    MemoryLists,
-    import_csv_file,
-    open_lists,
-    parse_csv,
-)
-from firmware.policy import Rules
-from firmware.publisher import Alarms
+from firmware.core.lists import MemoryLists, parse_csv
+from firmware.core.policy import Rules
 
 
 def parse(text: str | bytes, block_bytes: int = 4 * 1024 * 1024):
@@ -151,8 +146,8 @@ def test_staleness_follows_max_age(tmp_path):
 
 
 def test_deny_list_keeps_a_person_out_through_the_policy(tmp_path):
-    from firmware.model import Credential, CredentialType, DecodedCode, Moment
-    from firmware.service import Gatekeeper
+    from firmware.core.model import Credential, CredentialType, DecodedCode, Moment
+    from firmware.features.scan_loop import Gatekeeper
 
     store = ListStore(tmp_path / "lists")
     lists = MemoryLists(deny=store.replace("deny", ["079123456789"], updated_s=1.0, source="t"))
@@ -170,7 +165,7 @@ def test_deny_list_keeps_a_person_out_through_the_policy(tmp_path):
 
 def test_import_is_fast_at_a_small_size(tmp_path):
     """100,000 rows import in well under the 1,000,000-row budget (full size: `qrgate bench lists`)."""
-    from firmware.bench_lists import write_csv as bench_csv
+    from firmware.bench.lists import write_csv as bench_csv
 
     bench_csv(tmp_path / "d.csv", 100_000)
     store = ListStore(tmp_path / "lists")
@@ -222,7 +217,7 @@ def test_list_command_refuses_a_csv_with_broken_rows(tmp_path, gate_config, caps
 
 
 def test_list_command_never_touches_the_files_of_a_running_daemon(tmp_path, gate_config, capsys):
-    from firmware.app import hold_state_lock
+    from firmware.adapters.process import hold_state_lock
 
     (tmp_path / "state").mkdir()
     lock = hold_state_lock(tmp_path / "state")

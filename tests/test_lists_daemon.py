@@ -52,7 +52,7 @@ def test_keep_policy_goes_on_deciding_with_the_old_list(tmp_path):
     (tmp_path / "deny.csv").write_text("079111111111\n", encoding="utf-8")
     assert qrgate("list", "deny", "import", str(tmp_path / "deny.csv"), "--config", str(config)).returncode == 0
     # make the list two hours old: its version header says when it was issued
-    from firmware.lists import ListStore
+    from firmware.adapters.list_files import ListStore
 
     store = ListStore(tmp_path / "state" / "lists")
     old = store.load("deny")

@@ -11,10 +11,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware.credentials.trust import TrustStore
-from firmware.list_updates import ListUpdates, encode_message
-from firmware.lists import ListStore, MemoryLists
-from firmware.mqtt import MqttLink, MqttSettings
+from firmware.adapters.list_files import ListStore
+from firmware.adapters.mqtt_link import MqttLink, MqttSettings
+from firmware.core.credentials.trust import TrustStore
+from firmware.core.list_message import encode_message
+from firmware.core.lists import MemoryLists
+from firmware.features.list_updates import ListUpdates
 from provisioning.list_remote import send_list
 from provisioning.mqtt_request import Broker, Target
 from tests.mqtt_support import Collector

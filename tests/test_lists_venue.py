@@ -10,10 +10,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from firmware.credentials.trust import TrustStore
-from firmware.list_updates import ListUpdates, encode_message, venue_list_topic
-from firmware.lists import open_lists
-from firmware.mqtt import MqttLink, MqttSettings
+from firmware.adapters.list_files import open_lists
+from firmware.adapters.mqtt_link import MqttLink, MqttSettings
+from firmware.core.credentials.trust import TrustStore
+from firmware.core.list_message import encode_message, venue_list_topic
+from firmware.features.list_updates import ListUpdates
 from provisioning.list_remote import send_list
 from provisioning.mqtt_request import Broker, Target
 from tests.daemon_support import write_config

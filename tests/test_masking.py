@@ -6,8 +6,8 @@ import unicodedata
 
 import pytest
 
-from firmware.masking import display, display_cccd, display_credential, mask_id, mask_name, mask_phone
-from firmware.model import Credential, CredentialType
+from firmware.core.masking import display, display_cccd, display_credential, mask_id, mask_name, mask_phone
+from firmware.core.model import Credential, CredentialType
 
 
 @pytest.mark.parametrize("name, masked", [

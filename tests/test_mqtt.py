@@ -8,9 +8,10 @@ import threading
 
 import pytest
 
-from firmware.mqtt import MqttLink, MqttSettings, release_paho_sockets
-from firmware.outbox import SqliteOutbox
-from firmware.publisher import Alarms, OutboxPublisher, StateReporter
+from firmware.adapters.mqtt_link import MqttLink, MqttSettings, release_paho_sockets
+from firmware.adapters.outbox import SqliteOutbox
+from firmware.adapters.publisher import OutboxPublisher, StateReporter
+from firmware.alarms import Alarms
 from tests.mqtt_support import Collector, scans_with_seqs
 from tests.test_outbox import scan_event
 
@@ -88,11 +89,10 @@ def test_subscribers_get_payload_and_v5_properties_on_a_worker_thread_and_again_
     try:
         link.start()
         assert connects.get(timeout=10) == "qrgate-mqtt"
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
 
         raw = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         raw.connect(broker.host, broker.port)
@@ -209,7 +209,7 @@ def test_username_and_password_file_from_config_authenticate_and_a_wrong_passwor
         broker, tmp_path, topic_prefix):
     import subprocess
 
-    from firmware.config import parse_config
+    from firmware.core.config import parse_config
 
     passwd = tmp_path / "mosquitto.passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "gate-1", "s3cret"], check=True,
@@ -247,7 +247,7 @@ def test_a_large_offline_backlog_drains_with_about_inflight_max_in_flight_and_no
         tmp_path, shared_broker, topic_prefix):
     """D8 (70,000 with QRGATE_FULL_FAULTS=1): the backlog stays on disk, paho never sees more
     than the window."""
-    from firmware.bench_outbox import fill_backlog
+    from firmware.bench.outbox import fill_backlog
     from tests.fault_support import FULL
 
     count = 70_000 if FULL else 20_000

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from firmware.outbox import SqliteOutbox
-from firmware.publisher import STALE_S, Alarms, OutboxPublisher
+from firmware.adapters.outbox import SqliteOutbox
+from firmware.adapters.publisher import STALE_S, OutboxPublisher
+from firmware.alarms import Alarms
 from tests.conftest import FakeClock
 from tests.test_outbox import scan_event
 
@@ -175,7 +176,7 @@ def test_late_puback_for_a_stale_copy_marks_it_sent_without_freeing_the_window_s
 
 
 def test_ids_of_stale_copies_that_never_get_a_puback_are_dropped_after_a_while(tmp_path):
-    from firmware.publisher import LATE_ACK_KEEP_S
+    from firmware.adapters.publisher import LATE_ACK_KEEP_S
 
     outbox, link, publisher, _, clock = setup(tmp_path, 3, inflight_max=3)
     publisher.step(0)

@@ -10,8 +10,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware.errors import PublishError
-from firmware.mqtt import release_paho_sockets
+from firmware.adapters.mqtt_link import release_paho_sockets
+from firmware.core.errors import PublishError
 from provisioning.mqtt_request import Broker, request
 from tests.conftest import free_port
 
@@ -94,7 +94,7 @@ def test_a_gate_config_gives_its_broker_login_and_tls_and_the_login_is_used(brok
     """`qrgate list ... --remote` reaches the broker the way the gate does (Broker.of_gate)."""
     import subprocess
 
-    from firmware.config import parse_config
+    from firmware.core.config import parse_config
     from provisioning.mqtt_request import exchange
 
     passwd = tmp_path / "mosquitto.passwd"

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from firmware.errors import ConfigError
-from firmware.mqtt import MqttLink, MqttSettings
+from firmware.adapters.mqtt_link import MqttLink, MqttSettings
+from firmware.core.errors import ConfigError
 from tests.conftest import free_port
 from tests.mqtt_support import Collector
 

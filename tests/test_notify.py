@@ -9,12 +9,12 @@ import threading
 import numpy as np
 import pytest
 
-from firmware.events import EventFactory
-from firmware.fakes import MemorySink, ScriptedFrames, TableDecoder
-from firmware.model import Frame
-from firmware.notify import SystemdNotifier
-from firmware.policy import Rules
-from firmware.service import GateService, Gatekeeper
+from firmware.adapters.fakes import MemorySink, ScriptedFrames, TableDecoder
+from firmware.adapters.systemd_notify import SystemdNotifier
+from firmware.core.events import EventFactory
+from firmware.core.model import Frame
+from firmware.core.policy import Rules
+from firmware.features.scan_loop import Gatekeeper, GateService
 from tests.conftest import FakeClock
 
 

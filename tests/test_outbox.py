@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from firmware.errors import StoreError
-from firmware.model import ScanEvent
-from firmware.outbox import SEQ_RESERVE_BLOCK, SqliteOutbox, StorageFull, UnavailableSink
+from firmware.adapters.outbox import SEQ_RESERVE_BLOCK, SqliteOutbox, StorageFull, UnavailableSink
+from firmware.core.errors import StoreError
+from firmware.core.model import ScanEvent
 from tests.conftest import FakeClock
 
 _codes = count()
@@ -280,8 +280,8 @@ CHILD_FILL = r"""
 import resource, sys
 from pathlib import Path
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
-from firmware.errors import StoreError
-from firmware.outbox import SqliteOutbox
+from firmware.core.errors import StoreError
+from firmware.adapters.outbox import SqliteOutbox
 from tests.test_outbox import scan_event
 outbox = SqliteOutbox(Path(sys.argv[1]))
 refused = 0

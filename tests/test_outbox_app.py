@@ -6,13 +6,13 @@ import threading
 
 from gpiozero.pins.mock import MockFactory
 
-from firmware.app import GateApp
-from firmware.config import parse_config
-from firmware.model import Reason, ScanEvent
-from firmware.outbox import UnavailableSink, read_events
+from firmware.adapters.outbox import UnavailableSink, read_events
+from firmware.app.builder import GateApp
+from firmware.core.config import parse_config
+from firmware.core.model import Reason, ScanEvent
 from provisioning import keys
-from tests.daemon_support import trust_new_key, write_pass_images
 from tests.conftest import pin_levels
+from tests.daemon_support import trust_new_key, write_pass_images
 
 
 def site(tmp_path):

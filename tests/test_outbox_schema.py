@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import EventFactory
-from firmware.model import CredentialType, Decision, Reason, Verdict
-from firmware.outbox import SqliteOutbox, read_events
+from firmware.adapters.outbox import SqliteOutbox, read_events
+from firmware.core.events import EventFactory
+from firmware.core.model import CredentialType, Decision, Reason, Verdict
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "firmware" / "schema" / "scan-event.schema.json")
                     .read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.outbox import ALARM_LEVELS, SqliteOutbox, StorageFull
+from firmware.adapters.outbox import ALARM_LEVELS, SqliteOutbox, StorageFull
 from tests.conftest import FakeClock
 from tests.test_outbox import AlarmLog, scan_event
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from firmware.cli import main
-from firmware.credentials import TrustStore, check_payload
-from firmware.model import Credential, Frame
+from firmware.core.credentials import TrustStore, check_payload
+from firmware.core.model import Credential, Frame
 from provisioning.keys import load_private_key, new_keypair
 from provisioning.passes import PassError, Validity, issue, make_qr, parse_time, validity
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.passback_store import SqlitePassbackStore
+from firmware.adapters.passback_store import SqlitePassbackStore
 
 NOW = 1_800_000_000.0
 

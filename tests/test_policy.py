@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.model import Credential, CredentialType, DecodedCode, Moment, Reason, Rejection, Verdict
-from firmware.policy import EmptyLists, GateMemory, Rules, decide, subject_key
+from firmware.core.model import Credential, CredentialType, DecodedCode, Moment, Reason, Rejection, Verdict
+from firmware.core.policy import EmptyLists, GateMemory, Rules, decide, subject_key
 
 WALL = 1_800_000_000.0
 PASS = Credential(type=CredentialType.QG1, subject="P-001", name="NGUYỄN ĐÌNH HÙNG", phone="0966323123",

@@ -21,7 +21,7 @@ import sys
 
 import pytest
 
-from firmware.outbox import SqliteOutbox, StorageFull
+from firmware.adapters.outbox import SqliteOutbox, StorageFull
 from tests.powercut.workload import scan
 from tests.powercut_support import build_shim, replay, run_traced
 
@@ -85,7 +85,7 @@ def test_every_flush_point_leaves_a_sound_outbox_with_every_returned_event(tmp_p
 
 
 def test_every_flush_point_leaves_a_whole_state_file_with_every_returned_change(tmp_path, shim):
-    from firmware.state_store import StateStore
+    from firmware.adapters.state_store import StateStore
 
     state, log, crashed = tmp_path / "state", tmp_path / "writes.log", tmp_path / "after-cut"
     state.mkdir()

@@ -7,10 +7,10 @@ import tomllib
 
 import pytest
 
+from firmware.adapters.config_file import load_config
+from firmware.adapters.state_store import StateStore
 from firmware.cli import main
-from firmware.config import load_config
-from firmware.provisioning_intake import PROVISIONING_KEY
-from firmware.state_store import StateStore
+from firmware.features.provisioning_intake import PROVISIONING_KEY
 from provisioning.device_config import list_profiles, load_profile
 
 VENUE = {"schema": "qrgate.venue/1", "venue_id": "v-0123456789ab", "name": "Bến xe Nước Ngầm"}
@@ -103,7 +103,7 @@ def test_a_qr_provisioning_record_in_the_state_follows_the_new_venue(tmp_path, v
 
 
 def test_refuses_to_change_the_state_of_a_running_daemon(tmp_path, venue, capsys):
-    from firmware.app import hold_state_lock
+    from firmware.adapters.process import hold_state_lock
 
     state_dir = tmp_path / "state"
     config = tmp_path / "qrgate.toml"

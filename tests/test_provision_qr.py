@@ -9,15 +9,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from device.synthetic import write_blank_png, write_code_png
-from firmware import prov_code
+from firmware.adapters.fakes import MemorySink
+from firmware.adapters.state_store import StateStore
 from firmware.cli import main
-from firmware.credentials.envelope import unwrap, wrap
-from firmware.credentials.trust import TrustStore
-from firmware.events import EventFactory
-from firmware.fakes import MemorySink
-from firmware.model import DecodedCode, Moment
-from firmware.provisioning_intake import PROVISIONING_KEY, ProvisioningIntake
-from firmware.state_store import StateStore
+from firmware.core import prov_code
+from firmware.core.credentials.envelope import unwrap, wrap
+from firmware.core.credentials.trust import TrustStore
+from firmware.core.events import EventFactory
+from firmware.core.model import DecodedCode, Moment
+from firmware.features.provisioning_intake import PROVISIONING_KEY, ProvisioningIntake
 from provisioning import keys
 from provisioning.prov_qr import make_code
 from tests.daemon_support import qrgate, run_gate, trust_new_key, valid_pass, write_config
@@ -82,7 +82,7 @@ def test_forged_and_foreign_codes_are_refused(authority):
 
 
 def test_a_code_valid_longer_than_24_hours_cannot_be_made_or_accepted(authority):
-    from firmware.errors import ConfigError
+    from firmware.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="valid-minutes"):
         code_for(authority, valid_minutes=24 * 60 + 1)
@@ -365,8 +365,8 @@ def run_app(config: Path, factory) -> list:
     """Build a GateApp in this process on the given pin factory and run it until the images end."""
     import threading
 
-    from firmware.app import GateApp
-    from firmware.config import load_config
+    from firmware.adapters.config_file import load_config
+    from firmware.app.builder import GateApp
 
     events: list = []
     app = GateApp(load_config(config), pin_factory=factory, on_event=[events.append])

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from firmware.device_state import DeviceState
-from firmware.model import Reason
-from firmware.provisioning_setup import EX_RESTART
+from firmware.core.device_state import DeviceState
+from firmware.core.model import Reason
+from firmware.features.provisioning_setup import EX_RESTART
 from tests.field_support import build_app, write_site
 
 

@@ -7,10 +7,11 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from firmware.cose import kid_for
-from firmware.credentials.trust import TrustStore
-from firmware.device_state import Mode
-from firmware.remote import (
+from firmware.adapters.nonce_file import load_nonces, save_nonces
+from firmware.core.cose import kid_for
+from firmware.core.credentials.trust import TrustStore
+from firmware.core.device_state import Mode
+from firmware.core.remote_command import (
     CommandVerifier,
     NonceCache,
     Reject,
@@ -19,7 +20,6 @@ from firmware.remote import (
     sign_command,
     unb64url,
 )
-from firmware.remote_link import load_nonces, save_nonces
 
 NOW = 1_764_160_000.0
 KEY = ed25519.Ed25519PrivateKey.generate()

@@ -9,9 +9,9 @@ import sys
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from firmware.device_state import DeviceState
-from firmware.model import Reason
-from firmware.outbox import read_events
+from firmware.adapters.outbox import read_events
+from firmware.core.device_state import DeviceState
+from firmware.core.model import Reason
 from provisioning.commands import build_envelope, send_command
 from provisioning.mqtt_request import Broker, Target
 from tests.conftest import pin_levels

@@ -10,12 +10,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from device.gpio import GpiozeroOutputs
-from firmware.errors import StoreError
-from firmware.events import EventFactory
-from firmware.fakes import MemorySink, ScriptedFrames, TableDecoder
-from firmware.model import Credential, CredentialType, DecodedCode, Frame, Reason, Rejection
-from firmware.policy import Rules, subject_key
-from firmware.service import Gatekeeper, GateService
+from firmware.adapters.fakes import MemorySink, ScriptedFrames, TableDecoder
+from firmware.core.errors import StoreError
+from firmware.core.events import EventFactory
+from firmware.core.model import Credential, CredentialType, DecodedCode, Frame, Reason, Rejection
+from firmware.core.policy import Rules, subject_key
+from firmware.features.scan_loop import Gatekeeper, GateService
 from tests.conftest import FakeClock, pin_levels
 
 RELAY, GREEN, RED, BUZZER = 17, 27, 22, 23

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from firmware.errors import StoreError
-from firmware.state_store import StateStore, parse_state
+from firmware.adapters.state_store import StateStore, parse_state
+from firmware.core.errors import StoreError
 
 
 def test_values_round_trip_vietnamese_text_unchanged(tmp_path):
@@ -98,7 +98,7 @@ def test_killed_writer_never_leaves_a_broken_state_file(tmp_path):
     """A child process writes in a loop and is SIGKILLed; the file is always valid."""
     script = textwrap.dedent(f"""
         import sys
-        from firmware.state_store import StateStore
+        from firmware.adapters.state_store import StateStore
         s = StateStore({str(tmp_path / 'state.json')!r})
         i = 0
         while True:

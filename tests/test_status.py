@@ -21,8 +21,7 @@ import pytest
 
 from device.status_led import BLINK_CODES, UNIT_S
 from device.synthetic import write_blank_png
-from firmware.device_state import DeviceState
-from firmware.status import (
+from firmware.adapters.status_file import (
     EXIT_NOT_READY,
     EXIT_NOT_RUNNING,
     EXIT_READY,
@@ -30,11 +29,11 @@ from firmware.status import (
     StatusWriter,
     daemon_running,
     read_status,
-    render_table,
     write_status,
 )
+from firmware.core.device_state import DeviceState
+from firmware.core.status_view import render_table
 from tests.daemon_support import qrgate, start_gate, write_config
-
 
 SNAPSHOT = {
     "schema": STATUS_SCHEMA, "pid": os.getpid(), "state": "ready", "device_id": "gate-1", "venue_id": "v-1",

@@ -9,7 +9,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from device.status_led import BLINK_CODES, MAX_CYCLE_UNITS, UNIT_S, StatusLed
-from firmware.device_state import DeviceState
+from firmware.core.device_state import DeviceState
 from tests.conftest import pin_levels
 
 TOLERANCE_S = 0.06  # a loaded 2-core CI box; waits are never early, only late

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from device.safe_boot import boot_fragment
-from firmware.config import GpioConfig, load_config
+from firmware.adapters.config_file import load_config
+from firmware.core.config import GpioConfig
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "qrgate.service"

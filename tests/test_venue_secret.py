@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from firmware.errors import StoreError
-from firmware.venue_secret import load_or_create_secret
+from firmware.adapters.venue_secret import load_or_create_secret
+from firmware.core.errors import StoreError
 
 
 def test_secret_is_created_0600_and_reused(tmp_path):

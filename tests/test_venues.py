@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from firmware.cli import main
-from firmware.errors import ConfigError
+from firmware.core.errors import ConfigError
 from provisioning.poster import MIN_QR_MM, write_poster
 from provisioning.venues import Divisions, normalise_phone, validate_venue, write_venue
 
@@ -187,7 +187,7 @@ def test_poster_qr_decodes_to_the_venue_id(current, tmp_path):
     import numpy as np
 
     from device.decoders import make_decoder
-    from firmware.model import Frame
+    from firmware.core.model import Frame
 
     venue = validate_venue(**GOOD, divisions=current)
     _, record = write_venue(venue, tmp_path, now_s=1.7e9)

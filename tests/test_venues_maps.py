@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from firmware.cli import main
-from firmware.errors import ConfigError
+from firmware.core.errors import ConfigError
 from provisioning.venues import DivisionMaps, Divisions, validate_venue, write_venue
 
 ROOT = Path(__file__).resolve().parent.parent

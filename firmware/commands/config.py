@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from firmware.config import DEFAULT_CONFIG_PATH, load_config, masked_dump, render_template
-from firmware.errors import ConfigError
+from firmware.adapters.config_file import load_config
+from firmware.core.config import DEFAULT_CONFIG_PATH, masked_dump, render_template
+from firmware.core.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +40,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     Raises:
         ConfigError: with every problem found (the CLI exits 78).
     """
-    from firmware.keystore import read_trust_dir
+    from firmware.adapters.keystore import read_trust_dir
 
     cfg = load_config(args.config)
     problems: list[str] = []

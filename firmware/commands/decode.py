@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firmware.errors import DecodeError
-from firmware.model import Frame
+from firmware.core.errors import DecodeError
+from firmware.core.model import Frame
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ decision and each relay, LED and buzzer change is printed as it happens.
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import tempfile
 import threading
@@ -17,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firmware.config import parse_config
-from firmware.model import Decision, ScanEvent
+from firmware.core.config import parse_config
+from firmware.core.model import Decision, ScanEvent
 
 ROLE_NAMES = {"relay": "relay", "green": "green LED", "red": "red LED", "buzzer": "buzzer"}
 COALESCE_S = 0.01
@@ -130,21 +131,28 @@ def _reporting_factory(printer: Printer) -> Any:
 
 def build_codes(workdir: Path) -> tuple[list[tuple[str, str | None]], Path, set[str]]:
     """Make the issuer key, trust it, and return (label, code text) pairs plus the deny list."""
-    from firmware.credentials import envelope
-    from provisioning import keys, passes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from firmware.core.credentials import envelope
+    from firmware.core.credentials.qg1 import issue_text
 
     issuers = workdir / "issuers"
     issuers.mkdir(parents=True, exist_ok=True)
-    key = keys.new_keypair(workdir / "issuer-key.pem")
-    (issuers / key.public_path.name).write_bytes(key.public_path.read_bytes())
-    private = keys.load_private_key(workdir / "issuer-key.pem")
-    now = time.time()
-    valid = passes.issue(private, sub="EMP-0001", name=DEMO_PERSON[0], phone=DEMO_PERSON[1], now_s=now,
-                         window=passes.validity(now, valid_days=30), iss="qrgate demo")
-    expired = passes.issue(private, sub="EMP-0002", name="PHẠM THỊ LAN", phone="0987654321", now_s=now - 40 * 86400,
-                           window=passes.validity(now - 40 * 86400, valid_days=30), iss="qrgate demo")
-    quarantined = passes.issue(private, sub="EMP-0666", name=DENIED_PERSON[0], phone=DENIED_PERSON[1], now_s=now,
-                               window=passes.validity(now, valid_days=30), iss="qrgate demo")
+    # a throw-away issuer: only its public key is written, where the gate looks for trusted issuers
+    private = ed25519.Ed25519PrivateKey.generate()
+    (issuers / "demo-issuer.pub.pem").write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    now = int(time.time())
+    month_s = 30 * 86400
+
+    def issue(sub: str, person: tuple[str, str], iat_s: int) -> str:
+        return issue_text(private, sub=sub, name=person[0], phone=person[1], iat_s=iat_s, exp_s=iat_s + month_s,
+                          cti=secrets.token_bytes(16), iss="qrgate demo")
+
+    valid = issue("EMP-0001", DEMO_PERSON, now)
+    expired = issue("EMP-0002", ("PHẠM THỊ LAN", "0987654321"), now - 40 * 86400)
+    quarantined = issue("EMP-0666", DENIED_PERSON, now)
     # forge: same pass, one bit of the signature flipped
     message = bytearray(envelope.unwrap("QG1:", valid))
     message[-1] ^= 0x01
@@ -162,10 +170,10 @@ def build_codes(workdir: Path) -> tuple[list[tuple[str, str | None]], Path, set[
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from firmware.app import GateApp
-    from firmware.model import DecodedCode
-    from firmware.policy import Lists
     from device.synthetic import write_blank_png, write_code_png
+    from firmware.app.builder import GateApp
+    from firmware.core.model import DecodedCode
+    from firmware.core.policy import Lists
 
     if not args.fps > 0:
         print(f"qrgate demo: --fps {args.fps:g} must be above 0, for example --fps 6", file=sys.stderr)

@@ -9,9 +9,11 @@ import signal
 import sys
 import threading
 
-from firmware.config import DEFAULT_CONFIG_PATH, load_config
-from firmware.errors import ConfigError, HardwareError, QrGateError
-from firmware.model import ScanEvent
+from firmware.adapters.config_file import load_config
+from firmware.adapters.process import install_signal_handlers
+from firmware.core.config import DEFAULT_CONFIG_PATH
+from firmware.core.errors import ConfigError, HardwareError, QrGateError
+from firmware.core.model import ScanEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +54,10 @@ def print_event(event: ScanEvent) -> None:
     sys.stdout.flush()
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set the stop event and nothing else."""
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from firmware.app import GateApp
+    from firmware.app.builder import GateApp
 
     cfg = load_config(args.config)
     stop = threading.Event()

@@ -13,16 +13,17 @@ import argparse
 import json
 import sys
 
-from firmware.config import DEFAULT_CONFIG_PATH, load_config
-from firmware.status import (
+from firmware.adapters.config_file import load_config
+from firmware.adapters.status_file import (
     EXIT_NOT_READY,
     EXIT_NOT_RUNNING,
     EXIT_READY,
     daemon_running,
     read_status,
-    render_table,
     status_path,
 )
+from firmware.core.config import DEFAULT_CONFIG_PATH
+from firmware.core.status_view import render_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from firmware.app import state_dir_in_use
+    from firmware.adapters.process import state_dir_in_use
 
     cfg = load_config(args.config)
     path = status_path(cfg.resolve(cfg.device.runtime_dir, "run"))

@@ -38,7 +38,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from firmware.errors import StoreError
+from firmware.core.errors import StoreError
 from provisioning.history.events import HistoryEvent, Rejected, parse_scan
 from provisioning.history.store import HistoryStore
 
@@ -325,7 +325,7 @@ class ScanCollector:
                     return
                 self._ack_due.discard(device)
                 continue
-            from firmware.events import rfc3339_ms
+            from firmware.core.events import rfc3339_ms
 
             body = json.dumps({"device_id": device, "acked_through": through,
                                "ts": rfc3339_ms(self._now_ms() / 1000.0)}, separators=(",", ":"))

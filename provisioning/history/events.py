@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from firmware.model import EVENT_SCHEMA, ScanEvent
+from firmware.core.model import EVENT_SCHEMA, ScanEvent
 
 MAX_ID_CHARS = 128
 MAX_TEXT_CHARS = 512

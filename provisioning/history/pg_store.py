@@ -14,9 +14,9 @@ from typing import Any
 
 import psycopg
 
-from firmware.errors import StoreError
+from firmware.core.errors import StoreError
 from provisioning.history.events import COLUMNS, HistoryEvent
-from provisioning.history.store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, source_updates
+from provisioning.history.sql_store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, source_updates
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-from firmware.errors import ConfigError
+from firmware.core.errors import ConfigError
 from provisioning.history.events import person_key
 
 DECISIONS = ("granted", "denied")

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from firmware.errors import StoreError
+from firmware.core.errors import StoreError
 from provisioning.history.events import COLUMNS, HistoryEvent
-from provisioning.history.store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, source_updates
+from provisioning.history.sql_store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, source_updates
 
 log = logging.getLogger(__name__)
 

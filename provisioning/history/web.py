@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from firmware.errors import ConfigError, QrGateError
+from firmware.core.errors import ConfigError, QrGateError
 from provisioning.history.export import CONTENT_TYPES, local_time, write_export
 from provisioning.history.query import DECISIONS, Filter, make_filter
 from provisioning.history.store import HistoryStore
@@ -540,7 +540,7 @@ def serve(args: Any, tz: tzinfo) -> int:
         ConfigError: a bad ``--listen`` or token file.
         StoreError: the database cannot be opened.
     """
-    from firmware.commands.history import install_signal_handlers
+    from firmware.adapters.process import install_signal_handlers
     from provisioning.history.store import open_store
 
     host, _, port = args.listen.rpartition(":")

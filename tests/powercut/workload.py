@@ -23,8 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-from firmware.model import ScanEvent
-from firmware.outbox import SqliteOutbox, StorageFull
+from firmware.adapters.outbox import SqliteOutbox, StorageFull
+from firmware.core.model import ScanEvent
 
 
 def scan(n: int) -> ScanEvent:
@@ -44,7 +44,7 @@ def open_markers(state_dir: Path):
 
 
 def state_steps(state_dir: Path, steps: int) -> int:
-    from firmware.state_store import StateStore
+    from firmware.adapters.state_store import StateStore
 
     markers, mark = open_markers(state_dir)
     store = StateStore(state_dir / "state.json")

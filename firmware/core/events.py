@@ -1,0 +1,93 @@
+"""Turning decisions into scan events. Pure: applies the privacy setting, formats time."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from firmware.core.model import Decision, ScanEvent
+
+
+def rfc3339_ms(wall_s: float) -> str:
+    """Format Unix seconds as UTC RFC 3339 with milliseconds, e.g. 2026-11-26T13:40:01.123Z."""
+    return datetime.fromtimestamp(wall_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def new_event_id(wall_s: float, random_bytes: bytes) -> str:
+    """A unique id that sorts by time: 48-bit milliseconds then 80 random bits, hex (UUIDv7-like).
+
+    Args:
+        wall_s: the event's wall time.
+        random_bytes: at least 10 random bytes.
+    """
+    ms = int(wall_s * 1000) & ((1 << 48) - 1)
+    return f"{ms:012x}{random_bytes[:10].hex()}"
+
+
+def protect_subject(subject: str | None, mode: str, secret: bytes) -> str | None:
+    """Apply the privacy setting to a person id.
+
+    Args:
+        subject: the raw person id, or None.
+        mode: ``raw`` (as is), ``hmac`` (HMAC-SHA256 with the venue secret, 32 hex chars),
+            or ``none``.
+        secret: the per-venue HMAC secret.
+    """
+    if subject is None or mode == "none":
+        return None
+    if mode == "raw":
+        return subject
+    return hmac.new(secret, subject.encode("utf-8"), "sha256").hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class EventFactory:
+    """Builds ScanEvents for one gate. Pure.
+
+    Attributes:
+        device_id, venue_id, direction: the gate.
+        boot_id: random id of this daemon start.
+        subject_mode: privacy.subject (``raw``, ``hmac``, ``none``).
+        secret: the per-venue HMAC secret.
+        publish_codes: include the raw payload text (privacy.publish_codes).
+    """
+
+    device_id: str
+    venue_id: str
+    direction: str
+    boot_id: str
+    subject_mode: str = "hmac"
+    secret: bytes = b""
+    publish_codes: bool = False
+
+    def build(self, decision: Decision, wall_s: float, time_synced: bool, code_text: str | None = None) -> ScanEvent:
+        """Return the event for one decision (``event_id`` and ``seq`` still None)."""
+        return ScanEvent(
+            device_id=self.device_id,
+            venue_id=self.venue_id,
+            direction=self.direction,
+            ts=rfc3339_ms(wall_s),
+            time_synced=time_synced,
+            boot_id=self.boot_id,
+            decision=decision.verdict.value,
+            reason=decision.reason.value,
+            credential=decision.credential_type.value,
+            subject=protect_subject(decision.subject, self.subject_mode, self.secret),
+            display=decision.display,
+            latency_ms=decision.latency_ms,
+            code_sha256=decision.code_sha256,
+            code=code_text if self.publish_codes else None,
+        )
+
+    def build_record(self, *, decision: str, reason: str, credential: str, code_sha256: str, wall_s: float,
+                     time_synced: bool, subject: str | None = None, display: str = "") -> ScanEvent:
+        """Return an event that is not a scan decision (``provisioned``, a remote open...).
+
+        ``subject`` is published as given: pass only ids that are not personal data.
+        """
+        return ScanEvent(
+            device_id=self.device_id, venue_id=self.venue_id, direction=self.direction,
+            ts=rfc3339_ms(wall_s), time_synced=time_synced, boot_id=self.boot_id,
+            decision=decision, reason=reason, credential=credential, subject=subject,
+            display=display, latency_ms=0.0, code_sha256=code_sha256, code=None)

@@ -1,0 +1,362 @@
+"""`qrgate history collect|query|serve|prune|write-off|token`: the scan history service (provisioning.history)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from datetime import datetime, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from firmware.adapters.process import install_signal_handlers
+from firmware.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TABLE_LIMIT = 100
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("history", help="scan history: collect events from MQTT, query, export, web page",
+                       description="Keep every scan event the gates publish, and show it: filters, "
+                       "count, export (table, CSV, JSON, XLSX) and a read-only web page.")
+    hsub = p.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+
+    c = hsub.add_parser("collect", help="subscribe to <prefix>/+/scan and store each event once")
+    c.add_argument("--broker", required=True, help="broker as host:port (port 1883 if omitted)")
+    _add_db(c)
+    c.add_argument("--prefix", default="qrgate", help="topic prefix (default: %(default)s)")
+    c.add_argument("--shared", default="", metavar="GROUP",
+                   help="MQTT 5 shared subscription group, so several collectors split the load")
+    c.add_argument("--client-id", default="",
+                   help="MQTT client id; the broker keeps the session under it (default: "
+                   "qrgate-history-<host name>[-<group>])")
+    c.add_argument("--session-expiry-s", type=int, default=86_400,
+                   help="how long the broker keeps queuing events while the collector is away "
+                   "(default: %(default)s)")
+    c.add_argument("--retention-days", type=float, default=30.0,
+                   help="delete events older than this many days; 0 keeps all (default: %(default)s)")
+    c.add_argument("--batch-max", type=int, default=500, help="events per transaction at most (default: %(default)s)")
+    c.add_argument("--username", default="", help="broker user name")
+    c.add_argument("--password-file", default="", help="file holding the broker password")
+    c.add_argument("--ca-file", default="", help="CA certificate (PEM); turns TLS on")
+    c.add_argument("--cert-file", default="", help="client certificate (PEM) for TLS")
+    c.add_argument("--key-file", default="", help="client key (PEM) for TLS")
+    c.set_defaults(func=collect_command)
+
+    q = hsub.add_parser("query", help="list or export stored events with filters",
+                        description="List or export stored events, newest first, with the count. "
+                        "Times: 2026-07-02, '2026-07-02 10:21' (in --tz), RFC 3339, or 12h / 7d back from now.")
+    _add_db(q)
+    _add_filters(q)
+    q.add_argument("--format", choices=("table", "csv", "json", "xlsx"), default="table",
+                   help="output format (default: %(default)s)")
+    q.add_argument("--out", default="", help="write to this file (created 0600) instead of stdout")
+    q.add_argument("--limit", type=int, default=0,
+                   help=f"rows at most (default: {DEFAULT_TABLE_LIMIT} for the table, all for exports)")
+    q.add_argument("--gaps", action="store_true",
+                   help="list the holes in each device's seq numbers (lost scans) instead of events")
+    _add_tz(q)
+    q.set_defaults(func=query_command)
+
+    s = hsub.add_parser("serve", help="serve the read-only history web page",
+                        description="One page with filters, count, paged table and export, in Vietnamese "
+                        "and English. Protected by an access token.")
+    _add_db(s)
+    s.add_argument("--listen", default="127.0.0.1:8080", help="address:port (default: %(default)s)")
+    s.add_argument("--token-file", default="",
+                   help="file holding the access token; created 0600 with a new token if missing "
+                   "(default: ~/.config/qrgate/history-token)")
+    s.add_argument("--allow-localhost", action="store_true",
+                   help="let requests from 127.0.0.1/::1 in without the token (off by default)")
+    s.add_argument("--page-size", type=int, default=50, help="rows per page (default: %(default)s)")
+    _add_tz(s)
+    s.set_defaults(func=serve_command)
+
+    r = hsub.add_parser("prune", help="delete events older than a number of days now")
+    _add_db(r)
+    r.add_argument("--days", type=float, default=30.0, help="keep this many days (default: %(default)s)")
+    r.set_defaults(func=prune_command)
+
+    t = hsub.add_parser("token", help="add or list access tokens of the web page (all or some venues)",
+                        description="Access tokens for `qrgate history serve`. A token for some venues shows "
+                        "only their events (the venue manager's view); one without --venue shows all.")
+    tsub = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    ta = tsub.add_parser("add", help="make a new token, append it to the token file, print it once")
+    ta.add_argument("--token-file", default="", help="the token file `serve` reads (created 0600; default: "
+                    "~/.config/qrgate/history-token)")
+    ta.add_argument("--venue", action="append", default=[], metavar="VENUE_ID",
+                    help="limit the token to this venue (repeat for several); none: every venue")
+    ta.set_defaults(func=token_add_command)
+    tl = tsub.add_parser("list", help="show each token's start and its venues (never the whole token)")
+    tl.add_argument("--token-file", default="", help="the token file (default: ~/.config/qrgate/history-token)")
+    tl.set_defaults(func=token_list_command)
+
+    w = hsub.add_parser("write-off", help="declare a seq gap lost for good, so it stops holding back acks",
+                        description="Declare a hole in a device's seq numbers lost for good (a quarantined "
+                        "outbox, scans lost before app acks were on). It stops counting as a gap, and a "
+                        "gate with mqtt.app_ack gets acks past it again. The reason is kept for the audit "
+                        "trail. `qrgate history query --gaps` lists the holes and the write-offs.")
+    _add_db(w)
+    w.add_argument("--device", required=True, help="the device id, as `query --gaps` shows it")
+    w.add_argument("--seq", required=True, metavar="FIRST[-LAST]", help="the missing seq range, e.g. 11-12")
+    w.add_argument("--reason", required=True, help="why these scans are lost for good")
+    w.set_defaults(func=write_off_command)
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", required=True,
+                   help="history database: a file path, sqlite:///path/history.sqlite or postgresql://...")
+
+
+def _add_tz(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tz", default="", help="time zone for reading and showing times, e.g. "
+                   "Asia/Ho_Chi_Minh (default: this machine's)")
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", default="", help="events at or after this time")
+    p.add_argument("--until", default="", help="events before this time (a bare date includes that day)")
+    p.add_argument("--person", default="",
+                   help="part of the masked name/phone, or the subject as stored (HMAC or raw id)")
+    p.add_argument("--person-id", default="",
+                   help="a person's id (pass subject or CCCD number): matched as the gate stored it, "
+                   "hashed first with --hmac-secret-file when the venue uses privacy.subject = hmac")
+    p.add_argument("--hmac-secret-file", default="",
+                   help="the venue's HMAC secret file (hex, as the gate keeps it) for --person-id")
+    p.add_argument("--venue", default="", help="venue id")
+    p.add_argument("--device", default="", help="device id (the gate that scanned)")
+    p.add_argument("--decision", default="", help="granted or denied (or another event type)")
+
+
+def resolve_tz(name: str) -> tzinfo:
+    """Return the named IANA zone, or this machine's local zone when empty.
+
+    Raises:
+        ConfigError: an unknown zone name.
+    """
+    if not name:
+        return datetime.now().astimezone().tzinfo  # type: ignore[return-value]
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ConfigError(f"--tz {name!r} is not a time zone; use an IANA name such as "
+                          "Asia/Ho_Chi_Minh or UTC") from err
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` too); port 1883 when omitted.
+
+    Raises:
+        ConfigError: an empty host or a bad port.
+    """
+    value = text.strip()
+    host, port = value, "1883"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else "1883"
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--broker {text!r} is not host:port; for example 127.0.0.1:1883")
+    return host, int(port)
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise ConfigError(f"--password-file {path} cannot be read ({err.strerror}); check the path "
+                          "and its permissions") from err
+
+
+
+
+def collect_command(args: argparse.Namespace) -> int:
+    from provisioning.history.collector import CollectorSettings, ScanCollector
+    from provisioning.history.store import open_store
+
+    host, port = parse_broker(args.broker)
+    if args.batch_max < 1 or args.retention_days < 0 or args.session_expiry_s < 0:
+        raise ConfigError("--batch-max must be at least 1, --retention-days and --session-expiry-s at least 0")
+    client_id = args.client_id or "-".join(
+        filter(None, ["qrgate-history", socket.gethostname().split(".")[0], args.shared]))
+    settings = CollectorSettings(
+        host=host, port=port, prefix=args.prefix.strip("/"), shared_group=args.shared, client_id=client_id,
+        session_expiry_s=args.session_expiry_s, retention_days=args.retention_days, batch_max=args.batch_max,
+        username=args.username, password=_read_secret(args.password_file) if args.password_file else "",
+        ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+    )
+    store = open_store(args.db)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    collector = ScanCollector(store, settings)
+    log.info("collecting %s from %s:%d into %s", settings.topic, host, port,
+             "PostgreSQL" if args.db.startswith("postgres") else args.db)
+    try:
+        collector.run(stop)
+    finally:
+        store.close()
+        st = collector.stats
+        log.info("collector stopped: %d received, %d stored, %d duplicates, %d skipped, %d gaps seen",
+                 st.received, st.stored, st.duplicates, st.malformed, st.gaps)
+    return 0
+
+
+def _private(path: str, flags: int) -> int:
+    """Opener for exports: personal data, so new files are 0600."""
+    return os.open(path, flags, 0o600)
+
+
+def query_command(args: argparse.Namespace) -> int:
+    from provisioning.history.export import write_export, write_table
+    from provisioning.history.query import make_filter
+    from provisioning.history.store import open_store
+
+    tz = resolve_tz(args.tz)
+    person = args.person
+    if args.person_id:
+        if args.person:
+            raise ConfigError("give --person or --person-id, not both")
+        person = hashed_person(args.person_id, args.hmac_secret_file) if args.hmac_secret_file else args.person_id
+    elif args.hmac_secret_file:
+        raise ConfigError("--hmac-secret-file goes with --person-id")
+    flt = make_filter(since=args.since, until=args.until, person=person, venue=args.venue,
+                      device=args.device, decision=args.decision, now_ms=int(time.time() * 1000), tz=tz)
+    store = open_store(args.db, readonly=True)
+    try:
+        if args.gaps:
+            return _print_gaps(store, args.device)
+        if args.format == "table":
+            page = store.page(flt, 1, args.limit or DEFAULT_TABLE_LIMIT)
+            if args.out:
+                with open(args.out, "w", encoding="utf-8", opener=_private) as text:
+                    write_table(page.rows, page.total, text, tz)
+            else:
+                write_table(page.rows, page.total, sys.stdout, tz)
+            return 0
+        rows = store.rows(flt)
+        if args.limit:
+            rows = itertools.islice(rows, args.limit)
+        if args.out:
+            with open(args.out, "wb", opener=_private) as fh:
+                count = write_export(args.format, rows, fh, tz, flt.describe())
+            print(f"wrote {count} events to {args.out}", file=sys.stderr)
+        else:
+            if args.format == "xlsx" and sys.stdout.isatty():
+                raise ConfigError("--format xlsx is a binary file; add --out FILE.xlsx")
+            sys.stdout.flush()
+            write_export(args.format, rows, sys.stdout.buffer, tz, flt.describe())
+            sys.stdout.buffer.flush()
+        return 0
+    finally:
+        store.close()
+
+
+def hashed_person(person_id: str, secret_file: str) -> str:
+    """Hash a person id the way a gate with ``privacy.subject = "hmac"`` does.
+
+    Raises:
+        ConfigError: the secret file is missing or not hex.
+    """
+    from firmware.core.events import protect_subject
+
+    try:
+        secret = bytes.fromhex(Path(secret_file).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--hmac-secret-file {secret_file} is not a venue secret ({err}); copy the "
+                          "gate's privacy.hmac_secret_file") from err
+    return protect_subject(person_id.strip(), "hmac", secret) or ""
+
+
+def _span(first: int, last: int) -> str:
+    return f"{first}" if first == last else f"{first}..{last}"
+
+
+def _print_gaps(store, device: str) -> int:
+    gaps, written = store.gaps(device), store.write_offs(device)
+    if written:
+        print(f"{'device':<24} {'written-off seq':<24} {'count':>7}  reason")
+        for w in written:
+            print(f"{w.device_id:<24} {_span(w.first_seq, w.last_seq):<24} {w.count:>7}  {w.reason}")
+        print(f"{len(written)} write-offs, {sum(w.count for w in written)} events lost for good")
+    if not gaps:
+        print("no gaps: every device's seq numbers are contiguous" if not written else
+              "no open gaps: every other seq number is stored")
+        return 0
+    print(f"{'device':<24} {'missing seq':<24} {'count':>7}  between")
+    for g in gaps:
+        print(f"{g.device_id:<24} {_span(g.first_missing, g.last_missing):<24} {g.missing:>7}  "
+              f"{g.after_ts} and {g.before_ts}")
+    print(f"{len(gaps)} gaps, {sum(g.missing for g in gaps)} events missing")
+    return 0
+
+
+def write_off_command(args: argparse.Namespace) -> int:
+    from provisioning.history.store import open_store
+
+    first_text, _, last_text = args.seq.partition("-")
+    try:
+        first = int(first_text)
+        last = int(last_text) if last_text else first
+    except ValueError:
+        raise ConfigError(f"--seq {args.seq!r} is not a seq range; give FIRST-LAST or one seq, e.g. 11-12, "
+                          "as `qrgate history query --gaps` lists them") from None
+    store = open_store(args.db)
+    try:
+        done = store.write_off(args.device, first, last, args.reason, int(time.time() * 1000))
+    finally:
+        store.close()
+    print(f"written off seq {_span(done.first_seq, done.last_seq)} of {done.device_id} ({done.count} scans); "
+          "the collector acknowledges past it on the gate's next publish")
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from provisioning.history.web import serve
+
+    return serve(args, resolve_tz(args.tz))
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    from provisioning.history.store import open_store
+
+    store = open_store(args.db)
+    try:
+        deleted = store.prune(int(time.time() * 1000) - int(args.days * 86_400_000))
+    finally:
+        store.close()
+    print(f"deleted {deleted} events older than {args.days:g} days")
+    return 0
+
+
+def _token_file(args: argparse.Namespace) -> Path:
+    from provisioning.history.web import DEFAULT_TOKEN_FILE
+
+    return Path(args.token_file) if args.token_file else DEFAULT_TOKEN_FILE
+
+
+def token_add_command(args: argparse.Namespace) -> int:
+    from provisioning.history.web import add_token
+
+    add_token(_token_file(args), tuple(args.venue) if args.venue else None)
+    print("a running `qrgate history serve` reads the file at start: restart it to use the new token")
+    return 0
+
+
+def token_list_command(args: argparse.Namespace) -> int:
+    from provisioning.history.web import load_or_create_tokens
+
+    path = _token_file(args)
+    if not path.exists():
+        raise ConfigError(f"no token file at {path}; `qrgate history token add` makes one")
+    for access in load_or_create_tokens(path):
+        scope = "every venue" if access.venues is None else ", ".join(access.venues)
+        print(f"{access.token[:4]}…  {scope}")
+    return 0

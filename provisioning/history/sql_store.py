@@ -1,0 +1,266 @@
+"""Where the history keeps events: one small interface, SQLite and PostgreSQL behind it.
+
+``open_store(url)`` picks the adapter: a plain path or ``sqlite:///path`` gives
+``SqliteHistoryStore`` (``sqlite_store``), ``postgresql://...`` gives
+``PostgresHistoryStore`` (``pg_store``, psycopg 3). Both run the same SQL for every query
+(``SqlHistoryStore`` below); only connecting, the table types and the batch insert differ.
+
+Every public method of a store may be called from any thread (one lock per store).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from firmware.core.errors import ConfigError
+from provisioning.history.events import COLUMNS, HistoryEvent
+from provisioning.history.query import Filter, Gap, Page, WriteOff, build_where
+
+log = logging.getLogger(__name__)
+
+
+SCHEMA_VERSION = 1
+
+
+EXPORT_BATCH_ROWS = 2000
+
+
+_SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM events"
+
+
+_ORDER = " ORDER BY ts_ms DESC, event_id DESC"
+
+
+_GAPS = (
+    "SELECT device_id, seq, ts, next_seq, next_ts FROM ("
+    " SELECT device_id, seq, ts,"
+    " LEAD(seq) OVER (PARTITION BY device_id ORDER BY seq) AS next_seq,"
+    " LEAD(ts) OVER (PARTITION BY device_id ORDER BY seq) AS next_ts"
+    " FROM events{where}) AS runs"
+    " WHERE next_seq > seq + 1 ORDER BY device_id, seq"
+)
+
+
+# The end of the run: the lowest seq at or above the start, stored or the end of a write-off,
+# whose successor is neither stored nor written off.
+_CONTIGUOUS = (
+    "SELECT min(x) FROM ("
+    " SELECT seq AS x FROM events WHERE device_id = ? AND seq >= ?"
+    " UNION ALL SELECT last_seq AS x FROM written_off WHERE device_id = ? AND last_seq >= ?) AS ends"
+    " WHERE NOT EXISTS (SELECT 1 FROM events n WHERE n.device_id = ? AND n.seq = x + 1)"
+    " AND NOT EXISTS (SELECT 1 FROM written_off w WHERE w.device_id = ?"
+    " AND w.first_seq <= x + 1 AND w.last_seq >= x + 1)"
+)
+
+
+# One statement, so the checks and the insert see the same rows.
+_WRITE_OFF = (
+    "INSERT INTO written_off (device_id, first_seq, last_seq, reason, written_ms)"
+    " SELECT ?, ?, ?, ?, ? WHERE"
+    " NOT EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq BETWEEN ? AND ?)"
+    " AND EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq < ?)"
+    " AND EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq > ?)"
+    " AND NOT EXISTS (SELECT 1 FROM written_off WHERE device_id = ? AND first_seq <= ? AND last_seq >= ?)"
+)
+
+
+_WRITE_OFFS = "SELECT device_id, first_seq, last_seq, reason, written_ms FROM written_off{where}"
+
+
+_PRUNE = ("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
+          " WHERE ts_ms < ? AND received_ms < ? ORDER BY ts_ms LIMIT ?)")
+
+
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms)",
+    "CREATE INDEX IF NOT EXISTS events_venue_ts ON events (venue_id, ts_ms)",
+    "CREATE INDEX IF NOT EXISTS events_device_ts ON events (device_id, ts_ms)",
+    "CREATE INDEX IF NOT EXISTS events_device_seq ON events (device_id, seq)",
+    "CREATE INDEX IF NOT EXISTS events_subject ON events (subject)",
+)
+
+
+def event_from_row(row: Sequence[Any]) -> HistoryEvent:
+    """Build a HistoryEvent from a row selected in ``COLUMNS`` order (same on both databases)."""
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["time_synced"] = bool(values["time_synced"])
+    values["latency_ms"] = float(values["latency_ms"])
+    values["ts_ms"] = int(values["ts_ms"])
+    values["seq"] = int(values["seq"])
+    values["received_ms"] = int(values["received_ms"])
+    return HistoryEvent(**values)
+
+
+def _open_parts(hole: Gap, written: list[WriteOff]) -> list[Gap]:
+    """Split a hole around the write-offs of its device that fall inside it."""
+    parts, start = [], hole.first_missing
+    for w in written:
+        if w.device_id != hole.device_id or w.last_seq < start or w.first_seq > hole.last_missing:
+            continue
+        if w.first_seq > start:
+            parts.append(Gap(hole.device_id, start, w.first_seq - 1, hole.after_ts, hole.before_ts))
+        start = max(start, w.last_seq + 1)
+    if start <= hole.last_missing:
+        parts.append(Gap(hole.device_id, start, hole.last_missing, hole.after_ts, hole.before_ts))
+    return parts
+
+
+def source_updates(events: Sequence[HistoryEvent]) -> list[tuple[str, str, int, int, int]]:
+    """Summarise a batch per (venue, device): first and last event time, last receive time."""
+    seen: dict[tuple[str, str], list[int]] = {}
+    for ev in events:
+        key = (ev.venue_id, ev.device_id)
+        if key in seen:
+            first, last, received = seen[key]
+            seen[key] = [min(first, ev.ts_ms), max(last, ev.ts_ms), max(received, ev.received_ms)]
+        else:
+            seen[key] = [ev.ts_ms, ev.ts_ms, ev.received_ms]
+    return [(v, d, *vals) for (v, d), vals in seen.items()]  # type: ignore[misc]
+
+
+class SqlHistoryStore:
+    """The queries both databases share.
+
+    Adapters provide ``_fetch``, ``_write``, ``add``, ``optimize`` and ``close``.
+
+    Subclasses hold one connection and take ``self._lock`` around each public call.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    # -- adapter hooks -------------------------------------------------------------------
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _write(self, sql: str, params: Sequence[Any]) -> int:
+        """Run one writing statement (committed on its own) and return its row count."""
+        raise NotImplementedError
+
+    # -- shared queries -------------------------------------------------------------------
+    def count(self, flt: Filter) -> int:
+        """Return how many events match ``flt``."""
+        where, params = build_where(flt)
+        with self._lock:
+            return int(self._fetch(f"SELECT count(*) FROM events WHERE {where}", params)[0][0])
+
+    def page(self, flt: Filter, page: int = 1, page_size: int = 50) -> Page:
+        """Return the total count and one page of matching events, newest first."""
+        page = max(1, int(page))
+        where, params = build_where(flt)
+        with self._lock:
+            total = int(self._fetch(f"SELECT count(*) FROM events WHERE {where}", params)[0][0])
+            last_page = max(1, -(-total // page_size))
+            page = min(page, last_page)
+            rows = self._fetch(f"{_SELECT} WHERE {where}{_ORDER} LIMIT ? OFFSET ?",
+                               [*params, page_size, (page - 1) * page_size])
+        return Page(total=total, rows=[event_from_row(r) for r in rows], page=page, page_size=page_size)
+
+    def rows(self, flt: Filter) -> Iterator[HistoryEvent]:
+        """Yield every matching event, newest first (keyset paging, ``EXPORT_BATCH_ROWS`` a read)."""
+        where, params = build_where(flt)
+        after: tuple[int, str] | None = None
+        while True:
+            sql, args = f"{_SELECT} WHERE {where}", list(params)
+            if after is not None:
+                sql += " AND (ts_ms < ? OR (ts_ms = ? AND event_id < ?))"
+                args += [after[0], after[0], after[1]]
+            with self._lock:
+                batch = self._fetch(sql + _ORDER + " LIMIT ?", [*args, EXPORT_BATCH_ROWS])
+            for row in batch:
+                yield event_from_row(row)
+            if len(batch) < EXPORT_BATCH_ROWS:
+                return
+            last = event_from_row(batch[-1])
+            after = (last.ts_ms, last.event_id)
+
+    def gaps(self, device: str = "") -> list[Gap]:
+        """Return the open holes in each device's stored ``seq`` numbers (all devices if empty).
+
+        A hole partly written off is returned as the parts still open, each with the
+        timestamps of the stored events around the whole hole.
+        """
+        where, params = (" WHERE device_id = ?", [device]) if device else ("", [])
+        with self._lock:
+            found = self._fetch(_GAPS.format(where=where), params)
+            written = self.write_offs(device)
+        holes = [Gap(device_id=d, first_missing=int(s) + 1, last_missing=int(n) - 1, after_ts=ts,
+                     before_ts=nts) for d, s, ts, n, nts in found]
+        return [part for hole in holes for part in _open_parts(hole, written)]
+
+    def write_off(self, device: str, first_seq: int, last_seq: int, reason: str, now_ms: int) -> WriteOff:
+        """Declare a hole lost for good (see HistoryStore.write_off)."""
+        reason = " ".join(reason.split())
+        if not reason:
+            raise ConfigError("give a --reason: it is kept with the write-off for whoever audits the history")
+        if not 1 <= first_seq <= last_seq:
+            raise ConfigError(f"seq range {first_seq}..{last_seq} is empty or below 1; give FIRST-LAST "
+                              "with FIRST <= LAST, as `qrgate history query --gaps` lists them")
+        with self._lock:
+            inserted = self._write(_WRITE_OFF, [device, first_seq, last_seq, reason, now_ms,
+                                                device, first_seq, last_seq, device, first_seq,
+                                                device, last_seq, device, last_seq, first_seq])
+            if inserted != 1:
+                raise ConfigError(self._why_not_a_gap(device, first_seq, last_seq))
+        log.warning("seq %d..%d of %s written off (%d scans): %s", first_seq, last_seq, device,
+                    last_seq - first_seq + 1, reason)
+        return WriteOff(device, first_seq, last_seq, reason, now_ms)
+
+    def _why_not_a_gap(self, device: str, first_seq: int, last_seq: int) -> str:
+        span = f"seq {first_seq}..{last_seq} of {device}"
+        stored = self._fetch("SELECT min(seq), count(*) FROM events WHERE device_id = ? AND seq BETWEEN ? AND ?",
+                             [device, first_seq, last_seq])
+        if stored and int(stored[0][1]):
+            return (f"{span} is not lost: {int(stored[0][1])} of them are stored (seq {int(stored[0][0])} first); "
+                    "write off only what `qrgate history query --gaps` lists")
+        for row in self.write_offs(device):
+            if row.first_seq <= last_seq and row.last_seq >= first_seq:
+                return f"{span} overlaps the write-off of seq {row.first_seq}..{row.last_seq} ({row.reason})"
+        return (f"{span} is not inside a known gap: the history needs a stored event of {device} below "
+                f"and above it; check the device id and `qrgate history query --gaps`")
+
+    def write_offs(self, device: str = "") -> list[WriteOff]:
+        """Return the written-off ranges, by device and seq (all devices if empty)."""
+        where, params = (" WHERE device_id = ?", [device]) if device else ("", [])
+        with self._lock:
+            found = self._fetch(_WRITE_OFFS.format(where=where) + " ORDER BY device_id, first_seq", params)
+        return [WriteOff(str(d), int(f), int(last), str(r), int(w)) for d, f, last, r, w in found]
+
+    def sources(self) -> list[tuple[str, str]]:
+        """Return the (venue_id, device_id) pairs ever stored, sorted."""
+        with self._lock:
+            found = self._fetch("SELECT venue_id, device_id FROM sources ORDER BY venue_id, device_id")
+        return [(str(v), str(d)) for v, d in found]
+
+    def max_seq(self, device: str) -> int | None:
+        """Return the highest stored ``seq`` of a device, or None if it has no events."""
+        with self._lock:
+            found = self._fetch("SELECT max(seq) FROM events WHERE device_id = ?", [device])
+        return None if not found or found[0][0] is None else int(found[0][0])
+
+    def contiguous_through(self, device: str, from_seq: int | None = None) -> int | None:
+        """Return the seq before the device's first gap at or above from_seq (see HistoryStore)."""
+        with self._lock:
+            if from_seq is None:
+                found = self._fetch("SELECT min(seq) FROM events WHERE device_id = ?", [device])
+                if not found or found[0][0] is None:
+                    return None
+                from_seq = int(found[0][0])
+            found = self._fetch(_CONTIGUOUS, [device, from_seq, device, from_seq, device, device])
+        return None if not found or found[0][0] is None else int(found[0][0])
+
+    def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
+        """Delete events older than ``before_ms`` in batches, one commit per batch."""
+        total = 0
+        while True:
+            with self._lock:
+                deleted = self._write(_PRUNE, [before_ms, before_ms, batch_rows])
+            total += deleted
+            if deleted < batch_rows:
+                break
+        if total:
+            log.info("retention: deleted %d events older than %d ms", total, before_ms)
+        return total
