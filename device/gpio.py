@@ -28,6 +28,10 @@ GRANT_BEEP_S = 0.12
 DENY_ON_S = 0.15
 DENY_OFF_S = 0.10
 DENY_FLASHES = 3
+# provisioning accepted: two long pulses of green and buzzer together
+CONFIRM_ON_S = 0.6
+CONFIRM_OFF_S = 0.2
+CONFIRM_PULSES = 2
 
 
 def make_pin_factory(name: str, chip: int = -1) -> Any:
@@ -279,6 +283,30 @@ class GpiozeroOutputs:
         """Pulse the relay without a scan (remote open). Returns at once."""
         self.pulser.pulse(pulse_s)
         self.green.blink(on_time=pulse_s or self.pulse_s, off_time=0.01, n=1, background=True)
+
+    def confirm(self, accepted: bool) -> None:
+        """Provisioning feedback, never the relay. Returns at once (gpiozero threads play it).
+
+        Accepted: green LED and buzzer play two long pulses together (a grant is one short
+        beep, a denial three short ones, so a technician can tell them apart by ear).
+        Refused: the red LED and buzzer play three quick pulses, as for a denied pass.
+        """
+        if accepted:
+            self.red.off()
+            for device in (self.green, self.buzzer):
+                device.blink(on_time=CONFIRM_ON_S, off_time=CONFIRM_OFF_S, n=CONFIRM_PULSES, background=True)
+        else:
+            self.green.off()
+            for device in (self.red, self.buzzer):
+                device.blink(on_time=DENY_ON_S, off_time=DENY_OFF_S, n=DENY_FLASHES, background=True)
+
+    def relay_energised(self) -> bool:
+        """True while the relay is driven to its on level."""
+        return bool(self.pulser.energised)
+
+    def add_relay_listener(self, listener: Any) -> None:
+        """Call listener(energised: bool) on the relay thread at every change."""
+        self.pulser.add_listener(listener)
 
     def hold_open(self) -> None:
         """Hold the relay energised (free passage) until ``hold_released()``. Returns at once."""

@@ -178,7 +178,7 @@ def _update_state(cfg: Any, record: dict[str, Any], broker: str, now_s: float, r
     from firmware.adapters.process import state_dir_in_use
     from firmware.adapters.state_store import StateStore
     from firmware.core.errors import StoreError
-    from firmware.features.provisioning_intake import PROVISIONING_KEY
+    from firmware.features.provisioning import PROVISIONING_KEY
 
     state_file = cfg.state_dir / "state.json"
     if not state_file.exists():

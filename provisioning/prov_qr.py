@@ -1,7 +1,7 @@
 """Making provisioning codes (``QGP1:``) for headless gates, and their PNG/SVG images.
 
 The technician prints or shows the code to the gate's camera; the gate applies it
-(``firmware.provisioning_intake``). The code format is in ``firmware.prov_code``.
+(``firmware.features.provisioning``). The code format is in ``firmware.core.prov_code``.
 Images are full QR codes (``segno.make_qr``, never Micro QR), error level M, border 4.
 """
 

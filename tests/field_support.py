@@ -42,10 +42,10 @@ def write_site(tmp_path: Path, *, broker: Any = None, prefix: str = "qrgate", gp
     return config, private
 
 
-def build_app(config: Path, factory: MockFactory | None = None, **field_options: Any) -> GateApp:
-    """Build (not run) a GateApp on mock pins, and start its field ops (READY, monitor)."""
-    app = GateApp(load_config(config), pin_factory=factory or MockFactory())
-    app.field_options = {"environ": {}, "input_bounce_s": None, **field_options}
+def build_app(config: Path, factory: MockFactory | None = None, **options: Any) -> GateApp:
+    """Build (not run) a GateApp on mock pins, and start its device monitor (READY, the thread)."""
+    app = GateApp(load_config(config), pin_factory=factory or MockFactory(),
+                  **{"environ": {}, "input_bounce_s": None, **options})
     app.build()
-    app.field.start()
+    app.monitor.start()
     return app

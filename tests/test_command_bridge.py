@@ -110,7 +110,7 @@ def test_dashboard_presses_reach_the_gate_signed_and_a_retained_one_is_not_forwa
         publish_raw(shared_broker, f"{base}/dashboard/mode", b"lockdown", retain=True)
         assert answers.wait_until(lambda ms: len(ms) >= 2, WAIT_S)
         assert answers.messages[1].json()["data"] == {"mode": "lockdown", "state": "lockdown"}
-        assert app.field.wait_for_state(DeviceState.LOCKDOWN, 5.0)
+        assert app.monitor.wait_for_state(DeviceState.LOCKDOWN, 5.0)
         bridge.stop()
         bridge = Bridge(tmp_path, shared_broker, topic_prefix)
         assert "retained" in bridge.wait_for("ignored a message on")

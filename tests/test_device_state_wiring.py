@@ -18,7 +18,17 @@ from tests.field_support import write_site
 RELAY, STATUS_LED = 17, 24
 
 
-def built(tmp_path, clock=None, *, monitor=True, **site):
+class Inputs:
+    """A device-input source whose values the test changes."""
+
+    def __init__(self, values: dict) -> None:
+        self.values = values
+
+    def device_inputs(self) -> dict:
+        return self.values
+
+
+def built(tmp_path, clock=None, *, monitor=True, extra_inputs=(), **site):
     """A built and started gate (READY=1 sent, the device state past booting).
 
     monitor=False stops the monitor thread at once, for tests that call ``field.tick()`` by
@@ -26,14 +36,14 @@ def built(tmp_path, clock=None, *, monitor=True, **site):
     """
     config, _ = write_site(tmp_path, **site)
     cfg = load_config(config)
-    app = GateApp(cfg, pin_factory=MockFactory(), clock=clock or FakeClock())
-    app.field_options = {"environ": {}, "input_bounce_s": None}
+    app = GateApp(cfg, pin_factory=MockFactory(), clock=clock or FakeClock(), environ={}, input_bounce_s=None,
+                  extra_inputs=extra_inputs)
     app.build()
     app.service.frames = ScriptedFrames()
-    app.field.start()  # as the first GateApp.run() does: ticks once, then starts the monitor
+    app.monitor.start()  # as the first GateApp.run() does: ticks once, then starts the monitor
     if not monitor:
-        app.field.stop()  # joins the monitor thread
-        monitor_thread = app.field._thread
+        app.monitor.stop()  # joins the monitor thread
+        monitor_thread = app.monitor._thread
         assert monitor_thread is not None and not monitor_thread.is_alive(), "the monitor thread is still running"
     return app
 
@@ -42,15 +52,15 @@ def test_no_frames_for_max_frame_age_is_a_camera_fault_that_releases_a_pulse_in_
     clock = FakeClock()
     app = built(tmp_path, clock, monitor=False)
     try:
-        assert app.field.tick() is DeviceState.READY
+        assert app.monitor.tick() is DeviceState.READY
         app.outputs.open_pulse(30.0)  # a long pulse is running when the camera goes quiet
         clock.advance(59.9)
-        assert app.field.tick() is DeviceState.READY
+        assert app.monitor.tick() is DeviceState.READY
         clock.advance(0.1)  # max_frame_age_s = 60 in this site
-        assert app.field.tick() is DeviceState.CAMERA_FAULT
+        assert app.monitor.tick() is DeviceState.CAMERA_FAULT
         assert pin_levels(app.pin_factory.pin(RELAY)) == [False, True, False]
-        assert app.field.led.shown == (DeviceState.BOOTING, DeviceState.READY, DeviceState.CAMERA_FAULT)
-        snap = app.field.snapshot()
+        assert app.monitor.led.shown == (DeviceState.BOOTING, DeviceState.READY, DeviceState.CAMERA_FAULT)
+        snap = app.status_report.snapshot()
         assert (snap["state"], snap["relay"]) == ("camera_fault", "OFF")
     finally:
         app.close()
@@ -60,12 +70,12 @@ def test_unusable_outbox_fails_closed_and_shows_a_storage_alarm(tmp_path):
     app = built(tmp_path, monitor=False)
     try:
         app.alarms.set("outbox_unavailable", "disk gone")
-        assert app.field.tick() is DeviceState.STORAGE_ALARM
+        assert app.monitor.tick() is DeviceState.STORAGE_ALARM
         assert app.service.gatekeeper.blocked is Reason.FAIL_CLOSED
         app.alarms.set("outbox_unavailable", None)
-        assert app.field.tick() is DeviceState.READY
+        assert app.monitor.tick() is DeviceState.READY
         assert app.service.gatekeeper.blocked is None
-        assert app.field.led.shown == (DeviceState.BOOTING, DeviceState.READY, DeviceState.STORAGE_ALARM,
+        assert app.monitor.led.shown == (DeviceState.BOOTING, DeviceState.READY, DeviceState.STORAGE_ALARM,
                                        DeviceState.READY)
     finally:
         app.close()
@@ -73,18 +83,17 @@ def test_unusable_outbox_fails_closed_and_shows_a_storage_alarm(tmp_path):
 
 def test_untrusted_clock_and_stale_lists_from_a_provider(tmp_path):
     clock = FakeClock(trusted=False)
-    app = built(tmp_path, clock, monitor=False)
     stale = {"lists_stale": True, "lists_fail_closed": True}
-    app.device_inputs.append(lambda: stale)
+    app = built(tmp_path, clock, monitor=False, extra_inputs=[Inputs(stale)])
     try:
-        assert app.field.tick() is DeviceState.CLOCK_UNSYNCED
+        assert app.monitor.tick() is DeviceState.CLOCK_UNSYNCED
         assert app.service.gatekeeper.blocked is Reason.LISTS_STALE
         clock.trusted = True
-        assert app.field.tick() is DeviceState.LISTS_STALE
+        assert app.monitor.tick() is DeviceState.LISTS_STALE
         stale["lists_stale"] = False
-        assert app.field.tick() is DeviceState.READY
+        assert app.monitor.tick() is DeviceState.READY
         # the clock was untrusted from the start: start()'s tick already showed clock_unsynced
-        assert app.field.led.shown == (DeviceState.BOOTING, DeviceState.CLOCK_UNSYNCED, DeviceState.LISTS_STALE,
+        assert app.monitor.led.shown == (DeviceState.BOOTING, DeviceState.CLOCK_UNSYNCED, DeviceState.LISTS_STALE,
                                        DeviceState.READY)
     finally:
         app.close()
@@ -115,8 +124,8 @@ def test_status_led_shows_booting_then_the_state(tmp_path):
     app = built(tmp_path, monitor=False)
     try:
         # booting from the build (the LED's first code), ready from start(); nothing in between
-        assert app.field.led.shown == (DeviceState.BOOTING, DeviceState.READY)
-        assert app.field.led.state is DeviceState.READY
+        assert app.monitor.led.shown == (DeviceState.BOOTING, DeviceState.READY)
+        assert app.monitor.led.state is DeviceState.READY
     finally:
         app.close()
     # the whole pin history: created dark, whole blinks only (how many depends on how long each
@@ -132,16 +141,14 @@ def test_a_build_that_fails_at_the_camera_closes_what_it_opened(tmp_path):
     for image in (tmp_path / "images").iterdir():
         image.unlink()  # the dir: source now has no image: the camera cannot open
     factory = MockFactory()
-    app = GateApp(cfg, pin_factory=factory, clock=FakeClock())
-    app.field_options = {"environ": {}, "input_bounce_s": None}
+    app = GateApp(cfg, pin_factory=factory, clock=FakeClock(), environ={}, input_bounce_s=None)
     with pytest.raises(ConfigError, match="holds no PNG"):
         app.build()
     app.close()
     assert pin_levels(factory.pin(RELAY)) == [False]  # claimed off (active-high), never energised
     # pins, stores and the state-dir lock were all released: the same gate can be built again
     write_blank_png(tmp_path / "images" / "blank.png")
-    again = GateApp(cfg, pin_factory=factory, clock=FakeClock())
-    again.field_options = {"environ": {}, "input_bounce_s": None}
+    again = GateApp(cfg, pin_factory=factory, clock=FakeClock(), environ={}, input_bounce_s=None)
     again.build()
     again.close()
 
@@ -164,19 +171,19 @@ def test_a_live_camera_returning_the_same_frame_counts_as_silent_and_faults(tmp_
         assert app.service.step(0.0) == 0
 
     try:
-        assert app.field.tick() is DeviceState.READY
+        assert app.monitor.tick() is DeviceState.READY
         for _ in range(3):  # noise: every live frame differs
             show(rng.integers(0, 255, (48, 64), dtype=np.uint8))
             clock.advance(20.0)
-            assert app.field.tick() is DeviceState.READY
+            assert app.monitor.tick() is DeviceState.READY
         show(frozen)
         for _ in range(3):  # then the same buffer again and again, 60 s in all
             clock.advance(20.0)
             show(frozen.copy())
         assert app.service.stats.frozen_frames == 3 and app.service.stats.frames == 7
-        assert app.field.tick() is DeviceState.CAMERA_FAULT
+        assert app.monitor.tick() is DeviceState.CAMERA_FAULT
         show(rng.integers(0, 255, (48, 64), dtype=np.uint8))  # the capture recovers
-        assert app.field.tick() is DeviceState.READY
+        assert app.monitor.tick() is DeviceState.READY
     finally:
         app.close()
 
@@ -196,6 +203,6 @@ def test_a_replay_source_may_repeat_an_image_without_a_fault(tmp_path):
             app.service.frames.push(Frame(pixels=still, captured_mono_s=clock.monotonic(), index=0, origin="dir"))
             assert app.service.step(0.0) == 0
             clock.advance(20.0)
-        assert app.field.tick() is DeviceState.READY and app.service.stats.frozen_frames == 0
+        assert app.monitor.tick() is DeviceState.READY and app.service.stats.frozen_frames == 0
     finally:
         app.close()

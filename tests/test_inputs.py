@@ -14,12 +14,14 @@ from firmware.adapters.config_file import load_config
 from firmware.adapters.fakes import ScriptedFrames, TableDecoder
 from firmware.app.builder import GateApp
 from firmware.core.device_state import DeviceState
-from firmware.core.model import Credential, CredentialType, Frame, Reason, ScanEvent
+from firmware.core.model import Frame, Reason, ScanEvent
 from firmware.core.passage import NOT_PASSED, PassageWatch, not_passed_event
 from firmware.core.policy import subject_key
+from provisioning import keys
 from provisioning.commands import build_envelope, send_command
 from provisioning.mqtt_request import Broker, Target
 from tests.conftest import FakeClock, pin_levels
+from tests.daemon_support import trust_new_key, valid_pass
 from tests.field_support import build_app, write_site
 from tests.mqtt_support import Collector
 
@@ -158,9 +160,9 @@ def test_fire_alarm_frees_the_passage_publishes_it_and_returns_to_normal(tmp_pat
 
     try:
         assert app.link.wait_ready(10)
-        assert app.field.wait_for_state(DeviceState.READY, 5.0)
+        assert app.monitor.wait_for_state(DeviceState.READY, 5.0)
         fire.drive_low()  # active-low contact: alarm
-        assert app.field.wait_for_state(DeviceState.FREE_PASSAGE, 5.0)
+        assert app.monitor.wait_for_state(DeviceState.FREE_PASSAGE, 5.0)
         assert app.service.gatekeeper.blocked is Reason.FREE_PASSAGE
         assert pin_levels(relay) == [False, True]  # held energised, no pulse timing ends it
         assert state_published("free_passage")
@@ -171,13 +173,13 @@ def test_fire_alarm_frees_the_passage_publishes_it_and_returns_to_normal(tmp_pat
         assert app.outputs.pulser.wait_idle(0.3) is False
         fire.drive_high()  # alarm clears
         if reset_required:
-            assert app.field.wait_for_state(DeviceState.READY, 0.5) is False  # still latched
+            assert app.monitor.wait_for_state(DeviceState.READY, 0.5) is False  # still latched
             assert pin_levels(relay) == [False, True]
             target = Target(Broker(shared_broker.host, shared_broker.port), device_id="gate-1", prefix=topic_prefix)
             envelope, tx = build_envelope(key, device_id="gate-1", command="mode", args={"mode": "normal"}, ttl_s=10)
             answer = send_command(target, "mode", envelope, tx, ttl_s=10, timeout_s=10)
             assert answer["status"] == "ok"
-        assert app.field.wait_for_state(DeviceState.READY, 5.0)
+        assert app.monitor.wait_for_state(DeviceState.READY, 5.0)
         assert pin_levels(relay) == [False, True, False]
         assert app.service.gatekeeper.blocked is None
         assert collector.wait_until(lambda ms: ms[-1].json().get("device_state") == "ready"
@@ -190,25 +192,23 @@ def test_fire_alarm_frees_the_passage_publishes_it_and_returns_to_normal(tmp_pat
 def test_a_grant_without_passage_becomes_not_passed_and_frees_anti_passback(tmp_path):
     """Drives the real service loop with scripted frames: grant, no passage, timeout."""
     config, _ = write_site(tmp_path, gpio={"passage_sensor_pin": 6})
-    clock = FakeClock()
-    app = GateApp(load_config(config), pin_factory=MockFactory(), clock=clock)
-    app.field_options = {"environ": {}, "input_bounce_s": None}
+    issuer = keys.load_private_key(trust_new_key(tmp_path, "issuer", "issuers").private_path)
+    alice, bob = valid_pass(issuer, "ALICE"), valid_pass(issuer, "BOB")
+    clock = FakeClock(wall_s=time.time())
+    stored: list[ScanEvent] = []
+    app = GateApp(load_config(config), pin_factory=MockFactory(), clock=clock, environ={}, input_bounce_s=None,
+                  on_event=[stored.append])
     service = app.build()
     frames = ScriptedFrames()
     service.frames = frames
-    service.decoder = TableDecoder({"alice": [b"ALICE"], "bob": [b"BOB"]})
-    service.gatekeeper.check = lambda payload: Credential(CredentialType.QG1, subject=payload.decode(), signed=True,
-                                                                 expires_s=4.0e9)
-    stored: list[ScanEvent] = []
-    service.on_event.append(stored.append)
+    service.decoder = TableDecoder({"alice": [alice.encode()], "bob": [bob.encode()]})
     pixels = np.zeros((4, 4), np.uint8)
 
     def turn(origin: str | None) -> None:
         if origin:
             frames.push(Frame(pixels, clock.monotonic(), 0, origin))
         service.step(timeout_s=0.0)
-        for hook in service.after_step:
-            hook()
+        service.after_step()
 
     try:
         turn("alice")

@@ -146,8 +146,8 @@ def test_staleness_follows_max_age(tmp_path):
 
 
 def test_deny_list_keeps_a_person_out_through_the_policy(tmp_path):
+    from firmware.core.gatekeeper import Gatekeeper
     from firmware.core.model import Credential, CredentialType, DecodedCode, Moment
-    from firmware.features.scan_loop import Gatekeeper
 
     store = ListStore(tmp_path / "lists")
     lists = MemoryLists(deny=store.replace("deny", ["079123456789"], updated_s=1.0, source="t"))
@@ -155,7 +155,7 @@ def test_deny_list_keeps_a_person_out_through_the_policy(tmp_path):
     def check(payload: bytes):
         return Credential(CredentialType.QG1, subject=payload.decode(), signed=True, expires_s=4.0e9)
 
-    gate = Gatekeeper(rules=Rules(), check=check, lists=lists)
+    gate = Gatekeeper.fixed(rules=Rules(), check=check, lists=lists)
     now = Moment(10.0, 1.7e9)
     denied = gate.decide(DecodedCode(b"079123456789"), now, 10.0)
     allowed = gate.decide(DecodedCode(b"079000000000"), now, 10.0)

@@ -32,7 +32,7 @@ def gate(shared_broker, topic_prefix, tmp_path):
     lists = MemoryLists()
     link = MqttLink(MqttSettings(device_id="gate-1", host=shared_broker.host, port=shared_broker.port,
                                  prefix=topic_prefix), reconnect_min_s=0.1, reconnect_max_s=0.5)
-    ListUpdates(link, store, lists, TrustStore.from_keys([key.public_key()]), "gate-1").attach()
+    ListUpdates(link, store, lists, TrustStore.from_keys([key.public_key()]), "gate-1", wall=time.time).attach()
     link.start()
     assert link.wait_ready(10)
     responses = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/response/lists")

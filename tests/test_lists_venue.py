@@ -31,7 +31,7 @@ class Gate:
         self.store, self.lists = open_lists(tmp_path / device_id / "lists")  # as the gate does at start
         self.link = MqttLink(MqttSettings(device_id=device_id, host=broker.host, port=broker.port, prefix=prefix),
                              reconnect_min_s=0.1, reconnect_max_s=0.5)
-        ListUpdates(self.link, self.store, self.lists, TrustStore.from_keys([KEY.public_key()]), device_id,
+        ListUpdates(self.link, self.store, self.lists, TrustStore.from_keys([KEY.public_key()]), device_id, wall=time.time,
                     venue_id=venue_id, prefix=prefix).attach()
         self.link.start()
         assert self.link.wait_ready(10)

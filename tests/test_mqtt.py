@@ -137,10 +137,20 @@ def test_publish_returns_false_at_once_while_disconnected_and_first_failed_conne
         link.stop(timeout_s=1.0)
 
 
+class Fields:
+    """A status source computed by a function."""
+
+    def __init__(self, compute) -> None:
+        self.compute = compute
+
+    def status_fields(self) -> dict:
+        return self.compute()
+
+
 def test_retained_state_is_the_union_of_providers_and_follows_changes(running, shared_broker, topic_prefix):
     outbox, link, publisher, collector = running()
     counter = {"scans": 0}
-    providers = [lambda: {"mode": "normal", "version": "t"}, lambda: dict(counter)]
+    providers = [Fields(lambda: {"mode": "normal", "version": "t"}), Fields(lambda: dict(counter))]
     publisher.state = StateReporter(link, providers, interval_s=3600.0)
     publisher.start()
     link.start()

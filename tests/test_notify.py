@@ -12,9 +12,10 @@ import pytest
 from firmware.adapters.fakes import MemorySink, ScriptedFrames, TableDecoder
 from firmware.adapters.systemd_notify import SystemdNotifier
 from firmware.core.events import EventFactory
+from firmware.core.gatekeeper import Gatekeeper, LoopStats
 from firmware.core.model import Frame
 from firmware.core.policy import Rules
-from firmware.features.scan_loop import Gatekeeper, GateService
+from firmware.features.scan_loop import EventRecorder, GateService
 from tests.conftest import FakeClock
 
 
@@ -84,11 +85,26 @@ def test_watchdog_interval_is_half_of_watchdog_usec():
     assert SystemdNotifier({}).ping_interval_s == 1.0
 
 
-def _service(frames, clock) -> GateService:
-    return GateService(frames=frames, decoder=TableDecoder(), outputs=_NoOutputs(), sink=MemorySink(), clock=clock,
-                       gatekeeper=Gatekeeper(rules=Rules(), check=lambda p: None),
-                       events=EventFactory(device_id="g", venue_id="v", direction="in", boot_id="b",
-                                           subject_mode="none", secret=b"s" * 32, publish_codes=False))
+def _service(frames, clock, stats, observers) -> GateService:
+    return GateService(frames=frames, decoder=TableDecoder(), outputs=_NoOutputs(),
+                       recorder=EventRecorder(MemorySink()), clock=clock,
+                       gatekeeper=Gatekeeper.fixed(rules=Rules(), check=lambda p: None),
+                       events=EventFactory.fixed(device_id="g", venue_id="v", direction="in", boot_id="b",
+                                                 subject_mode="none", secret=b"s" * 32, publish_codes=False),
+                       stats=stats, observers=observers)
+
+
+class _AfterStep:
+    """A loop observer that runs a function after each step (no events in these frames)."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def event_stored(self, event) -> None:
+        raise AssertionError("no codes in these frames")
+
+    def after_step(self) -> None:
+        self.function()
 
 
 class _NoOutputs:
@@ -102,10 +118,11 @@ class _NoOutputs:
 def test_watchdog_is_sent_from_the_loop_only_while_frames_are_fresh(notify_socket):
     clock = FakeClock()
     frames = ScriptedFrames()
-    service = _service(frames, clock)
+    stats = LoopStats()
     n = SystemdNotifier({"NOTIFY_SOCKET": notify_socket.name, "WATCHDOG_USEC": "1000000"})  # ping every 0.5 s
-    service.after_step.append(lambda: n.ping_if_frames_fresh(clock.monotonic(), service.stats.last_frame_mono_s,
-                                                             max_frame_age_s=3.0))
+    # as the device monitor does after each step
+    watchdog = _AfterStep(lambda: n.ping_if_frames_fresh(clock.monotonic(), stats.last_frame_mono_s,
+                                                         max_frame_age_s=3.0))
     pixels = np.zeros((8, 8), np.uint8)
     # what the camera delivers on each turn of the real loop, and how far the clock moves after it:
     # 4 frames 0.4 s apart, then nothing for 5 turns 1 s apart (each such read waits out its real
@@ -122,7 +139,7 @@ def test_watchdog_is_sent_from_the_loop_only_while_frames_are_fresh(notify_socke
         elif script[len(sent)]:
             frames.push(Frame(pixels, clock.monotonic(), len(sent)))
 
-    service.after_step.append(next_turn)
+    service = _service(frames, clock, stats, [watchdog, _AfterStep(next_turn)])
     frames.push(Frame(pixels, clock.monotonic(), 0))
     stop = threading.Event()
     loop = threading.Thread(target=service.run, args=(stop,), name="test-loop", daemon=True)

@@ -61,8 +61,6 @@ def test_without_a_broker_valid_passes_open_and_events_wait_in_the_outbox(tmp_pa
     assert app.link is None and app.publisher is None
     assert [(e.seq, e.decision) for e in stored] == [(1, "granted"), (2, "granted")]
     assert read_events(cfg.state_dir / "outbox.sqlite") == [e.to_json_dict() for e in stored]
-    fields = {}
-    for provider in app.state_fields:
-        fields.update(provider())
+    fields = app.events_summary.status_fields()
     assert (fields["broker_backlog"], fields["seq"], fields["scans"], fields["granted"]) == (2, 2, 2, 2)
     assert fields["alarms"] == {}

@@ -51,7 +51,7 @@ def decision(verdict: Verdict, reason: Reason, subject: str | None) -> Decision:
 
 @pytest.mark.parametrize("mode", ["raw", "hmac", "none"])
 def test_stored_events_match_the_schema_for_every_privacy_mode(tmp_path, mode):
-    factory = EventFactory(device_id="busstation-3-gate-2", venue_id="v-7f3a9c2e", direction="in",
+    factory = EventFactory.fixed(device_id="busstation-3-gate-2", venue_id="v-7f3a9c2e", direction="in",
                            boot_id="0123456789abcdef", subject_mode=mode, secret=b"k" * 32)
     outbox = SqliteOutbox(tmp_path / "outbox.sqlite")
     outbox.append(factory.build(decision(Verdict.GRANTED, Reason.OK, "EMP-1"), 1.7e9, True))
@@ -63,7 +63,7 @@ def test_stored_events_match_the_schema_for_every_privacy_mode(tmp_path, mode):
 
 
 def test_schema_lists_exactly_the_fields_the_model_publishes():
-    factory = EventFactory(device_id="g", venue_id="v", direction="out", boot_id="0123456789abcdef")
+    factory = EventFactory.fixed(device_id="g", venue_id="v", direction="out", boot_id="0123456789abcdef")
     doc = factory.build(decision(Verdict.DENIED, Reason.UNKNOWN_FORMAT, None), 1.7e9, True).to_json_dict()
     assert sorted(SCHEMA["required"]) == sorted(doc) == sorted(SCHEMA["properties"])
 

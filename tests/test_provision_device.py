@@ -10,7 +10,7 @@ import pytest
 from firmware.adapters.config_file import load_config
 from firmware.adapters.state_store import StateStore
 from firmware.cli import main
-from firmware.features.provisioning_intake import PROVISIONING_KEY
+from firmware.features.provisioning import PROVISIONING_KEY
 from provisioning.device_config import list_profiles, load_profile
 
 VENUE = {"schema": "qrgate.venue/1", "venue_id": "v-0123456789ab", "name": "Bến xe Nước Ngầm"}

@@ -11,13 +11,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from device.synthetic import write_blank_png, write_code_png
 from firmware.adapters.fakes import MemorySink
 from firmware.adapters.state_store import StateStore
+from firmware.alarms import Alarms
 from firmware.cli import main
 from firmware.core import prov_code
 from firmware.core.credentials.envelope import unwrap, wrap
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.events import EventFactory
+from firmware.core.identity import GateIdentity, IdentityCell
 from firmware.core.model import DecodedCode, Moment
-from firmware.features.provisioning_intake import PROVISIONING_KEY, ProvisioningIntake
+from firmware.features.provisioning import PROVISIONING_KEY, GateProvisioning, ProvisioningSettings
 from provisioning import keys
 from provisioning.prov_qr import make_code
 from tests.daemon_support import qrgate, run_gate, trust_new_key, valid_pass, write_config
@@ -96,26 +98,46 @@ def test_a_code_valid_longer_than_24_hours_cannot_be_made_or_accepted(authority)
 # --------------------------------------------------------------------------- the intake
 
 
+class _Feedback:
+    """The outputs' provisioning feedback, recorded (the only Outputs call provisioning makes)."""
+
+    def __init__(self) -> None:
+        self.confirmed: list[bool] = []
+
+    def confirm(self, accepted: bool) -> None:
+        self.confirmed.append(accepted)
+
+
+class _Restarts:
+    def __init__(self) -> None:
+        self.requested: list[str] = []
+
+    def request_restart(self, why: str) -> None:
+        self.requested.append(why)
+
+
 class Gate:
-    """An intake wired to a real state store under tmp_path and an in-memory sink."""
+    """The provisioning feature wired to a real state store under tmp_path and an in-memory sink."""
 
     def __init__(self, state_path: Path, authority_store: TrustStore, *, device_id: str = "gate-7",
                  allow_reprovision: bool = False) -> None:
         self.store = StateStore(state_path)
         self.sink = MemorySink()
-        self.factory = EventFactory(device_id=device_id, venue_id="", direction="in", boot_id="b1")
+        self.identity = IdentityCell(GateIdentity())
+        self.factory = EventFactory(device_id=device_id, identity=self.identity, boot_id="b1")
         self.applied: list[dict] = []
-        self.feedback: list[bool] = []
-        self.intake = ProvisioningIntake(
-            authority=authority_store, store=self.store, device_id=device_id, record=self.sink.append,
-            events=lambda: self.factory, on_applied=self._applied, feedback=self.feedback.append,
-            is_provisioned=lambda: self.store.get(PROVISIONING_KEY) is not None,
-            allow_reprovision=allow_reprovision, repeat_window_s=5.0)
+        self.outputs = _Feedback()
+        self.restarts = _Restarts()
+        self.intake = GateProvisioning(
+            identity=self.identity, config_trust=TrustStore(), authority=authority_store, store=self.store,
+            record=None, recorder=self.sink, events=self.factory, outputs=self.outputs, alarms=Alarms(),
+            restart=self.restarts, on_change=lambda: self.applied.append(self.intake.record),
+            settings=ProvisioningSettings(device_id=device_id, allow_reprovision=allow_reprovision,
+                                          repeat_window_s=5.0))
 
-    def _applied(self, record: dict) -> None:
-        self.applied.append(record)
-        self.factory = EventFactory(device_id=self.factory.device_id, venue_id=record["venue_id"],
-                                    direction=record["direction"], boot_id="b1")
+    @property
+    def feedback(self) -> list[bool]:
+        return self.outputs.confirmed
 
     def show(self, text: str, mono_s: float, wall_s: float = NOW + 5, trusted: bool = True) -> bool:
         return self.intake.intercept(DecodedCode(text.encode(), text), Moment(mono_s, wall_s, trusted))
@@ -401,3 +423,33 @@ def test_reprovision_pin_held_at_boot_lets_a_provisioned_gate_take_a_new_code(un
     held.pin(26, pin_class=_held_low_pin_class())
     assert held_at_boot(held, 26)
     assert run_app(config, held) == [("provisioned", "ok", "out")]
+
+
+def test_a_reprovisioning_that_drops_an_issuer_refuses_its_passes_in_the_same_run(unprovisioned_gate):
+    """Issue 9: the trusted issuers after a new record are the config's plus that record's, at once,
+    also when the gate started with an earlier record (its issuers are not the config's)."""
+    from gpiozero.pins.mock import MockFactory
+
+    tmp_path, config, images, venue, kept = unprovisioned_gate
+    gate_config(tmp_path, provisioning={"allow_reprovision": True})
+    dropped = keys.new_keypair(tmp_path / "dropped-issuer.pem")
+    kept_key, dropped_key = keys.load_private_key(kept.private_path), keys.load_private_key(dropped.private_path)
+    authority = ["--authority-key", str(tmp_path / "authority.pem"), "--venue", str(venue), "--direction", "in"]
+    first = qrgate("provision", "qr", *authority, "--trust-issuer", str(kept.public_path),
+                   "--trust-issuer", str(dropped.public_path), "--png", str(images / "00-both-issuers.png"))
+    assert first.returncode == 0, first.stderr
+    assert run_app(config, MockFactory()) == [("provisioned", "ok", "in")]
+
+    (images / "00-both-issuers.png").unlink()  # the gate starts again with that record
+    second = qrgate("provision", "qr", *authority, "--trust-issuer", str(kept.public_path),
+                    "--png", str(images / "02-kept-issuer-only.png"))
+    assert second.returncode == 0, second.stderr
+    write_code_png(images / "01-dropped-issuer-pass.png", valid_pass(dropped_key, "EMP-1"))
+    write_blank_png(images / "03-blank.png")
+    write_code_png(images / "04-dropped-issuer-pass.png", valid_pass(dropped_key, "EMP-2"))
+    write_code_png(images / "05-kept-issuer-pass.png", valid_pass(kept_key, "EMP-3"))
+
+    outcomes = run_app(config, MockFactory())
+
+    assert outcomes == [("granted", "ok", "in"), ("provisioned", "ok", "in"),
+                        ("denied", "unknown_issuer", "in"), ("granted", "ok", "in")]

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from firmware.app.builder import EX_RESTART
 from firmware.core.device_state import DeviceState
 from firmware.core.model import Reason
-from firmware.features.provisioning_setup import EX_RESTART
 from tests.field_support import build_app, write_site
 
 
@@ -25,12 +25,12 @@ def app(tmp_path):
 
 def test_reload_reads_list_files_changed_on_disk(app):
     gate, _ = app
-    assert not gate.lists.is_denied("P-9")
-    gate.list_store.replace("deny", ["P-9"], updated_s=time.time(), source="test")
-    assert not gate.lists.is_denied("P-9")  # on disk only, until a reload
-    data, error = gate.field._cmd_reload(None)
+    assert not gate.lists.lists.is_denied("P-9")
+    gate.lists.store.replace("deny", ["P-9"], updated_s=time.time(), source="test")
+    assert not gate.lists.lists.is_denied("P-9")  # on disk only, until a reload
+    data, error = gate.monitor.reload()
     assert error is None
-    assert gate.lists.is_denied("P-9")
+    assert gate.lists.lists.is_denied("P-9")
     assert data["lists"]["deny"] >= 1 and data["config"] == "unchanged"
     assert not gate.stop_event.is_set() and gate.exit_status == 0
 
@@ -38,7 +38,7 @@ def test_reload_reads_list_files_changed_on_disk(app):
 def test_reload_with_an_invalid_config_changes_nothing_and_says_why(app):
     gate, config = app
     config.write_text(config.read_text().replace("relay_pulse_ms = 100", "relay_pulse_ms = -5"))
-    data, error = gate.field._cmd_reload(None)
+    data, error = gate.monitor.reload()
     assert "gpio.relay_pulse_ms = -5 is below the minimum" in error
     assert not gate.stop_event.is_set() and gate.exit_status == 0
     assert "lists" in data  # the other hooks still ran
@@ -47,7 +47,7 @@ def test_reload_with_an_invalid_config_changes_nothing_and_says_why(app):
 def test_reload_with_a_changed_valid_config_stops_for_a_clean_restart(app):
     gate, config = app
     config.write_text(config.read_text().replace("relay_pulse_ms = 100", "relay_pulse_ms = 250"))
-    data, error = gate.field._cmd_reload(None)
+    data, error = gate.monitor.reload()
     assert error is None and data["config"] == "restarting"
     assert gate.stop_event.is_set() and gate.exit_status == EX_RESTART
 
@@ -59,13 +59,13 @@ def test_a_quarantined_outbox_keeps_the_gate_closed_until_moved_away_and_reloade
     (state / "outbox.sqlite.corrupt-20261126T000000Z").write_bytes(b"\0" * 4096)
     gate = build_app(config)
     try:
-        assert gate.field.tick() is DeviceState.STORAGE_ALARM
+        assert gate.monitor.tick() is DeviceState.STORAGE_ALARM
         assert gate.service.gatekeeper.blocked is Reason.FAIL_CLOSED
         (state / "outbox.sqlite.corrupt-20261126T000000Z").rename(tmp_path / "recovered.sqlite")
-        assert gate.field.tick() is DeviceState.STORAGE_ALARM  # nothing changes before a reload
-        data, error = gate.field._cmd_reload(None)
+        assert gate.monitor.tick() is DeviceState.STORAGE_ALARM  # nothing changes before a reload
+        data, error = gate.monitor.reload()
         assert error is None and data["outbox_quarantined"] == []
-        assert gate.field.tick() is DeviceState.READY
+        assert gate.monitor.tick() is DeviceState.READY
         assert gate.service.gatekeeper.blocked is None
     finally:
         gate.close()

@@ -123,10 +123,10 @@ def test_lockdown_denies_scans_refuses_open_survives_a_restart_and_mode_normal_e
     assert (refused["status"], refused["error"]) == ("error", "lockdown")
     app.close()
     again = start()
-    assert again.field.state is DeviceState.LOCKDOWN
+    assert again.monitor.current_state() is DeviceState.LOCKDOWN
     normal, _, _ = send("mode", {"mode": "normal"})
     assert normal["data"]["mode"] == "normal"
-    assert again.field.wait_for_state(DeviceState.READY, 5.0)
+    assert again.monitor.wait_for_state(DeviceState.READY, 5.0)
     assert again.service.gatekeeper.blocked is None
     assert pin_levels(factory.pin(RELAY)) == [False]
 

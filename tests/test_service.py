@@ -13,9 +13,10 @@ from device.gpio import GpiozeroOutputs
 from firmware.adapters.fakes import MemorySink, ScriptedFrames, TableDecoder
 from firmware.core.errors import StoreError
 from firmware.core.events import EventFactory
+from firmware.core.gatekeeper import Gatekeeper
 from firmware.core.model import Credential, CredentialType, DecodedCode, Frame, Reason, Rejection
 from firmware.core.policy import Rules, subject_key
-from firmware.features.scan_loop import Gatekeeper, GateService
+from firmware.features.scan_loop import EventRecorder, GateService
 from tests.conftest import FakeClock, pin_levels
 
 RELAY, GREEN, RED, BUZZER = 17, 27, 22, 23
@@ -38,17 +39,18 @@ def make_outputs(factory, pulse_ms=40, active_high=False):
 class Gate:
     """A service wired to fakes, driven by step()."""
 
-    def __init__(self, table, sink=None, active_high=False):
+    def __init__(self, table, sink=None, active_high=False, listeners=(), observers=()):
         self.factory = MockFactory()
         self.clock = FakeClock()
         self.frames = ScriptedFrames()
         self.sink = sink or MemorySink()
         self.outputs = make_outputs(self.factory, active_high=active_high)
         self.service = GateService(
-            frames=self.frames, decoder=TableDecoder(table), outputs=self.outputs, sink=self.sink,
-            clock=self.clock, gatekeeper=Gatekeeper(rules=Rules(repeat_window_s=5.0), check=check),
-            events=EventFactory(device_id="gate-1", venue_id="v-1", direction="in", boot_id="b",
-                                subject_mode="raw"))
+            frames=self.frames, decoder=TableDecoder(table), outputs=self.outputs,
+            recorder=EventRecorder(self.sink, listeners), clock=self.clock, gatekeeper=Gatekeeper.fixed(rules=Rules(repeat_window_s=5.0), check=check),
+            events=EventFactory.fixed(device_id="gate-1", venue_id="v-1", direction="in", boot_id="b",
+                                      subject_mode="raw"),
+            observers=observers)
 
     def show(self, origin: str) -> int:
         self.frames.push(Frame(np.zeros((4, 4), np.uint8), self.clock.monotonic(), origin=origin))
@@ -197,12 +199,22 @@ def test_after_lock_out_no_thread_can_energise_the_relay_again():
         outputs.close()
 
 
-def test_a_failing_listener_is_logged_and_the_loop_goes_on(gate, caplog):
-    def broken(event):
+class BrokenPrinter:
+    def event_stored(self, event):
         raise BrokenPipeError("stdout closed")
 
-    gate.service.on_event.insert(0, broken)
-    gate.service.after_step.append(lambda: 1 / 0)
+
+class BrokenTimer:
+    def event_stored(self, event):
+        pass
+
+    def after_step(self):
+        return 1 / 0
+
+
+def test_a_failing_listener_is_logged_and_the_loop_goes_on(caplog):
+    gate = Gate({"valid": [b"GOOD-1"], "junk": [b"https://example.com"]}, listeners=[BrokenPrinter()],
+                observers=[BrokenTimer()])
     stop = threading.Event()
     gate.frames.push(Frame(np.zeros((4, 4), np.uint8), gate.clock.monotonic(), origin="valid"))
     gate.frames.push(Frame(np.zeros((4, 4), np.uint8), gate.clock.monotonic(), origin="junk"))
@@ -212,6 +224,7 @@ def test_a_failing_listener_is_logged_and_the_loop_goes_on(gate, caplog):
     assert [(e.decision, e.seq) for e in gate.sink.events] == [("granted", 1), ("denied", 2)]
     assert sum("failed; the gate goes on" in r.message for r in caplog.records) == 2
     assert gate.outputs.wait_idle(5.0)
+    gate.close()
 
 
 def test_memory_is_pruned_once_a_minute(gate):
@@ -220,10 +233,10 @@ def test_memory_is_pruned_once_a_minute(gate):
     sha = DecodedCode(b"GOOD-1").sha256
     assert memory.last_seen_mono(sha) is not None
     gate.clock.advance(61.0)
-    gate.service.gatekeeper.prune_if_due(gate.clock)
+    gate.service.gatekeeper.prune_if_due(gate.clock.monotonic(), gate.clock.wall())
     assert memory.last_seen_mono(sha) is None and memory.last_grant_mono(subject_key("GOOD-1")) is None
     # passages stay while they can still block a second entry, then go
     assert memory.last_passage(subject_key("GOOD-1")) is not None
     gate.clock.advance(4000.0)
-    gate.service.gatekeeper.prune_if_due(gate.clock)
+    gate.service.gatekeeper.prune_if_due(gate.clock.monotonic(), gate.clock.wall())
     assert memory.last_passage(subject_key("GOOD-1")) is None

@@ -1,1 +1,1 @@
-"""firmware.adapters."""
+"""One adapter per library or file format, behind the ports."""

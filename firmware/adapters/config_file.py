@@ -1,13 +1,4 @@
-"""The configuration schema: one TOML file parsed once into frozen dataclasses.
-
-Every field carries a description and an example (``doc`` and ``example`` in its
-metadata), so the template, the provisioning tools and the error messages all
-come from one place. ``load_config`` collects every problem and raises one
-``ConfigError``; the composition root then exits with status 78 (EX_CONFIG).
-
-Sections: [device] [camera] [decoder] [gpio] [policy] [privacy] [keys] [mqtt]
-[outbox] [status] [commands] [provisioning] [lists].
-"""
+"""Reading the config file: TOML from disk into the validated ``Config`` (``firmware.core.config``)."""
 
 from __future__ import annotations
 

@@ -1,29 +1,5 @@
-"""Deny and allow lists: a compact file per list, replaced atomically, looked up in O(1).
-
-The deny list keeps people under quarantine out; the allow list is the employees-only
-list. Each list is one file in ``<state_dir>/lists/`` (``deny.qgl``, ``allow.qgl``):
-
-- line 1: ``QGL1``; line 2: a JSON header ``{kind, version, updated_s, count, salt,
-  source, sha256}``; then ``count`` keys of 8 bytes each (little-endian), sorted.
-- A key is BLAKE2b-64 of the person id keyed with the list's random salt, so the file
-  does not hold readable ids (casual reading; a 12-digit id space can still be searched
-  by someone holding the file and the salt). The id is NFC-normalised and trimmed.
-- ``version`` only goes up; ``updated_s`` is when the list content was issued (import
-  time, or the signed message's ``iat``) and drives the staleness check.
-- The file is written to a temporary file, fsynced and renamed over the old one, then
-  the directory is fsynced: a reader sees the old or the new list, never a mix.
-
-In memory a list is a Python ``set`` of ints: a lookup hashes the id once (about a
-microsecond) and is O(1). A million entries take about 70 MB (36-byte ints plus the
-set's table); see README "Provisioning" for measured figures.
-
-Import (``parse_csv``): a CSV whose first column is the person id; an optional header
-row (``id``, ``subject``, ``cccd``...) is skipped; blank lines are ignored; other
-columns are ignored. Broken rows (empty id, id too long, control characters, bytes that
-are not UTF-8, CSV syntax errors) are reported with their line numbers. By default a
-file with any broken row is refused and the list is left as it was; ``skip_bad_rows``
-imports the good rows and reports the rest.
-"""
+"""The deny and allow list files: one compact file per list (``core.lists`` format), replaced
+atomically, a damaged file moved aside; and CSV import into them."""
 
 from __future__ import annotations
 

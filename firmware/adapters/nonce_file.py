@@ -1,15 +1,7 @@
-"""MQTT glue for remote commands and Home Assistant discovery (on the shared ``MqttLink``).
+"""The remote-command nonce cache on disk (``<state_dir>/command-nonces.json``, 0600).
 
-Commands: subscribed to ``<prefix>/<device_id>/cmd/+`` on a clean session (the link
-never keeps a session, so the broker cannot queue an ``open`` for a gate that was
-offline). Every message goes through ``firmware.remote.CommandVerifier``; the nonce
-cache is persisted (atomically, fsynced) before the command is acted on; the answer
-goes to ``<prefix>/<device_id>/response/<name>`` (QoS 1, not retained) with
-``status``, ``error``, ``detail``, ``data`` and the echoed ``transaction``.
-
-Discovery: one retained device-discovery message on
-``<discovery_prefix>/device/<device_id>/config`` (published on every connect, on
-``rebirth`` and when Home Assistant announces ``online`` on ``<discovery_prefix>/status``).
+Replay protection must survive a restart: the cache is written atomically and fsynced
+before a command is acted on (``firmware.features.remote_control``).
 """
 
 from __future__ import annotations
@@ -21,7 +13,6 @@ from firmware.adapters.atomic_files import write_atomic
 from firmware.core.remote_command import NonceCache
 
 log = logging.getLogger(__name__)
-
 
 NONCE_FILE = "command-nonces.json"
 
@@ -44,3 +35,20 @@ def load_nonces(path: Path) -> NonceCache:
 def save_nonces(path: Path, cache: NonceCache) -> None:
     """Write the nonce cache atomically and durably (before the command is acted on)."""
     write_atomic(path, cache.to_json().encode("utf-8"), mode=0o600)
+
+
+class NonceFile:
+    """The NonceStore port on one file.
+
+    Args:
+        path: the cache file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> NonceCache:
+        return load_nonces(self.path)
+
+    def save(self, cache: NonceCache) -> None:
+        save_nonces(self.path, cache)

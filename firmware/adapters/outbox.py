@@ -73,14 +73,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from firmware.adapters.atomic_files import fsync_dir, write_atomic
 from firmware.core.errors import StoreError
 from firmware.core.events import new_event_id
-from firmware.core.model import ScanEvent
+from firmware.core.model import OutboxStats, ScanEvent
 
 log = logging.getLogger(__name__)
 
@@ -116,33 +116,6 @@ class StorageFull(StoreError):
     """The outbox budget is used up by unsent events; the new event was not stored."""
 
 
-@dataclass(frozen=True)
-class OutboxStats:
-    """A snapshot of the outbox for status, state and benches.
-
-    Attributes:
-        stored: rows in the database (sent and unsent).
-        unsent: rows not yet delivered (the backlog): not PUBACKed by the broker; with
-            app_ack on, not yet acknowledged by the consumer (``awaiting_ack`` included).
-        oldest_unsent_s: wall time the oldest undelivered event was stored, or None.
-        seq_high: the highest seq ever assigned.
-        max_events: the budget.
-        fill: unsent / max_events (0.0 to 1.0).
-        alarm_level: the highest alarm level reached (0.0, 0.5, 0.8 or 1.0 when full).
-        quarantined: quarantined database files present in the state directory.
-        awaiting_ack: app_ack only: rows PUBACKed but not yet acknowledged by the consumer
-            (part of ``unsent``); always 0 with app_ack off.
-    """
-
-    stored: int
-    unsent: int
-    oldest_unsent_s: float | None
-    seq_high: int
-    max_events: int
-    fill: float
-    alarm_level: float
-    quarantined: tuple[str, ...]
-    awaiting_ack: int = 0
 
 
 def _utc_stamp(wall_s: float) -> str:
@@ -672,6 +645,11 @@ class UnavailableSink:
 
     def append(self, event: ScanEvent) -> ScanEvent:
         raise StoreError(f"no event store: {self.problem}")
+
+    def stats(self) -> OutboxStats:
+        """Nothing stored, nothing sendable; ``problem`` says why (the gate fails closed)."""
+        return OutboxStats(stored=0, unsent=0, oldest_unsent_s=None, seq_high=0, max_events=0, fill=0.0,
+                           alarm_level=0.0, quarantined=(), problem=self.problem)
 
     def close(self) -> None:
         return None

@@ -43,12 +43,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from firmware.adapters.outbox import SqliteOutbox
 from firmware.alarms import Alarms
 from firmware.core.errors import StoreError
+from firmware.ports import StatusSource
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +86,15 @@ class StateReporter:
 
     Args:
         link: the MqttLink.
-        providers: callables returning dicts of fields; the app's list, so other
-            features append to it.
+        providers: the features' status sources, merged in order (later ones win).
         interval_s: the periodic refresh (mqtt.state_interval_s).
         wall: wall clock for ``ts``.
     """
 
-    def __init__(self, link: Any, providers: list[Callable[[], dict[str, Any]]], interval_s: float,
+    def __init__(self, link: Any, providers: Sequence[StatusSource], interval_s: float,
                  wall: Callable[[], float] = time.time) -> None:
         self.link = link
-        self.providers = providers
+        self.providers = tuple(providers)
         self.interval_s = interval_s
         self._wall = wall
         self._last: dict[str, Any] | None = None
@@ -105,16 +105,20 @@ class StateReporter:
     def document(self) -> dict[str, Any]:
         """The current state fields (without ``ts``)."""
         doc: dict[str, Any] = {}
-        for provider in list(self.providers):
+        for provider in self.providers:
             try:
-                doc.update(provider())
+                doc.update(provider.status_fields())
             except Exception:  # a broken provider must not stop the state
-                log.exception("state provider %r failed", provider)
+                log.exception("state provider %s failed", type(provider).__name__)
         return doc
 
     def force(self) -> None:
         """Publish at the next tick even if nothing changed (after a reconnect)."""
         self._last = None
+
+    def republish(self) -> None:
+        """``rebirth``: publish the state again at the next tick."""
+        self.force()
 
     def tick(self, now_mono_s: float) -> None:
         if not self.link.is_connected():
@@ -210,6 +214,10 @@ class OutboxPublisher:
     def wake(self) -> None:
         """Ask the loop to look at the outbox now (after an append). Thread-safe, never blocks."""
         self._inbox.put(("wake",))
+
+    def event_stored(self, event: Any) -> None:
+        """Event listener: a new event is in the outbox; publish it soon."""
+        self.wake()
 
     def start(self) -> None:
         """Start the ``qrgate-outbox`` thread."""

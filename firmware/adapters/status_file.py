@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.adapters.atomic_files import write_atomic
+from firmware.core.status_view import STATUS_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 STATUS_FILE_NAME = "status.json"
 
 
-STATUS_SCHEMA = "qrgate.status/1"
 
 
 STATUS_INTERVAL_S = 1.0

@@ -1,1 +1,1 @@
-"""firmware.app.builder."""
+"""The composition root: the gate builder and the ordered shutdown."""

@@ -1,66 +1,83 @@
 """The composition root's builder: config in, a wired gate out, ordered shutdown.
 
-``GateApp.build`` is the only place that turns configuration into hardware and
-library objects, from fixed tables (``device.camera.open_frame_source``,
+``GateApp.build`` is the only place that turns configuration into hardware and library
+objects, from fixed tables (``device.camera.open_frame_source``,
 ``device.decoders.make_decoder``, ``device.gpio.make_pin_factory``). Nothing here is
-chosen by importing a name found in the config.
+chosen by importing a name found in the config. Every feature gets what it uses through
+its constructor; nothing is attached to the app afterwards.
 
-Start-up order: outputs first (the relay is claimed and driven off), then stores,
-then the camera. Shutdown order (HOUSE_STYLE section 3): relay, STOPPING=1, camera,
+Start-up order: outputs first (the relay is claimed and driven off), then stores, then
+the camera, then the features, then the MQTT link (so every subscription goes out with
+the first connect). Shutdown order (HOUSE_STYLE section 3): relay, STOPPING=1, camera,
 outbox flush, MQTT offline and disconnect, GPIO and stores; each step guarded.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from firmware.adapters.clock import SystemClock
+from firmware.adapters.keystore import load_trust_dir
+from firmware.adapters.list_files import open_lists
+from firmware.adapters.mode_file import MODE_FILE, ModeFile
+from firmware.adapters.mqtt_link import MqttLink, MqttSettings
+from firmware.adapters.nonce_file import NONCE_FILE, NonceFile
+from firmware.adapters.outbox import SqliteOutbox, UnavailableSink
 from firmware.adapters.passback_store import SqlitePassbackStore
 from firmware.adapters.process import hold_state_lock
+from firmware.adapters.publisher import OutboxPublisher, StateReporter
+from firmware.adapters.state_store import StateStore
+from firmware.adapters.status_file import StatusWriter, status_path
+from firmware.adapters.system_probe import THERMAL_PATH, clock_synced, read_cpu_temp_c
+from firmware.adapters.systemd_notify import SystemdNotifier
 from firmware.adapters.venue_secret import load_or_create_secret
+from firmware.alarms import Alarms
 from firmware.app.shutdown import Phase, Shutdown
 from firmware.core.config import Config
 from firmware.core.credentials import check_payload
 from firmware.core.errors import StoreError
 from firmware.core.events import EventFactory
-from firmware.core.model import Reason, ScanEvent
+from firmware.core.gatekeeper import Gatekeeper, LoopStats
+from firmware.core.identity import GateIdentity, IdentityCell
+from firmware.core.model import ScanEvent
+from firmware.core.passage import PassageWatch
 from firmware.core.policy import GateMemory, Lists, Rules
-from firmware.features.scan_loop import Gatekeeper, GateService
-from firmware.ports import Clock, EventSink
+from firmware.core.remote_command import CommandVerifier
+from firmware.features.device_monitor import BrokerInputs, DeviceMonitor, MonitorSettings, OutboxInputs
+from firmware.features.home_assistant import HomeAssistantDiscovery, RelayTopic, discovery_payload, discovery_topic
+from firmware.features.list_updates import GateLists, ListSettings
+from firmware.features.passage_check import PassageCheck, PassageLog
+from firmware.features.provisioning import (
+    PROVISIONING_KEY,
+    GateProvisioning,
+    ProvisioningSettings,
+    record_identity,
+)
+from firmware.features.remote_control import RemoteControl
+from firmware.features.scan_loop import EventRecorder, GateService
+from firmware.features.status_report import EventsSummary, ReportSettings, StatusReport
+from firmware.ports import (
+    Clock,
+    DeviceInputSource,
+    EventListener,
+    EventSink,
+    LoopObserver,
+    Reloadable,
+    Republisher,
+    StatusSource,
+)
 
 log = logging.getLogger(__name__)
 
-
-def events_state_fields(app: GateApp, sink: EventSink) -> dict[str, Any]:
-    """The events/MQTT part of the retained state: version, camera, backlog, counts, alarms."""
-    from firmware import __version__
-
-    doc: dict[str, Any] = {"version": __version__, "device_id": app.cfg.device.id, "boot_id": app.boot_id,
-                           "mode": "normal"}
-    service = app.service
-    if service is not None:
-        last = service.stats.last_frame_mono_s
-        fresh = last is not None and service.clock.monotonic() - last <= app.cfg.camera.max_frame_age_s
-        doc["camera"] = "ok" if fresh or service.input_ended else "stale"
-        doc["scans"] = service.stats.decisions
-        doc["granted"] = service.stats.granted
-    stats = getattr(sink, "stats", None)
-    if stats is not None:
-        s = stats()
-        doc["broker_backlog"] = s.unsent
-        doc["outbox_fill"] = round(s.fill, 3)
-        oldest = s.oldest_unsent_s
-        # Whole minutes: the state is re-published on change, not every second.
-        doc["oldest_unsent_age_min"] = None if oldest is None else int(max(0.0, time.time() - oldest) // 60)
-        doc["seq"] = s.seq_high
-    doc["alarms"] = app.alarms.active()
-    return doc
+EX_RESTART = 75  # EX_TEMPFAIL: "start me again", distinct from 1 (failure) and 78 (config)
+STATE_FILE = "state.json"
 
 
 def rules_from(cfg: Config) -> Rules:
@@ -79,59 +96,90 @@ def rules_from(cfg: Config) -> Rules:
     )
 
 
+def apply_record(cfg: Config, record: dict[str, Any] | None) -> Config:
+    """Return cfg with a provisioning record's venue, direction and broker in it (at start only)."""
+    import dataclasses
+
+    from firmware.core.prov_code import parse_broker
+
+    if not record:
+        return cfg
+    device = dataclasses.replace(cfg.device, venue_id=record["venue_id"], direction=record["direction"])
+    mqtt = cfg.mqtt
+    broker = parse_broker(record.get("broker") or "")
+    if broker is not None:
+        mqtt = dataclasses.replace(mqtt, host=broker[0], port=broker[1])
+    return dataclasses.replace(cfg, device=device, mqtt=mqtt)
+
+
+class CallListener:
+    """An EventListener around a plain callable (``--print-events``, tests)."""
+
+    def __init__(self, callback: Callable[[ScanEvent], Any]) -> None:
+        self._callback = callback
+
+    def event_stored(self, event: ScanEvent) -> None:
+        self._callback(event)
+
+
 class GateApp:
-    """A fully wired gate: the service plus the adapters it owns.
+    """A fully wired gate: the service, the features and the adapters it owns.
 
     Args:
-        cfg: the validated configuration.
+        cfg: the validated configuration (as read from the file).
         pin_factory: a gpiozero pin factory to use instead of the configured one (tests, demo).
         clock: a Clock to use instead of the system clock (tests).
         sink: an EventSink to use instead of the configured one.
         lists: deny/allow lists to use instead of the stored ones (demo, tests).
-        on_event: extra callbacks for stored events (``--print-events``).
+        on_event: callables told of every stored event (``--print-events``, tests).
+        environ: the environment for ``NOTIFY_SOCKET`` (tests pass a dict).
+        input_bounce_s: debounce of the fire and passage inputs (None with mock pins).
+        thermal_path: where the CPU temperature is read.
+        extra_inputs: more device-input sources (tests).
     """
 
     def __init__(self, cfg: Config, *, pin_factory: Any = None, clock: Clock | None = None,
-                 sink: EventSink | None = None, lists: Lists | None = None, on_event: list[Callable[[ScanEvent], None]] | None = None) -> None:
-        self.cfg = cfg
-        self._file_cfg = cfg  # as read from the file, before a provisioning record overrides it
+                 sink: EventSink | None = None, lists: Lists | None = None,
+                 on_event: Sequence[Callable[[ScanEvent], Any]] = (), environ: dict[str, str] | None = None,
+                 input_bounce_s: float | None = 0.05, thermal_path: Path = THERMAL_PATH,
+                 extra_inputs: Sequence[DeviceInputSource] = ()) -> None:
+        self.file_cfg = cfg
+        self.cfg = cfg  # with the start-up provisioning record applied, once built; never changed after
         self._pin_factory = pin_factory
         self._clock = clock
         self._sink = sink
         self._lists = lists
-        self._on_event = list(on_event or [])
+        self._listeners: list[EventListener] = [CallListener(c) for c in on_event]
+        self._environ = environ
+        self._input_bounce_s = input_bounce_s
+        self._thermal_path = thermal_path
+        self._extra_inputs = tuple(extra_inputs)
         self.boot_id = secrets.token_hex(8)
-        self.service: GateService | None = None
-        self.outputs: Any = None
-        self.frames: Any = None
+        self.alarms = Alarms()
         self.shutdown = Shutdown()
-        self.extras: dict[str, Any] = {}
         self.exit_status = 0  # EX_RESTART (75) after a provisioning that changed the broker
         self.stop_event: threading.Event | None = None
-        # Events and MQTT (firmware.outbox, firmware.mqtt, firmware.publisher). Other features
-        # add fields to the retained state by appending to state_fields, and raise alarms here.
-        from firmware.alarms import Alarms
-
-        self.alarms = Alarms()
-        self.state_fields: list[Callable[[], dict[str, Any]]] = []
-        self.link: Any = None
-        self.publisher: Any = None
+        self.reload_requested = threading.Event()  # set by SIGHUP; served by the device monitor
         self.drain_timeout_s = 30.0
         self.flush_timeout_s = 3.0
-        # Field operations (firmware.field): device state, LED, status file, systemd, inputs,
-        # remote commands. Features feed the device state and `qrgate status` through these lists.
-        self.device_inputs: list[Callable[[], dict[str, Any]]] = []
-        self.status_fields: list[Callable[[], dict[str, Any]]] = []
-        self.rebirth_hooks: list[Callable[[], Any]] = []
-        self.reload_hooks: list[Callable[[], Any]] = []
-        self.passage_listeners: list[Callable[[str], None]] = []
-        self.field: Any = None
-        self.field_options: dict[str, Any] = {}
-        self.reload_requested = threading.Event()  # set by SIGHUP; served by the device monitor
-        self.reload_hooks.append(self.reload_config)
+        self.service: GateService | None = None
+        self.monitor: DeviceMonitor | None = None
+        self.status_report: StatusReport | None = None
+        self.provisioning: GateProvisioning | None = None
+        self.lists: GateLists | None = None
+        self.remote: RemoteControl | None = None
+        self.passage: PassageCheck | None = None
+        self.outputs: Any = None
+        self.frames: Any = None
+        self.link: MqttLink | None = None
+        self.publisher: OutboxPublisher | None = None
+        self.pin_factory: Any = None
+        self._lock_file: Any = None
+
+    # ------------------------------------------------------------------ build
 
     def build(self) -> GateService:
-        """Open every adapter and return the service.
+        """Open every adapter, wire every feature, start the link; return the service.
 
         Raises:
             ConfigError: keys or lists are unusable.
@@ -141,161 +189,253 @@ class GateApp:
         from device.camera import open_frame_source
         from device.decoders import make_decoder
         from device.gpio import GpiozeroOutputs, make_pin_factory
+        from device.reprovision_pin import held_at_boot
 
-        cfg = self.cfg
-        state_dir = cfg.state_dir
+        file_cfg = self.file_cfg
+        state_dir = file_cfg.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = hold_state_lock(state_dir)  # released last, in close()
-        clock = self._clock or SystemClock(state_dir / "clock-high-water", cfg.policy.require_synced_clock)
+        self._lock_file = hold_state_lock(state_dir)  # released last, in close()
+        clock = self._clock or SystemClock(state_dir / "clock-high-water", file_cfg.policy.require_synced_clock)
         if isinstance(clock, SystemClock):
             self.shutdown.add("save clock high-water mark", clock.save)
+
+        # outputs first: the relay is claimed and driven off before anything else can fail
         factory = self._pin_factory if self._pin_factory is not None else make_pin_factory(
-            cfg.gpio.pin_factory, cfg.gpio.chip)
-        g = cfg.gpio
-        self.outputs = GpiozeroOutputs(
+            file_cfg.gpio.pin_factory, file_cfg.gpio.chip)
+        self.pin_factory = factory
+        g = file_cfg.gpio
+        outputs = self.outputs = GpiozeroOutputs(
             pin_factory=factory, relay_pin=g.relay_pin, relay_active_high=g.relay_active_high,
             relay_pulse_ms=g.relay_pulse_ms, green_led_pin=g.green_led_pin, red_led_pin=g.red_led_pin,
             buzzer_pin=g.buzzer_pin, monotonic=clock.monotonic)
-        self.shutdown.add("release relay", self.outputs.lock_out, Phase.RELAY)
-        self.shutdown.add("close GPIO", self.outputs.close)
-        self.pin_factory = factory
-        # The persisted provisioning record overrides venue, direction and broker (firmware.provisioning_setup).
-        from device.reprovision_pin import held_at_boot
-        from firmware.features.provisioning_setup import install_provisioning, load_provisioning
+        self.shutdown.add("release relay", outputs.lock_out, Phase.RELAY)
+        self.shutdown.add("close GPIO", outputs.close)
 
-        self.provisioning = load_provisioning(cfg, self.alarms)
-        self.shutdown.add("close state store", self.provisioning.store.close)
-        self.provisioning.reprovision |= held_at_boot(factory, g.reprovision_pin)
-        cfg = self.cfg = self.provisioning.cfg
-
-        from firmware.adapters.keystore import load_trust_dir
+        # the stored provisioning record: venue, direction and broker at start
+        state = StateStore(state_dir / STATE_FILE)
+        self.shutdown.add("close state store", state.close)
+        damaged = state.alarm()
+        if damaged:
+            self.alarms.set("state_corrupt", f"state file was corrupt and moved to {damaged.get('state_corrupt')}; "
+                            "the gate stays unprovisioned until it is provisioned again")
+        record = state.get(PROVISIONING_KEY)
+        record = record if isinstance(record, dict) else None
+        cfg = self.cfg = apply_record(file_cfg, record)
+        if record:
+            log.info("provisioned for venue %s (%s), direction %s", record["venue_id"],
+                     record.get("venue_name", ""), record["direction"])
+        reprovision = cfg.provisioning.allow_reprovision or held_at_boot(factory, g.reprovision_pin)
 
         # A gate provisioned by QR may have no issuer directory (its keys came in the code).
-        trust = load_trust_dir(cfg.issuers_dir, missing_ok=not cfg.device.venue_id or bool(
-            self.provisioning.record)).merged(self.provisioning.issuers)
+        config_trust = load_trust_dir(cfg.issuers_dir, missing_ok=not cfg.device.venue_id or bool(record))
+        identity = IdentityCell(record_identity(
+            GateIdentity(venue_id=file_cfg.device.venue_id, rules=rules_from(file_cfg)), record, config_trust))
         secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
         secret = load_or_create_secret(secret_path, on_damaged=partial(self.alarms.set, "venue_secret_replaced"))
-        sink = self._sink or self._open_sink()
-        self.shutdown.add("close event sink", sink.close)
-        rescan = getattr(sink, "quarantined_files", None)
-        if rescan is not None:
-            def recheck_quarantine() -> dict[str, Any]:
-                """Reload: a quarantined outbox the technician moved away no longer blocks the gate."""
-                left = list(rescan())
-                if not left:
-                    self.alarms.set("outbox_quarantined", None)
-                return {"outbox_quarantined": left}
 
-            self.reload_hooks.append(recheck_quarantine)
-        self.link = self._open_link()
+        sink = self._sink or self._open_sink()
+        self.sink = sink
+        self.shutdown.add("close event sink", sink.close)
+        self.link = link = self._open_link()
+        publisher = self._make_publisher(sink)
+        recorder = EventRecorder(sink, [*([publisher] if publisher is not None else []), *self._listeners])
+
         passback = SqlitePassbackStore(state_dir / "passback.sqlite", keep_s=max(cfg.policy.passback_window_s, 3600.0))
         self.shutdown.add("close passback store", passback.close)
         self.passback = passback
-        memory = GateMemory(passages=passback.load(clock.wall()), on_passage=self._passage_recorded)
+        stats = LoopStats()
+        events = EventFactory(device_id=cfg.device.id, identity=identity, boot_id=self.boot_id,
+                              subject_mode=cfg.privacy.subject, secret=secret,
+                              publish_codes=cfg.privacy.publish_codes)
+        watch = PassageWatch(cfg.commands.pass_timeout_s) if g.passage_sensor_pin >= 0 else None
+        memory = GateMemory(passages=passback.load(clock.wall()), on_passage=PassageLog(passback, watch))
+        passage = None
+        if watch is not None:
+            passage = self.passage = PassageCheck(clock=clock, recorder=recorder, memory=memory, passback=passback,
+                                                  watch=watch)
+        gate_lists = self._open_lists(cfg, clock, link)
+        gatekeeper = Gatekeeper(identity, check_payload, lists=gate_lists.lists if gate_lists else self._lists,
+                                memory=memory)
+
+        provisioning = self.provisioning = GateProvisioning(
+            identity=identity, config_trust=config_trust, authority=self._authority(cfg, identity, reprovision),
+            store=state, record=record, recorder=recorder, events=events, outputs=outputs, alarms=self.alarms,
+            restart=self, settings=ProvisioningSettings(
+                device_id=cfg.device.id, broker=(cfg.mqtt.host, cfg.mqtt.port) if cfg.mqtt.host else None,
+                allow_reprovision=reprovision, repeat_window_s=cfg.policy.repeat_window_s,
+                clock_skew_s=cfg.policy.clock_skew_s),
+            on_change=self._wake_monitor)
+
         self.frames = open_frame_source(cfg.camera, cfg.config_dir, clock=clock)
         self.shutdown.add("close camera", self.frames.close, Phase.CAMERA)
 
-        gatekeeper = Gatekeeper(rules=rules_from(cfg), check=partial(check_payload, trust=trust),
-                                lists=self._open_lists(), memory=memory,
-                                blocked=None if cfg.device.venue_id else Reason.NOT_PROVISIONED)
-        events = EventFactory(device_id=cfg.device.id, venue_id=cfg.device.venue_id, direction=cfg.device.direction,
-                              boot_id=self.boot_id, subject_mode=cfg.privacy.subject, secret=secret,
-                              publish_codes=cfg.privacy.publish_codes)
-        self.service = GateService(frames=self.frames, decoder=make_decoder(cfg.decoder.backend),
-                                   outputs=self.outputs, sink=sink, clock=clock, gatekeeper=gatekeeper,
-                                   events=events, on_event=self._on_event)
-        self.sink = sink
-        install_provisioning(self, self.provisioning)
-        from firmware.features.field_ops import FieldOps
+        notifier = SystemdNotifier(self._environ)
+        self.shutdown.add("notify systemd STOPPING", notifier.stopping, Phase.ANNOUNCE)
+        self.shutdown.add("close notify socket", notifier.close)
+        led = None
+        if g.status_led_pin >= 0:
+            from device.status_led import StatusLed
 
-        # before the link starts, so command subscriptions go out with the first connect
-        self.field = FieldOps(self, **self.field_options).attach()
-        self._start_events(sink)
+            led = StatusLed(pin_factory=factory, pin=g.status_led_pin)
+            self.shutdown.add("close status LED", led.close)
+        status_sources: list[StatusSource] = [provisioning]
+        if gate_lists is not None:
+            status_sources.append(gate_lists)
+        report = self.status_report = StatusReport(
+            clock=clock, stats=stats, sink=sink, outputs=outputs, identity=identity, link=link,
+            status_file=StatusWriter(status_path(cfg.resolve(cfg.device.runtime_dir, "run"))),
+            settings=ReportSettings(device_id=cfg.device.id, boot_id=self.boot_id, pid=os.getpid(),
+                                    max_frame_age_s=cfg.camera.max_frame_age_s,
+                                    state_interval_s=cfg.mqtt.state_interval_s,
+                                    broker_address=f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else ""),
+            sources=[*status_sources, *([passage] if passage is not None else [])], cpu_temp_c=partial(read_cpu_temp_c, self._thermal_path),
+            clock_synced=clock_synced)
+        self.shutdown.add("remove status file", report.status_file.remove)
+        reloadables: list[Reloadable] = [ConfigReload(self)]
+        if gate_lists is not None:
+            reloadables.append(gate_lists)
+        if isinstance(sink, SqliteOutbox):
+            reloadables.append(OutboxQuarantineReload(sink, self.alarms))
+        inputs: list[DeviceInputSource] = [provisioning, OutboxInputs(sink, self.alarms), BrokerInputs(link)]
+        if gate_lists is not None:
+            inputs.append(gate_lists)
+        inputs.extend(self._extra_inputs)
+        self._monitor_wake = threading.Event()
+        monitor = self.monitor = DeviceMonitor(
+            clock=clock, stats=stats, gatekeeper=gatekeeper, outputs=outputs, notifier=notifier,
+            mode_store=ModeFile(cfg.state_dir / MODE_FILE),
+            settings=MonitorSettings(max_frame_age_s=cfg.camera.max_frame_age_s,
+                                     lists_fail_closed=cfg.lists.stale_policy == "fail_closed",
+                                     free_passage_hold=cfg.gpio.free_passage_relay == "hold"),
+            inputs=inputs, observers=[report], reloadables=reloadables, led=led,
+            reset_required_after_fire=cfg.commands.reset_required_after_fire,
+            reload_requested=self.reload_requested, wake=self._monitor_wake)
+        self.shutdown.add("stop monitor", monitor.stop, Phase.ANNOUNCE)
+        if g.fire_alarm_pin >= 0 or g.passage_sensor_pin >= 0:
+            from device.inputs import GpioInputs
+
+            gpio_inputs = GpioInputs(
+                pin_factory=factory, fire_alarm_pin=g.fire_alarm_pin, fire_alarm_active_high=g.fire_alarm_active_high,
+                passage_sensor_pin=g.passage_sensor_pin, on_fire=monitor.fire_alarm,
+                on_passage=passage.passage_pulse if passage is not None else _ignore_pulse,
+                bounce_s=self._input_bounce_s)
+            self.shutdown.add("close inputs", gpio_inputs.close)
+            gpio_inputs.report_fire_level()
+
+        observers: list[LoopObserver] = [monitor, *([passage] if passage is not None else [])]
+        self.service = GateService(frames=self.frames, decoder=make_decoder(cfg.decoder.backend), outputs=outputs,
+                                   recorder=recorder, clock=clock, gatekeeper=gatekeeper, events=events, stats=stats,
+                                   interceptors=[provisioning], observers=observers)
+        self.events_summary = EventsSummary(clock=clock, stats=stats, sink=sink, alarms=self.alarms,
+                                            device_id=cfg.device.id, boot_id=self.boot_id,
+                                            max_frame_age_s=cfg.camera.max_frame_age_s)
+        if link is not None:
+            self._start_mqtt(cfg, link, publisher, clock, stats, sink, outputs, recorder, events, monitor, report,
+                             status_sources, gate_lists)
+        elif cfg.mqtt.host == "":
+            log.info("no MQTT broker configured ([mqtt] host); scan events wait in the outbox")
+        monitor.tick()  # the device state (and the gatekeeper's blocking reason) before the first frame
         return self.service
 
-    def reload_config(self) -> dict[str, Any]:
-        """Reload hook: check the config file again; if it changed and is valid, restart cleanly.
-
-        Everything in the config shapes how the gate was built (pins, camera, broker), so a
-        changed file is applied by a clean stop with EX_RESTART (75), which systemd follows
-        with a start; the relay is released first as in every stop. An invalid file changes
-        nothing: the gate keeps running with the config it has.
-
-        Raises:
-            ConfigError: the file is now invalid (every problem listed).
-        """
-        from firmware.adapters.config_file import load_config
-        from firmware.features.provisioning_setup import EX_RESTART
-
-        if not self._file_cfg.path:
-            return {"config": "unchanged"}
-        new = load_config(self._file_cfg.path)
-        if new == self._file_cfg:
-            return {"config": "unchanged"}
-        log.warning("config file %s changed; restarting to apply it", self._file_cfg.path)
-        self.exit_status = EX_RESTART
-        if self.stop_event is not None:
-            self.stop_event.set()
-        return {"config": "restarting"}
-
-    def _passage_recorded(self, key: str, direction: str, wall_s: float) -> None:
-        self.passback.record(key, direction, wall_s)
-        for listener in self.passage_listeners:
-            listener(key)
+    def _authority(self, cfg: Config, identity: IdentityCell, reprovision: bool) -> Any:
+        authority = load_trust_dir(cfg.authority_dir, missing_ok=True)
+        # only worth a warning where a provisioning code could be applied at all
+        if len(authority) == 0 and (not identity.current.provisioned or reprovision):
+            log.warning("no provisioning authority key in %s: provisioning codes will be refused "
+                        "(add one with `qrgate keys trust PUBFILE --role authority`)", cfg.authority_dir)
+        return authority
 
     def _open_sink(self) -> EventSink:
         """The SQLite outbox; if none can be opened, a sink that refuses (the gate fails closed)."""
-        from firmware.adapters.outbox import SqliteOutbox, UnavailableSink
-
         try:
-            return SqliteOutbox(self.cfg.state_dir / "outbox.sqlite", max_events=self.cfg.outbox.max_events,
-                                retention_s=self.cfg.outbox.retention_days * 86400.0, on_alarm=self.alarms.set,
-                                app_ack=self.cfg.mqtt.app_ack)
+            return SqliteOutbox(self.file_cfg.state_dir / "outbox.sqlite", max_events=self.file_cfg.outbox.max_events,
+                                retention_s=self.file_cfg.outbox.retention_days * 86400.0, on_alarm=self.alarms.set,
+                                app_ack=self.file_cfg.mqtt.app_ack)
         except StoreError as err:
             log.error("no usable outbox, the gate refuses every scan until this is fixed: %s", err)
-            self.alarms.set("outbox_unavailable", str(err))
             return UnavailableSink(str(err))
 
-    def _open_link(self) -> Any:
+    def _open_link(self) -> MqttLink | None:
         """The MQTT link when [mqtt] host is set (not started yet), else None."""
         if not self.cfg.mqtt.host:
             return None
-        from firmware.adapters.mqtt_link import MqttLink, MqttSettings
-
         return MqttLink(MqttSettings.from_config(self.cfg))
 
-    def _start_events(self, sink: EventSink) -> None:
-        """Start publishing: the outbox drain, the retained state, the MQTT connection.
-
-        Adds the shutdown steps "flush outbox" and "MQTT offline and disconnect" right after
-        the camera is closed, before the stores close.
-        """
-        from firmware.adapters.outbox import SqliteOutbox, UnavailableSink
-        from firmware.adapters.publisher import OutboxPublisher, StateReporter
-
-        assert self.service is not None
-        service = self.service
+    def _make_publisher(self, sink: EventSink) -> OutboxPublisher | None:
         if isinstance(sink, UnavailableSink):
-            if "outbox_unavailable" not in self.alarms.active():
-                self.alarms.set("outbox_unavailable", sink.problem)
-            if service.gatekeeper.blocked is None:
-                service.gatekeeper.blocked = Reason.FAIL_CLOSED
-        self.state_fields.insert(0, partial(events_state_fields, self, sink))
+            self.alarms.set("outbox_unavailable", sink.problem)
         if self.link is None or not isinstance(sink, SqliteOutbox):
-            if self.link is None:
-                log.info("no MQTT broker configured ([mqtt] host); scan events wait in the outbox")
-            return
-        state = StateReporter(self.link, self.state_fields, self.cfg.mqtt.state_interval_s)
-        self.publisher = OutboxPublisher(sink, self.link, inflight_max=self.cfg.mqtt.inflight_max,
-                                         alarms=self.alarms, state=state,
-                                         app_ack_timeout_s=(self.cfg.mqtt.app_ack_timeout_s
-                                                            if self.cfg.mqtt.app_ack else None))
-        service.on_event.append(lambda _event: self.publisher.wake())
-        link, publisher = self.link, self.publisher
+            return None
+        mqtt = self.cfg.mqtt
+        self.publisher = OutboxPublisher(sink, self.link, inflight_max=mqtt.inflight_max, alarms=self.alarms,
+                                         app_ack_timeout_s=mqtt.app_ack_timeout_s if mqtt.app_ack else None)
+        return self.publisher
+
+    def _open_lists(self, cfg: Config, clock: Clock, link: MqttLink | None) -> GateLists | None:
+        if self._lists is not None:
+            return None
+        store, lists = open_lists(cfg.state_dir / "lists", self.alarms)
+        command_keys = load_trust_dir(cfg.command_keys_dir, missing_ok=True) if link is not None else None
+        self.lists = GateLists(store=store, lists=lists, alarms=self.alarms, wall=clock.wall, link=link,
+                               command_keys=command_keys,
+                               settings=ListSettings(max_age_h=cfg.lists.max_age_h, stale_policy=cfg.lists.stale_policy,
+                                                     allow_list_required=cfg.policy.allow_list_required,
+                                                     device_id=cfg.device.id, venue_id=cfg.device.venue_id,
+                                                     prefix=cfg.mqtt.prefix))
+        return self.lists
+
+    def _start_mqtt(self, cfg: Config, link: MqttLink, publisher: OutboxPublisher | None, clock: Clock,
+                    stats: LoopStats, sink: EventSink, outputs: Any, recorder: EventRecorder, events: EventFactory,
+                    monitor: DeviceMonitor, report: StatusReport, status_sources: list[StatusSource],
+                    gate_lists: GateLists | None) -> None:
+        """The MQTT features, then the link (so their subscriptions go out with the first connect)."""
+        republishers: list[Republisher] = []
+        RelayTopic(link=link, outputs=outputs).start()
+        if cfg.mqtt.discovery:
+            discovery = HomeAssistantDiscovery(
+                link=link, topic=discovery_topic(cfg.mqtt.discovery_prefix, cfg.device.id),
+                payload=discovery_payload(device_id=cfg.device.id, base_topic=link.topic("").rstrip("/"),
+                                          venue_id=cfg.device.venue_id, bridge=cfg.mqtt.discovery_bridge),
+                status_topic=f"{cfg.mqtt.discovery_prefix}/status")
+            discovery.start()
+            republishers.append(discovery)
+        if gate_lists is not None:
+            gate_lists.start()
+        if publisher is not None:
+            state = StateReporter(link, [self.events_summary, monitor, report, *status_sources],
+                                  cfg.mqtt.state_interval_s, wall=clock.wall)
+            publisher.state = state
+            republishers.append(state)
+        if cfg.commands.enabled:
+            trust = load_trust_dir(cfg.command_keys_dir, missing_ok=True)
+            nonces = NonceFile(cfg.state_dir / NONCE_FILE)
+            verifier = CommandVerifier(device_id=cfg.device.id, keys_for_kid=trust.keys_for,
+                                       rate_per_min=cfg.commands.rate_per_min, max_age_s=cfg.commands.max_age_s,
+                                       max_pulse_ms=cfg.gpio.relay_pulse_ms, nonces=nonces.load())
+            self.remote = RemoteControl(link=link, verifier=verifier, nonces=nonces, clock=clock, control=monitor,
+                                        outputs=outputs, recorder=recorder, events=events,
+                                        republishers=republishers, relay_pulse_ms=cfg.gpio.relay_pulse_ms)
+            self.remote.start()
+            if len(trust) == 0:
+                log.warning("no command keys in %s: every remote command will be refused (unknown_key)",
+                            cfg.command_keys_dir)
         self.shutdown.add("flush outbox", partial(self._flush_outbox, self.flush_timeout_s), Phase.FLUSH)
         self.shutdown.add("MQTT offline and disconnect", partial(link.stop, self.flush_timeout_s), Phase.MQTT)
-        publisher.start()
+        if publisher is not None:
+            publisher.start()
         link.start()
+
+    # ------------------------------------------------------------------ run and stop
+
+    def _wake_monitor(self) -> None:
+        self._monitor_wake.set()
+
+    def request_restart(self, why: str) -> None:
+        """RestartRequest: stop cleanly with EX_RESTART (75); systemd starts the gate again."""
+        log.warning("restarting: %s", why)
+        self.exit_status = EX_RESTART
+        if self.stop_event is not None:
+            self.stop_event.set()
 
     def _flush_outbox(self, timeout_s: float) -> None:
         if self.publisher is None:
@@ -313,27 +453,62 @@ class GateApp:
             return False
         return self.publisher.wait_drained(timeout_s)
 
-    def _open_lists(self) -> Lists:
-        if self._lists is not None:
-            return self._lists
-        from firmware.features.list_updates import open_gate_lists  # deny/allow files, staleness, MQTT updates
-
-        self.lists = open_gate_lists(self)
-        return self.lists
-
     def run(self, stop: threading.Event) -> None:
         """Run the scan loop until stop is set (or a replay source ends)."""
         assert self.service is not None
         self.stop_event = stop
-        if self.field is not None:
-            self.field.start()  # READY=1 and the device monitor, once
+        if self.monitor is not None:
+            self.monitor.start()  # READY=1 and the device monitor, once
         self.service.run(stop)
 
     def close(self) -> None:
         """Shut down in the documented order. Safe to call once after build (even a partial one)."""
         self.shutdown.run()
         self.shutdown.clear()
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.close()  # last: no other qrgate may open these files until everything is closed
-            self._lock = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # last: no other qrgate may open these files until everything is closed
+            self._lock_file = None
+
+
+def _ignore_pulse() -> None:
+    """A passage pulse without a passage check (the sensor pin is set only with the check)."""
+
+
+class ConfigReload:
+    """Reload: check the config file again; if it changed and is valid, restart cleanly.
+
+    Everything in the config shapes how the gate was built (pins, camera, broker), so a
+    changed file is applied by a clean stop with EX_RESTART (75), which systemd follows with
+    a start; the relay is released first as in every stop. An invalid file changes nothing:
+    the gate keeps running with the config it has.
+    """
+
+    def __init__(self, app: GateApp) -> None:
+        self._app = app
+
+    def reload(self) -> dict[str, Any]:
+        """Raises:
+            ConfigError: the file is now invalid (every problem listed).
+        """
+        from firmware.adapters.config_file import load_config
+
+        app = self._app
+        if not app.file_cfg.path:
+            return {"config": "unchanged"}
+        if load_config(app.file_cfg.path) == app.file_cfg:
+            return {"config": "unchanged"}
+        app.request_restart(f"config file {app.file_cfg.path} changed")
+        return {"config": "restarting"}
+
+
+class OutboxQuarantineReload:
+    """Reload: a quarantined outbox the technician moved away no longer blocks the gate."""
+
+    def __init__(self, outbox: SqliteOutbox, alarms: Alarms) -> None:
+        self._outbox, self._alarms = outbox, alarms
+
+    def reload(self) -> dict[str, Any]:
+        left = list(self._outbox.quarantined_files())
+        if not left:
+            self._alarms.set("outbox_quarantined", None)
+        return {"outbox_quarantined": left}

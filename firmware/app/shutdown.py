@@ -1,14 +1,5 @@
-"""The composition root's builder: config in, a wired gate out, ordered shutdown.
-
-``GateApp.build`` is the only place that turns configuration into hardware and
-library objects, from fixed tables (``device.camera.open_frame_source``,
-``device.decoders.make_decoder``, ``device.gpio.make_pin_factory``). Nothing here is
-chosen by importing a name found in the config.
-
-Start-up order: outputs first (the relay is claimed and driven off), then stores,
-then the camera. Shutdown order (HOUSE_STYLE section 3): relay, STOPPING=1, camera,
-outbox flush, MQTT offline and disconnect, GPIO and stores; each step guarded.
-"""
+"""The ordered shutdown of HOUSE_STYLE section 3: relay, STOPPING=1, camera, outbox flush, MQTT,
+GPIO and stores; each step in its own guard with one log line on failure."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""firmware.bench."""
+"""The gate's benchmarks (`qrgate bench ...`)."""

@@ -1,10 +1,5 @@
-"""`qrgate bench`: one subcommand, several sub-benches (`qrgate bench decode|loop|outbox|lists|history`).
-
-Each sub-bench lives in a module from the fixed list ``BENCH_MODULES`` that exposes
-``register(bench_subparsers)``; a missing module is an error. Every bench
-prints a readable table, or one JSON document with ``--json``; both carry the date
-(UTC) and the CPU so that figures in the README can be traced to a machine.
-"""
+"""What every bench shares: the ``--json`` flag, the machine line (CPU, Python, date), percentiles,
+tables, and the sample photos shipped in the repository."""
 
 from __future__ import annotations
 

@@ -23,7 +23,6 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,18 +76,20 @@ def _build_service(frames: Any, backend: str, trust: Any, sink: Any) -> tuple[An
     from firmware.adapters.clock import SystemClock
     from firmware.core.credentials import check_payload
     from firmware.core.events import EventFactory
-    from firmware.core.policy import Rules
-    from firmware.features.scan_loop import Gatekeeper, GateService
+    from firmware.core.gatekeeper import Gatekeeper
+    from firmware.core.identity import GateIdentity, IdentityCell
+    from firmware.features.scan_loop import EventRecorder, GateService
 
     clock = SystemClock()
     outputs = GpiozeroOutputs(pin_factory=MockFactory(), relay_pin=17, relay_active_high=True,
                               relay_pulse_ms=50, green_led_pin=27, red_led_pin=22, buzzer_pin=23,
                               monotonic=clock.monotonic)
-    gatekeeper = Gatekeeper(rules=Rules(), check=partial(check_payload, trust=trust))
-    events = EventFactory(device_id="bench", venue_id="bench-venue", direction="in",
-                          boot_id=secrets.token_hex(8), subject_mode="hmac", secret=secrets.token_bytes(32))
-    service = GateService(frames=frames, decoder=make_decoder(backend), outputs=outputs, sink=sink,
-                          clock=clock, gatekeeper=gatekeeper, events=events)
+    identity = IdentityCell(GateIdentity(venue_id="bench-venue", trust=trust))
+    gatekeeper = Gatekeeper(identity, check_payload)
+    events = EventFactory(device_id="bench", identity=identity, boot_id=secrets.token_hex(8), subject_mode="hmac",
+                          secret=secrets.token_bytes(32))
+    service = GateService(frames=frames, decoder=make_decoder(backend), outputs=outputs,
+                          recorder=EventRecorder(sink), clock=clock, gatekeeper=gatekeeper, events=events)
     return service, outputs
 
 
@@ -158,7 +159,7 @@ def run_loop_bench(backend: str = "zxing", *, frames: int = 600, rounds: int = 3
                 raw_fps_round, loop_fps_round = _interleaved_fps(service, raw_decoder, images)
             finally:
                 outputs.close()
-                service.sink.close()
+                service.recorder.sink.close()
             raw_runs.append(raw_fps_round)
             loop_runs.append(loop_fps_round)
 

@@ -62,7 +62,7 @@ def run_command(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     stop = threading.Event()
     install_signal_handlers(stop)
-    app = GateApp(cfg, on_event=[print_event] if args.print_events else None)
+    app = GateApp(cfg, on_event=[print_event] if args.print_events else ())
     # systemctl reload (ExecReload=kill -HUP): the device monitor runs the reload hooks
     signal.signal(signal.SIGHUP, lambda signum, frame: app.reload_requested.set())
     app.drain_timeout_s = args.drain_timeout_s
@@ -94,4 +94,4 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         app.close()
         if args.pin_log:
-            write_pin_log(getattr(app, "pin_factory", None), args.pin_log)
+            write_pin_log(app.pin_factory, args.pin_log)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from firmware.core.identity import GateIdentity, IdentityCell
 from firmware.core.model import Decision, ScanEvent
+from firmware.core.policy import Rules
 
 
 def rfc3339_ms(wall_s: float) -> str:
@@ -45,8 +48,12 @@ def protect_subject(subject: str | None, mode: str, secret: bytes) -> str | None
 class EventFactory:
     """Builds ScanEvents for one gate. Pure.
 
+    Venue and direction are read from the identity in force for every event, so an event
+    built after a provisioning names the new venue.
+
     Attributes:
-        device_id, venue_id, direction: the gate.
+        device_id: the gate.
+        identity: the cell holding the gate's identity (venue, direction).
         boot_id: random id of this daemon start.
         subject_mode: privacy.subject (``raw``, ``hmac``, ``none``).
         secret: the per-venue HMAC secret.
@@ -54,19 +61,35 @@ class EventFactory:
     """
 
     device_id: str
-    venue_id: str
-    direction: str
+    identity: IdentityCell
     boot_id: str
     subject_mode: str = "hmac"
     secret: bytes = b""
     publish_codes: bool = False
 
+    @classmethod
+    def fixed(cls, *, device_id: str, venue_id: str, direction: str, boot_id: str, **options: Any) -> EventFactory:
+        """A factory for a gate whose identity never changes (tools, benches, tests)."""
+        identity = IdentityCell(GateIdentity(venue_id=venue_id, rules=Rules(direction=direction)))
+        return cls(device_id=device_id, identity=identity, boot_id=boot_id, **options)
+
+    @property
+    def venue_id(self) -> str:
+        """The venue in force."""
+        return self.identity.current.venue_id
+
+    @property
+    def direction(self) -> str:
+        """The direction in force."""
+        return self.identity.current.direction
+
     def build(self, decision: Decision, wall_s: float, time_synced: bool, code_text: str | None = None) -> ScanEvent:
         """Return the event for one decision (``event_id`` and ``seq`` still None)."""
+        identity = self.identity.current
         return ScanEvent(
             device_id=self.device_id,
-            venue_id=self.venue_id,
-            direction=self.direction,
+            venue_id=identity.venue_id,
+            direction=identity.direction,
             ts=rfc3339_ms(wall_s),
             time_synced=time_synced,
             boot_id=self.boot_id,
@@ -86,8 +109,9 @@ class EventFactory:
 
         ``subject`` is published as given: pass only ids that are not personal data.
         """
+        identity = self.identity.current
         return ScanEvent(
-            device_id=self.device_id, venue_id=self.venue_id, direction=self.direction,
+            device_id=self.device_id, venue_id=identity.venue_id, direction=identity.direction,
             ts=rfc3339_ms(wall_s), time_synced=time_synced, boot_id=self.boot_id,
             decision=decision, reason=reason, credential=credential, subject=subject,
             display=display, latency_ms=0.0, code_sha256=code_sha256, code=None)

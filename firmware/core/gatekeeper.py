@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Callable
 
 from firmware.core.credentials.trust import TrustStore
-from firmware.core.identity import IdentityCell
+from firmware.core.identity import GateIdentity, IdentityCell
 from firmware.core.model import Credential, Decision, DecodedCode, Moment, Reason, Rejection, ScanEvent
-from firmware.core.policy import EmptyLists, GateMemory, Lists, decide
+from firmware.core.policy import EmptyLists, GateMemory, Lists, Rules, decide
 
 PRUNE_INTERVAL_S = 60.0
 
@@ -46,6 +46,16 @@ class Gatekeeper:
         self.memory = memory if memory is not None else GateMemory()
         self._blocked = blocked
         self._next_prune_mono_s = 0.0
+
+    @classmethod
+    def fixed(cls, *, rules: Rules, check: Callable[[bytes], Credential | Rejection], lists: Lists | None = None,
+              memory: GateMemory | None = None) -> Gatekeeper:
+        """A gatekeeper whose identity never changes, with a check that needs no issuer keys
+        (tools, benches and tests)."""
+        def checked(payload: bytes, trust: TrustStore) -> Credential | Rejection:
+            return check(payload)
+
+        return cls(IdentityCell(GateIdentity(rules=rules)), checked, lists, memory)
 
     @property
     def blocked(self) -> Reason | None:

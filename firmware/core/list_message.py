@@ -1,4 +1,4 @@
-"""Remote deny/allow list updates over MQTT, signed; and the lists' wiring into the gate.
+"""The signed list message (deny/allow lists sent over MQTT): encode and verify. Pure.
 
 Topic: ``<prefix>/<device_id>/lists/<deny|allow>`` (never retained). Reply: JSON on
 ``<prefix>/<device_id>/response/lists``, shaped like zigbee2mqtt's responses::

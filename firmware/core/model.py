@@ -291,3 +291,34 @@ class ScanEvent:
             seq=data.get("seq"),
             schema=str(data.get("schema", EVENT_SCHEMA)),
         )
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """A snapshot of the outbox for status, state and benches.
+
+    Attributes:
+        stored: rows in the database (sent and unsent).
+        unsent: rows not yet delivered (the backlog): not PUBACKed by the broker; with
+            app_ack on, not yet acknowledged by the consumer (``awaiting_ack`` included).
+        oldest_unsent_s: wall time the oldest undelivered event was stored, or None.
+        seq_high: the highest seq ever assigned.
+        max_events: the budget.
+        fill: unsent / max_events (0.0 to 1.0).
+        alarm_level: the highest alarm level reached (0.0, 0.5, 0.8 or 1.0 when full).
+        quarantined: quarantined database files present in the state directory.
+        awaiting_ack: app_ack only: rows PUBACKed but not yet acknowledged by the consumer
+            (part of ``unsent``); always 0 with app_ack off.
+        problem: why no event can be stored at all (a sink that refuses), or None.
+    """
+
+    stored: int
+    unsent: int
+    oldest_unsent_s: float | None
+    seq_high: int
+    max_events: int
+    fill: float
+    alarm_level: float
+    quarantined: tuple[str, ...]
+    awaiting_ack: int = 0
+    problem: str | None = None

@@ -220,7 +220,7 @@ def check(payload: bytes | str, authority: TrustStore, now_s: float, wall_truste
           clock_skew_s: float = 0.0) -> ProvisioningCode | ProvisioningRefusal:
     """Verify a provisioning code against the authority keys and the clock. Never raises.
 
-    Does not check replay, device id or the gate's state: ``ProvisioningIntake`` does.
+    Does not check replay, device id or the gate's state: ``firmware.features.provisioning.GateProvisioning`` does.
 
     Returns:
         The code, or a refusal with reason ``malformed``, ``unknown_issuer``,

@@ -1,19 +1,14 @@
-"""The daemon's live status as a JSON file in the runtime directory, and its reader.
+"""The status file's format and its text rendering for `qrgate status`. Pure.
 
-The daemon writes ``<runtime_dir>/status.json`` (schema ``qrgate.status/1``) about
-every second and at once on a state change, atomically (temp file in the same
-directory, then ``os.replace``): a reader never sees half a file. ``/run`` is tmpfs, so
-there is no fsync and no SD-card wear.
-
-``qrgate status`` reads it without opening the camera, GPIO or any database, and
-decides whether the daemon is really running: the writer's pid must be alive and the
-state directory's lock held (``firmware.app.state_dir_in_use``). A file left behind by a
-killed daemon is therefore reported as "not running", whatever it says.
+The daemon writes the file (``firmware.adapters.status_file``); this module names its
+schema and turns a snapshot into the table an operator reads.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+STATUS_SCHEMA = "qrgate.status/1"  # the status file format, checked by `qrgate status`
 
 
 def _fmt_age(seconds: Any) -> str:

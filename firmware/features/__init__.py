@@ -1,1 +1,1 @@
-"""firmware.features."""
+"""One class per capability of the running gate, wired through its constructor."""

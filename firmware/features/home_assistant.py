@@ -1,25 +1,23 @@
-"""MQTT glue for remote commands and Home Assistant discovery (on the shared ``MqttLink``).
-
-Commands: subscribed to ``<prefix>/<device_id>/cmd/+`` on a clean session (the link
-never keeps a session, so the broker cannot queue an ``open`` for a gate that was
-offline). Every message goes through ``firmware.remote.CommandVerifier``; the nonce
-cache is persisted (atomically, fsynced) before the command is acted on; the answer
-goes to ``<prefix>/<device_id>/response/<name>`` (QoS 1, not retained) with
-``status``, ``error``, ``detail``, ``data`` and the echoed ``transaction``.
+"""Home Assistant: the retained device-discovery document and the retained relay topic.
 
 Discovery: one retained device-discovery message on
 ``<discovery_prefix>/device/<device_id>/config`` (published on every connect, on
 ``rebirth`` and when Home Assistant announces ``online`` on ``<discovery_prefix>/status``).
+With ``mqtt.discovery_bridge`` the button and select point at ``dashboard/<name>``, which
+``qrgate cmd bridge`` signs and forwards; the gate itself acts only on signed commands.
+
+Relay: ``<prefix>/<device_id>/relay`` is ``ON`` or ``OFF`` (retained), at every change of the
+relay and after every connect.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from firmware import __version__
 from firmware.core.device_state import Mode
+from firmware.ports import Link, Outputs
 
 
 def discovery_topic(discovery_prefix: str, device_id: str) -> str:
@@ -83,36 +81,62 @@ def discovery_payload(*, device_id: str, base_topic: str, venue_id: str = "", br
     }
 
 
-class Discovery:
+class HomeAssistantDiscovery:
     """Publishes the retained discovery document; republishes when HA says ``online``.
 
-    The discovery and HA status topics are outside the gate's own tree: the caller
-    subscribes ``ha_status`` with ``MqttLink.subscribe_absolute`` and passes
-    ``MqttLink.publish_absolute``. Also published on every connect and on ``rebirth``.
-
     Args:
-        link: the MqttLink.
-        topic: the discovery topic.
+        link: the gate's MQTT link.
+        topic: the discovery topic (outside the gate's own tree).
         payload: the discovery document.
-        publish_absolute: ``publish_absolute(topic, payload, qos, retain) -> bool`` for a topic
-            outside ``<prefix>/<device_id>/``.
+        status_topic: Home Assistant's birth topic (``<discovery_prefix>/status``).
     """
 
-    def __init__(self, *, link: Any, topic: str, payload: dict[str, Any],
-                 publish_absolute: Callable[[str, bytes, int, bool], bool]) -> None:
+    def __init__(self, *, link: Link, topic: str, payload: dict[str, Any], status_topic: str) -> None:
         self.link = link
         self.topic = topic
+        self.status_topic = status_topic
         self.body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        self._publish_absolute = publish_absolute
         self.published = 0
 
-    def publish(self) -> bool:
-        """Publish the retained document now. False if not handed over (not connected)."""
-        ok = bool(self._publish_absolute(self.topic, self.body, 1, True))
-        self.published += int(ok)
-        return ok
+    def start(self) -> None:
+        """Publish on every connect and when HA comes online (before the link starts)."""
+        self.link.add_on_connect(self.republish)
+        self.link.subscribe_absolute(self.status_topic, self.ha_status)
+
+    def stop(self) -> None:
+        """Nothing to stop: the link's shutdown ends the subscriptions."""
+
+    def republish(self) -> None:
+        """Publish the retained document now (not handed over when disconnected)."""
+        self.published += int(bool(self.link.publish_absolute(self.topic, self.body, 1, True)))
 
     def ha_status(self, topic: str, payload: bytes, retained: bool, props: dict[str, Any]) -> None:
         """Handler for ``<discovery_prefix>/status``: ``online`` means HA restarted."""
         if payload.strip().lower() == b"online":
-            self.publish()
+            self.republish()
+
+
+class RelayTopic:
+    """The retained ``relay`` topic: ``ON``/``OFF`` at every change and after every connect.
+
+    Args:
+        link: the gate's MQTT link.
+        outputs: the relay.
+    """
+
+    def __init__(self, *, link: Link, outputs: Outputs) -> None:
+        self.link, self.outputs = link, outputs
+
+    def start(self) -> None:
+        """Listen to the relay and publish after every connect (before the link starts)."""
+        self.outputs.add_relay_listener(self._publish)
+        self.link.add_on_connect(self.republish)
+
+    def stop(self) -> None:
+        """Nothing to stop: the relay is released by the shutdown's first step."""
+
+    def republish(self) -> None:
+        self._publish(self.outputs.relay_energised())
+
+    def _publish(self, energised: bool) -> None:
+        self.link.publish("relay", "ON" if energised else "OFF", qos=1, retain=True)

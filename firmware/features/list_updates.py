@@ -1,53 +1,29 @@
-"""Remote deny/allow list updates over MQTT, signed; and the lists' wiring into the gate.
+"""Deny and allow lists in the running gate: staleness, reload, and signed updates over MQTT.
 
-Topic: ``<prefix>/<device_id>/lists/<deny|allow>`` (never retained). Reply: JSON on
-``<prefix>/<device_id>/response/lists``, shaped like zigbee2mqtt's responses::
-
-    {"status": "ok", "data": {"kind": "deny", "version": 8, "count": 1000000},
-     "error": null, "transaction": "t-42"}
-    {"status": "error", "data": {"kind": "deny"}, "error": "bad_signature: ...", "transaction": null}
-
-Message (binary payload): the CBOR array ``[manifest, body]``.
-
-- ``manifest`` is a COSE_Sign1 (``firmware.cose``) signed by a **remote command key**
-  (trust directory ``keys.command_dir``, the same keys that sign remote commands; see
-  README "Provisioning" for why). Its payload is a CBOR map: ``t`` = ``"qrgate.list/1"``,
-  ``kind`` (``deny``/``allow``, must match the topic), ``mode`` (``full``/``delta``),
-  ``version`` (int, must be above the gate's), ``base_version`` (delta only: must equal
-  the gate's version), ``iat``, ``exp`` (Unix seconds, at most 7 days apart), optional
-  ``device_id``, ``transaction`` (text), and ``sha256`` of ``body``.
-- ``body`` is zlib-compressed UTF-8 text: for ``full`` one id per line; for ``delta``
-  lines ``+id`` (add) and ``-id`` (remove).
-
-The manifest stays small (under the COSE size cap) whatever the list size; the body is
-bound to it by its hash. A forged, unsigned, expired, misdirected or older message
-changes nothing and is answered with an error.
-
-Venue-wide lists: ``<prefix>/venues/<venue_id>/lists/<deny|allow>``, subscribed by every
-provisioned gate of that venue. Only ``full`` lists, whose manifest carries ``venue_id``
-(signed, so a list cannot be moved to another venue's topic). Published **retained**, so a
-gate that was offline, or is installed later, gets the latest list when it connects. Each
-gate answers on its own ``response/lists``; a retained copy of a version already in force,
-or one that expired while it waited, is skipped without an answer (it comes back on every
-reconnect).
+``GateLists`` owns the lists in force (``core.lists.MemoryLists``, read by the gatekeeper):
+it reports their age to the device state (``lists_stale``) and to the status, reloads
+them from disk on ``reload``, and with a broker accepts signed list messages
+(``core.list_message``) on ``<prefix>/<device_id>/lists/<kind>`` and, for a provisioned
+gate, on the venue-wide ``<prefix>/venues/<venue_id>/lists/<kind>`` (retained).
+Each message is answered on ``response/lists``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from firmware.adapters.list_files import ListStore, open_lists
+from firmware.alarms import Alarms
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.errors import StoreError
 from firmware.core.list_message import ListMessage, ListMessageError, decode_message, venue_list_topic
 from firmware.core.lists import KINDS, MemoryLists
+from firmware.ports import Link, ListFiles
 
 log = logging.getLogger(__name__)
-
 
 RESPONSE_TOPIC = "response/lists"
 
@@ -59,7 +35,7 @@ class ListUpdates:
     put in force; a failed write leaves the old list in force.
 
     Args:
-        link: the gate's MqttLink (``subscribe``, ``publish``).
+        link: the gate's MQTT link.
         store: the list files.
         lists: the lists in force.
         keys: the trusted command keys.
@@ -67,8 +43,8 @@ class ListUpdates:
         wall: returns Unix seconds.
     """
 
-    def __init__(self, link: Any, store: ListStore, lists: MemoryLists, keys: TrustStore, device_id: str,
-                 wall: Callable[[], float] = time.time, venue_id: str = "", prefix: str = "qrgate") -> None:
+    def __init__(self, link: Link, store: ListFiles, lists: MemoryLists, keys: TrustStore, device_id: str,
+                 wall: Callable[[], float], venue_id: str = "", prefix: str = "qrgate") -> None:
         self.link, self.store, self.lists, self.keys = link, store, lists, keys
         self.device_id, self.wall, self.venue_id, self.prefix = device_id, wall, venue_id, prefix
 
@@ -147,52 +123,79 @@ class ListUpdates:
         self.link.publish(RESPONSE_TOPIC, body, qos=1, retain=False)
 
 
-def open_gate_lists(app: Any) -> MemoryLists:
-    """Load the gate's lists, report their age to the device state, and accept remote updates.
+@dataclass(frozen=True)
+class ListSettings:
+    """What the lists feature needs from the config.
 
-    Used by ``GateApp._open_lists``. Registers with the app: a ``device_inputs`` provider
-    (``lists_stale``), ``status_fields`` and ``state_fields`` (versions, counts, ages), the
-    ``lists_stale`` alarm, and, with a broker, the ``lists/<kind>`` subscription.
+    Attributes:
+        max_age_h: ``lists.max_age_h``: older lists are stale.
+        stale_policy: ``lists.stale_policy`` (reported; the device monitor applies it).
+        allow_list_required: ``policy.allow_list_required``: the allow list must be fresh too.
+        device_id, venue_id, prefix: where list messages come from.
     """
-    from firmware.adapters.keystore import load_trust_dir
 
-    cfg = app.cfg
-    store, lists = open_lists(cfg.state_dir / "lists", getattr(app, "alarms", None))
-    app.list_store = store
-    max_age_s = cfg.lists.max_age_h * 3600.0
-    needed = ("deny", "allow") if cfg.policy.allow_list_required else ("deny",)
+    max_age_h: float
+    stale_policy: str
+    allow_list_required: bool
+    device_id: str
+    venue_id: str = ""
+    prefix: str = "qrgate"
 
-    def stale() -> list[str]:
-        return lists.stale(time.time(), max_age_s, needed)
 
-    def inputs() -> dict[str, Any]:
-        names = stale()
-        alarms = getattr(app, "alarms", None)
-        if alarms is not None:
-            alarms.set("lists_stale", f"{', '.join(names)} list(s) older than {cfg.lists.max_age_h:g} h "
-                       f"(policy {cfg.lists.stale_policy})" if names else None)
+class GateLists:
+    """The lists in force, their freshness, their reload and their remote updates.
+
+    Args:
+        store: the list files.
+        lists: the lists in force, as loaded at start.
+        alarms: where ``lists_stale`` is raised.
+        settings: see ListSettings.
+        wall: Unix seconds (list ages, message validity).
+        link: the MQTT link, or None without a broker.
+        command_keys: the keys that may sign list messages.
+    """
+
+    def __init__(self, *, store: ListFiles, lists: MemoryLists, alarms: Alarms, settings: ListSettings,
+                 wall: Callable[[], float], link: Link | None = None,
+                 command_keys: TrustStore | None = None) -> None:
+        self.store, self.lists, self.alarms, self.settings, self.wall = store, lists, alarms, settings, wall
+        self._needed = ("deny", "allow") if settings.allow_list_required else ("deny",)
+        self.updates = None if link is None else ListUpdates(
+            link, store, lists, command_keys or TrustStore(), settings.device_id, wall=wall,
+            venue_id=settings.venue_id, prefix=settings.prefix)
+
+    def start(self) -> None:
+        """Subscribe to list messages (before the link starts)."""
+        if self.updates is not None:
+            self.updates.attach()
+
+    def stop(self) -> None:
+        """Nothing to stop: the link's shutdown ends the subscriptions."""
+
+    def stale(self) -> list[str]:
+        """The needed lists older than ``max_age_h`` (or damaged)."""
+        return self.lists.stale(self.wall(), self.settings.max_age_h * 3600.0, self._needed)
+
+    def device_inputs(self) -> dict[str, Any]:
+        names = self.stale()
+        s = self.settings
+        self.alarms.set("lists_stale", f"{', '.join(names)} list(s) older than {s.max_age_h:g} h "
+                        f"(policy {s.stale_policy})" if names else None)
         return {"lists_stale": bool(names)}
 
-    def fields() -> dict[str, Any]:
-        return {"lists": lists.status(time.time()), "lists_stale": stale(),
-                "lists_stale_policy": cfg.lists.stale_policy}
+    def status_fields(self) -> dict[str, Any]:
+        return {"lists": self.lists.status(self.wall()), "lists_stale": self.stale(),
+                "lists_stale_policy": self.settings.stale_policy}
 
-    def lists_reload() -> dict[str, Any]:
+    def reload(self) -> dict[str, Any]:
         """Re-read both list files (after `qrgate list ... import` with the service stopped, or
-        files copied in by hand); a damaged file keeps the list in memory as it was."""
-        versions = {}
-        for kind in ("deny", "allow"):
-            lists.swap(kind, store.load(kind))
-            versions[kind] = lists.snapshot(kind).info.version
-        return {"lists": versions}
+        files copied in by hand); a damaged file keeps the list in memory as it was.
 
-    getattr(app, "reload_hooks", []).append(lists_reload)
-    getattr(app, "device_inputs", []).append(inputs)
-    getattr(app, "status_fields", []).append(fields)
-    getattr(app, "state_fields", []).append(fields)
-    link = getattr(app, "link", None)
-    if link is not None:
-        keys = load_trust_dir(cfg.command_keys_dir, missing_ok=True)
-        ListUpdates(link, store, lists, keys, cfg.device.id, venue_id=cfg.device.venue_id,
-                    prefix=cfg.mqtt.prefix).attach()
-    return lists
+        Raises:
+            StoreError: a list file is damaged.
+        """
+        versions = {}
+        for kind in KINDS:
+            self.lists.swap(kind, self.store.load(kind))
+            versions[kind] = self.lists.snapshot(kind).info.version
+        return {"lists": versions}

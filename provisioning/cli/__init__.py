@@ -1,1 +1,1 @@
-"""provisioning.cli."""
+"""The operator tools' subcommands (keys, pass, provision, cmd, lists, history)."""

@@ -1,11 +1,7 @@
-"""Where the history keeps events: one small interface, SQLite and PostgreSQL behind it.
+"""The SQL history store shared by SQLite and PostgreSQL: schema, queries, gaps, write-offs, prune.
 
-``open_store(url)`` picks the adapter: a plain path or ``sqlite:///path`` gives
-``SqliteHistoryStore`` (``sqlite_store``), ``postgresql://...`` gives
-``PostgresHistoryStore`` (``pg_store``, psycopg 3). Both run the same SQL for every query
-(``SqlHistoryStore`` below); only connecting, the table types and the batch insert differ.
-
-Every public method of a store may be called from any thread (one lock per store).
+Only connecting, the table types and the batch insert differ between the two adapters
+(``sqlite_store``, ``pg_store``), which subclass ``SqlHistoryStore``.
 """
 
 from __future__ import annotations
