@@ -27,6 +27,7 @@ from typing import Any
 from firmware.clock import SystemClock
 from firmware.config import Config
 from firmware.credentials import check_payload
+from firmware.dcc_rules import DccRules, rules_from_config
 from firmware.venue_secret import load_or_create_secret
 from firmware.errors import StoreError
 from firmware.events import EventFactory
@@ -113,7 +114,15 @@ def rules_from(cfg: Config) -> Rules:
         require_expiry=p.require_expiry,
         allow_list_required=p.allow_list_required,
         clock_skew_s=p.clock_skew_s,
+        dcc=dcc_rules_from(cfg),
     )
+
+
+def dcc_rules_from(cfg: Config) -> DccRules:
+    """The core's DccRules from [policy.dcc]."""
+    d = cfg.policy_dcc
+    return rules_from_config(d.kinds, d.min_days_after_last_dose, d.max_days_after_last_dose, d.products,
+                             d.max_test_age_h, d.max_trust_list_age_h)
 
 
 class Phase(IntEnum):
@@ -272,7 +281,10 @@ class GateApp:
         self.frames = open_frame_source(cfg.camera, cfg.config_dir, clock=clock)
         self.shutdown.add("close camera", self.frames.close, Phase.CAMERA)
 
-        gatekeeper = Gatekeeper(rules=rules_from(cfg), check=partial(check_payload, trust=trust),
+        from firmware.dcc_keystore import load_trust_list
+
+        dcc_trust = load_trust_list(cfg.dcc_trust_list, missing_ok=True)
+        gatekeeper = Gatekeeper(rules=rules_from(cfg), check=partial(check_payload, trust=trust, dcc_trust=dcc_trust),
                                 lists=self._open_lists(), memory=memory,
                                 blocked=None if cfg.device.venue_id else Reason.NOT_PROVISIONED)
         events = EventFactory(device_id=cfg.device.id, venue_id=cfg.device.venue_id, direction=cfg.device.direction,

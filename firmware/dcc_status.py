@@ -15,6 +15,12 @@ KIND_RECOVERY = "r"
 KINDS = (KIND_VACCINATION, KIND_TEST, KIND_RECOVERY)
 KIND_NAMES = {KIND_VACCINATION: "vaccination", KIND_TEST: "test", KIND_RECOVERY: "recovery"}
 
+# The COVID-19 vaccines licensed in Vietnam in 2022, as DCC medicinal product (``mp``) codes:
+# Vaxzevria, Sputnik V, Sinopharm BIBP, Hayat-Vax (Sinopharm BIBP made in the UAE), Comirnaty,
+# Spikevax, Janssen, Abdala. The default of ``[policy.dcc] products``.
+VN_2022_VACCINE_PRODUCTS = ("EU/1/21/1529", "Sputnik-V", "BBIBP-CorV", "Hayat-Vax", "EU/1/20/1528",
+                            "EU/1/20/1507", "EU/1/20/1525", "Abdala")
+
 
 @dataclass(frozen=True)
 class DccStatus:
@@ -39,6 +45,7 @@ class DccStatus:
         sample_time_s: test ``sc`` in Unix seconds.
         test_result: test ``tr`` (260415000 not detected, 260373001 detected).
         first_positive_date, valid_from, valid_until: recovery ``fr``, ``df``, ``du``.
+        trust_list_installed_s: when the trust list that held the signer was installed, if known.
     """
 
     kind: str
@@ -62,6 +69,7 @@ class DccStatus:
     first_positive_date: str | None = None
     valid_from: str | None = None
     valid_until: str | None = None
+    trust_list_installed_s: float | None = None
 
     @property
     def kind_name(self) -> str:

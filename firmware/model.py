@@ -91,6 +91,7 @@ class Reason(StrEnum):
     # EU Digital COVID Certificates (HC1:); see firmware/dcc_rules.py
     DCC_KEY_USAGE = "dcc_key_usage"
     DCC_SIGNER_NOT_VALID = "dcc_signer_not_valid"
+    DCC_TRUST_LIST_STALE = "dcc_trust_list_stale"
     DCC_KIND_NOT_ACCEPTED = "dcc_kind_not_accepted"
     DCC_NOT_VACCINATED = "dcc_not_vaccinated"
     DCC_INCOMPLETE = "dcc_incomplete"

@@ -19,6 +19,8 @@ Order of checks for one code (first failure wins):
    ``clock_unsynced``; ``now < nbf - skew`` gives ``not_yet_valid``; ``now >= exp + skew``
    gives ``expired`` (RFC 8392: not accepted on or after ``exp``); a health declaration
    older than ``health_declaration_max_age_h`` (or missing) gives ``no_health_declaration``;
+   6b. an EU Digital COVID Certificate (``HC1:``): its signer's validity and the
+   ``[policy.dcc]`` rules, with the ``dcc_*`` reasons (``firmware.dcc_rules``);
 7. allow list in employees-only mode: ``not_allowed``;
 8. the same person granted within ``repeat_window_s``: ``repeat``;
 9. anti-passback: a second passage the same way within ``passback_window_s``:
@@ -30,10 +32,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from firmware import masking
+from firmware.dcc_rules import DccRules, dcc_reason
 from firmware.model import (
     Credential,
     CredentialType,
@@ -60,6 +63,7 @@ class Rules:
         require_expiry: refuse ``QG1:`` passes without ``exp`` (they would never expire).
         allow_list_required: employees-only mode.
         clock_skew_s: tolerance on nbf and exp.
+        dcc: the ``[policy.dcc]`` rules for EU Digital COVID Certificates (step 6b).
     """
 
     direction: str = "in"
@@ -71,6 +75,7 @@ class Rules:
     require_expiry: bool = True
     allow_list_required: bool = False
     clock_skew_s: float = 0.0
+    dcc: DccRules = field(default_factory=DccRules)
 
 
 class Lists(Protocol):
@@ -181,6 +186,8 @@ def decide(
     if lists.is_denied(cred.subject):
         return out(Verdict.DENIED, Reason.DENIED, cred.type, cred)
     time_reason = _time_reason(cred, now, rules)
+    if time_reason is None and cred.dcc is not None:
+        time_reason = dcc_reason(cred.dcc, now.wall_s, rules.dcc, rules.clock_skew_s)
     if time_reason is not None:
         return out(Verdict.DENIED, time_reason, cred.type, cred)
     if rules.allow_list_required and not lists.is_allowed(cred.subject):

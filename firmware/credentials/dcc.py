@@ -276,7 +276,7 @@ def _nfc(value: Any) -> str:
     return unicodedata.normalize("NFC", value).strip() if isinstance(value, str) else ""
 
 
-def status_from(kind: str, claims: Claims, dsc: Dsc) -> DccStatus:
+def status_from(kind: str, claims: Claims, dsc: Dsc, installed_at_s: float | None = None) -> DccStatus:
     """Build the DccStatus of a schema-valid certificate."""
     cert = claims.hcert
     nam = cert["nam"]
@@ -286,7 +286,8 @@ def status_from(kind: str, claims: Claims, dsc: Dsc) -> DccStatus:
     common: dict[str, Any] = dict(
         kind=kind, country=claims.country, issued_at_s=claims.issued_at_s, expires_s=claims.expires_s,
         dsc_not_before_s=dsc.not_before_s, dsc_not_after_s=dsc.not_after_s, family_name=family,
-        given_name=given, birth_date=cert["dob"], certificate_id=entry["ci"], target=entry["tg"])
+        given_name=given, birth_date=cert["dob"], certificate_id=entry["ci"], target=entry["tg"],
+        trust_list_installed_s=installed_at_s)
     if kind == KIND_VACCINATION:
         return DccStatus(**common, product=entry["mp"], dose_number=entry["dn"], total_doses=entry["sd"],
                          vaccination_date=entry["dt"])
@@ -373,7 +374,7 @@ def inspect(payload: bytes, store: DscStore) -> Inspection:
     if failures or claims is None or kind is None or dsc is None:
         first = min(failures, key=lambda e: STAGES.index(e.stage))
         return Inspection(stages, Rejection(CredentialType.DCC, first.reason, first.detail), dsc=dsc, **extra)
-    status = status_from(kind, claims, dsc)
+    status = status_from(kind, claims, dsc, store.installed_at_s)
     return Inspection(stages, credential_from(status, kid_hex), dsc=dsc, status=status, **extra)
 
 

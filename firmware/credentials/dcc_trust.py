@@ -168,11 +168,16 @@ class DscStore:
     """An immutable set of trusted DSCs, looked up by kid. Several may share a kid; all are tried.
 
     Usage: ``DscStore([parse_dsc(der) ...])`` then ``store.for_kid(kid)``.
+
+    Attributes:
+        installed_at_s: when the list was installed on the gate (Unix seconds), if known;
+            the rules may refuse certificates while the list is older than allowed.
     """
 
-    __slots__ = ("_by_kid", "_all")
+    __slots__ = ("_by_kid", "_all", "installed_at_s")
 
-    def __init__(self, dscs: Iterable[Dsc] = ()) -> None:
+    def __init__(self, dscs: Iterable[Dsc] = (), installed_at_s: float | None = None) -> None:
+        self.installed_at_s = installed_at_s
         by_kid: dict[bytes, list[Dsc]] = {}
         seen: set[bytes] = set()
         kept: list[Dsc] = []
