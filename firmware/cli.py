@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "firmware.commands.decode",
     "firmware.commands.keys",
     "firmware.commands.pass_",
+    "firmware.commands.dcc",
     "firmware.commands.bench",
     "firmware.commands.config",
     "firmware.commands.provision",
