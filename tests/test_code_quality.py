@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 STRICT_TYPED = [
     "firmware/model.py", "firmware/ports.py", "firmware/policy.py", "firmware/events.py",
     "firmware/masking.py", "firmware/cose.py", "firmware/credentials", "firmware/device_state.py",
-    "firmware/remote.py", "firmware/service.py", "firmware/atomic.py",
+    "firmware/remote.py", "firmware/service.py", "firmware/atomic.py", "firmware/dcc_rules.py",
+    "firmware/dcc_status.py",
 ]
 
 

@@ -85,7 +85,7 @@ def _config(tmp_path: Path, **keys: str) -> Path:
 
 def _json_list(*signers, countries=("VN", "DE")) -> bytes:
     return json.dumps([{"kid": base64.b64encode(s.kid).decode(), "country": c,
-                        "rawData": base64.b64encode(s.der).decode()} for s, c in zip(signers, countries)]).encode()
+                        "rawData": base64.b64encode(s.der).decode()} for s, c in zip(signers, countries, strict=True)]).encode()
 
 
 def test_keys_dcc_import_installs_a_json_list_and_shows_count_countries_expiry(tmp_path, capsys, chain):

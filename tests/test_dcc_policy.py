@@ -96,7 +96,10 @@ def signer():
     return dcc_issue.new_dsc(ca, not_before_s=NOW - 365 * DAY, not_after_s=NOW + 365 * DAY, kinds=("v", "t"))
 
 
-def _decide(signer, hcert, *, rules=Rules(), trusted=True, wall_s=NOW):
+DEFAULT_RULES = Rules()
+
+
+def _decide(signer, hcert, *, rules=DEFAULT_RULES, trusted=True, wall_s=NOW):
     code = DecodedCode(signer.sign(hcert, iat_s=NOW - DAY, exp_s=NOW + 200 * DAY).encode())
     store = DscStore([parse_dsc(signer.der)])
     return decide(code, Moment(100.0, wall_s, trusted), 99.9, GateMemory(), rules,
