@@ -353,3 +353,47 @@ def test_a_non_certificate_or_a_weak_key_is_not_a_dsc(ca):
 def test_a_list_kid_that_does_not_match_the_certificate_is_refused(signer):
     with pytest.raises(DscError, match="does not match"):
         parse_dsc(signer.der, kid=b"\x01" * 8)
+
+
+def test_seeded_mutations_of_a_valid_certificate_are_never_accepted_as_anything_else(ca):
+    """8,000 mutations at the text, zlib and COSE layers: a refusal with a reason, or the unchanged certificate."""
+    import random
+
+    from firmware.credentials.envelope import BASE45_ALPHABET, b45decode
+
+    dsc = dcc_issue.new_dsc(ca, not_before_s=NOW - DAY, not_after_s=NOW + DAY, kinds=("v",))
+    store = DscStore([parse_dsc(dsc.der)])
+    code = _sign(dsc, iat_s=NOW - 60, exp_s=NOW + 3600)
+    original = dcc.check(code, store)
+    assert isinstance(original, Credential)
+    compressed = b45decode(code[4:])
+    message = zlib.decompress(compressed)
+    layers = [(code[4:], lambda b: b"HC1:" + b), (compressed, lambda b: b"HC1:" + b45encode(b).encode()),
+              (message, lambda b: b"HC1:" + b45encode(zlib.compress(b)).encode())]
+    alphabet = BASE45_ALPHABET.encode()
+    rng = random.Random(15)
+    reasons: dict[str, int] = {}
+    unchanged = 0
+    for _ in range(8_000):
+        source, rebuild = layers[rng.randrange(3)]
+        data = bytearray(source)
+        for _ in range(rng.choice((1, 1, 2, 4))):
+            pos = rng.randrange(len(data))
+            op = rng.randrange(4)
+            if op == 0:
+                data[pos] ^= 1 << rng.randrange(8)
+            elif op == 1:
+                data[pos] = rng.choice(alphabet) if source is code[4:] else rng.randrange(256)
+            elif op == 2:
+                del data[pos:pos + rng.randrange(1, 6)]
+            else:
+                data.insert(pos, rng.randrange(256))
+        result = check_payload(rebuild(bytes(data)), TrustStore(), dcc_trust=store)
+        if isinstance(result, Credential):
+            assert result == original and result.dcc == original.dcc
+            unchanged += 1
+        else:
+            assert "internal" not in result.detail
+            reasons[result.reason.value] = reasons.get(result.reason.value, 0) + 1
+    assert {"malformed", "bad_signature"} <= set(reasons), reasons
+    assert unchanged < 80, unchanged  # deflate slack and unprotected-header bytes only
