@@ -122,7 +122,8 @@ def dcc_rules_from(cfg: Config) -> DccRules:
     """The core's DccRules from [policy.dcc]."""
     d = cfg.policy_dcc
     return rules_from_config(d.kinds, d.min_days_after_last_dose, d.max_days_after_last_dose, d.products,
-                             d.max_test_age_h, d.max_trust_list_age_h)
+                             d.max_test_age_h, d.max_trust_list_age_h, d.require_second_credential,
+                             d.second_credential_window_s)
 
 
 class Phase(IntEnum):

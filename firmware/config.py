@@ -156,6 +156,11 @@ class DccPolicyConfig:
     max_trust_list_age_h: float = opt(0.0, "Refuse DCCs (`dcc_trust_list_stale`) while the installed trust "
                                       "list is older than this many hours; 0 = never stale.", 168.0,
                                       min=0.0, max=87600.0)
+    require_second_credential: bool = opt(False, "A DCC alone does not open the gate (`dcc_identity_required`): a "
+                                           "CCCD card or qrgate pass whose name matches must follow within "
+                                           "`second_credential_window_s` (else `dcc_identity_mismatch`).", True)
+    second_credential_window_s: float = opt(10.0, "How long a DCC waits for the second credential, in seconds.",
+                                            15.0, min=1.0, max=300.0)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ class DccRules:
         products: accepted vaccination ``mp`` codes.
         max_test_age_s: by test type (``pcr``, ``rapid_antigen``); a type not listed is refused.
         max_trust_list_age_s: 0 = a trust list never goes stale.
+        require_second_credential: a DCC alone does not open; a CCCD card or pass with the same
+            name must follow within second_credential_window_s (see ``firmware.policy``).
     """
 
     kinds: frozenset[str] = frozenset({"vaccination", "recovery", "test"})
@@ -58,6 +60,8 @@ class DccRules:
     max_test_age_s: Mapping[str, float] = field(
         default_factory=lambda: {"pcr": 72 * 3600.0, "rapid_antigen": 24 * 3600.0})
     max_trust_list_age_s: float = 0.0
+    require_second_credential: bool = False
+    second_credential_window_s: float = 10.0
 
 
 def _utc_date(seconds: float) -> dt.date:
@@ -131,12 +135,15 @@ def dcc_reason(status: DccStatus, now_s: float, rules: DccRules, skew_s: float =
 
 
 def rules_from_config(kinds: tuple[str, ...], min_days: int, max_days: int, products: tuple[str, ...],
-                      max_test_age_h: Mapping[str, float], max_trust_list_age_h: float = 0.0) -> DccRules:
+                      max_test_age_h: Mapping[str, float], max_trust_list_age_h: float = 0.0,
+                      require_second_credential: bool = False, second_credential_window_s: float = 10.0) -> DccRules:
     """Build DccRules from the ``[policy.dcc]`` settings (hours become seconds)."""
     return DccRules(kinds=frozenset(kinds), min_days_after_last_dose=min_days, max_days_after_last_dose=max_days,
                     products=frozenset(products),
                     max_test_age_s={name: hours * 3600.0 for name, hours in max_test_age_h.items()},
-                    max_trust_list_age_s=max_trust_list_age_h * 3600.0)
+                    max_trust_list_age_s=max_trust_list_age_h * 3600.0,
+                    require_second_credential=require_second_credential,
+                    second_credential_window_s=second_credential_window_s)
 
 
 def describe(status: DccStatus) -> str:

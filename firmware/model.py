@@ -102,6 +102,8 @@ class Reason(StrEnum):
     DCC_TEST_TYPE_NOT_ACCEPTED = "dcc_test_type_not_accepted"
     DCC_TEST_POSITIVE = "dcc_test_positive"
     DCC_RECOVERY_EXPIRED = "dcc_recovery_expired"
+    DCC_IDENTITY_REQUIRED = "dcc_identity_required"
+    DCC_IDENTITY_MISMATCH = "dcc_identity_mismatch"
 
 
 class CredentialType(StrEnum):

@@ -21,6 +21,11 @@ Order of checks for one code (first failure wins):
    older than ``health_declaration_max_age_h`` (or missing) gives ``no_health_declaration``;
    6b. an EU Digital COVID Certificate (``HC1:``): its signer's validity and the
    ``[policy.dcc]`` rules, with the ``dcc_*`` reasons (``firmware.dcc_rules``);
+   with ``require_second_credential``, a DCC that passes everything up to step 7 is
+   denied with ``dcc_identity_required`` and remembered; the next credential (CCCD card
+   or pass) within ``second_credential_window_s`` must carry the same name (folded), else
+   ``dcc_identity_mismatch``; a matching CCCD card is then accepted even without
+   ``accept_unsigned_id`` and goes on through steps 5 to 10;
 7. allow list in employees-only mode: ``not_allowed``;
 8. the same person granted within ``repeat_window_s``: ``repeat``;
 9. anti-passback: a second passage the same way within ``passback_window_s``:
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from firmware import masking
-from firmware.dcc_rules import DccRules, dcc_reason
+from firmware.dcc_rules import DccRules, dcc_reason, names_match
 from firmware.model import (
     Credential,
     CredentialType,
@@ -115,6 +120,10 @@ class MemoryView(Protocol):
         """(direction, wall seconds) of this person's last recorded passage, or None."""
         ...
 
+    def pending_dcc(self) -> tuple[str, float] | None:
+        """(holder's name, monotonic time) of a DCC waiting for a second credential, or None."""
+        ...
+
 
 def display_for(cred: Credential) -> str:
     """The masked name and phone of a credential's holder, safe to show and log."""
@@ -181,7 +190,13 @@ def decide(
     cred = result
     if blocked is not None:
         return out(Verdict.DENIED, blocked, cred.type, cred)
-    if cred.type is CredentialType.CCCD and not rules.accept_unsigned_id:
+    paired = False
+    pending = memory.pending_dcc() if rules.dcc.require_second_credential and cred.dcc is None else None
+    if pending is not None and 0 <= now.mono_s - pending[1] <= rules.dcc.second_credential_window_s:
+        if not names_match(pending[0], cred.name):
+            return out(Verdict.DENIED, Reason.DCC_IDENTITY_MISMATCH, cred.type, cred)
+        paired = True  # a CCCD card is then used for what it proves: who the DCC's holder is
+    if cred.type is CredentialType.CCCD and not rules.accept_unsigned_id and not paired:
         return out(Verdict.DENIED, Reason.UNSIGNED_NOT_ALLOWED, cred.type, cred)
     if lists.is_denied(cred.subject):
         return out(Verdict.DENIED, Reason.DENIED, cred.type, cred)
@@ -192,6 +207,8 @@ def decide(
         return out(Verdict.DENIED, time_reason, cred.type, cred)
     if rules.allow_list_required and not lists.is_allowed(cred.subject):
         return out(Verdict.DENIED, Reason.NOT_ALLOWED, cred.type, cred)
+    if cred.dcc is not None and rules.dcc.require_second_credential:
+        return out(Verdict.DENIED, Reason.DCC_IDENTITY_REQUIRED, cred.type, cred)
     key = subject_key(cred.subject)
     granted_at = memory.last_grant_mono(key)
     if granted_at is not None and now.mono_s - granted_at < rules.repeat_window_s:
@@ -246,6 +263,7 @@ class GateMemory:
         self._grants: dict[str, float] = {}
         self._passages: dict[str, tuple[str, float]] = dict(passages or {})
         self._on_passage = on_passage
+        self._pending_dcc: tuple[str, float] | None = None
 
     def last_seen_mono(self, code_sha256: str) -> float | None:
         return self._seen.get(code_sha256)
@@ -256,13 +274,22 @@ class GateMemory:
     def last_passage(self, subject_key: str) -> tuple[str, float] | None:
         return self._passages.get(subject_key)
 
+    def pending_dcc(self) -> tuple[str, float] | None:
+        return self._pending_dcc
+
     def saw(self, code_sha256: str, now_mono_s: float) -> None:
         """Record that a payload is in view now (keeps the repeat window sliding)."""
         self._seen[code_sha256] = now_mono_s
 
     def remember(self, decision: Decision, now: Moment, direction: str) -> None:
-        """Record a decision's effects: the grant time and, for a grant, the passage."""
+        """Record a decision's effects: the grant time and, for a grant, the passage; a DCC
+        waiting for a second credential, which the next credential consumes."""
         self._seen[decision.code_sha256] = now.mono_s
+        cred = decision.credential
+        if decision.reason is Reason.DCC_IDENTITY_REQUIRED and cred is not None:
+            self._pending_dcc = (cred.name or "", now.mono_s)
+        elif cred is not None and cred.dcc is None:
+            self._pending_dcc = None
         if decision.granted and decision.subject is not None:
             key = subject_key(decision.subject)
             self._grants[key] = now.mono_s

@@ -192,3 +192,63 @@ def test_second_credential_names_are_compared_folded(a, b, same):
 def test_status_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         _status().kind = "t"  # type: ignore[misc]
+
+
+PAIRING = Rules(dcc=DccRules(require_second_credential=True, second_credential_window_s=10.0))
+
+
+def _cccd_code(name: str, id_number: str = "001090012345") -> DecodedCode:
+    from firmware.credentials import cccd
+
+    card = cccd.CccdCard(id_number, "", name, (1990, 4, 30), "male", "12 Lê Lợi, Quận 1", (2021, 2, 1))
+    return DecodedCode(cccd.encode(card))
+
+
+def _pairing_run(signer, second: DecodedCode | None, *, after_s: float, rules: Rules = PAIRING):
+    """A DCC scan, then `second` after_s seconds later, through decide() and one GateMemory."""
+    store = DscStore([parse_dsc(signer.der)])
+
+    def check(payload: bytes):
+        return check_payload(payload, TrustStore(), dcc_trust=store)
+
+    memory = GateMemory()
+    hcert = dcc_issue.vaccination("Nguyễn", "Văn An", "1990-04-30", date=dcc_issue.day(NOW - 30 * DAY))
+    dcc_code = DecodedCode(signer.sign(hcert, iat_s=NOW - DAY, exp_s=NOW + 200 * DAY).encode())
+    first_at = Moment(100.0, NOW)
+    first = decide(dcc_code, first_at, 99.9, memory, rules, check, EmptyLists())
+    assert first is not None
+    memory.remember(first, first_at, "in")
+    if second is None:
+        return first, None
+    then = Moment(100.0 + after_s, NOW + after_s)
+    decision = decide(second, then, then.mono_s, memory, rules, check, EmptyLists())
+    assert decision is not None
+    memory.remember(decision, then, "in")
+    return first, decision
+
+
+def test_with_a_second_credential_required_a_dcc_alone_does_not_open(signer):
+    first, _ = _pairing_run(signer, None, after_s=0)
+    assert first.verdict is Verdict.DENIED and first.reason is Reason.DCC_IDENTITY_REQUIRED
+
+
+def test_a_cccd_card_with_the_same_name_within_the_window_opens(signer):
+    _, second = _pairing_run(signer, _cccd_code("NGUYỄN VĂN AN"), after_s=4.0)
+    assert second.verdict is Verdict.GRANTED and second.reason is Reason.OK
+    assert second.credential_type is CredentialType.CCCD  # accepted without accept_unsigned_id, as identity
+
+
+def test_a_cccd_card_with_another_name_is_a_mismatch(signer):
+    _, second = _pairing_run(signer, _cccd_code("TRẦN VĂN BÌNH"), after_s=4.0)
+    assert second.verdict is Verdict.DENIED and second.reason is Reason.DCC_IDENTITY_MISMATCH
+
+
+def test_a_cccd_card_after_the_window_is_judged_alone(signer):
+    _, second = _pairing_run(signer, _cccd_code("NGUYỄN VĂN AN"), after_s=11.0)
+    assert second.verdict is Verdict.DENIED and second.reason is Reason.UNSIGNED_NOT_ALLOWED
+
+
+def test_without_the_setting_a_dcc_opens_by_itself(signer):
+    first, second = _pairing_run(signer, _cccd_code("TRẦN VĂN BÌNH"), after_s=4.0, rules=Rules())
+    assert first.verdict is Verdict.GRANTED
+    assert second.reason is Reason.UNSIGNED_NOT_ALLOWED
