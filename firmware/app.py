@@ -283,9 +283,15 @@ class GateApp:
         self.shutdown.add("close camera", self.frames.close, Phase.CAMERA)
 
         from firmware.dcc_keystore import load_trust_list
+        from firmware.dcc_list_updates import LiveDscStore, attach_dcc_trust_updates
 
-        dcc_trust = load_trust_list(cfg.dcc_trust_list, missing_ok=True)
-        gatekeeper = Gatekeeper(rules=rules_from(cfg), check=partial(check_payload, trust=trust, dcc_trust=dcc_trust),
+        self.dcc_trust = LiveDscStore(load_trust_list(cfg.dcc_trust_list, missing_ok=True))
+        attach_dcc_trust_updates(self.link, self.dcc_trust, cfg)
+
+        def check(payload: bytes, live: LiveDscStore = self.dcc_trust) -> Any:
+            return check_payload(payload, trust, dcc_trust=live.store)
+
+        gatekeeper = Gatekeeper(rules=rules_from(cfg), check=check,
                                 lists=self._open_lists(), memory=memory,
                                 blocked=None if cfg.device.venue_id else Reason.NOT_PROVISIONED)
         events = EventFactory(device_id=cfg.device.id, venue_id=cfg.device.venue_id, direction=cfg.device.direction,

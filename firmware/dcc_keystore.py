@@ -16,8 +16,8 @@ or raw bytes) is checked with ``verify_list_signature`` against a configured key
 (Ed25519, or ECDSA P-256 with SHA-256, DER or raw ``r || s``).
 
 The gate's installed list (``keys.dcc_trust_list``) is JSON:
-``{"format": "qrgate.dcc-trust/1", "installed_at": <unix s>, "list_sha256": <hex>,
-"certificates": [{"kid", "country", "rawData"}]}``; a bare JSON list is read too.
+``{"format": "qrgate.dcc-trust/1", "version": <int>, "installed_at": <unix s>, "list_sha256": <hex>,
+"certificates": [{"kid", "country", "rawData"}]}``; a bare JSON list is read too (version 0).
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def _b64(value: Any) -> bytes:
     return base64.b64decode(value.strip(), validate=True)
 
 
-def _json_entries(doc: Any, out: ImportedList) -> None:
+def json_entries(doc: Any, out: ImportedList) -> None:
+    """Parse a JSON DSC list (or ``{"certificates": [...]}``) into out: DSCs, and a problem per bad entry."""
     entries = doc.get("certificates") if isinstance(doc, dict) else doc
     if not isinstance(entries, list):
         out.problems.append('the JSON is neither a list nor {"certificates": [...]}')
@@ -148,7 +149,7 @@ def read_import(path: str | Path) -> ImportedList:
         _pem_blocks(data, src.name, out)
         return out
     if stripped[:1] in (b"[", b"{"):
-        _json_entries(_load_json(data, src), out)
+        json_entries(_load_json(data, src), out)
         return out
     first, _, rest = data.partition(b"\n")
     if rest.lstrip()[:1] in (b"[", b"{"):
@@ -157,7 +158,7 @@ def read_import(path: str | Path) -> ImportedList:
         except binascii.Error as err:
             raise ConfigError(f"{src}: the first line is not a base64 signature") from err
         out.signed_body = rest
-        _json_entries(_load_json(rest, src), out)
+        json_entries(_load_json(rest, src), out)
         return out
     _cert_file(data, src.name, out)
     return out
@@ -209,9 +210,16 @@ def list_entries(dscs: list[Dsc]) -> list[dict[str, str]]:
              "rawData": base64.b64encode(d.der).decode()} for d in dscs]
 
 
-def write_trust_list(path: str | Path, store: DscStore, *, installed_at_s: float, list_sha256: str) -> None:
-    """Install a trust list for the gate, atomically (0644: certificates are public)."""
-    doc = {"format": FORMAT, "installed_at": installed_at_s, "list_sha256": list_sha256,
+def write_trust_list(path: str | Path, store: DscStore, *, installed_at_s: float, list_sha256: str,
+                     version: int | None = None) -> None:
+    """Install a trust list for the gate, atomically (0644: certificates are public).
+
+    Args:
+        installed_at_s: its issue time (the import, or a signed update's ``iat``).
+        version: default ``int(installed_at_s)``; remote updates must go above it.
+    """
+    doc = {"format": FORMAT, "version": int(installed_at_s) if version is None else int(version),
+           "installed_at": installed_at_s, "list_sha256": list_sha256,
            "certificates": list_entries(list(store.all()))}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"), mode=0o644)
@@ -238,13 +246,15 @@ def load_trust_list(path: str | Path, *, missing_ok: bool = False) -> DscStore:
                           "`qrgate keys dcc import FILE --config CONFIG`") from err
     doc = _load_json(data, src)
     out = ImportedList()
-    _json_entries(doc, out)
+    json_entries(doc, out)
     if out.problems:
         raise ConfigError([f"DCC trust list {src}: {p}; import the list again" for p in out.problems])
     installed = doc.get("installed_at") if isinstance(doc, dict) else None
     if isinstance(installed, bool) or not isinstance(installed, (int, float)):
         installed = None
-    store = DscStore(out.dscs, installed_at_s=float(installed) if installed is not None else None)
+    version = doc.get("version") if isinstance(doc, dict) else None
+    store = DscStore(out.dscs, installed_at_s=float(installed) if installed is not None else None,
+                     version=version if type(version) is int and version >= 0 else 0)
     log.debug("DCC trust list %s: %d DSC(s) from %s", src, len(store), ", ".join(store.countries()))
     return store
 

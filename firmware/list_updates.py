@@ -247,6 +247,8 @@ class ListUpdates:
 
     def _handle(self, topic: str, payload: bytes, retained: bool, *, venue_topic: bool) -> None:
         kind = topic.rsplit("/", 1)[-1]
+        if kind == "dcc":
+            return  # the DCC trust list has its own handler (firmware.dcc_list_updates)
         catching_up = venue_topic and retained  # delivered because we (re)subscribed
         try:
             if retained and not venue_topic:

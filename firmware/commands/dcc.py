@@ -46,6 +46,15 @@ def register_keys(ks: argparse._SubParsersAction) -> None:
     i.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="device config (default: %(default)s)")
     i.add_argument("--signature", default=None, metavar="SIGFILE",
                    help="detached signature of FILE (base64 or raw), checked with keys.dcc_list_key")
+    i.add_argument("--remote", action="store_true",
+                   help="send the list to the running gate over MQTT, signed with --key, instead of writing it here")
+    i.add_argument("--key", help="--remote: command signing key (the gate trusts it with --role command)")
+    i.add_argument("--broker", help="--remote: HOST:PORT (default: the config's [mqtt] host and port)")
+    i.add_argument("--device", help="--remote: gate id (default: the config's device.id)")
+    i.add_argument("--venue", metavar="VENUE_ID", help="--remote: every gate of this venue, retained on "
+                   "<prefix>/venues/VENUE_ID/lists/dcc (gates that connect later get it too; valid 7 days)")
+    i.add_argument("--gates", type=int, default=0, metavar="N", help="--venue: stop waiting once N gates answered")
+    i.add_argument("--timeout-s", type=float, default=30.0, help="--remote: wait this long for answers")
     i.set_defaults(func=cmd_import)
     ls = kd.add_parser("list", help="list the installed DSCs: kid, country, kinds, validity")
     ls.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="device config (default: %(default)s)")
@@ -230,6 +239,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 1
     now_s = time.time()
     store = DscStore(imported.dscs)
+    if args.remote:
+        return _send_remote(args, cfg, store, now_s)
     dest = cfg.dcc_trust_list
     write_trust_list(dest, store, installed_at_s=now_s, list_sha256=list_digest(imported.signed_body))
     print(f"installed {len(store)} DSC(s) from {len(store.countries())} countr"
@@ -255,4 +266,63 @@ def cmd_list(args: argparse.Namespace) -> int:
               f"{_day(d.not_before_s)} .. {_day(d.not_after_s)}")
     if store.installed_at_s is not None:
         print(f"installed {_iso(store.installed_at_s)}", file=sys.stderr)
+    return 0
+
+
+EXIT_NO_ANSWER = 4  # as `qrgate list --remote`
+
+
+def _send_remote(args: argparse.Namespace, cfg: Any, store: Any, now_s: float) -> int:
+    """Sign the list with a command key and send it to one gate, or retained to a venue's gates."""
+    import secrets
+
+    from firmware.dcc_keystore import list_entries
+    from firmware.dcc_list_updates import KIND, encode_trust_message
+    from firmware.list_updates import MAX_VALIDITY_S, venue_list_topic
+    from provisioning.keys import load_private_key
+    from provisioning.list_remote import send_list
+    from provisioning.mqtt_request import Broker, Target, exchange
+
+    if not args.key:
+        raise ConfigError("--remote needs --key COMMAND_KEY (a key the gates trust with --role command)")
+    broker = Broker.of_gate(cfg, args.broker or "")
+    key = load_private_key(args.key)
+    transaction = secrets.token_hex(6)
+    body = json.dumps(list_entries(list(store.all()))).encode("utf-8")
+    print(f"sending {len(store)} DSC(s) from {', '.join(store.countries())}", file=sys.stderr)
+    if args.venue:
+        message = encode_trust_message(key, list_json=body, version=int(now_s), now_s=now_s, valid_s=MAX_VALIDITY_S,
+                                       venue_id=args.venue, transaction=transaction)
+        answers = exchange(broker, request_topic=venue_list_topic(cfg.mqtt.prefix, args.venue, KIND),
+                           response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=message,
+                           transaction=transaction, timeout_s=args.timeout_s, what="the DCC trust list",
+                           client_id_prefix="qrgate-dcc-", retain=True,
+                           enough=(lambda got: len(got) >= args.gates) if args.gates else None)
+        refused = 0
+        for topic, answer in answers:
+            gate = topic.split("/")[-3]
+            data = answer.get("data") or {}
+            if answer.get("status") == "ok":
+                print(f"{gate}: DCC trust list version {data.get('version')}, {data.get('count')} DSC(s)")
+            else:
+                refused += 1
+                print(f"{gate}: refused: {answer.get('error')}", file=sys.stderr)
+        print(f"{len(answers)} gate(s) answered, {refused} refused; the list stays retained for gates that "
+              f"connect later (valid {MAX_VALIDITY_S // 86400} days)")
+        if not answers:
+            return EXIT_NO_ANSWER
+        return 1 if refused or (args.gates and len(answers) < args.gates) else 0
+    device = args.device or cfg.device.id
+    message = encode_trust_message(key, list_json=body, version=int(now_s), now_s=now_s, device_id=device,
+                                   transaction=transaction)
+    answer = send_list(Target(broker, device, cfg.mqtt.prefix), KIND, message, transaction, timeout_s=args.timeout_s)
+    if answer is None:
+        print(f"no answer within {args.timeout_s:g} s (transaction {transaction}); is the gate online?",
+              file=sys.stderr)
+        return EXIT_NO_ANSWER
+    if answer.get("status") != "ok":
+        print(f"the gate refused the list: {answer.get('error')}", file=sys.stderr)
+        return 1
+    data = answer.get("data") or {}
+    print(f"{device}: DCC trust list version {data.get('version')}, {data.get('count')} DSC(s) (sent over MQTT)")
     return 0

@@ -170,14 +170,16 @@ class DscStore:
     Usage: ``DscStore([parse_dsc(der) ...])`` then ``store.for_kid(kid)``.
 
     Attributes:
-        installed_at_s: when the list was installed on the gate (Unix seconds), if known;
+        installed_at_s: when the list was issued or installed (Unix seconds), if known;
             the rules may refuse certificates while the list is older than allowed.
+        version: the installed list's version (0 if unknown); updates must go above it.
     """
 
-    __slots__ = ("_by_kid", "_all", "installed_at_s")
+    __slots__ = ("_by_kid", "_all", "installed_at_s", "version")
 
-    def __init__(self, dscs: Iterable[Dsc] = (), installed_at_s: float | None = None) -> None:
+    def __init__(self, dscs: Iterable[Dsc] = (), installed_at_s: float | None = None, version: int = 0) -> None:
         self.installed_at_s = installed_at_s
+        self.version = version
         by_kid: dict[bytes, list[Dsc]] = {}
         seen: set[bytes] = set()
         kept: list[Dsc] = []
