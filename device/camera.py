@@ -548,7 +548,7 @@ def open_frame_source(camera_config: Any, config_dir: str | Path = ".",
     """Open the frame source named by ``camera.source``.
 
     Args:
-        camera_config: the ``[camera]`` section (``firmware.config.CameraConfig``).
+        camera_config: the ``[camera]`` section (``firmware.core.config.CameraConfig``).
         config_dir: directory that relative ``dir:``/``file:`` paths are resolved against.
         clock: something with ``monotonic()``; default ``time.monotonic``.
 

@@ -26,7 +26,7 @@ def off_level(active_high: bool) -> str:
 
 
 def boot_fragment(gpio: Any) -> str:
-    """The fragment for a ``[gpio]`` section (``firmware.config.GpioConfig``).
+    """The fragment for a ``[gpio]`` section (``firmware.core.config.GpioConfig``).
 
     The relay line uses the configured active level; the LEDs, buzzer and status LED are
     active-high outputs and are held low. Unused pins (-1) are left out.

@@ -7,7 +7,7 @@ Every helper renders a normal QR code with ``segno.make_qr`` (never Micro QR: th
 passes are always full QR), error level M, a quiet zone of 4 modules, dark modules at about
 grey 35 and light ones at about grey 215, pasted in the middle of a noisy mid-grey frame the
 size of a YUV420 Y plane (default 640x480, the picamera2 lores stream). The output is a 2-D
-``uint8`` numpy array (height x width), exactly what ``firmware.model.Frame.pixels`` holds.
+``uint8`` numpy array (height x width), exactly what ``firmware.core.model.Frame.pixels`` holds.
 
 The result is deterministic for a given ``seed``, so tests can compare runs.
 

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "firmware.commands.decode",
     "provisioning.cli.keys",
     "provisioning.cli.pass_",
+    "provisioning.cli.dcc",
     "firmware.commands.bench",
     "firmware.commands.config",
     "provisioning.cli.provision",

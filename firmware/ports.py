@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from firmware.core.credentials.dcc_trust import DscStore
 from firmware.core.device_state import DeviceState, Mode, ModeControl
 from firmware.core.lists import ListSnapshot
 from firmware.core.model import Decision, DecodedCode, Frame, Moment, OutboxStats, ScanEvent
@@ -423,6 +424,18 @@ class ListFiles(Protocol):
         Raises:
             ValueError: the base or new version does not fit the current list.
             StoreError: it cannot be written.
+        """
+        ...
+
+
+class DccTrustFile(Protocol):
+    """The installed DCC trust list (``keys.dcc_trust_list``)."""
+
+    def write(self, store: DscStore, *, installed_at_s: float, list_sha256: str, version: int | None = None) -> None:
+        """Install store atomically.
+
+        Raises:
+            OSError: it cannot be written (the old list stays).
         """
         ...
 

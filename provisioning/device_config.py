@@ -3,7 +3,7 @@
 The config keeps every setting it already had; the command sets ``device.id``,
 ``device.venue_id``, ``device.direction``, optionally ``mqtt.host``/``mqtt.port`` and
 the ``[gpio]`` pins of a pin profile. The result is validated with the same schema as
-the daemon (``firmware.config.parse_config``): every problem, such as two roles on one
+the daemon (``firmware.core.config.parse_config``): every problem, such as two roles on one
 pin, is reported at once and nothing is written.
 
 Pin profiles are data files: ``device/profiles/<name>.toml`` with a ``[profile]``

@@ -1,6 +1,6 @@
 """Sending a signed list message to a running gate over MQTT and waiting for its answer.
 
-The tool side of ``firmware.list_updates``: publish on ``<prefix>/<device>/lists/<kind>``
+The tool side of ``firmware.features.list_updates``: publish on ``<prefix>/<device>/lists/<kind>``
 (QoS 1, never retained) and wait for the JSON answer with the same transaction on
 ``<prefix>/<device>/response/lists``.
 """

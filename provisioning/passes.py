@@ -1,6 +1,6 @@
 """Issue qrgate passes (``QG1:``) and render them as QR images.
 
-The pass format is defined in ``firmware.credentials.qg1``; this module adds the
+The pass format is defined in ``firmware.core.credentials.qg1``; this module adds the
 issuer's side: times from the caller's clock, a random token id, and QR images
 made with segno (always a full QR, error level M, border 4).
 """

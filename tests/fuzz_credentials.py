@@ -10,7 +10,8 @@ An input fails the run when:
 - one input takes longer than ``--hang-ms`` (default 1,000; the R1 target of 100 ms is
   reported by the ``slowest input so far`` lines, not enforced). An input slower than 5 ms is
   timed three more times and the best counts, so a pause of a loaded host is not blamed on it;
-- it accepts a credential that is not the seed's signed subject (a forged pass accepted).
+- it accepts a credential that is not the seed's signed subject (a forged pass accepted), or
+  an EU DCC (``HC1:``) that is not one of the seeds' signed certificates.
 
 Run::
 
@@ -31,7 +32,7 @@ import atheris
 
 with atheris.instrument_imports(include=["firmware", "base45", "cbor2"]):
     from firmware.core import prov_code
-    from firmware.core.credentials import INTERNAL_ERROR_DETAIL, TrustStore, check_payload
+    from firmware.core.credentials import INTERNAL_ERROR_DETAIL, DscStore, TrustStore, check_payload
     from firmware.core.model import Credential, Rejection
 
 NOW_S = 1_800_000_000.0
@@ -50,6 +51,42 @@ def make_keys() -> tuple[object, object, TrustStore, TrustStore]:
             TrustStore.from_keys([authority.public_key()]))
 
 
+DCC_SEED_IDS = ("URN:UVCI:01:VN:FUZZ0001#A", "URN:UVCI:01:VN:FUZZ0002#B")
+
+
+def make_dcc_signer() -> tuple[object, DscStore]:
+    """A fixed DCC signer (Ed25519 CA, so the DSC's DER and kid are the same every run) and its store."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from firmware.core.credentials.dcc_trust import parse_dsc
+
+    ca = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(64, 96)))
+    dsc_key = ec.derive_private_key(0x5EED_DCC_0001, ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "VN"),
+                      x509.NameAttribute(x509.NameOID.COMMON_NAME, "fuzz DSC")])
+    utc = dt.timezone.utc
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(dsc_key.public_key())
+            .serial_number(1).not_valid_before(dt.datetime(2020, 1, 1, tzinfo=utc))
+            .not_valid_after(dt.datetime(2040, 1, 1, tzinfo=utc)).sign(ca, None))
+    dsc = parse_dsc(cert.public_bytes(Encoding.DER))
+    return (dsc_key, dsc.kid), DscStore([dsc])
+
+
+def dcc_seeds(signer: tuple[object, bytes]) -> dict[str, str]:
+    """Two signed HC1 codes: a vaccination and a test."""
+    from firmware.core.credentials import dcc, dcc_issue
+
+    key, kid = signer
+    vaccination = dcc_issue.vaccination("Nguyễn", "Văn An", "1990-04-30", date="2026-11-01", ci=DCC_SEED_IDS[0])
+    test = dcc_issue.covid_test("Lê", "Tám", "1980", sampled="2027-01-14T08:00:00Z", ci=DCC_SEED_IDS[1])
+    return {"hc1-v": dcc.encode(vaccination, key, kid, iat_s=int(NOW_S) - 60, exp_s=int(NOW_S) + 86400),
+            "hc1-t": dcc.encode(test, key, kid, iat_s=int(NOW_S) - 60, exp_s=int(NOW_S) + 86400, kid_in="unprotected")}
+
+
 def write_seeds(corpus: Path, issuer: object, authority: object) -> None:
     """A valid pass (plain and compressed forms), a provisioning code, a CCCD card and oddities."""
     from provisioning import passes
@@ -64,6 +101,8 @@ def write_seeds(corpus: Path, issuer: object, authority: object) -> None:
         "cccd": CCCD_SEED,
         "url": "https://example.com/?q=1",
         "qg1-empty": "QG1:",
+        "hc1-empty": "HC1:",
+        **dcc_seeds(make_dcc_signer()[0]),
     }
     corpus.mkdir(parents=True, exist_ok=True)
     for name, text in seeds.items():
@@ -77,6 +116,7 @@ def main(argv: list[str]) -> None:
             hang_ms = float(arg.split("=", 1)[1])
             argv.remove(arg)
     issuer, authority, trust, authorities = make_keys()
+    _signer, dcc_trust = make_dcc_signer()
     corpora = [Path(a) for a in argv[1:] if not a.startswith("-")]
     if corpora and not any(corpora[0].iterdir() if corpora[0].exists() else ()):
         write_seeds(corpora[0], issuer, authority)
@@ -84,10 +124,13 @@ def main(argv: list[str]) -> None:
 
     def timed(data: bytes) -> float:
         started = time.perf_counter()
-        result = check_payload(data, trust)
+        result = check_payload(data, trust, dcc_trust=dcc_trust)
         if isinstance(result, Rejection) and INTERNAL_ERROR_DETAIL in result.detail:
             raise AssertionError(f"the parser's last-resort guard fired: {result.detail}")
-        if isinstance(result, Credential) and result.signed and result.subject != "EMP-1":
+        if isinstance(result, Credential) and result.dcc is not None:
+            if result.subject not in DCC_SEED_IDS:
+                raise AssertionError(f"a DCC {result.subject!r} was accepted; only the seeds were ever signed")
+        elif isinstance(result, Credential) and result.signed and result.subject != "EMP-1":
             raise AssertionError(f"a pass for {result.subject!r} was accepted; only EMP-1 was ever signed")
         prov_code.check(data, authorities, NOW_S)
         return (time.perf_counter() - started) * 1000.0

@@ -1,4 +1,4 @@
-"""firmware.atomic: whole-file replacement with an exact mode, and nothing left behind on failure."""
+"""firmware.adapters.atomic_files: whole-file replacement with an exact mode, and nothing left behind on failure."""
 
 from __future__ import annotations
 

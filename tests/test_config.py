@@ -8,7 +8,16 @@ import tomllib
 import pytest
 
 from firmware.adapters.config_file import load_config
-from firmware.core.config import SECTIONS, Config, ConfigError, masked_dump, parse_config, render_template, to_toml
+from firmware.core.config import (
+    SECTIONS,
+    SUBSECTIONS,
+    Config,
+    ConfigError,
+    masked_dump,
+    parse_config,
+    render_template,
+    to_toml,
+)
 
 
 def problems_of(data: dict) -> list[str]:
@@ -37,7 +46,9 @@ def test_template_lists_every_key_and_uncommented_parses():
         for line in template.splitlines())
     data = tomllib.loads(uncommented)
     for name, cls in SECTIONS.items():
-        assert set(data[name]) == {f.name for f in dataclasses.fields(cls)}
+        assert set(data[name]) == {f.name for f in dataclasses.fields(cls)} | set(SUBSECTIONS.get(name, {}))
+        for sub, (_attr, sub_cls) in SUBSECTIONS.get(name, {}).items():
+            assert set(data[name][sub]) == {f.name for f in dataclasses.fields(sub_cls)}
     parse_config(data)
 
 

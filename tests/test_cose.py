@@ -36,7 +36,7 @@ def trust_of(*keys) -> TrustStore:
 
 def hand_sign1(payload: bytes, key, protected_map, unprotected=None, *, tag: int | None = 18,
                sig_alg: int | None = None) -> bytes:
-    """Build a COSE_Sign1 by hand with cbor2 + cryptography (independent of firmware.cose)."""
+    """Build a COSE_Sign1 by hand with cbor2 + cryptography (independent of firmware.core.cose)."""
     protected = cbor2.dumps(protected_map) if protected_map is not None else b""
     to_sign = cbor2.dumps(["Signature1", protected, b"", payload])
     alg = sig_alg if sig_alg is not None else (protected_map or {}).get(1, (unprotected or {}).get(1))

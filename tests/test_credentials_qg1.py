@@ -308,7 +308,7 @@ def test_claims_that_are_not_a_map_are_malformed():
     (b"", Reason.UNKNOWN_FORMAT),
     (b"QG1", Reason.UNKNOWN_FORMAT),
     (b"qg1:ABC", Reason.UNKNOWN_FORMAT),
-    (b"HC1:NCFOXN", Reason.UNKNOWN_FORMAT),
+    (b"HC1:NCFOXN", Reason.MALFORMED),  # an EU DCC attempt (issue 15), broken base45
     (b"https://example.com/QG1:", Reason.UNKNOWN_FORMAT),
     (b"QG1:", Reason.MALFORMED),
     (b"QG1:A", Reason.MALFORMED),

@@ -45,8 +45,12 @@ def test_vector(path):
     inspection = qg1.inspect(payload, trust)
     assert inspection.stages == expected["stages"]
     outer = check_payload(payload, trust)
-    assert (outer.type, getattr(outer, "reason", None)) == (inspection.result.type,
-                                                            getattr(inspection.result, "reason", None))
+    if payload.startswith(b"HC1:"):
+        # Not a qrgate pass, but since issue 15 the gate reads it as an EU DCC (no signer trusted here).
+        assert outer.type.value == "dcc" and isinstance(outer, Rejection)
+    else:
+        assert (outer.type, getattr(outer, "reason", None)) == (inspection.result.type,
+                                                                getattr(inspection.result, "reason", None))
 
     if "base45_hex" in vector["intermediate"] and expected["stages"]["base45"] == "ok":
         opened = open_envelope("QG1:", payload) if expected["stages"]["zlib"] != "failed" else None
@@ -61,7 +65,7 @@ def test_vector(path):
     result = inspection.result
     if expected["reason"] == "ok":
         assert isinstance(result, Credential)
-        got = {k: (v.value if hasattr(v, "value") else v) for k, v in vars(result).items()}
+        got = {k: (v.value if hasattr(v, "value") else v) for k, v in vars(result).items() if k != "dcc"}
         assert got == expected["credential"]
         expired = result.expires_s is not None and result.expires_s <= vector["context"]["now_s"]
         assert expired == bool(expected["expired_at_now"])

@@ -147,9 +147,10 @@ def test_demo_runs_end_to_end():
     result = qrgate("demo", "--no-color", "--fps", "30", timeout_s=120)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = [line for line in result.stdout.splitlines() if " granted, " in line]
-    assert summary and summary[0].startswith("2 granted, 4 denied, 2 relay pulse(s), 6 events recorded"), summary
+    assert summary and summary[0].startswith("3 granted, 6 denied, 3 relay pulse(s), 9 events recorded"), summary
     for needle in ("valid pass", "GRANTED", "expired", "bad_signature", "unknown_format",
-                   "NGUYỄN ĐÌNH *** 0966 323 ***", "relay ENERGISED"):
+                   "NGUYỄN ĐÌNH *** 0966 323 ***", "relay ENERGISED", "HC1 COVID, vaccinated",
+                   "Đỗ Thị *** 1988"):
         assert needle in result.stdout
 
 

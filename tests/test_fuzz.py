@@ -33,5 +33,6 @@ def test_fuzzing_the_parsers_finds_new_branches_and_no_failure(tmp_path):
     initial = int(re.search(r"INITED cov: (\d+)", log).group(1))
     final = max(int(n) for n in re.findall(r"cov: (\d+)", log))
     assert final > initial + 20, f"coverage went from {initial} to {final} only: is the instrumentation live?"
-    assert "Instrumenting firmware.credentials.qg1" in log and "Instrumenting firmware.cose" in log
+    assert "Instrumenting firmware.core.credentials.qg1" in log and "Instrumenting firmware.core.cose" in log
+    assert "Instrumenting firmware.core.credentials.dcc" in log
     assert re.search(r"slowest input so far: [\d.]+ ms", log)

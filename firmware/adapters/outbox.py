@@ -49,7 +49,7 @@ Corruption: a database that cannot be opened, fails ``PRAGMA quick_check`` or ha
 wrong schema is renamed ``outbox.sqlite.corrupt-<UTC time>`` (with its ``-wal``), an alarm
 is raised, and a fresh outbox starts with ``seq`` above the reserved high-water mark.
 The alarm ``outbox_quarantined`` is raised at start while a quarantined file is in the state
-directory; while it is there the gate fails closed (``firmware.field``: every code refused
+directory; while it is there the gate fails closed (``firmware.features.device_monitor``: every code refused
 with ``fail_closed``). An operator clears it by moving the file away once it has been
 recovered (seen at the next start, or on ``reload``, which calls ``quarantined_files()``).
 

@@ -7,7 +7,7 @@ there is no fsync and no SD-card wear.
 
 ``qrgate status`` reads it without opening the camera, GPIO or any database, and
 decides whether the daemon is really running: the writer's pid must be alive and the
-state directory's lock held (``firmware.app.state_dir_in_use``). A file left behind by a
+state directory's lock held (``firmware.app.builder.state_dir_in_use``). A file left behind by a
 killed daemon is therefore reported as "not running", whatever it says.
 """
 
@@ -92,7 +92,7 @@ def daemon_running(snapshot: dict[str, Any] | None, state_dir: Path,
     Args:
         snapshot: the status file's content (None if there is none).
         state_dir: the daemon's state directory.
-        lock_held: ``firmware.app.state_dir_in_use``; a PermissionError from it (the
+        lock_held: ``firmware.app.builder.state_dir_in_use``; a PermissionError from it (the
             caller cannot open the lock file) leaves the pid as the only evidence.
     """
     if snapshot is None or not pid_alive(snapshot.get("pid")):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.adapters.clock import SystemClock
+from firmware.adapters.dcc_keystore import DccTrustListFile, load_trust_list
 from firmware.adapters.keystore import load_trust_dir
 from firmware.adapters.list_files import open_lists
 from firmware.adapters.mode_file import MODE_FILE, ModeFile
@@ -42,24 +43,23 @@ from firmware.alarms import Alarms
 from firmware.app.shutdown import Phase, Shutdown
 from firmware.core.config import Config
 from firmware.core.credentials import check_payload
+from firmware.core.credentials.dcc_trust import LiveDscStore
+from firmware.core.credentials.trust import TrustStore
+from firmware.core.dcc_rules import dcc_rules_from
 from firmware.core.errors import StoreError
 from firmware.core.events import EventFactory
 from firmware.core.gatekeeper import Gatekeeper, LoopStats
 from firmware.core.identity import GateIdentity, IdentityCell
-from firmware.core.model import ScanEvent
+from firmware.core.model import Credential, Rejection, ScanEvent
 from firmware.core.passage import PassageWatch
 from firmware.core.policy import GateMemory, Lists, Rules
 from firmware.core.remote_command import CommandVerifier
+from firmware.features.dcc_trust_updates import DccTrustUpdates
 from firmware.features.device_monitor import BrokerInputs, DeviceMonitor, MonitorSettings, OutboxInputs
 from firmware.features.home_assistant import HomeAssistantDiscovery, RelayTopic, discovery_payload, discovery_topic
 from firmware.features.list_updates import GateLists, ListSettings
 from firmware.features.passage_check import PassageCheck, PassageLog
-from firmware.features.provisioning import (
-    PROVISIONING_KEY,
-    GateProvisioning,
-    ProvisioningSettings,
-    record_identity,
-)
+from firmware.features.provisioning import PROVISIONING_KEY, GateProvisioning, ProvisioningSettings, record_identity
 from firmware.features.remote_control import RemoteControl
 from firmware.features.scan_loop import EventRecorder, GateService
 from firmware.features.status_report import EventsSummary, ReportSettings, StatusReport
@@ -93,7 +93,19 @@ def rules_from(cfg: Config) -> Rules:
         require_expiry=p.require_expiry,
         allow_list_required=p.allow_list_required,
         clock_skew_s=p.clock_skew_s,
+        dcc=dcc_rules_from(cfg.policy_dcc),
     )
+
+
+class CredentialCheck:
+    """The gate's credential check: pass issuers from the identity in force, DSCs from the live
+    DCC trust list (swapped whole by its update feature)."""
+
+    def __init__(self, dcc_trust: LiveDscStore) -> None:
+        self._dcc_trust = dcc_trust
+
+    def __call__(self, payload: bytes, trust: TrustStore) -> Credential | Rejection:
+        return check_payload(payload, trust, dcc_trust=self._dcc_trust.store)
 
 
 def apply_record(cfg: Config, record: dict[str, Any] | None) -> Config:
@@ -254,7 +266,8 @@ class GateApp:
             passage = self.passage = PassageCheck(clock=clock, recorder=recorder, memory=memory, passback=passback,
                                                   watch=watch)
         gate_lists = self._open_lists(cfg, clock, link)
-        gatekeeper = Gatekeeper(identity, check_payload, lists=gate_lists.lists if gate_lists else self._lists,
+        self.dcc_trust = LiveDscStore(load_trust_list(cfg.dcc_trust_list, missing_ok=True))
+        gatekeeper = Gatekeeper(identity, CredentialCheck(self.dcc_trust), lists=gate_lists.lists if gate_lists else self._lists,
                                 memory=memory)
 
         provisioning = self.provisioning = GateProvisioning(
@@ -401,6 +414,9 @@ class GateApp:
             republishers.append(discovery)
         if gate_lists is not None:
             gate_lists.start()
+        command_keys = load_trust_dir(cfg.command_keys_dir, missing_ok=True)
+        DccTrustUpdates(link, self.dcc_trust, DccTrustListFile(cfg.dcc_trust_list), command_keys, cfg.device.id,
+                        wall=clock.wall, venue_id=cfg.device.venue_id, prefix=cfg.mqtt.prefix).start()
         if publisher is not None:
             state = StateReporter(link, [self.events_summary, monitor, report, *status_sources],
                                   cfg.mqtt.state_interval_s, wall=clock.wall)

@@ -1,4 +1,4 @@
-"""The measurement behind `qrgate bench loop` (registered by ``firmware.bench_decode``).
+"""The measurement behind `qrgate bench loop` (registered by ``firmware.bench.decode``).
 
 Two figures, both taken on the real ``GateService`` with the real decoder, credential
 check, policy and gpiozero outputs (on ``MockFactory`` pins):

@@ -1,7 +1,9 @@
 """`qrgate demo`: the whole gate on images, with simulated pins and no broker.
 
 It makes a throw-away issuer key and a set of codes (a valid pass, an expired one, a
-forged signature, a person on the deny list, a CCCD card, a URL, a blank frame),
+forged signature, a person on the deny list, a CCCD card, a URL, a blank frame), and a
+throw-away DCC signer with three EU Digital COVID Certificates (``HC1:``: vaccinated,
+expired, forged),
 renders them as camera scenes, and plays them through the real ``dir:`` camera
 source, decoder, policy, event sink and gpiozero outputs on a MockFactory. Each
 decision and each relay, LED and buzzer change is printed as it happens.
@@ -169,6 +171,39 @@ def build_codes(workdir: Path) -> tuple[list[tuple[str, str | None]], Path, set[
     return codes, issuers, {"EMP-0666"}
 
 
+def build_dcc_codes(workdir: Path) -> tuple[list[tuple[str, str | None]], Path]:
+    """Make a test DCC signer, install it as the demo's trust list, and return three HC1 codes.
+
+    Returns:
+        (label, code text) pairs (vaccinated, expired, forged) and the trust list path.
+    """
+    from firmware.adapters.dcc_keystore import write_trust_list
+    from firmware.core.credentials import dcc_issue
+    from firmware.core.credentials.dcc_trust import DscStore, parse_dsc
+
+    now = time.time()
+    day = 86400.0
+    ca = dcc_issue.new_ca(not_before_s=now - 400 * day, not_after_s=now + 3000 * day)
+    dsc = dcc_issue.new_dsc(ca, not_before_s=now - 300 * day, not_after_s=now + 365 * day, kinds=("v", "t", "r"))
+    forger = dcc_issue.new_dsc(ca, not_before_s=now - 300 * day, not_after_s=now + 365 * day)
+    trust_list = workdir / "dcc-trust.json"
+    write_trust_list(trust_list, DscStore([parse_dsc(dsc.der)]), installed_at_s=now, list_sha256="demo")
+
+    def vaccinated(ci: str, family: str, given: str, dob: str) -> dict[str, Any]:
+        return dcc_issue.vaccination(family, given, dob, date=dcc_issue.day(now - 60 * day), ci=ci)
+
+    valid = dsc.sign(vaccinated("URN:UVCI:01:VN:DEMO0001#A", "Đỗ", "Thị Hương", "1988-03-12"),
+                     iat_s=now - day, exp_s=now + 300 * day)
+    expired = dsc.sign(vaccinated("URN:UVCI:01:VN:DEMO0002#B", "Hoàng", "Văn Nam", "1979-11-02"),
+                       iat_s=now - 200 * day, exp_s=now - 20 * day)
+    # forged: signed by a key that is not the trusted signer's, under the trusted signer's kid
+    forged = dcc_issue.Signer(key=forger.key, cert=dsc.cert, der=dsc.der, kid=dsc.kid).sign(
+        vaccinated("URN:UVCI:01:VN:DEMO0003#C", "Vũ", "Minh Khoa", "2001-07-30"), iat_s=now - day,
+        exp_s=now + 300 * day)
+    return [("HC1 COVID, vaccinated", valid), ("HC1 COVID, expired", expired),
+            ("HC1 COVID, forged sig.", forged)], trust_list
+
+
 def demo_command(args: argparse.Namespace) -> int:
     from device.synthetic import write_blank_png, write_code_png
     from firmware.app.builder import GateApp
@@ -189,6 +224,8 @@ def demo_command(args: argparse.Namespace) -> int:
         for old in images.glob("*.png"):
             old.unlink()
         codes, issuers, denied = build_codes(workdir)
+        dcc_codes, dcc_trust_list = build_dcc_codes(workdir)
+        codes = codes[:-1] + dcc_codes + codes[-1:]  # the blank frame stays last
         labels = {}
         for i, (label, text) in enumerate(codes):
             if text is None:
@@ -214,7 +251,7 @@ def demo_command(args: argparse.Namespace) -> int:
                      {"green": "green_led_pin", "red": "red_led_pin", "buzzer": "buzzer_pin"}[k]: v
                      for k, v in PINS.items()}},
             "policy": {"accept_unsigned_id": True, "repeat_window_s": 3.0},
-            "keys": {"issuers_dir": str(issuers)},
+            "keys": {"issuers_dir": str(issuers), "dcc_trust_list": str(dcc_trust_list)},
             "privacy": {"subject": "hmac"},
         }, str(workdir / "qrgate.toml"))
         printer = Printer(labels, color)
@@ -242,7 +279,7 @@ def demo_command(args: argparse.Namespace) -> int:
         print(f"\n{c['granted']} granted, {c['denied']} denied, {c['pulses']} relay pulse(s), "
               f"{c['recorded']} events recorded in the outbox, each grant's before its relay moved "
               f"({events_file}{'' if args.keep else ', deleted with the demo folder; --keep DIR keeps it'}).")
-        expected = {"granted": 2, "denied": 4, "pulses": 2, "recorded": 6}
+        expected = {"granted": 3, "denied": 6, "pulses": 3, "recorded": 9}
         if {k: c[k] for k in expected} != expected:
             print(f"unexpected result: wanted {expected}", file=sys.stderr)
             return 1

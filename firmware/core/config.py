@@ -5,8 +5,8 @@ metadata), so the template, the provisioning tools and the error messages all
 come from one place. ``load_config`` collects every problem and raises one
 ``ConfigError``; the composition root then exits with status 78 (EX_CONFIG).
 
-Sections: [device] [camera] [decoder] [gpio] [policy] [privacy] [keys] [mqtt]
-[outbox] [status] [commands] [provisioning] [lists].
+Sections: [device] [camera] [decoder] [gpio] [policy] (with the table [policy.dcc])
+[privacy] [keys] [mqtt] [outbox] [status] [commands] [provisioning] [lists].
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.core.dcc_status import VN_2022_VACCINE_PRODUCTS
 from firmware.core.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/qrgate/qrgate.toml")
@@ -133,6 +134,37 @@ class PolicyConfig:
                               min=0.0, max=600.0)
 
 
+DCC_KINDS = ("vaccination", "recovery", "test")
+DCC_TEST_TYPES = ("pcr", "rapid_antigen")
+
+
+@dataclass(frozen=True)
+class DccPolicyConfig:
+    """``[policy.dcc]``: which EU Digital COVID Certificates (``HC1:``) open the gate."""
+
+    kinds: tuple[str, ...] = opt(DCC_KINDS, "Certificate kinds admitted: any of `vaccination`, `recovery`, "
+                                 "`test`.", ["vaccination", "test"], items=DCC_KINDS)
+    min_days_after_last_dose: int = opt(14, "A vaccination counts this many days after the last dose "
+                                        "(`dt`); earlier: `dcc_too_recent`.", 14, min=0, max=3650)
+    max_days_after_last_dose: int = opt(0, "A vaccination older than this many days is refused "
+                                        "(`dcc_vaccination_too_old`); 0 = no limit.", 270, min=0, max=36500)
+    products: tuple[str, ...] = opt(VN_2022_VACCINE_PRODUCTS, "Accepted vaccine products, as DCC `mp` codes "
+                                    "(default: the vaccines licensed in Vietnam in 2022).",
+                                    ["EU/1/20/1528", "EU/1/20/1507"])
+    max_test_age_h: dict[str, float] = opt({"pcr": 72.0, "rapid_antigen": 24.0}, "Maximum age of a negative test "
+                               "(sample time `sc`), in hours, by type: `pcr` (NAAT) and `rapid_antigen`; "
+                               "a type left out is not accepted.", {"pcr": 48.0, "rapid_antigen": 24.0},
+                               table_keys=DCC_TEST_TYPES, min=0.0, max=8760.0)
+    max_trust_list_age_h: float = opt(0.0, "Refuse DCCs (`dcc_trust_list_stale`) while the installed trust "
+                                      "list is older than this many hours; 0 = never stale.", 168.0,
+                                      min=0.0, max=87600.0)
+    require_second_credential: bool = opt(False, "A DCC alone does not open the gate (`dcc_identity_required`): a "
+                                           "CCCD card or qrgate pass whose name matches must follow within "
+                                           "`second_credential_window_s` (else `dcc_identity_mismatch`).", True)
+    second_credential_window_s: float = opt(10.0, "How long a DCC waits for the second credential, in seconds.",
+                                            15.0, min=1.0, max=300.0)
+
+
 @dataclass(frozen=True)
 class PrivacyConfig:
     subject: str = opt("hmac", "How the person id appears in events: `raw`, `hmac` (keyed with "
@@ -146,6 +178,12 @@ class PrivacyConfig:
 class KeysConfig:
     issuers_dir: str = opt("", "Directory of trusted pass issuer public keys (PEM). Empty: "
                            "`issuers/` beside the config file.", "/etc/qrgate/issuers")
+    dcc_trust_list: str = opt("", "Trusted EU DCC Document Signer Certificates, as written by "
+                              "`qrgate keys dcc import`. Empty: `dcc-trust.json` beside the config file.",
+                              "/etc/qrgate/dcc-trust.json")
+    dcc_list_key: str = opt("", "Public key (PEM, Ed25519 or P-256) that must have signed a DCC trust list "
+                            "before `qrgate keys dcc import` installs it; empty: no signature required.",
+                            "/etc/qrgate/dcc-list-signer.pub.pem")
     authority_dir: str = opt("", "Directory of trusted provisioning authority keys (PEM). Empty: "
                              "`authority/` beside the config file.", "/etc/qrgate/authority")
     command_dir: str = opt("", "Directory of trusted remote command keys (PEM). Empty: "
@@ -238,6 +276,7 @@ class Config:
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     provisioning: ProvisioningConfig = field(default_factory=ProvisioningConfig)
     lists: ListsConfig = field(default_factory=ListsConfig)
+    policy_dcc: DccPolicyConfig = field(default_factory=DccPolicyConfig)
     path: str = ""
 
     @property
@@ -266,6 +305,10 @@ class Config:
     def state_dir(self) -> Path:
         return self.resolve(self.device.state_dir, "state")
 
+    @property
+    def dcc_trust_list(self) -> Path:
+        return self.resolve(self.keys.dcc_trust_list, "dcc-trust.json")
+
 
 SECTIONS: dict[str, type] = {
     "device": DeviceConfig, "camera": CameraConfig, "decoder": DecoderConfig, "gpio": GpioConfig,
@@ -273,8 +316,8 @@ SECTIONS: dict[str, type] = {
     "outbox": OutboxConfig, "commands": CommandsConfig, "provisioning": ProvisioningConfig,
     "lists": ListsConfig,
 }
-
-
+# Tables inside a section: [policy.dcc] is Config.policy_dcc.
+SUBSECTIONS: dict[str, dict[str, tuple[str, type]]] = {"policy": {"dcc": ("policy_dcc", DccPolicyConfig)}}
 SECRET_KEYS = {("mqtt", "password_file")}
 
 
@@ -394,6 +437,9 @@ def parse_config(data: dict[str, Any], path: str = "") -> Config:
         if not isinstance(raw, dict):
             problems.append(f"{name} must be a table ([{name}])")
             raw = {}
+        for sub, (attr, sub_cls) in SUBSECTIONS.get(name, {}).items():
+            raw = dict(raw)
+            sections[attr] = _parse_subsection(f"{name}.{sub}", sub_cls, raw.pop(sub, {}), problems)
         known = {f.name: f for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, value in raw.items():
@@ -415,6 +461,55 @@ def parse_config(data: dict[str, Any], path: str = "") -> Config:
     return cfg
 
 
+def _parse_subsection(key: str, cls: type, raw: Any, problems: list[str]) -> Any:
+    """Check a table such as [policy.dcc]: scalars as in a section, plus lists and number tables."""
+    if not isinstance(raw, dict):
+        problems.append(f"{key} must be a table ([{key}])")
+        return cls()
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        f = known.get(name)
+        if f is None:
+            problems.append(f"{key}.{name} is not a known setting; known: {', '.join(known)}")
+            continue
+        meta = f.metadata
+        if isinstance(f.default, tuple):
+            allowed = meta.get("items")
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                problems.append(f"{key}.{name} = {value!r} must be a list of strings, for example "
+                                f"{meta['example']!r}")
+            elif allowed and any(v not in allowed for v in value):
+                problems.append(f"{key}.{name} = {value!r}: each item must be one of {', '.join(allowed)}")
+            else:
+                values[name] = tuple(dict.fromkeys(value))
+        elif "table_keys" in meta:
+            if not isinstance(value, dict) or any(k not in meta["table_keys"] for k in value) or any(
+                    isinstance(v, bool) or not isinstance(v, (int, float)) or not meta["min"] <= v <= meta["max"]
+                    for v in value.values()):
+                problems.append(f"{key}.{name} = {value!r} must be a table of hours ({meta['min']} to "
+                                f"{meta['max']}) with keys among {', '.join(meta['table_keys'])}, for example "
+                                "{ pcr = 72, rapid_antigen = 24 }")
+            else:
+                values[name] = {k: float(v) for k, v in value.items()}
+        else:
+            checked, problem = _check_value(key, f, value, cls)
+            if problem:
+                problems.append(problem)
+            else:
+                values[name] = checked
+    return cls(**values)
+
+
+
+def _field_default(f: dataclasses.Field[Any]) -> Any:
+    """A dataclass field's default value (from its factory where it has one)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    factory: Any = f.default_factory
+    return factory()
+
+
 def render_template() -> str:
     """Return a commented TOML config with every setting, its description and default."""
     lines = ["## qrgate configuration (/etc/qrgate/qrgate.toml). Every setting is shown with its",
@@ -426,6 +521,14 @@ def render_template() -> str:
             default = f.default
             lines.append(f"# {f.name} = {_toml_value(default)}    # example: {_toml_value(f.metadata['example'])}")
         lines.append("")
+        for sub, (_attr, sub_cls) in SUBSECTIONS.get(name, {}).items():
+            lines.append(f"[{name}.{sub}]")
+            for f in dataclasses.fields(sub_cls):
+                lines.append(f"## {f.metadata['doc']}")
+                default = _field_default(f)
+                lines.append(f"# {f.name} = {_toml_value(default)}    # example: "
+                             f"{_toml_value(f.metadata['example'])}")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -434,6 +537,10 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return repr(value)
 
 
@@ -446,6 +553,12 @@ def to_toml(cfg: Config) -> str:
         for f in dataclasses.fields(section):
             out.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
         out.append("")
+        for sub, (attr, _cls) in SUBSECTIONS.get(name, {}).items():
+            table = getattr(cfg, attr)
+            out.append(f"[{name}.{sub}]")
+            for f in dataclasses.fields(table):
+                out.append(f"{f.name} = {_toml_value(getattr(table, f.name))}")
+            out.append("")
     return "\n".join(out)
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from firmware.core.identity import GateIdentity, IdentityCell
-from firmware.core.model import Decision, ScanEvent
+from firmware.core.model import CredentialType, Decision, ScanEvent
 from firmware.core.policy import Rules
 
 
@@ -96,12 +96,19 @@ class EventFactory:
             decision=decision.verdict.value,
             reason=decision.reason.value,
             credential=decision.credential_type.value,
-            subject=protect_subject(decision.subject, self.subject_mode, self.secret),
+            subject=protect_subject(decision.subject, self._subject_mode_for(decision), self.secret),
             display=decision.display,
             latency_ms=decision.latency_ms,
             code_sha256=decision.code_sha256,
             code=code_text if self.publish_codes else None,
         )
+
+    def _subject_mode_for(self, decision: Decision) -> str:
+        # A COVID certificate's subject is its identifier (ci), a health record id: never
+        # published raw; its HMAC still lets a consumer count repeat visits.
+        if decision.credential_type is CredentialType.DCC and self.subject_mode == "raw":
+            return "hmac"
+        return self.subject_mode
 
     def build_record(self, *, decision: str, reason: str, credential: str, code_sha256: str, wall_s: float,
                      time_synced: bool, subject: str | None = None, display: str = "") -> ScanEvent:

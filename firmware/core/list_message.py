@@ -9,7 +9,7 @@ Topic: ``<prefix>/<device_id>/lists/<deny|allow>`` (never retained). Reply: JSON
 
 Message (binary payload): the CBOR array ``[manifest, body]``.
 
-- ``manifest`` is a COSE_Sign1 (``firmware.cose``) signed by a **remote command key**
+- ``manifest`` is a COSE_Sign1 (``firmware.core.cose``) signed by a **remote command key**
   (trust directory ``keys.command_dir``, the same keys that sign remote commands; see
   README "Provisioning" for why). Its payload is a CBOR map: ``t`` = ``"qrgate.list/1"``,
   ``kind`` (``deny``/``allow``, must match the topic), ``mode`` (``full``/``delta``),
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 
 LIST_TYPE = "qrgate.list/1"
+RESPONSE_TOPIC = "response/lists"  # where a gate answers every list message
 
 
 MAX_BODY_BYTES = 64 * 1024 * 1024

@@ -344,7 +344,7 @@ def parse_csv(stream: IO[bytes], block_bytes: int = BLOCK_BYTES) -> CsvResult:
 
 
 class MemoryLists:
-    """The lists the policy looks up (implements ``firmware.policy.Lists``). Thread-safe:
+    """The lists the policy looks up (implements ``firmware.core.policy.Lists``). Thread-safe:
     ``swap`` replaces a whole snapshot at once (the MQTT thread), lookups read the
     current one (the scan loop).
 

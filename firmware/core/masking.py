@@ -81,9 +81,17 @@ def display_cccd(name: str | None, id_number: str | None) -> str:
     return " ".join(part for part in (mask_name(name), mask_id(id_number)) if part)
 
 
+def display_dcc(name: str | None, birth_year: str | None) -> str:
+    """Masked name and birth year of a COVID certificate's holder: ``"Nguyễn Văn *** 1990"``."""
+    return " ".join(part for part in (mask_name(name), birth_year or "") if part)
+
+
 def display_credential(credential: Credential) -> str:
-    """The masked display for any credential (CCCD shows the id's tail; a pass the phone)."""
+    """The masked display for any credential (CCCD shows the id's tail; a pass the phone;
+    a COVID certificate the birth year, never its identifier)."""
     if credential.type is CredentialType.CCCD:
         return display_cccd(credential.name, credential.subject)
+    if credential.type is CredentialType.DCC:
+        return display_dcc(credential.name, credential.dcc.birth_year if credential.dcc else None)
     shown = display(credential.name, credential.phone)
     return shown or mask_id(credential.subject)

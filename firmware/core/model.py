@@ -9,7 +9,10 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from firmware.core.dcc_status import DccStatus
 
 EVENT_SCHEMA = "qrgate.scan/1"
 
@@ -85,6 +88,22 @@ class Reason(StrEnum):
     FAIL_CLOSED = "fail_closed"
     LISTS_STALE = "lists_stale"
     REMOTE_OPEN = "remote_open"
+    # EU Digital COVID Certificates (HC1:); see firmware/dcc_rules.py
+    DCC_KEY_USAGE = "dcc_key_usage"
+    DCC_SIGNER_NOT_VALID = "dcc_signer_not_valid"
+    DCC_TRUST_LIST_STALE = "dcc_trust_list_stale"
+    DCC_KIND_NOT_ACCEPTED = "dcc_kind_not_accepted"
+    DCC_NOT_VACCINATED = "dcc_not_vaccinated"
+    DCC_INCOMPLETE = "dcc_incomplete"
+    DCC_TOO_RECENT = "dcc_too_recent"
+    DCC_VACCINATION_TOO_OLD = "dcc_vaccination_too_old"
+    DCC_PRODUCT_NOT_ACCEPTED = "dcc_product_not_accepted"
+    DCC_TEST_TOO_OLD = "dcc_test_too_old"
+    DCC_TEST_TYPE_NOT_ACCEPTED = "dcc_test_type_not_accepted"
+    DCC_TEST_POSITIVE = "dcc_test_positive"
+    DCC_RECOVERY_EXPIRED = "dcc_recovery_expired"
+    DCC_IDENTITY_REQUIRED = "dcc_identity_required"
+    DCC_IDENTITY_MISMATCH = "dcc_identity_mismatch"
 
 
 class CredentialType(StrEnum):
@@ -92,6 +111,7 @@ class CredentialType(StrEnum):
 
     QG1 = "qg1"
     CCCD = "cccd"
+    DCC = "dcc"
     PROVISIONING = "provisioning"
     REMOTE = "remote"
     UNKNOWN = "unknown"
@@ -116,6 +136,7 @@ class Credential:
         health_declared_s: ``hd``, time of the holder's latest health declaration.
         token_id: ``cti`` hex, if carried.
         signed: True when a signature was verified.
+        dcc: for an EU Digital COVID Certificate, what it says (the rules read it).
     """
 
     type: CredentialType
@@ -130,6 +151,7 @@ class Credential:
     health_declared_s: float | None = None
     token_id: str | None = None
     signed: bool = False
+    dcc: DccStatus | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,13 @@ Order of checks for one code (first failure wins):
    ``clock_unsynced``; ``now < nbf - skew`` gives ``not_yet_valid``; ``now >= exp + skew``
    gives ``expired`` (RFC 8392: not accepted on or after ``exp``); a health declaration
    older than ``health_declaration_max_age_h`` (or missing) gives ``no_health_declaration``;
+   6b. an EU Digital COVID Certificate (``HC1:``): its signer's validity and the
+   ``[policy.dcc]`` rules, with the ``dcc_*`` reasons (``firmware.core.dcc_rules``);
+   with ``require_second_credential``, a DCC that passes everything up to step 7 is
+   denied with ``dcc_identity_required`` and remembered; the next credential (CCCD card
+   or pass) within ``second_credential_window_s`` must carry the same name (folded), else
+   ``dcc_identity_mismatch``; a matching CCCD card is then accepted even without
+   ``accept_unsigned_id`` and goes on through steps 5 to 10;
 7. allow list in employees-only mode: ``not_allowed``;
 8. the same person granted within ``repeat_window_s``: ``repeat``;
 9. anti-passback: a second passage the same way within ``passback_window_s``:
@@ -30,10 +37,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from firmware.core import masking
+from firmware.core.dcc_rules import DccRules, dcc_reason, names_match
 from firmware.core.model import Credential, CredentialType, Decision, DecodedCode, Moment, Reason, Rejection, Verdict
 
 
@@ -51,6 +59,7 @@ class Rules:
         require_expiry: refuse ``QG1:`` passes without ``exp`` (they would never expire).
         allow_list_required: employees-only mode.
         clock_skew_s: tolerance on nbf and exp.
+        dcc: the ``[policy.dcc]`` rules for EU Digital COVID Certificates (step 6b).
     """
 
     direction: str = "in"
@@ -62,6 +71,7 @@ class Rules:
     require_expiry: bool = True
     allow_list_required: bool = False
     clock_skew_s: float = 0.0
+    dcc: DccRules = field(default_factory=DccRules)
 
 
 class Lists(Protocol):
@@ -101,6 +111,10 @@ class MemoryView(Protocol):
         """(direction, wall seconds) of this person's last recorded passage, or None."""
         ...
 
+    def pending_dcc(self) -> tuple[str, float] | None:
+        """(holder's name, monotonic time) of a DCC waiting for a second credential, or None."""
+        ...
+
 
 def display_for(cred: Credential) -> str:
     """The masked name and phone of a credential's holder, safe to show and log."""
@@ -133,7 +147,7 @@ def decide(
         frame_mono_s: capture time of the frame the code came from.
         memory: the gate's memory (read only).
         rules: the policy.
-        check: parses and verifies a payload (``firmware.credentials.check_payload``
+        check: parses and verifies a payload (``firmware.core.credentials.check_payload``
             bound to the trust store); never raises.
         lists: deny and allow lists.
         blocked: when set, every code is denied with this reason (lockdown, storage
@@ -167,15 +181,25 @@ def decide(
     cred = result
     if blocked is not None:
         return out(Verdict.DENIED, blocked, cred.type, cred)
-    if cred.type is CredentialType.CCCD and not rules.accept_unsigned_id:
+    paired = False
+    pending = memory.pending_dcc() if rules.dcc.require_second_credential and cred.dcc is None else None
+    if pending is not None and 0 <= now.mono_s - pending[1] <= rules.dcc.second_credential_window_s:
+        if not names_match(pending[0], cred.name):
+            return out(Verdict.DENIED, Reason.DCC_IDENTITY_MISMATCH, cred.type, cred)
+        paired = True  # a CCCD card is then used for what it proves: who the DCC's holder is
+    if cred.type is CredentialType.CCCD and not rules.accept_unsigned_id and not paired:
         return out(Verdict.DENIED, Reason.UNSIGNED_NOT_ALLOWED, cred.type, cred)
     if lists.is_denied(cred.subject):
         return out(Verdict.DENIED, Reason.DENIED, cred.type, cred)
     time_reason = _time_reason(cred, now, rules)
+    if time_reason is None and cred.dcc is not None:
+        time_reason = dcc_reason(cred.dcc, now.wall_s, rules.dcc, rules.clock_skew_s)
     if time_reason is not None:
         return out(Verdict.DENIED, time_reason, cred.type, cred)
     if rules.allow_list_required and not lists.is_allowed(cred.subject):
         return out(Verdict.DENIED, Reason.NOT_ALLOWED, cred.type, cred)
+    if cred.dcc is not None and rules.dcc.require_second_credential:
+        return out(Verdict.DENIED, Reason.DCC_IDENTITY_REQUIRED, cred.type, cred)
     key = subject_key(cred.subject)
     granted_at = memory.last_grant_mono(key)
     if granted_at is not None and now.mono_s - granted_at < rules.repeat_window_s:
@@ -230,6 +254,7 @@ class GateMemory:
         self._grants: dict[str, float] = {}
         self._passages: dict[str, tuple[str, float]] = dict(passages or {})
         self._on_passage = on_passage
+        self._pending_dcc: tuple[str, float] | None = None
 
     def last_seen_mono(self, code_sha256: str) -> float | None:
         return self._seen.get(code_sha256)
@@ -240,13 +265,22 @@ class GateMemory:
     def last_passage(self, subject_key: str) -> tuple[str, float] | None:
         return self._passages.get(subject_key)
 
+    def pending_dcc(self) -> tuple[str, float] | None:
+        return self._pending_dcc
+
     def saw(self, code_sha256: str, now_mono_s: float) -> None:
         """Record that a payload is in view now (keeps the repeat window sliding)."""
         self._seen[code_sha256] = now_mono_s
 
     def remember(self, decision: Decision, now: Moment, direction: str) -> None:
-        """Record a decision's effects: the grant time and, for a grant, the passage."""
+        """Record a decision's effects: the grant time and, for a grant, the passage; a DCC
+        waiting for a second credential, which the next credential consumes."""
         self._seen[decision.code_sha256] = now.mono_s
+        cred = decision.credential
+        if decision.reason is Reason.DCC_IDENTITY_REQUIRED and cred is not None:
+            self._pending_dcc = (cred.name or "", now.mono_s)
+        elif cred is not None and cred.dcc is None:
+            self._pending_dcc = None
         if decision.granted and decision.subject is not None:
             key = subject_key(decision.subject)
             self._grants[key] = now.mono_s

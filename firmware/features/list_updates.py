@@ -19,13 +19,12 @@ from typing import Any
 from firmware.alarms import Alarms
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.errors import StoreError
-from firmware.core.list_message import ListMessage, ListMessageError, decode_message, venue_list_topic
+from firmware.core.list_message import RESPONSE_TOPIC, ListMessage, ListMessageError, decode_message, venue_list_topic
 from firmware.core.lists import KINDS, MemoryLists
 from firmware.ports import Link, ListFiles
 
 log = logging.getLogger(__name__)
 
-RESPONSE_TOPIC = "response/lists"
 
 
 class ListUpdates:
@@ -64,6 +63,8 @@ class ListUpdates:
 
     def _handle(self, topic: str, payload: bytes, retained: bool, *, venue_topic: bool) -> None:
         kind = topic.rsplit("/", 1)[-1]
+        if kind == "dcc":
+            return  # the DCC trust list has its own feature (firmware.features.dcc_trust_updates)
         catching_up = venue_topic and retained  # delivered because we (re)subscribed
         try:
             if retained and not venue_topic:

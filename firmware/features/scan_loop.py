@@ -28,7 +28,16 @@ from firmware.core.errors import DecodeError, StoreError
 from firmware.core.events import EventFactory
 from firmware.core.gatekeeper import Gatekeeper, LoopStats
 from firmware.core.model import DecodedCode, Frame, Moment, Reason, ScanEvent, Verdict
-from firmware.ports import Clock, CodeInterceptor, Decoder, EventListener, EventSink, FrameSource, LoopObserver, Outputs
+from firmware.ports import (
+    Clock,
+    CodeInterceptor,
+    Decoder,
+    EventListener,
+    EventSink,
+    FrameSource,
+    LoopObserver,
+    Outputs,
+)
 
 log = logging.getLogger(__name__)
 

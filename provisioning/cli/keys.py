@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("privfile", metavar="PRIVFILE", help="private key PEM")
     e.set_defaults(func=cmd_export)
 
+    from provisioning.cli.dcc import register_keys
+
+    register_keys(ks)  # qrgate keys dcc import|list
+
 
 def cmd_new(args: argparse.Namespace) -> int:
     from provisioning.keys import new_keypair

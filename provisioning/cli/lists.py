@@ -2,7 +2,7 @@
 
 Locally the command changes the list files in the gate's state directory, which only
 works while the daemon is stopped (it owns them). With ``--remote`` the change goes to
-the running daemon as a signed list message over MQTT (see ``firmware.list_updates``).
+the running daemon as a signed list message over MQTT (see ``firmware.features.list_updates``).
 
 Exit status: 0 done; 1 refused (broken CSV rows, older version, daemon running, the
 gate answered an error); 4 no answer from the gate in time; 78 bad configuration.

@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="device config (default: %(default)s)")
     c.add_argument("--issuer", action="append", default=[], metavar="PUBFILE",
                    help="trust this issuer public key (PEM) instead of a device's keys; repeatable")
+    c.add_argument("--dsc", action="append", default=[], metavar="FILE",
+                   help="for HC1: codes, trust these signer certificates (PEM or base64 DER) instead of "
+                   "the device's DCC trust list; repeatable")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_check)
 
@@ -83,11 +86,11 @@ def _read_image(path: str) -> list[bytes]:
     return [code.payload for code in make_decoder("zxing").decode(frame)]
 
 
-def report(payload: bytes, trust: Any, now_s: float) -> dict[str, Any]:
+def report(payload: bytes, trust: Any, now_s: float, dcc_trust: Any = None) -> dict[str, Any]:
     """What `pass check` prints for one payload: stages, result and masked display, never the payload."""
     import hashlib
 
-    from firmware.core.credentials import check_payload, qg1
+    from firmware.core.credentials import DscStore, check_payload, dcc, qg1
     from firmware.core.masking import display_credential
     from firmware.core.model import Credential
 
@@ -96,6 +99,17 @@ def report(payload: bytes, trust: Any, now_s: float) -> dict[str, Any]:
         inspection = qg1.inspect(payload, trust)
         out["stages"] = inspection.stages
         result = inspection.result
+    elif dcc.detect(payload):
+        dcc_inspection = dcc.inspect(payload, dcc_trust if dcc_trust is not None else DscStore())
+        out["stages"] = dcc_inspection.stages
+        result = dcc_inspection.result
+        if isinstance(result, Credential) and result.dcc is not None:
+            from firmware.core.dcc_rules import DccRules, dcc_reason, describe
+
+            out["certificate"] = describe(result.dcc)
+            refused = dcc_reason(result.dcc, now_s, DccRules())
+            if refused is not None:
+                out["note"] = f"a gate with the default [policy.dcc] denies it: reason {refused.value}"
     else:
         result = check_payload(payload, trust)
     out["type"] = result.type.value
@@ -113,13 +127,29 @@ def report(payload: bytes, trust: Any, now_s: float) -> dict[str, Any]:
     return out
 
 
+def _dcc_trust(args: argparse.Namespace) -> Any:
+    """The DSCs for HC1: codes: --dsc files, else the device's trust list (if a config is readable)."""
+    from firmware.core.credentials import DscStore
+    from firmware.core.credentials.dcc_trust import parse_dsc
+
+    if args.dsc:
+        from provisioning.cli.dcc import read_dsc_file
+
+        return DscStore([parse_dsc(der) for path in args.dsc for der in read_dsc_file(path)])
+    if args.issuer:
+        return DscStore()
+    from firmware.adapters.dcc_keystore import load_trust_list
+
+    return load_trust_list(load_config(args.config).dcc_trust_list, missing_ok=True)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from firmware.adapters.keystore import read_trust_dir
 
     if bool(args.text) == bool(args.image):
         print("give either PASS_TEXT or --image FILE", file=sys.stderr)
         return 2
-    if args.issuer:
+    if args.issuer or args.dsc:
         from firmware.core.credentials import TrustStore
         from provisioning.keys import load_public_key
 
@@ -129,11 +159,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         trust, problems = read_trust_dir(cfg.issuers_dir)
         for problem in problems:
             log.warning("%s", problem)
+    dcc_trust = _dcc_trust(args)
     payloads = _read_image(args.image) if args.image else [args.text.encode("utf-8")]
     if not payloads:
         print(f"no QR code found in {args.image}", file=sys.stderr)
         return 1
-    reports = [report(p, trust, time.time()) for p in payloads]
+    reports = [report(p, trust, time.time(), dcc_trust) for p in payloads]
     for r in reports:
         if args.json:
             print(json.dumps(r, ensure_ascii=False))

@@ -1,7 +1,7 @@
 """The history's view of a scan event: validation of what arrives on the topic, and the row kept.
 
 Pure: no I/O, no clock. ``parse_scan`` accepts the JSON published by the gate
-(``firmware.model.ScanEvent.to_json_dict``, schema ``qrgate.scan/1``) and returns either a
+(``firmware.core.model.ScanEvent.to_json_dict``, schema ``qrgate.scan/1``) and returns either a
 ``HistoryEvent`` or a ``Rejected`` with a reason that is safe to log (it never quotes the
 payload, which may carry a name, a phone number or a raw code).
 """

@@ -1,6 +1,6 @@
 """The trusted public keys of a device, by kid. Pure and immutable.
 
-Built from key objects (or PEM bytes) by the caller; ``firmware.keystore`` reads
+Built from key objects (or PEM bytes) by the caller; ``firmware.adapters.keystore`` reads
 them from a directory. Several keys may share a kid: every one of them is tried.
 """
 
@@ -52,7 +52,7 @@ class TrustStore:
     """An immutable map from kid (bytes) to the trusted public keys with that kid.
 
     Usage: ``TrustStore.from_keys([key1, key2])`` then ``store.keys_for(kid)``, which is
-    the ``keys_for_kid`` callable ``firmware.cose.verify1`` wants.
+    the ``keys_for_kid`` callable ``firmware.core.cose.verify1`` wants.
     """
 
     __slots__ = ("_by_kid",)
