@@ -278,7 +278,8 @@ class GateApp:
         events = EventFactory(device_id=cfg.device.id, venue_id=cfg.device.venue_id, direction=cfg.device.direction,
                               boot_id=self.boot_id, subject_mode=cfg.privacy.subject, secret=secret,
                               publish_codes=cfg.privacy.publish_codes)
-        self.service = GateService(frames=self.frames, decoder=make_decoder(cfg.decoder.backend),
+        decoder = make_decoder(cfg.decoder.backend, retry=cfg.decoder.retry)
+        self.service = GateService(frames=self.frames, decoder=decoder,
                                    outputs=self.outputs, sink=sink, clock=clock, gatekeeper=gatekeeper,
                                    events=events, on_event=self._on_event)
         self.sink = sink
