@@ -257,7 +257,7 @@ def _ease_out(t: float) -> float:
 
 
 def approach_sequence(data: str | bytes, seed: int, width: int = 640, height: int = 480,
-                      frames: int = 48) -> ApproachSequence:
+                      after_in_view: int = 31, max_frames: int = 120) -> ApproachSequence:
     """Render a phone screen showing data's QR code moving into view, at 30 fps.
 
     The hand enters from a random side with the phone small (far away) and partly or wholly
@@ -272,7 +272,10 @@ def approach_sequence(data: str | bytes, seed: int, width: int = 640, height: in
         seed: fixes every random choice.
         width: frame width in pixels.
         height: frame height in pixels.
-        frames: number of frames rendered.
+        after_in_view: frames rendered after the one where the code is first fully in view
+            (31 at 30 fps: just over a second).
+        max_frames: stop there even if the code never came fully into view (``in_view_index``
+            is then -1).
 
     Returns:
         The ``ApproachSequence``.
@@ -316,7 +319,9 @@ def approach_sequence(data: str | bytes, seed: int, width: int = 640, height: in
 
     out: list[np.ndarray] = []
     in_view = -1
-    for i in range(frames):
+    i = -1
+    while i + 1 < max_frames and (in_view < 0 or i < in_view + after_in_view):
+        i += 1
         centre, side, roll, tilt = pose(i)
         level = next((px for px in sorted(pyramid) if px >= side / modules), max(pyramid))
         card, code_box = pyramid[level]

@@ -110,3 +110,36 @@ def test_percentile_is_nearest_rank(values, pct, want):
 def test_format_table_aligns_columns():
     assert format_table(["a", "bb"], [[1.234, "x"], ["long", 2]]).splitlines() == [
         "| a    | bb |", "|------|----|", "| 1.23 | x  |", "| long | 2  |"]
+
+
+def test_bench_approach_replays_sequences_through_the_gate_for_each_decoder(capsys):
+    report = run_json(capsys, "approach", "--sequences", "3", "--seed", "30")
+    assert report["bench"] == "approach" and report["sequences"] == 3 and report["fps"] == 30
+    assert set(report["decoders"]) == {"zxing-cpp", "zbar", "qrgate"}
+    for name, row in report["decoders"].items():
+        assert 0 <= row["within_0_5_s"] <= row["within_1_s"] <= row["decided"] <= 3, name
+        assert row["denials"] == 0 and row["frames_decoded"] > 0 and row["mean_decode_ms"] > 0
+    frames = report["frames_to_decision"]
+    assert all(len(values) == 3 for values in frames.values())
+    # qrgate's first pass is zxing-cpp's own call: it never decides later than zxing-cpp alone
+    for zxing, qrgate in zip(frames["zxing-cpp"], frames["qrgate"], strict=True):
+        assert zxing is None or (qrgate is not None and qrgate <= zxing)
+    assert set(report["targets"]) == {"decided_ok", "median_ok"}
+
+
+def test_bench_approach_table_says_whether_the_targets_are_met(capsys):
+    assert main(["bench", "approach", "--sequences", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| qrgate" in out and "| zbar" in out and "| zxing-cpp" in out
+    verdicts = [line for line in out.splitlines()
+                if line.startswith("| qrgate") and line.rstrip(" |").endswith(("| met", "| NOT met"))]
+    assert len(verdicts) == 2, out
+
+
+@pytest.mark.parametrize(("args", "reason"), [(["--size", "big"], "--size 'big' is not WIDTHxHEIGHT"),
+                                              (["--size", "10x10"], "between 160x120 and 4096x3072"),
+                                              (["--sequences", "0"], "--sequences 0 must be between 1")])
+def test_bench_approach_refuses_bad_arguments_with_the_reason(capsys, args, reason):
+    assert main(["bench", "approach", *args]) == 78
+    captured = capsys.readouterr()
+    assert reason in captured.err and captured.out == ""

@@ -22,6 +22,7 @@ from typing import Any
 # Fixed table: sub-bench modules, in help order. Never built from user input.
 BENCH_MODULES = (
     "firmware.bench_decode",
+    "firmware.bench_approach",
     "firmware.bench_outbox",
     "firmware.bench_lists",
     "firmware.bench_history",
