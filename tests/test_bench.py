@@ -71,6 +71,7 @@ def test_bench_decode_targets_put_qrgate_beside_zxing_cpp_and_zbar_on_the_same_f
         row = targets["no_code"][size]
         assert row["qrgate_mean_ms"] > 0 and row["zxing_mean_ms"] > 0 and len(row["round_ratios"]) == 5
         assert row["met"] == (row["ratio"] <= 1.10)
+        assert row["second_detector_ratio"] > 1.0
 
 
 def test_bench_decode_table_says_whether_each_target_is_met(capsys, samples_dir):
