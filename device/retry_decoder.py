@@ -4,8 +4,9 @@ At a gate most frames hold no code, so nothing may be added to them: the first p
 one zxing-cpp call with the gate's options, asked also to return the symbols it *located*
 but could not decode (a checksum or format error: blur, a glare spot, a threshold that did
 not suit the light). A frame without any such symbol costs exactly that one call. For each
-located-but-unread symbol (at most ``MAX_RETRIED_SYMBOLS`` per frame, so a hostile frame
-cannot stall the loop) the decoder crops the symbol's region with a margin and tries, in
+located-but-unread symbol (at most ``MAX_RETRIED_SYMBOLS`` per frame, and no new pass after
+``RETRY_BUDGET_S`` of retrying, so a hostile frame full of damaged codes cannot stall the
+loop) the decoder crops the symbol's region with a margin and tries, in
 order, until one pass reads a code:
 
 ==========================  ==========================================================
@@ -34,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PASS_FIRST = "zxing"
 MAX_RETRIED_SYMBOLS = 3
+RETRY_BUDGET_S = 0.030       # no new retry pass starts after this much time spent retrying in a frame
 MARGIN_SHARE = 0.25          # of the symbol's side, on each side of its bounding box
 MARGIN_MIN_PX = 8
 UPSCALE_BELOW_MODULE_PX = 6.0
@@ -77,16 +80,22 @@ class RetryingDecoder:
         zbar: a zbar-py adapter (``ZbarDecoder``) for the last retries, or None when zbar-py
             is not installed (the zxing-cpp retries still run).
         retry: False makes this exactly the zxing-cpp adapter (``[decoder] retry = false``).
+        retry_budget_s: no retry pass starts once the frame's retries have taken this long
+            (a pass already running finishes).
+        clock: seconds from any start (default ``time.perf_counter``); tests pass a fake.
 
     Not thread-safe (neither library's scanner is): one decoder per thread.
     """
 
     name = "zxing"
 
-    def __init__(self, zxing: SymbolReader, zbar: FrameDecoder | None = None, *, retry: bool = True) -> None:
+    def __init__(self, zxing: SymbolReader, zbar: FrameDecoder | None = None, *, retry: bool = True,
+                 retry_budget_s: float = RETRY_BUDGET_S, clock: Callable[[], float] = time.perf_counter) -> None:
         self._zxing = zxing
         self._zbar = zbar
         self.retry = retry
+        self._budget_s = retry_budget_s
+        self._clock = clock
 
     @property
     def has_zbar(self) -> bool:
@@ -97,7 +106,8 @@ class RetryingDecoder:
         """Return every QR code read in the frame (empty list if none).
 
         Blocks for the decode: one zxing-cpp call on a frame with no located symbol; a few
-        more on small crops for each located but unread symbol (at most 3 symbols).
+        more on small crops for each located but unread symbol (at most 3 symbols, and no
+        new pass after ``retry_budget_s`` of retrying).
 
         Raises:
             DecodeError: the pixels are not a 2-D uint8 array, or a library failed on them.
@@ -111,16 +121,21 @@ class RetryingDecoder:
         if not self.retry:
             return found
         unread = [s for s in symbols if s.code is None and not _inside_any(s, symbols)]
+        deadline = self._clock() + self._budget_s if unread else 0.0
         for symbol in unread[:MAX_RETRIED_SYMBOLS]:
             known = {code.payload for code, _ in found}
-            found += self._second_chance(frame, symbol, known)
+            found += self._second_chance(frame, symbol, known, deadline)
         return found
 
-    def _second_chance(self, frame: Frame, symbol: Any, known: set[bytes]) -> list[tuple[DecodedCode, str]]:
+    def _second_chance(self, frame: Frame, symbol: Any, known: set[bytes],
+                       deadline: float) -> list[tuple[DecodedCode, str]]:
         crop, module_px = _crop_around(frame.pixels, symbol.corners, symbol.version)
         if crop is None:
             return []
         for pass_name, attempt in self._plan(crop, module_px):
+            if self._clock() >= deadline:
+                log.debug("retry budget spent on frame %d; %s and later passes skipped", frame.index, pass_name)
+                return []
             try:
                 codes = attempt(_with_pixels(frame, crop))
             except DecodeError as err:

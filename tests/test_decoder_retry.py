@@ -191,6 +191,27 @@ def test_a_frame_full_of_unreadable_codes_retries_at_most_three_of_them():
     assert reader.calls <= 1 + MAX_RETRIED_SYMBOLS * zxing_passes_per_symbol
 
 
+class SteppingClock:
+    """A fake clock that moves on by step_s each time it is read."""
+
+    def __init__(self, step_s: float) -> None:
+        self.now_s, self.step_s = 0.0, step_s
+
+    def __call__(self) -> float:
+        self.now_s += self.step_s
+        return self.now_s
+
+
+def test_no_retry_pass_starts_once_the_frame_budget_is_spent(samples_dir):
+    pixels = load_grey_image(samples_dir / "qrcode-4" / "08.webp")  # read only by the last pass, zbar
+    roomy = RetryingDecoder(ZxingDecoder(), ZbarDecoder(), clock=SteppingClock(0.001), retry_budget_s=1.0)
+    assert [p for _, p in roomy.decode_with_passes(frame_of(pixels))] == ["retry-zbar"]
+    reader = CountingReader()
+    tight = RetryingDecoder(reader, ZbarDecoder(), clock=SteppingClock(0.010), retry_budget_s=0.025)
+    assert tight.decode(frame_of(pixels)) == []
+    assert reader.calls == 1 + 2  # the first pass, then two retry passes before the budget ran out
+
+
 def test_a_code_next_to_an_unreadable_one_is_returned_once():
     good = render_code_frame("QG1:GOOD", width=200, height=240, seed=3, scale=4)
     bad = np.full((240, 200), 128, dtype=np.uint8)
