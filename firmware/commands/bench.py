@@ -1,4 +1,4 @@
-"""`qrgate bench`: one subcommand, several sub-benches (`qrgate bench decode|loop|outbox|lists|history`).
+"""`qrgate bench`: one subcommand, several sub-benches (`qrgate bench decode|loop|outbox|lists|history|approach`).
 
 Each sub-bench lives in a module from the fixed list ``BENCH_MODULES`` that exposes
 ``register(bench_subparsers)``; a missing module is an error. Every bench
@@ -22,10 +22,10 @@ from typing import Any
 # Fixed table: sub-bench modules, in help order. Never built from user input.
 BENCH_MODULES = (
     "firmware.bench_decode",
-    "firmware.bench_approach",
     "firmware.bench_outbox",
     "firmware.bench_lists",
     "firmware.bench_history",
+    "firmware.bench_approach",
 )
 
 
