@@ -68,7 +68,10 @@ class SymbolReader(Protocol):
 
 
 class FrameDecoder(Protocol):
+    """A whole-frame decoder used on crops (``device.decoders.ZbarDecoder``)."""
+
     def decode(self, frame: Frame) -> list[DecodedCode]:
+        """Every code in the frame; raises DecodeError when the library fails."""
         ...
 
 
