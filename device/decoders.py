@@ -8,6 +8,9 @@ it. Odd content (binary, invalid UTF-8, Kanji, ECI, several codes in one frame)
 never raises; a failure inside the library becomes ``DecodeError`` and the caller
 skips the frame.
 
+``make_decoder("zxing")`` gives qrgate's decoder: zxing-cpp with a second chance where it
+located a code it could not read (``device.retry_decoder``; ``retry=False`` turns it off).
+
 Usage::
 
     decoder = make_decoder("zxing")
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from device.retry_decoder import RetryingDecoder
 from firmware.core.errors import ConfigError, DecodeError
 from firmware.core.model import DecodedCode, Frame
 
@@ -93,6 +98,7 @@ class ZxingDecoder:
             "global_histogram": zxingcpp.Binarizer.GlobalHistogram,
             "fixed_threshold": zxingcpp.Binarizer.FixedThreshold,
         }
+        self._binarizers = binarizers
         if binarizer not in binarizers:
             raise ConfigError(f"zxing binarizer {binarizer!r} is not one of {', '.join(self.BINARIZERS)}")
         self._zx = zxingcpp
@@ -122,18 +128,75 @@ class ZxingDecoder:
         Raises:
             DecodeError: the pixels are not a 2-D uint8 array, or zxing-cpp failed on them.
         """
+        return [s.code for s in self.read_symbols(frame) if s.code is not None]
+
+    def read_symbols(self, frame: Frame, *, binarizer: str | None = None,
+                     with_failures: bool = False) -> list[ZxingSymbol]:
+        """Return the symbols zxing-cpp finds in the frame, with their corners.
+
+        Args:
+            frame: the frame (its pixels may be any 2-D uint8 array, a crop included).
+            binarizer: one of ``BINARIZERS`` for this call only (default: the decoder's own).
+            with_failures: also return symbols that were detected but could not be decoded
+                (zxing-cpp ``return_errors``; their ``code`` is None). It does not change
+                what is decoded, nor the time taken on a frame without any symbol.
+
+        Raises:
+            DecodeError: the pixels are not a 2-D uint8 array, or zxing-cpp failed on them.
+            ConfigError: binarizer is not one of ``BINARIZERS``.
+        """
         pixels = _grey_pixels(frame, self.name)
+        options = self._options
+        if binarizer is not None or with_failures:
+            options = dict(options, return_errors=with_failures)
+            if binarizer is not None:
+                if binarizer not in self._binarizers:
+                    raise ConfigError(f"zxing binarizer {binarizer!r} is not one of {', '.join(self.BINARIZERS)}")
+                options["binarizer"] = self._binarizers[binarizer]
         try:
-            barcodes = self._zx.read_barcodes(pixels, **self._options)
+            barcodes = self._zx.read_barcodes(pixels, **options)
         except Exception as err:  # the library's own failure, translated at the edge
             raise DecodeError(f"zxing-cpp failed on frame {frame.index} from {frame.origin or '?'}: "
                               f"{type(err).__name__}: {err}") from err
-        codes = []
+        symbols = []
         for barcode in barcodes:
-            payload = bytes(barcode.bytes)
-            text = None if barcode.content_type == self._binary else barcode.text
-            codes.append(DecodedCode(payload=payload, text=text))
-        return codes
+            p = barcode.position
+            corners = ((p.top_left.x, p.top_left.y), (p.top_right.x, p.top_right.y),
+                       (p.bottom_right.x, p.bottom_right.y), (p.bottom_left.x, p.bottom_left.y))
+            code = None
+            if barcode.valid:
+                text = None if barcode.content_type == self._binary else barcode.text
+                code = DecodedCode(payload=bytes(barcode.bytes), text=text)
+            symbols.append(ZxingSymbol(code=code, corners=corners, version=_version_of(barcode)))
+        return symbols
+
+
+@dataclass(frozen=True)
+class ZxingSymbol:
+    """One symbol zxing-cpp found: decoded (``code``) or only detected (``code`` None).
+
+    Attributes:
+        code: the decoded code, or None when the symbol was located but not decoded
+            (checksum or format error: too blurred, a glare spot, a wrong threshold).
+        corners: the symbol's four corners in frame pixels (x, y), clockwise from top-left,
+            quiet zone excluded.
+        version: the QR version zxing-cpp read from the symbol, or None if unknown.
+    """
+
+    code: DecodedCode | None
+    corners: tuple[tuple[int, int], ...]
+    version: int | None = None
+
+
+def _version_of(barcode: Any) -> int | None:
+    """The QR version from zxing-cpp's ``extra`` dictionary, when it has a sane one."""
+    extra = getattr(barcode, "extra", None)
+    raw = extra.get("Version") if isinstance(extra, dict) else None
+    try:
+        version = int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    return version if version is not None and 1 <= version <= 40 else None
 
 
 class ZbarDecoder:
@@ -200,18 +263,32 @@ class ZbarDecoder:
         return codes
 
 
-# Fixed table: config value -> factory. Never built from a module name found in config.
-DECODERS: dict[str, Callable[[], Any]] = {
-    "zxing": ZxingDecoder,
-    "zbar": ZbarDecoder,
+def _zxing_with_retry(retry: bool) -> RetryingDecoder:
+    """qrgate's decoder: zxing-cpp, retried where it located a code it could not read; the
+    retries use zbar-py too when it is installed, and zxing-cpp alone when it is not."""
+    zbar: ZbarDecoder | None = None
+    if retry:
+        try:
+            zbar = ZbarDecoder()
+        except ConfigError:
+            log.info("zbar-py is not installed; decoder retries use zxing-cpp only")
+    return RetryingDecoder(ZxingDecoder(), zbar, retry=retry)
+
+
+# Fixed table: config value -> factory(retry). Never built from a module name found in config.
+DECODERS: dict[str, Callable[[bool], Any]] = {
+    "zxing": _zxing_with_retry,
+    "zbar": lambda retry: ZbarDecoder(),  # the retries are zxing-cpp's second chance; zbar has none
 }
 
 
-def make_decoder(backend: str) -> ZxingDecoder | ZbarDecoder:
+def make_decoder(backend: str, *, retry: bool = True) -> RetryingDecoder | ZbarDecoder:
     """Build the decoder named by ``decoder.backend``.
 
     Args:
         backend: ``"zxing"`` or ``"zbar"``.
+        retry: ``decoder.retry``: with ``zxing``, retry located but unread symbols
+            (``device.retry_decoder``); False gives exactly zxing-cpp's reads. No effect on ``zbar``.
 
     Raises:
         ConfigError: the name is unknown, or its library is not installed.
@@ -220,4 +297,4 @@ def make_decoder(backend: str) -> ZxingDecoder | ZbarDecoder:
     if factory is None:
         raise ConfigError(f"decoder.backend = {backend!r} is not one of {', '.join(map(repr, DECODERS))}; "
                           "use 'zxing' (default) or 'zbar'")
-    return factory()
+    return factory(retry)

@@ -29,7 +29,8 @@ def test_decode_prints_text_and_bytes_of_each_code(tmp_path, capsys, backend):
     line = lines[0]
     assert set(line) == {"file", "codes", "ms"}
     assert line["file"] == str(image)
-    assert line["codes"] == [{"text": "QG1:HELLO", "bytes_b64": base64.b64encode(b"QG1:HELLO").decode()}]
+    assert line["codes"] == [{"text": "QG1:HELLO", "bytes_b64": base64.b64encode(b"QG1:HELLO").decode(),
+                              "pass": backend}]
     assert line["ms"] >= 0
 
 
@@ -38,7 +39,7 @@ def test_binary_payload_has_null_text_and_exact_bytes(tmp_path, capsys):
     image = write_code_png(tmp_path / "bin.png", raw)
     status, lines = run_decode(capsys, str(image))
     assert status == 0
-    assert lines[0]["codes"] == [{"text": None, "bytes_b64": base64.b64encode(raw).decode()}]
+    assert lines[0]["codes"] == [{"text": None, "bytes_b64": base64.b64encode(raw).decode(), "pass": "zxing"}]
 
 
 def test_an_image_without_a_code_gives_an_empty_list(tmp_path, capsys):
@@ -78,3 +79,20 @@ def test_the_console_script_decodes_a_sample_photo(samples_dir):
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout)
     assert [code["text"] for code in line["codes"]] == [want]
+
+
+def test_json_reports_the_retry_pass_that_read_a_code_zxing_located_but_could_not_read(capsys, samples_dir):
+    # qrcode-4/09: zxing-cpp's LocalAverage pass locates the symbol but fails its checksum
+    image = samples_dir / "qrcode-4" / "09.webp"
+    want = image.with_suffix(".txt").read_bytes().decode("utf-8")
+    status, lines = run_decode(capsys, "--json", str(image))
+    assert status == 0
+    assert [(code["text"], code["pass"]) for code in lines[0]["codes"]] == [(want, "retry-global-histogram")]
+    status, lines = run_decode(capsys, "--json", "--no-retry", str(image))
+    assert (status, lines[0]["codes"]) == (0, [])
+
+
+def test_json_names_the_first_pass_zxing_for_a_plain_read(capsys, samples_dir):
+    image = samples_dir / "qrcode-1" / "1.webp"
+    status, lines = run_decode(capsys, "--json", str(image))
+    assert status == 0 and [code["pass"] for code in lines[0]["codes"]] == ["zxing"]

@@ -336,7 +336,8 @@ class GateApp:
             gpio_inputs.report_fire_level()
 
         observers: list[LoopObserver] = [monitor, *([passage] if passage is not None else [])]
-        self.service = GateService(frames=self.frames, decoder=make_decoder(cfg.decoder.backend), outputs=outputs,
+        decoder = make_decoder(cfg.decoder.backend, retry=cfg.decoder.retry)
+        self.service = GateService(frames=self.frames, decoder=decoder, outputs=outputs,
                                    recorder=recorder, clock=clock, gatekeeper=gatekeeper, events=events, stats=stats,
                                    interceptors=[provisioning], observers=observers)
         self.events_summary = EventsSummary(clock=clock, stats=stats, sink=sink, alarms=self.alarms,

@@ -91,6 +91,7 @@ def emit(args: argparse.Namespace, report: dict[str, Any], text: str) -> None:
     sys.stdout.flush()
 
 
+SIZES = ((640, 480), (1280, 720))  # the frame sizes the decode benches time
 # The sample photos ship in the repository (tests/data/qr-samples, Apache-2.0 from zxing-cpp).
 DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "data" / "qr-samples"
 

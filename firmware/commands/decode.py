@@ -1,7 +1,9 @@
 """`qrgate decode`: read the QR codes in image files, one JSON line per image.
 
 Technicians use it to check a printed or on-screen pass; tests use it on the sample photos.
-Each line is ``{"file": ..., "codes": [{"text": ..., "bytes_b64": ...}], "ms": ...}``; an
+Each line is ``{"file": ..., "codes": [{"text": ..., "bytes_b64": ..., "pass": ...}], "ms": ...}``
+(``pass``: which decoder pass read the code, ``zxing`` for zxing-cpp's own read, ``retry-...``
+for a second chance, ``zbar`` with ``--backend zbar``); an
 image that cannot be read gives ``{"file": ..., "error": ...}`` and the exit status is 1
 once every image has been tried. Payloads are printed because the operator asked for them;
 nothing here is logged.
@@ -31,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file or folder of images")
     p.add_argument("--backend", choices=("zxing", "zbar"), default="zxing",
                    help="decoder library (default: %(default)s)")
+    p.add_argument("--no-retry", dest="retry", action="store_false",
+                   help="zxing: no second chance on codes it located but could not read ([decoder] retry = false)")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines (the only output format; accepted so scripts can say so)")
     p.set_defaults(func=decode_command)
 
 
@@ -56,14 +62,18 @@ def decode_file(decoder: Any, path: Path) -> dict[str, Any]:
     frame = Frame(pixels=pixels, captured_mono_s=time.monotonic(), index=0, origin=path.name)
     start = time.perf_counter()
     try:
-        codes = decoder.decode(frame)
+        with_passes = getattr(decoder, "decode_with_passes", None)
+        if with_passes is not None:
+            codes = with_passes(frame)
+        else:
+            codes = [(code, getattr(decoder, "name", "decoder")) for code in decoder.decode(frame)]
     except DecodeError as err:
         return {"file": str(path), "error": str(err)}
     ms = (time.perf_counter() - start) * 1000.0
     return {
         "file": str(path),
-        "codes": [{"text": code.text, "bytes_b64": base64.b64encode(code.payload).decode("ascii")}
-                  for code in codes],
+        "codes": [{"text": code.text, "bytes_b64": base64.b64encode(code.payload).decode("ascii"),
+                   "pass": pass_name} for code, pass_name in codes],
         "ms": round(ms, 3),
     }
 
@@ -71,7 +81,7 @@ def decode_file(decoder: Any, path: Path) -> dict[str, Any]:
 def decode_command(args: argparse.Namespace) -> int:
     from device.decoders import make_decoder
 
-    decoder = make_decoder(args.backend)
+    decoder = make_decoder(args.backend, retry=args.retry)
     failed = 0
     for path in expand_images(args.images):
         line = decode_file(decoder, path)

@@ -76,6 +76,9 @@ class CameraConfig:
 class DecoderConfig:
     backend: str = opt("zxing", "QR decoder: `zxing` (zxing-cpp, default: faster and reads more) "
                        "or `zbar` (zbar-py).", "zxing", choices=("zxing", "zbar"))
+    retry: bool = opt(True, "With `zxing`: where zxing-cpp locates a code it cannot read, try again "
+                      "on that region (other binarizers, upscaled, sharpened, contrast-stretched, zbar-py "
+                      "if installed). Frames without a code cost nothing more. No effect with `zbar`.", True)
 
 
 @dataclass(frozen=True)
