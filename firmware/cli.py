@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "firmware.commands.status",
     "firmware.commands.cmd",
     "firmware.commands.history",
+    "firmware.commands.backoffice",  # parser only; Django is imported when it runs
 )
 
 log = logging.getLogger(__name__)
