@@ -145,3 +145,66 @@ def chromium_or_fail() -> None:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing; install it with `sudo apt-get install -y chromium` "
                     "(make test does this by itself when run as root)")
+
+
+class WebClient:
+    """A cookie-keeping HTTP client for form posts (with the page's CSRF token) against a site.
+
+    Args:
+        client_address: sent as X-Forwarded-For (the site must have ``behind_proxy``), so a
+            test can act as several clients.
+    """
+
+    def __init__(self, base: str, client_address: str = "") -> None:
+        import http.cookiejar
+
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
+                                                  _NoRedirect())
+        self.headers = {"X-Forwarded-For": client_address} if client_address else {}
+
+    def request(self, method: str, path: str, data: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+        """Send one request; redirects are returned, not followed. Returns (status, body, headers)."""
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={**self.headers, **(headers or {})})
+        try:
+            with self.opener.open(req, timeout=30) as answer:
+                return answer.status, answer.read().decode("utf-8", "replace"), dict(answer.headers)
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode("utf-8", "replace"), dict(err.headers)
+
+    def get(self, path: str) -> tuple[int, str, dict[str, str]]:
+        return self.request("GET", path)
+
+    def csrf(self, path: str) -> str:
+        status, body, _ = self.get(path)
+        found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body)
+        assert found, f"no CSRF token on {path} ({status})"
+        return found.group(1)
+
+    def post(self, path: str, fields: dict[str, str], *, token_from: str | None = None,
+             csrf: bool = True) -> tuple[int, str, dict[str, str]]:
+        """POST a form; the CSRF token is read from token_from (default: path) unless csrf is False."""
+        import urllib.parse
+
+        body = dict(fields)
+        if csrf:
+            body["csrfmiddlewaretoken"] = self.csrf(token_from or path)
+        return self.request("POST", path, urllib.parse.urlencode(body).encode(),
+                            {"Content-Type": "application/x-www-form-urlencoded"})
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - library signature
+        return None
+
+
+def register_by_http(site: BackofficeSite, client: WebClient, venue: dict[str, str]) -> str:
+    """Register a venue through the three steps over plain HTTP; returns its id (the client is logged in)."""
+    status, _, headers = client.post("/register/", venue)
+    assert status == 302 and headers["Location"].endswith("/register/otp/"), status
+    status, _, headers = client.post("/register/otp/", {"code": site.last_code("+84" + venue["phone"][1:])})
+    assert status == 302 and "/register/done/" in headers["Location"], status
+    return headers["Location"].rstrip("/").rsplit("/", 1)[1]
