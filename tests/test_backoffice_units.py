@@ -216,7 +216,7 @@ def test_the_committed_mo_files_match_their_po_files_and_every_message_is_transl
     for po in catalogues:
         text = po.read_text(encoding="utf-8")
         entries = parse_po(text, str(po))
-        assert po.with_suffix(".mo").read_bytes() == mo_bytes(entries), f"run python -m backoffice.locale_compile"
+        assert po.with_suffix(".mo").read_bytes() == mo_bytes(entries), "run python -m backoffice.locale_compile"
         assert text.count("\nmsgid ") == len(entries), "an entry has no translation (or is fuzzy)"
     import gettext
 

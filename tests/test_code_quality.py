@@ -13,6 +13,8 @@ STRICT_TYPED = [
     "firmware/model.py", "firmware/ports.py", "firmware/policy.py", "firmware/events.py",
     "firmware/masking.py", "firmware/cose.py", "firmware/credentials", "firmware/device_state.py",
     "firmware/remote.py", "firmware/service.py", "firmware/atomic.py",
+    # the back office's pure parts: its config, the one-time code rules, the SMS port, the .mo compiler
+    "backoffice/config.py", "backoffice/people/otp.py", "backoffice/sms.py", "backoffice/locale_compile.py",
 ]
 
 
@@ -24,7 +26,7 @@ def tool(name: str) -> str:
 
 def test_ruff_finds_nothing():
     result = subprocess.run([tool("ruff"), "check", "--output-format", "concise", "firmware", "device",
-                             "provisioning", "tests"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                             "provisioning", "backoffice", "tests"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
