@@ -231,3 +231,58 @@ def test_the_gate_cli_does_not_import_django():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- the history commands on its database
+
+def test_history_collect_and_query_work_on_the_back_office_database_with_config(tmp_path, shared_broker,
+                                                                                 topic_prefix):
+    import signal
+
+    from tests.history_support import BASE_MS, scan_dict
+    from tests.mqtt_support import publish_raw
+
+    site = BackofficeSite(tmp_path, mqtt={"host": shared_broker.host, "port": shared_broker.port,
+                                          "prefix": topic_prefix})
+    site.init()
+    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "-v", "history", "collect", "--config",
+                             str(site.config), "--client-id", f"bo-{topic_prefix}"[:60]],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in iter(proc.stderr.readline, ""):
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+
+    def wait_for(needle: str) -> None:
+        while True:
+            line = lines.get(timeout=60)
+            assert line is not None, "".join(seen)
+            seen.append(line)
+            if needle in line:
+                return
+
+    try:
+        wait_for("subscribed to")
+        for seq in (1, 2, 3):
+            publish_raw(shared_broker, f"{topic_prefix}/gate-9/scan",
+                        json.dumps(scan_dict(device="gate-9", seq=seq, ts_ms=BASE_MS + seq, venue="v-aaaaaaaaaaaa"))
+                        .encode())
+        stored = 0
+        while stored < 3:
+            wait_for("stored ")
+            stored += int(seen[-1].split("stored ")[1].split()[0])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    done = qrgate("history", "query", "--config", str(site.config), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert [e["seq"] for e in json.loads(done.stdout)["events"]] == [3, 2, 1]
