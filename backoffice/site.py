@@ -170,6 +170,15 @@ def django_settings(cfg: BackofficeConfig, secret_key: str) -> dict[str, Any]:
     return settings
 
 
+class _OneLine(logging.Filter):
+    """Drop the traceback Django attaches to expected refusals (a bad Host header), so a stream of
+    hostile requests costs one log line each."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 def configure(cfg: BackofficeConfig) -> None:
     """Apply the config to Django (once per process) and set up the apps.
 
@@ -185,5 +194,6 @@ def configure(cfg: BackofficeConfig) -> None:
             return
         raise ConfigError("Django is already configured in this process with another config")
     settings.configure(**django_settings(cfg, read_secret_key(cfg)))
+    logging.getLogger("django.security.DisallowedHost").addFilter(_OneLine())
     _current = cfg
     django.setup()

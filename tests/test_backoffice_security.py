@@ -175,3 +175,25 @@ def test_pages_carry_a_strict_csp_and_session_cookies_are_http_only(site, two_ve
     session = [c for c in a.jar if c.name == "qrgate_session"][0]
     assert session.has_nonstandard_attr("HttpOnly")
     assert BackofficeSite.__name__  # the secure flag follows https base_url: see test_backoffice_units
+
+
+def test_the_admin_is_for_staff_made_by_the_command_who_log_in_by_sms_code(site, two_venues):
+    from tests.backoffice_support import qrgate
+
+    a, _, _, _ = two_venues
+    status, _, headers = a.get("/admin/")
+    assert status == 302 and "/login/" in headers["Location"]  # a manager is not staff
+    done = qrgate("backoffice", "createstaff", "--config", str(site.config), "--phone", "0977555666",
+                  "--name", "Cán bộ Y tế")
+    assert done.returncode == 0, done.stderr
+    staff = WebClient(site.base, "10.0.5.1")
+    assert staff.post("/login/", {"phone": "0977555666", "next": "/admin/"}, token_from="/login/?next=/admin/")[0] == 302
+    status, _, headers = staff.post("/login/otp/", {"code": site.last_code("+84977555666")})
+    assert status == 302 and headers["Location"] == "/admin/"
+    for path in ("/admin/", "/admin/venues/venue/", "/admin/people/auditentry/", "/admin/gates/gate/"):
+        status, body, _ = staff.get(path)
+        assert status == 200, path
+    status, body, _ = staff.get("/admin/people/auditentry/")
+    assert "staff_created" in body and "venue_registered" in body
+    # No public page makes staff: registering never sets is_staff.
+    assert a.get("/admin/venues/venue/")[0] == 302
