@@ -286,3 +286,26 @@ def test_history_collect_and_query_work_on_the_back_office_database_with_config(
     done = qrgate("history", "query", "--config", str(site.config), "--format", "json")
     assert done.returncode == 0, done.stderr
     assert [e["seq"] for e in json.loads(done.stdout)["events"]] == [3, 2, 1]
+
+
+# --------------------------------------------------------------------------- systemd units
+
+@pytest.mark.parametrize("unit", ["qrgate-backoffice.service", "qrgate-collector.service"])
+def test_the_back_office_units_verify_and_carry_the_gates_hardening(unit, tmp_path):
+    import shutil
+
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.fail("systemd-analyze is missing; install it with `sudo apt-get install -y systemd`")
+    text = (REPO / "systemd" / unit).read_text()
+    exe = Path(sys.executable).with_name("qrgate")
+    copy = tmp_path / unit
+    copy.write_text(text.replace("/opt/qrgate/venv/bin/qrgate", str(exe)))
+    result = subprocess.run([tool, "verify", str(copy)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    gate = (REPO / "systemd" / "qrgate.service").read_text()
+    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+                    "ProtectKernelTunables=yes", "RestrictNamespaces=yes", "CapabilityBoundingSet=",
+                    "RestartPreventExitStatus=78", "UMask=0027", "SystemCallArchitectures=native"):
+        assert setting in gate and setting in text, setting
+    assert "--config /etc/qrgate/backoffice.toml" in text
