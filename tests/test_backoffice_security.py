@@ -197,3 +197,21 @@ def test_the_admin_is_for_staff_made_by_the_command_who_log_in_by_sms_code(site,
     assert "staff_created" in body and "venue_registered" in body
     # No public page makes staff: registering never sets is_staff.
     assert a.get("/admin/venues/venue/")[0] == 302
+
+
+def test_a_logged_in_manager_adds_a_venue_inside_their_own_in_two_steps_without_a_code(site, two_venues):
+    a, venue_a, _, venue_b = two_venues
+    sent = len(site.messages())
+    status, body, _ = a.get("/register/")
+    assert "qua 2 bước sau" in body and "0977 000 111" in body  # the registrant is the logged-in person
+    inner = {**OWNER_A, "name": "Phòng bán vé", "parent": venue_a}
+    inner.pop("phone")
+    status, _, headers = a.post("/register/", inner)
+    assert status == 302 and "/register/done/" in headers["Location"], status
+    assert len(site.messages()) == sent  # no SMS: the person is already known
+    new_id = headers["Location"].rstrip("/").rsplit("/", 1)[1]
+    status, body, _ = a.get(f"/venues/{new_id}/")
+    assert status == 200 and "Nằm trong địa điểm" in body and OWNER_A["name"] in body
+    # Another's venue cannot be the parent: it is not among the choices, so the form refuses it.
+    status, body, _ = a.post("/register/", {**inner, "name": "Kiốt số 2", "parent": venue_b})
+    assert status == 200 and 'id="error-parent"' in body
