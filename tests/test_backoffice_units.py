@@ -309,3 +309,20 @@ def test_the_back_office_units_verify_and_carry_the_gates_hardening(unit, tmp_pa
                     "RestartPreventExitStatus=78", "UMask=0027", "SystemCallArchitectures=native"):
         assert setting in gate and setting in text, setting
     assert "--config /etc/qrgate/backoffice.toml" in text
+
+
+def test_sessions_expire_and_cookies_are_secure_behind_https(tmp_path):
+    from backoffice.site import database_settings, django_settings
+
+    plain = django_settings(parse_config({"site": {"session_age_s": 3600}}, tmp_path, tmp_path), "k" * 50)
+    assert plain["SESSION_COOKIE_AGE"] == 3600 and plain["SESSION_EXPIRE_AT_BROWSER_CLOSE"]
+    assert not plain["SESSION_COOKIE_SECURE"] and plain["SESSION_COOKIE_HTTPONLY"] and not plain["DEBUG"]
+    tls = django_settings(parse_config({"site": {"base_url": "https://qr.example.vn", "behind_proxy": True}},
+                                       tmp_path, tmp_path), "k" * 50)
+    assert tls["SESSION_COOKIE_SECURE"] and tls["CSRF_COOKIE_SECURE"] and tls["SECURE_HSTS_SECONDS"] > 0
+    assert tls["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
+    assert tls["ALLOWED_HOSTS"] == ["qr.example.vn"] and tls["CSRF_TRUSTED_ORIGINS"] == ["https://qr.example.vn"]
+    pg = database_settings("postgresql://qrgate:p%40ss@db.lan:5433/qrgate?options=-csearch_path%3Dbo")
+    assert (pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == ("qrgate", "qrgate", "p@ss",
+                                                                                "db.lan", "5433")
+    assert pg["OPTIONS"] == {"options": "-csearch_path=bo"}
