@@ -170,9 +170,15 @@ def django_settings(cfg: BackofficeConfig, secret_key: str) -> dict[str, Any]:
     return settings
 
 
+# Django logs these refusals (each a 400) on django.security.<name>, with a traceback.
+_EXPECTED_REFUSALS = ("DisallowedHost", "RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent",
+                      "SuspiciousMultipartForm", "SuspiciousFileOperation", "SuspiciousOperation",
+                      "DisallowedRedirect")
+
+
 class _OneLine(logging.Filter):
-    """Drop the traceback Django attaches to expected refusals (a bad Host header), so a stream of
-    hostile requests costs one log line each."""
+    """Drop the traceback Django attaches to expected refusals (a bad Host header, an oversized
+    form), so a stream of hostile requests costs one log line each."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.exc_info, record.exc_text = None, None
@@ -194,6 +200,7 @@ def configure(cfg: BackofficeConfig) -> None:
             return
         raise ConfigError("Django is already configured in this process with another config")
     settings.configure(**django_settings(cfg, read_secret_key(cfg)))
-    logging.getLogger("django.security.DisallowedHost").addFilter(_OneLine())
+    for refusal in _EXPECTED_REFUSALS:
+        logging.getLogger(f"django.security.{refusal}").addFilter(_OneLine())
     _current = cfg
     django.setup()
