@@ -1,5 +1,6 @@
 """Kiểm soát vào ra bằng máy in Chromium: provision a real gate from the page's QR (read through
-its ``dir:`` camera), see it online, open it from the page, see the audit line; lists published."""
+its ``dir:`` camera), see it online, open it from the page, see the audit line; lists published.
+On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, BackofficeSite, chromium_or_fail
 from tests.daemon_support import start_gate, write_config
+from tests.history_support import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.mqtt_support import Collector
 from tests.test_backoffice_web import VENUE, register_venue, shot
 
@@ -29,11 +31,12 @@ def browser():
             b.close()
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_gate_is_provisioned_from_the_page_opened_from_the_page_and_audited(browser, tmp_path, shared_broker,
-                                                                             topic_prefix):
+                                                                             topic_prefix, database, request):
     (tmp_path / "bo").mkdir()
-    site = BackofficeSite(tmp_path / "bo", mqtt={"host": shared_broker.host, "port": shared_broker.port,
-                                                  "prefix": topic_prefix})
+    site = BackofficeSite(tmp_path / "bo", request.getfixturevalue("pg_url") if database == "postgresql" else None,
+                          mqtt={"host": shared_broker.host, "port": shared_broker.port, "prefix": topic_prefix})
     site.init()
     site.start()
     gate_dir = tmp_path / "gate"
