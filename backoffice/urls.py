@@ -31,6 +31,7 @@ urlpatterns = [
     path("logout/", people.logout_view, name="logout"),
     path("register/", venues.register, name="register"),
     path("register/otp/", venues.register_otp, name="register-otp"),
+    path("register/divisions/", venues.divisions, name="divisions"),
     path("register/done/<str:venue_id>/", venues.register_done, name="register-done"),
     path("venues/", venues.venue_list, name="venues"),
     path("venues/request/", venues.request_access, name="venue-request"),

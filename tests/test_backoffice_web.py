@@ -154,6 +154,15 @@ def test_register_login_manage_history_in_vietnamese_english_and_on_a_phone(brow
     assert page.locator("#error-name").count() == 1
     shot(page, "register-step1-errors", site)
 
+    # With the script, the ward suggestions follow the province and district as they are typed.
+    page.goto(site.base + "/register/")
+    assert page.locator("#wards option").count() == 0
+    page.fill("#id_province", "Thanh Hóa")
+    page.fill("#id_district", "Thành phố Thanh Hóa")
+    page.press("#id_district", "Tab")
+    page.wait_for_selector('#wards option[value="Phường Đông Thọ"]', state="attached")
+    assert page.locator('#districts option[value="Huyện Triệu Sơn"]').count() == 1
+
     venue_id = register_venue(page, site, VENUE, back_once=True)
     assert venue_id.startswith("v-")
     assert "Hoàn thành" in page.inner_text("main")

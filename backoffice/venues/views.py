@@ -10,9 +10,10 @@ from typing import Any
 
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
 
 from backoffice import site
 from backoffice.people import codes, otp
@@ -56,6 +57,19 @@ def _choices_for(province: str, district: str) -> tuple[list[str], list[str]]:
             if fold(p.name).endswith(key) or key.endswith(fold(p.name)):
                 wards.update(w.name for w in p.children)
     return districts, sorted(wards)
+
+
+@require_GET
+def divisions(request: HttpRequest) -> JsonResponse:
+    """The district and ward names for the typed province (and district): the datalists' choices.
+
+    Progressive enhancement only: the page's script refreshes its datalists from here; without
+    it, the lists narrow after a submit and the names are checked the same way.
+    """
+    province = request.GET.get("province", "")[:120]
+    district = request.GET.get("district", "")[:120]
+    districts, wards = _choices_for(province, district)
+    return JsonResponse({"districts": districts, "wards": wards})
 
 
 def _steps(logged_in: bool, at: int) -> list[dict[str, Any]]:
