@@ -114,6 +114,27 @@ class HttpSms:
         log.info("SMS handed to the gateway for %s***", to[:6])
 
 
+class DetachedSms:
+    """Hands each message to ``inner`` on its own short-lived thread and returns at once.
+
+    Used for login codes through a network gateway, so a slow gateway cannot tell a registered
+    phone (an SMS is sent) from an unknown one (none is) by the time the page takes. A failure is logged, not raised;
+    the person asks for a new code after the resend interval.
+    """
+
+    def __init__(self, inner: SmsSender) -> None:
+        self._inner = inner
+
+    def _send(self, to: str, text: str) -> None:
+        try:
+            self._inner.send(to, text)
+        except SmsError as err:
+            log.error("SMS to %s*** not sent: %s", to[:6], err)
+
+    def send(self, to: str, text: str) -> None:
+        threading.Thread(target=self._send, args=(to, text), name="qrgate-sms", daemon=True).start()
+
+
 def make_sender(settings: SmsSettings) -> SmsSender:
     """The adapter ``[sms] backend`` names (fixed table).
 

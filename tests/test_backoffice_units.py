@@ -197,6 +197,24 @@ def test_the_http_adapter_posts_the_template_with_escaped_values_and_the_auth_he
         HttpSms("http://127.0.0.1:9/none", body_template="$to $text", timeout_s=2).send("+84912345678", "x")
 
 
+def test_the_detached_adapter_returns_at_once_and_logs_a_gateway_failure(gateway, caplog):
+    from backoffice.sms import DetachedSms
+
+    url = f"http://127.0.0.1:{gateway.server_address[1]}/api/send"
+    DetachedSms(HttpSms(url, body_template='{"to": "$to", "text": "$text"}', timeout_s=5)).send("+84912345678", "a")
+    path, _, body = gateway.received.get(timeout=10)
+    assert json.loads(body) == {"to": "+84912345678", "text": "a"}
+    gateway.status = 500
+    with caplog.at_level("ERROR", logger="backoffice.sms"):
+        DetachedSms(HttpSms(url, body_template="$to $text", timeout_s=5)).send("+84912345678", "b")
+        gateway.received.get(timeout=10)
+        threads = [t for t in threading.enumerate() if t.name == "qrgate-sms"]
+        for t in threads:
+            t.join(timeout=10)
+    assert any("HTTP 500" in r.getMessage() and "+84912***" in r.getMessage() for r in caplog.records)
+    assert not any("345678" in r.getMessage() for r in caplog.records)
+
+
 def test_the_console_adapter_writes_one_json_line_per_message_0600(tmp_path):
     path = tmp_path / "sms.jsonl"
     ConsoleSms(str(path)).send("+84912345678", "Mã OTP 123456")
