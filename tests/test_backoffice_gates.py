@@ -73,11 +73,13 @@ def test_a_gate_is_provisioned_from_the_page_opened_from_the_page_and_audited(br
             [m.topic for m in watcher.messages]
         provisioned = [m.json() for m in watcher.on("scan")][0]
         assert provisioned["venue_id"] == venue_id and provisioned["direction"] == "in"
-        assert watcher.wait_until(lambda ms: any(m.topic.endswith("/state") for m in ms), WAIT_S)
+        assert watcher.wait_until(lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload).get(
+            "device_state") not in (None, "unprovisioned") for m in ms), WAIT_S)
 
         page.goto(f"{site.base}/gates/{venue_id}/")
         row = page.locator("#gate-gate-7")
         assert row.locator(".availability").inner_text() == "online"
+        assert "unprovisioned" not in row.inner_text()
         shot(page, "gates", site)
         row.locator("button[value=open]").click()
         page.wait_for_url(f"**/gates/{venue_id}/")

@@ -67,6 +67,19 @@ def _live(devices: list[str]) -> tuple[dict[str, Any], str]:
         return {}, _("Không đọc được trạng thái từ máy chủ MQTT: %(e)s") % {"e": err}
 
 
+def _local(ts: Any) -> str:
+    """A gate's RFC 3339 timestamp in the site's time zone ("" if missing or unreadable)."""
+    from provisioning.history.events import parse_ts_ms
+    from provisioning.history.export import local_time
+
+    if not isinstance(ts, str):
+        return ""
+    try:
+        return local_time(parse_ts_ms(ts), site.current().tz)
+    except (ValueError, OverflowError, OSError):  # a hostile or broken state document
+        return ""
+
+
 def _rows(venue: Venue) -> tuple[list[dict[str, Any]], str]:
     devices = _devices(venue)
     live, problem = _live(devices)
@@ -77,7 +90,7 @@ def _rows(venue: Venue) -> tuple[list[dict[str, Any]], str]:
         health = state.get("health") if isinstance(state.get("health"), dict) else {}
         rows.append({"device": d, "availability": g.availability if g else "", "state": state.get("device_state", ""),
                      "mode": state.get("mode", ""), "backlog": state.get("broker_backlog", health.get("backlog", "")),
-                     "alarms": ", ".join(g.alarms) if g else "", "seen": state.get("ts", ""),
+                     "alarms": ", ".join(g.alarms) if g else "", "seen": _local(state.get("ts")),
                      "version": state.get("version", "")})
     return rows, problem
 
