@@ -14,11 +14,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=["firmware", "firmware.*", "device", "device.*", "provisioning", "provisioning.*"]),
+    packages=find_packages(include=["firmware", "firmware.*", "device", "device.*", "provisioning", "provisioning.*",
+                                    "backoffice", "backoffice.*"]),
     package_data={
         "device": ["profiles/*.toml", "*.txt"],
         "firmware": ["schema/*.json", "*.toml"],
         "provisioning": ["*.toml", "data/*"],
+        # The back office's templates, static files and translations (.po and the compiled .mo).
+        "backoffice": ["templates/*/*.html", "templates/*.html", "static/backoffice/*", "locale/*/LC_MESSAGES/*"],
     },
     install_requires=[
         "paho-mqtt>=2.1,<3",
@@ -39,6 +42,9 @@ setup(
         "zbar": ["zbar-py>=1.0.4,<2"],
         "webcam": ["opencv-python-headless>=4.8,<5"],
         "history": ["psycopg[binary]>=3.1,<4", "openpyxl>=3.1,<4"],
+        # The back office (backoffice/): Django 5.2 LTS (Python 3.10+), gunicorn, whitenoise.
+        "backoffice": ["Django>=5.2,<6", "gunicorn>=22,<28", "whitenoise>=6.6,<7",
+                       "psycopg[binary]>=3.1,<4", "openpyxl>=3.1,<4"],
         "test": [
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
@@ -46,6 +52,9 @@ setup(
             "psycopg[binary]>=3.1,<4",
             "openpyxl>=3.1,<4",
             "playwright>=1.45,<2",
+            "Django>=5.2,<6",
+            "gunicorn>=22,<28",
+            "whitenoise>=6.6,<7",
             "mypy>=1.10,<3",
             "ruff>=0.5,<1",
             # coverage-guided fuzzing (tests/fuzz_credentials.py); wheels exist for x86_64 only

@@ -1,11 +1,9 @@
-"""The `qrgate` command: the composition root's entry point.
+"""The `qrgate` command: the CLI table and the entry point.
 
-Each subcommand lives in ``firmware/commands/<name>.py`` and exposes
-``register(subparsers)``, which adds its parser and sets ``func`` to a
-function taking the parsed arguments and returning the exit status. Only
-modules under ``firmware/commands`` and ``firmware/app.py`` (the composition root)
-import ``device``.
-"""
+Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` to a function taking the parsed arguments and returning the exit status. The
+gate's own subcommands live in ``firmware/commands/``; the operator tools' in
+``provisioning/cli/``, named here as strings only (the gate never imports the tools)."""
 
 from __future__ import annotations
 
@@ -36,6 +34,7 @@ COMMAND_MODULES = (
     "firmware.commands.status",
     "provisioning.cli.cmd",
     "provisioning.cli.history",
+    "provisioning.cli.backoffice",  # parser only; Django is imported when it runs
 )
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,8 @@ def test_synthetic_events_count_independently(tmp_path):
         want = 0
         for ev in events:
             ok = ((flt.venue in ("", ev.venue_id)) and (flt.device in ("", ev.device_id))
-                  and (flt.decision in ("", ev.decision)) and (flt.since_ms is None or ev.ts_ms >= flt.since_ms))
+                  and (flt.decision in ("", ev.decision)) and (flt.since_ms is None or ev.ts_ms >= flt.since_ms)
+                  and (flt.venues is None or ev.venue_id in flt.venues))
             if flt.person:
                 from provisioning.history.events import person_key
 

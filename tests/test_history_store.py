@@ -322,3 +322,19 @@ def test_a_write_off_that_is_not_a_known_gap_is_refused_with_its_reason(store, f
         store.write_off("gate-1", 6, 6, "  ", now_ms=BASE_MS)
     assert [(w.first_seq, w.last_seq) for w in store.write_offs()] == [(4, 5)]
     assert store.contiguous_through("gate-1") == 5
+
+
+def test_a_page_over_a_few_allowed_venues_is_the_same_page_as_the_plain_query(store):
+    # The back office's manager view: venues=(...) is read venue by venue and merged.
+    events = [event(device=f"gate-{n % 5}", venue=f"v-{n % 4}", seq=n + 1, ts_ms=BASE_MS + (n * 7919) % 5000,
+                    decision="denied" if n % 3 == 0 else "granted") for n in range(300)]
+    store.add(events)
+    for flt in (Filter(venues=("v-0", "v-2")), Filter(venues=("v-0", "v-1", "v-3"), decision="denied"),
+                Filter(venues=("v-1", "v-2"), venue="v-2"), Filter(venues=("v-9", "v-1"))):
+        want = sorted((e for e in events if e.venue_id in flt.venues and flt.venue in ("", e.venue_id)
+                       and flt.decision in ("", e.decision)), key=lambda e: (e.ts_ms, e.event_id), reverse=True)
+        for page_no in (1, 2, 4):
+            got = store.page(flt, page_no, 20)
+            assert got.total == len(want)
+            start = (got.page - 1) * 20
+            assert [e.event_id for e in got.rows] == [e.event_id for e in want[start:start + 20]], (flt, page_no)

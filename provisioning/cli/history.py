@@ -29,9 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     hsub = p.add_subparsers(dest="history_command", metavar="ACTION", required=True)
 
     c = hsub.add_parser("collect", help="subscribe to <prefix>/+/scan and store each event once")
-    c.add_argument("--broker", required=True, help="broker as host:port (port 1883 if omitted)")
+    c.add_argument("--broker", default="", help="broker as host:port (port 1883 if omitted); with --config, "
+                   "default: the back office's [mqtt] host and port")
     _add_db(c)
-    c.add_argument("--prefix", default="qrgate", help="topic prefix (default: %(default)s)")
+    c.add_argument("--prefix", default="", help="topic prefix (default: qrgate, or the back office's [mqtt] prefix)")
     c.add_argument("--shared", default="", metavar="GROUP",
                    help="MQTT 5 shared subscription group, so several collectors split the load")
     c.add_argument("--client-id", default="",
@@ -111,8 +112,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", required=True,
-                   help="history database: a file path, sqlite:///path/history.sqlite or postgresql://...")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", default="",
+                       help="history database: a file path, sqlite:///path/history.sqlite or postgresql://...")
+    where.add_argument("--config", default="", help="the back office's TOML config: use its database (and, for "
+                       "collect, its [mqtt] broker); `serve --config` runs the back office itself")
+
+
+def _apply_backoffice_config(args: argparse.Namespace) -> None:
+    """With ``--config``, take the database (and the collector's broker and login) from the back office config.
+
+    Raises:
+        ConfigError: the back office config is invalid.
+    """
+    if not getattr(args, "config", ""):
+        return
+    from backoffice.config import load_config  # no Django: the config module is plain Python
+
+    cfg = load_config(args.config)
+    args.db = cfg.database_url
+    if getattr(args, "history_command", "") != "collect":
+        return
+    m = cfg.mqtt
+    if not args.broker:
+        if not m.host:
+            raise ConfigError(f"{args.config} has no [mqtt] host; give --broker host:port")
+        args.broker = f"{m.host}:{m.port}"
+    args.prefix = args.prefix or m.prefix
+    args.username = args.username or m.username
+    args.password_file = args.password_file or m.password_file
+    args.ca_file, args.cert_file, args.key_file = (args.ca_file or m.ca_file, args.cert_file or m.cert_file,
+                                                   args.key_file or m.key_file)
 
 
 def _add_tz(p: argparse.ArgumentParser) -> None:
@@ -182,6 +212,11 @@ def collect_command(args: argparse.Namespace) -> int:
     from provisioning.history.collector import CollectorSettings, ScanCollector
     from provisioning.history.store import open_store
 
+    _apply_backoffice_config(args)
+    if not args.broker:
+        raise ConfigError("--broker host:port is required (or --config with an [mqtt] host)")
+    args.prefix = args.prefix or "qrgate"
+
     host, port = parse_broker(args.broker)
     if args.batch_max < 1 or args.retention_days < 0 or args.session_expiry_s < 0:
         raise ConfigError("--batch-max must be at least 1, --retention-days and --session-expiry-s at least 0")
@@ -218,6 +253,8 @@ def query_command(args: argparse.Namespace) -> int:
     from provisioning.history.export import write_export, write_table
     from provisioning.history.query import make_filter
     from provisioning.history.store import open_store
+
+    _apply_backoffice_config(args)
 
     tz = resolve_tz(args.tz)
     person = args.person
@@ -301,6 +338,8 @@ def _print_gaps(store, device: str) -> int:
 def write_off_command(args: argparse.Namespace) -> int:
     from provisioning.history.store import open_store
 
+    _apply_backoffice_config(args)
+
     first_text, _, last_text = args.seq.partition("-")
     try:
         first = int(first_text)
@@ -319,13 +358,24 @@ def write_off_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    """``--config``: a thin alias of `qrgate backoffice serve` (the history page lives there now).
+    ``--db``: the former token-protected page, kept for one release; deprecated."""
+    if args.config:
+        from backoffice.cli import run
+
+        args.backoffice_command = "serve"
+        return run(args)
     from provisioning.history.web import serve
 
+    log.warning("`qrgate history serve --db` (the token page) is deprecated: the scan history is in the back "
+                "office now (`qrgate backoffice serve --config F`, or `qrgate history serve --config F`)")
     return serve(args, resolve_tz(args.tz))
 
 
 def prune_command(args: argparse.Namespace) -> int:
     from provisioning.history.store import open_store
+
+    _apply_backoffice_config(args)
 
     store = open_store(args.db)
     try:

@@ -109,6 +109,10 @@ def bench_queries(end_ms: int) -> list[tuple[str, Filter | None]]:
         ("person by masked name, one venue, 7 days",
          Filter(person="trần minh", venue="v003", since_ms=end_ms - 7 * DAY_MS)),
         ("person by masked phone, all", Filter(person="0942 ")),
+        # What the back office's history page runs: scoped to the manager's venues (here two).
+        ("back office: my venue, 7 days, denied",
+         Filter(venue="v003", since_ms=end_ms - 7 * DAY_MS, decision="denied", venues=("v003", "v011"))),
+        ("back office: my venues, newest page", Filter(venues=("v003", "v011"))),
         ("gap report (all gates)", None),
     ]
 

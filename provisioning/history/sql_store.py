@@ -6,6 +6,7 @@ Only connecting, the table types and the batch insert differ between the two ada
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -77,6 +78,29 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_device_seq ON events (device_id, seq)",
     "CREATE INDEX IF NOT EXISTS events_subject ON events (subject)",
 )
+
+
+# Up to this many allowed venues, a page is read venue by venue (see _page_query).
+MERGE_VENUES_MAX = 50
+
+
+def _page_query(flt: Filter, where: str, params: list[Any], page_size: int, offset: int) -> tuple[str, list[Any]]:
+    """The SQL of one page, newest first.
+
+    With a few allowed venues and no single venue asked for (the back office's manager view),
+    ``venue_id IN (...) ORDER BY ts_ms`` makes both databases sort every matching row. Reading
+    each venue's newest ``offset + page_size`` rows in index order and merging them gives the
+    same page for the cost of a page per venue.
+    """
+    venues = flt.venues or ()
+    if flt.venue or not 2 <= len(venues) <= MERGE_VENUES_MAX:
+        return f"{_SELECT} WHERE {where}{_ORDER} LIMIT ? OFFSET ?", [*params, page_size, offset]
+    parts, merged = [], []
+    for n, venue in enumerate(venues):
+        one_where, one_params = build_where(dataclasses.replace(flt, venue=venue, venues=None))
+        parts.append(f"SELECT * FROM ({_SELECT} WHERE {one_where}{_ORDER} LIMIT ?) AS v{n}")
+        merged.extend([*one_params, offset + page_size])
+    return " UNION ALL ".join(parts) + _ORDER + " LIMIT ? OFFSET ?", [*merged, page_size, offset]
 
 
 def event_from_row(row: Sequence[Any]) -> HistoryEvent:
@@ -151,8 +175,8 @@ class SqlHistoryStore:
             total = int(self._fetch(f"SELECT count(*) FROM events WHERE {where}", params)[0][0])
             last_page = max(1, -(-total // page_size))
             page = min(page, last_page)
-            rows = self._fetch(f"{_SELECT} WHERE {where}{_ORDER} LIMIT ? OFFSET ?",
-                               [*params, page_size, (page - 1) * page_size])
+            sql, page_params = _page_query(flt, where, params, page_size, (page - 1) * page_size)
+            rows = self._fetch(sql, page_params)
         return Page(total=total, rows=[event_from_row(r) for r in rows], page=page, page_size=page_size)
 
     def rows(self, flt: Filter) -> Iterator[HistoryEvent]:

@@ -1,0 +1,47 @@
+"""The back office's URLs. Every venue URL checks that the logged-in person manages the venue (404 if not)."""
+
+from django.contrib import admin
+from django.shortcuts import redirect
+from django.urls import path
+
+from backoffice.gates import views as gates
+from backoffice.history import views as history
+from backoffice.people import views as people
+from backoffice.venues import views as venues
+
+
+def home(request):
+    return redirect("venues" if request.user.is_authenticated else "register")
+
+
+def admin_login(request):
+    """The admin logs in through the phone and code login, like everyone else."""
+    return redirect(f"/login/?next={request.GET.get('next', '/admin/')}")
+
+
+admin.site.login = admin_login  # type: ignore[method-assign]
+admin.site.site_header = "qrgate"
+admin.site.site_title = "qrgate"
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("healthz", people.healthz, name="healthz"),
+    path("login/", people.login_phone, name="login"),
+    path("login/otp/", people.login_code, name="login-otp"),
+    path("logout/", people.logout_view, name="logout"),
+    path("register/", venues.register, name="register"),
+    path("register/otp/", venues.register_otp, name="register-otp"),
+    path("register/divisions/", venues.divisions, name="divisions"),
+    path("register/done/<str:venue_id>/", venues.register_done, name="register-done"),
+    path("venues/", venues.venue_list, name="venues"),
+    path("venues/request/", venues.request_access, name="venue-request"),
+    path("venues/<str:venue_id>/", venues.venue_detail, name="venue"),
+    path("venues/<str:venue_id>/poster.<str:fmt>", venues.poster, name="poster"),
+    path("history/", history.history, name="history"),
+    path("gates/", gates.gate_list, name="gates"),
+    path("gates/<str:venue_id>/", gates.venue_gates, name="venue-gates"),
+    path("gates/<str:venue_id>/add/", gates.add_gate, name="gate-add"),
+    path("gates/<str:venue_id>/lists/", gates.venue_lists, name="venue-lists"),
+    path("gates/<str:venue_id>/<str:device_id>/command/", gates.command, name="gate-command"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,34 @@
+"""`qrgate backoffice init|serve|createstaff --config F`: the back office (Django).
+
+Only the parser lives here; the work is in ``backoffice.cli``, imported when the command
+runs, so the gate's own commands never import Django.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backoffice", help="the back office web application (needs pip install '.[backoffice]')",
+                       description="Venue registration with SMS codes, venue management, scan history and "
+                       "gates, on Django under gunicorn.")
+    ps = p.add_subparsers(dest="backoffice_command", metavar="ACTION", required=True)
+    i = ps.add_parser("init", help="create the database tables, the secret key and missing key files")
+    s = ps.add_parser("serve", help="run the site under gunicorn (static files through whitenoise)")
+    c = ps.add_parser("createstaff", help="make a health office staff account (Django admin)")
+    c.add_argument("--phone", required=True, help="the staff member's mobile number; they log in by SMS code")
+    c.add_argument("--name", default="", help="their full name")
+    for a in (i, s, c):
+        a.add_argument("--config", required=True, help="the back office TOML config")
+        a.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        from backoffice.cli import run
+    except ImportError as err:
+        from firmware.core.errors import ConfigError
+
+        raise ConfigError(f"the back office is not installed ({err}); pip install '.[backoffice]'") from err
+    return run(args)
