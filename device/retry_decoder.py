@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 PASS_FIRST = "zxing"
 MAX_RETRIED_SYMBOLS = 3
-RETRY_BUDGET_S = 0.030       # no new retry pass starts after this much time spent retrying in a frame
+RETRY_BUDGET_S = 0.030       # no new retry pass starts after this much CPU time spent retrying in a frame
 MARGIN_SHARE = 0.25          # of the symbol's side, on each side of its bounding box
 MARGIN_MIN_PX = 8
 UPSCALE_BELOW_MODULE_PX = 6.0
@@ -83,9 +83,10 @@ class RetryingDecoder:
         zbar: a zbar-py adapter (``ZbarDecoder``) for the last retries, or None when zbar-py
             is not installed (the zxing-cpp retries still run).
         retry: False makes this exactly the zxing-cpp adapter (``[decoder] retry = false``).
-        retry_budget_s: no retry pass starts once the frame's retries have taken this long
-            (a pass already running finishes).
-        clock: seconds from any start (default ``time.perf_counter``); tests pass a fake.
+        retry_budget_s: no retry pass starts once the frame's retries have used this much CPU
+            time (a pass already running finishes).
+        clock: seconds of this thread's CPU time (default ``time.thread_time``), so other
+            processes' load does not change what is read; tests pass a fake.
 
     Not thread-safe (neither library's scanner is): one decoder per thread.
     """
@@ -93,7 +94,7 @@ class RetryingDecoder:
     name = "zxing"
 
     def __init__(self, zxing: SymbolReader, zbar: FrameDecoder | None = None, *, retry: bool = True,
-                 retry_budget_s: float = RETRY_BUDGET_S, clock: Callable[[], float] = time.perf_counter) -> None:
+                 retry_budget_s: float = RETRY_BUDGET_S, clock: Callable[[], float] = time.thread_time) -> None:
         self._zxing = zxing
         self._zbar = zbar
         self.retry = retry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -188,7 +189,9 @@ def shared_broker(tmp_path_factory) -> Iterator[Broker]:
 def topic_prefix(request) -> str:
     """A topic prefix unique to this test."""
     name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
-    return f"t{os.getpid()}_{name}"
+    # the name is cut short, so a digest of the whole test id keeps parametrized cases apart
+    digest = hashlib.sha256(request.node.nodeid.encode("utf-8")).hexdigest()[:8]
+    return f"t{os.getpid()}_{name}_{digest}"
 
 
 def pytest_collection_modifyitems(config, items):

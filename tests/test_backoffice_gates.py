@@ -73,8 +73,9 @@ def test_a_gate_is_provisioned_from_the_page_opened_from_the_page_and_audited(br
             [m.topic for m in watcher.messages]
         provisioned = [m.json() for m in watcher.on("scan")][0]
         assert provisioned["venue_id"] == venue_id and provisioned["direction"] == "in"
+        # the state published after the provisioning (a "booting" one from before it would not do)
         assert watcher.wait_until(lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload).get(
-            "device_state") not in (None, "unprovisioned") for m in ms), WAIT_S)
+            "device_state") == "ready" for m in ms), WAIT_S)
 
         page.goto(f"{site.base}/gates/{venue_id}/")
         row = page.locator("#gate-gate-7")

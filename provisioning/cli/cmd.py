@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 from firmware.core.errors import ConfigError
+from firmware.core.remote_command import COMMANDS
 
 EXIT_NO_ANSWER = 4
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cmd", help="send a signed remote command to a gate (open, mode, reload, rebirth)")
+    p = sub.add_parser("cmd", help=f"send a signed remote command to a gate ({', '.join(COMMANDS)})")
     cs = p.add_subparsers(dest="cmd_command", metavar="ACTION", required=True)
     s = cs.add_parser("send", help="sign, send, wait for the answer and print it",
                       description="Examples: `qrgate cmd send --key ops.pem --broker mqtt.lan:8883 --tls-ca ca.pem "
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--transaction", default=None, help="transaction id echoed in the answer (default: random)")
     s.add_argument("--pulse-ms", type=int, default=None, help="open: pulse length (at most the gate's relay_pulse_ms)")
     _add_broker_login(s)
-    s.add_argument("command", choices=("open", "mode", "reload", "rebirth"), help="what to do")
+    s.add_argument("command", choices=COMMANDS, help="what to do")
     s.add_argument("argument", nargs="?", help="for mode: normal, lockdown or free_passage")
     s.set_defaults(func=cmd_send)
 
