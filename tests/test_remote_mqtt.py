@@ -167,3 +167,16 @@ def test_cmd_send_cli_prints_the_answer_and_exits_by_status(gate, shared_broker,
     other = subprocess.run([*base[:-4], "--device", "gate-9", "--prefix", topic_prefix, "--timeout-s", "1", "open"],
                            capture_output=True, text=True, timeout=60)
     assert other.returncode == 4 and "no answer from gate-9" in other.stderr
+
+
+def test_signed_identify_blinks_green_and_buzzer_twice_and_never_moves_the_relay(gate):
+    start, send, factory, collector, *_ = gate
+    app = start()
+    g = app.cfg.gpio
+    answer, _, _ = send("identify", transaction="t-identify")
+    assert (answer["status"], answer["error"], answer["transaction"]) == ("ok", None, "t-identify")
+    assert answer["data"]["state"] in ("ready", "offline")  # the monitor may not have sampled the link yet
+    assert app.outputs.wait_idle(5.0)
+    assert pin_levels(factory.pin(g.green_led_pin)) == [False, True, False, True, False]
+    assert pin_levels(factory.pin(g.buzzer_pin)) == [False, True, False, True, False]
+    assert pin_levels(factory.pin(RELAY)) == [False]  # claimed off (active-high), never energised

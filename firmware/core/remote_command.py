@@ -16,7 +16,7 @@ Checks, first failure wins, each with its reject reason:
 2. ``malformed``: not JSON, not an object, over 4 KiB, a missing or mistyped field,
    ``expires_at`` not after ``issued_at``, or the topic name differs from ``command``;
 3. ``unsigned``: no ``sig``/``kid`` (a bare ``PRESS`` or ``lockdown`` from a dashboard);
-4. ``unknown_command``: not one of ``open``, ``mode``, ``reload``, ``rebirth`` (or bad args);
+4. ``unknown_command``: not one of ``open``, ``mode``, ``reload``, ``rebirth``, ``identify`` (or bad args);
 5. ``unknown_key``: no trusted command key has this kid;
 6. ``bad_signature``: no key with this kid verifies the signature;
 7. ``wrong_device``: signed for another gate;
@@ -50,7 +50,7 @@ from firmware.core.device_state import Mode
 ENVELOPE_VERSION = 1
 MAX_ENVELOPE_BYTES = 4096
 MAX_VALIDITY_S = 30.0
-COMMANDS = ("open", "mode", "reload", "rebirth")
+COMMANDS = ("open", "mode", "reload", "rebirth", "identify")
 NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 KID_PATTERN = re.compile(r"^[0-9a-f]{2,128}$")
 
@@ -77,7 +77,7 @@ class Command:
     """A verified command, safe to act on.
 
     Attributes:
-        name: ``open``, ``mode``, ``reload`` or ``rebirth``.
+        name: ``open``, ``mode``, ``reload``, ``rebirth`` or ``identify``.
         args: validated arguments (``mode``: ``{"mode": Mode}``; ``open``: optional ``pulse_ms``).
         device_id, nonce, issued_at, expires_at, transaction: from the body.
         kid_hex: the key that signed it.

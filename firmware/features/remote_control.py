@@ -1,4 +1,4 @@
-"""Remote control: signed commands over MQTT (``open``, ``mode``, ``reload``, ``rebirth``).
+"""Remote control: signed commands over MQTT (``open``, ``mode``, ``reload``, ``rebirth``, ``identify``).
 
 Commands: subscribed to ``<prefix>/<device_id>/cmd/+`` on a clean session (the link
 never keeps a session, so the broker cannot queue an ``open`` for a gate that was
@@ -47,7 +47,7 @@ class RemoteControl:
     """
 
     ACTIONS: ClassVar[dict[str, str]] = {"open": "_open", "mode": "_mode", "reload": "_reload",
-                                         "rebirth": "_rebirth"}
+                                         "rebirth": "_rebirth", "identify": "_identify"}
 
     def __init__(self, *, link: Link, verifier: CommandVerifier, nonces: NonceStore, clock: Clock,
                  control: GateControl, outputs: Outputs, recorder: Recorder, events: EventFactory,
@@ -137,3 +137,9 @@ class RemoteControl:
         for republisher in self._republishers:
             republisher.republish()
         return {}, None
+
+    def _identify(self, command: Command) -> ActionResult:
+        """Show which gate this is: two long green-and-buzzer pulses, never the relay (a technician
+        at a bus station with ten gates sends it and looks for the one that blinks)."""
+        self.outputs.confirm(True)
+        return {"state": self.control.current_state().value}, None
