@@ -197,6 +197,19 @@ class LoopObserver(EventListener, Protocol):
 
 # --------------------------------------------------------------------------- what features offer
 
+class Feature(Protocol):
+    """One capability of the running gate, built with everything it uses (HOUSE_STYLE section 1)."""
+
+    def start(self) -> None:
+        """Begin work: subscribe, start a thread. Before the MQTT link starts (subscriptions go out
+        with the first connect), except the device monitor, which starts with the scan loop."""
+        ...
+
+    def stop(self) -> None:
+        """End work in the shutdown order. Safe to call twice."""
+        ...
+
+
 class StatusSource(Protocol):
     """Contributes fields to the status file and the retained MQTT ``state``."""
 

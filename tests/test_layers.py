@@ -145,3 +145,24 @@ def test_nothing_reaches_into_the_app_object():
                  if ".venv" not in p.parts and "getattr(app" in p.read_text(encoding="utf-8")
                  and p.name != "test_layers.py"]
     assert offenders == []
+
+
+def test_every_feature_of_the_gate_starts_and_stops():
+    import importlib
+
+    from firmware.ports import Feature
+
+    features = {
+        "firmware.features.device_monitor": "DeviceMonitor", "firmware.features.status_report": "StatusReport",
+        "firmware.features.remote_control": "RemoteControl", "firmware.features.passage_check": "PassageCheck",
+        "firmware.features.list_updates": "GateLists", "firmware.features.provisioning": "GateProvisioning",
+        "firmware.features.home_assistant": "HomeAssistantDiscovery",
+        "firmware.features.dcc_trust_updates": "DccTrustUpdates",
+    }
+    lacking = [f"{m}.{c}" for m, c in features.items()
+               if not all(callable(getattr(getattr(importlib.import_module(m), c), n, None))
+                          for n in Feature.__dict__ if n in ("start", "stop"))]
+    assert lacking == []
+    # and every module of firmware/features/ holds one of them (or is the scan loop itself)
+    modules = {m for m in MODULES if under(m, "firmware.features") and not _package_of(m)}
+    assert modules - set(features) == {"firmware.features.scan_loop"}

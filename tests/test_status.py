@@ -203,7 +203,7 @@ def test_status_and_systemd_notify_against_a_running_daemon(daemon_site):
     pins = json.loads(pin_log.read_text())
     assert pins["GPIO17"] == [False]
     # the whole sequence of device states, each played on the LED by the tick that reached it
-    # (the LED's own record is checked in-process in test_device_state_wiring.py): booting
+    # (the LED's own record is checked in-process in test_device_monitor.py): booting
     # (shown at build), ready, camera_fault; nothing else
     changes = re.findall(r"device state (\w+) -> (\w+)", daemon_log.read_text())
     assert changes == [("booting", "ready"), ("ready", "camera_fault")], daemon_log.read_text()

@@ -303,7 +303,7 @@ class GateApp:
                                     broker_address=f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else ""),
             sources=[*status_sources, *([passage] if passage is not None else [])], cpu_temp_c=partial(read_cpu_temp_c, self._thermal_path),
             clock_synced=clock_synced)
-        self.shutdown.add("remove status file", report.status_file.remove)
+        self.shutdown.add("remove status file", report.stop)
         reloadables: list[Reloadable] = [ConfigReload(self)]
         if gate_lists is not None:
             reloadables.append(gate_lists)

@@ -58,6 +58,9 @@ class DccTrustUpdates:
         self.link, self.live, self.trust_file, self.keys = link, live, trust_file, keys
         self.device_id, self.venue_id, self.prefix, self.wall = device_id, venue_id, prefix, wall
 
+    def stop(self) -> None:
+        """Nothing to stop: the link's shutdown ends the subscriptions."""
+
     def start(self) -> None:
         """Subscribe to ``lists/dcc``, and to the venue-wide topic once the gate has a venue."""
         self.link.subscribe(f"lists/{KIND}", self.handle, qos=1)

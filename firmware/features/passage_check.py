@@ -42,6 +42,12 @@ class PassageCheck:
         self.pass_timeout_s = watch.pass_timeout_s
         self._pulses: queue.SimpleQueue[float] = queue.SimpleQueue()
 
+    def start(self) -> None:
+        """Nothing to start: it runs on the scan loop thread (``after_step``)."""
+
+    def stop(self) -> None:
+        """Nothing to stop: a grant still waiting at shutdown is neither passed nor recorded."""
+
     def passage_pulse(self) -> None:
         """The sensor saw someone pass (gpiozero thread): queued for the loop thread."""
         self._pulses.put(self.clock.monotonic())

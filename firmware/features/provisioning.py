@@ -130,6 +130,12 @@ class GateProvisioning:
         self.last: IntakeResult | None = None
         self._seen: dict[str, float] = {}
 
+    def start(self) -> None:
+        """Nothing to start: codes come through the scan loop (``intercept``)."""
+
+    def stop(self) -> None:
+        """Nothing to stop: every record is written before it is applied."""
+
     # ------------------------------------------------------------------ sources
 
     def device_inputs(self) -> dict[str, Any]:

@@ -84,6 +84,13 @@ class StatusReport:
         self._last: tuple[DeviceState, DeviceInputs, ModeControl] | None = None
         self._health_cache: tuple[float, dict[str, Any]] | None = None
 
+    def start(self) -> None:
+        """Nothing to start: the device monitor's ticks drive the status file."""
+
+    def stop(self) -> None:
+        """Remove the status file (a clean stop): ``qrgate status`` then says not running."""
+        self.status_file.remove()
+
     # ------------------------------------------------------------------ monitor observer
 
     def monitor_ticked(self, state: DeviceState, inputs: DeviceInputs, modes: ModeControl) -> None:
