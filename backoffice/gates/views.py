@@ -272,7 +272,7 @@ def publish_venue_list(actor: Any, venue: Venue, current: VenueList, ids: list[s
     current.save()
     published = list(ids)
     if current.kind == VenueList.DENY:
-        from backoffice.personal.services import revoked_ids
+        from backoffice.personal.revocations import revoked_ids
 
         published += [i for i in revoked_ids(now_s) if i not in ids]
     answer = "stored; no broker configured"

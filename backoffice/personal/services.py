@@ -26,7 +26,6 @@ from backoffice.venues.models import Venue
 from firmware.core.credentials import cccd, qg1
 from firmware.core.events import protect_subject
 from firmware.core.masking import display
-from firmware.core.policy import REVOKED_PASS_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +135,6 @@ def replace_pass(profile: PersonProfile, now_s: float, why: str) -> tuple[Person
             revoked_s=now_s, revoked_why=why)
         new = issue_pass(profile, now_s)
     return new, bool(revoked)
-
-
-def revoked_ids(now_s: float) -> list[str]:
-    """The deny-list entries of revoked passes that have not expired yet (expired ones are refused anyway)."""
-    tokens = (PersonalPass.objects.filter(revoked_s__isnull=False, expires_s__gt=now_s)
-              .order_by("token_id").values_list("token_id", flat=True))
-    return [REVOKED_PASS_PREFIX + t for t in tokens]
 
 
 def publish_revocations(actor: Any) -> list[str]:
