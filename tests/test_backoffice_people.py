@@ -331,6 +331,15 @@ def test_a_person_never_sees_another_persons_passes_declarations_or_visits(tmp_p
         assert re.search(r'id="count">[^<]*<span>2</span>', body)
         # A check-out is only offered where a gate of the venue records exits.
         assert 'id="checkout"' not in two.get(f"/v/{venue_id}")[1]
+        # A gate facing out: the venue records exits, so "Check out" is offered and recorded.
+        site.django("from backoffice.gates.models import Gate\nfrom backoffice.venues.models import Venue\n"
+                    f"Gate.objects.create(venue=Venue.objects.get(venue_id={venue_id!r}), device_id='gate-out', "
+                    "direction='out')\n")
+        assert 'id="checkout"' in two.get(f"/v/{venue_id}")[1]
+        two.post(f"/v/{venue_id}/checkin/", {"direction": "out"}, token_from=f"/v/{venue_id}")
+        assert "Đã check out thành công." in two.get(f"/v/{venue_id}")[1]
+        visits = two.get("/me/visits/")[1]
+        assert visits.count(VISIT_ROW) == 2 and '<td data-label="Hướng">Ra</td>' in visits
         # The managers' login is unchanged: a phone nobody uses gets no SMS there.
         sent = len(site.messages())
         assert WebClient(site.base).post("/login/", {"phone": "0988000111"})[0] == 302

@@ -159,7 +159,18 @@ def add_gate(request: HttpRequest, venue_id: str) -> HttpResponse:
             services.audit(request.user, "gate_provisioning_qr", venue.venue_id, device,
                            detail=f"direction {form.cleaned_data['direction']}, "
                                   f"{form.cleaned_data['valid_minutes']} min")
+            _first_deny_list(request.user, venue)
     return render(request, "gates/add.html", {"venue": venue, "form": form, "qr": qr_data})
+
+
+def _first_deny_list(actor: Any, venue: Venue) -> None:
+    """A venue registered after personal passes were revoked has no deny list yet: publish one
+    (retained) with the revoked passes before its first gate comes, so that gate refuses them."""
+    from backoffice.personal.revocations import revoked_ids
+
+    deny, _ = VenueList.objects.get_or_create(venue=venue, kind=VenueList.DENY)
+    if deny.version == 0 and revoked_ids(time.time()):
+        publish_venue_list(actor, venue, deny, list(deny.ids), wait_for_gates=False, action="list_deny_revocations")
 
 
 @require_POST
