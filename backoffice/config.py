@@ -50,7 +50,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "keys": ("issuer_key", "authority_key", "command_key"),
     "mqtt": ("host", "port", "prefix", "tls", "ca_file", "cert_file", "key_file", "username",
              "password_file"),
-    "people": ("pass_valid_days", "health_hotline", "declaration_fresh_h", "checkin_repeat_s"),
+    "people": ("pass_valid_days", "health_hotline", "declaration_fresh_h", "checkin_repeat_s",
+               "declaration_retention_days"),
 }
 SMS_BACKENDS = ("console", "http")
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
@@ -140,6 +141,7 @@ class PeopleSettings:
     health_hotline: str = "19009095"
     declaration_fresh_h: float = 24.0
     checkin_repeat_s: int = 300
+    declaration_retention_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -355,7 +357,8 @@ def parse_config(data: dict[str, Any], base: Path, path: Path) -> BackofficeConf
         problems.append(f"people.health_hotline = {hotline!r}: give a phone number, such as 19009095")
     people = PeopleSettings(pass_valid_days=pp.number("pass_valid_days", 30, 1, 366), health_hotline=hotline,
                             declaration_fresh_h=pp.number("declaration_fresh_h", 24.0, 1, 24 * 30, integer=False),
-                            checkin_repeat_s=pp.number("checkin_repeat_s", 300, 0, 86400))
+                            checkin_repeat_s=pp.number("checkin_repeat_s", 300, 0, 86400),
+                            declaration_retention_days=pp.number("declaration_retention_days", 30, 1, 3650))
 
     if problems:
         raise ConfigError(problems)

@@ -24,6 +24,7 @@ import pytest
 from tests.backoffice_support import (CHROMIUM, CHROMIUM_ARGS, PHONE_VIEWPORT, BackofficeSite, WebClient,
                                       chromium_or_fail, register_by_http)
 from tests.daemon_support import run_gate, start_gate, write_config
+from tests.history_support import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.mqtt_support import Collector
 from tests.test_backoffice_web import VENUE, shot
 
@@ -278,9 +279,10 @@ def http_person(site: BackofficeSite, phone: str, phone_e164: str, name: str) ->
     return client
 
 
-def test_a_person_never_sees_another_persons_passes_declarations_or_visits(tmp_path):
-    site = BackofficeSite(tmp_path, people={"health_hotline": "1900 9095", "checkin_repeat_s": 300})
-    site.kind = "sqlite"
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_person_never_sees_another_persons_passes_declarations_or_visits(tmp_path, database, request):
+    site = BackofficeSite(tmp_path, request.getfixturevalue("pg_url") if database == "postgresql" else None,
+                          people={"health_hotline": "1900 9095", "checkin_repeat_s": 300})
     site.init()
     site.start()
     try:
@@ -295,6 +297,10 @@ def test_a_person_never_sees_another_persons_passes_declarations_or_visits(tmp_p
         assert anonymous.get("/v/v-000000000000")[0] == 404
 
         one = http_person(site, PERSON, PERSON_E164, "Nguyễn Đình Hùng")
+        # A declaration older than the retention period is deleted at the next declaration.
+        site.django("import time\nfrom backoffice.personal.models import HealthDeclaration, PersonProfile\n"
+                    f"HealthDeclaration.objects.create(profile=PersonProfile.objects.get(user__username={PERSON_E164!r}),"
+                    " declared_s=time.time() - 31 * 86400, answers={}, risky=False)\n")
         # A risky declaration: no hd in the pass, the hotline on the page.
         answers = {q: "no" for q in QUESTIONS} | {"cough": "yes"}
         status, _, headers = one.post("/me/declare/", answers)
@@ -304,6 +310,9 @@ def test_a_person_never_sees_another_persons_passes_declarations_or_visits(tmp_p
         assert status == 200 and "1900 9095" in body and 'id="hotline"' in body
         status, body, _ = one.get("/me/")
         assert "1900 9095" in body and "CHƯA KHAI BÁO Y TẾ" in body
+        kept = site.django("from backoffice.personal.models import HealthDeclaration\n"
+                           "print(HealthDeclaration.objects.count())\n")
+        assert kept.stdout.strip() == "1"
         [token] = set(re.findall(r"/me/pass/([0-9a-f]{32})\.png", body))
         status, _, _ = one.post(f"/v/{venue_id}/checkin/", {"direction": "in"}, token_from=f"/v/{venue_id}")
         assert status == 302

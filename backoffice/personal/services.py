@@ -164,9 +164,13 @@ def declare(profile: PersonProfile, answers: dict[str, bool], now_s: float) -> D
 
     A clear declaration re-signs the live pass with ``hd`` = now (same ``cti``). A risky one
     revokes the live pass (it may carry an earlier ``hd``) and issues one without ``hd``.
+    Declarations older than ``[people] declaration_retention_days`` are deleted first.
     """
     risky = any(answers.get(q, False) for q in QUESTIONS)
+    keep_s = site.current().people.declaration_retention_days * DAY_S
     with transaction.atomic():
+        # Answers are kept for the retention period only (everyone's, a cheap indexed delete).
+        HealthDeclaration.objects.filter(declared_s__lt=now_s - keep_s).delete()
         declaration = HealthDeclaration.objects.create(profile=profile, declared_s=now_s, risky=risky,
                                                        answers={q: bool(answers.get(q, False)) for q in QUESTIONS})
         current = live_pass(profile)

@@ -33,6 +33,7 @@ from backoffice.personal.models import HealthDeclaration, PersonalPass, PersonPr
 from backoffice.sms import SmsError, make_sender
 from backoffice.venues.forms import OtpForm, PhoneForm
 from backoffice.venues.models import Venue
+from firmware.core.errors import QrGateError
 from firmware.core.masking import display, mask_phone
 from provisioning.history.export import local_time
 from provisioning.venues import display_phone
@@ -326,6 +327,10 @@ def check_in(request: HttpRequest, venue_id: str) -> HttpResponse:
     if profile is None:
         return redirect(f"/me/?next={quote(f'/v/{venue.venue_id}')}")
     direction = "out" if request.POST.get("direction") == "out" and services.records_exits(venue) else "in"
-    done = services.check_in(profile, venue, direction, time.time())
+    try:
+        done = services.check_in(profile, venue, direction, time.time())
+    except QrGateError as err:
+        log.error("check-in not stored: %s", err)
+        return render(request, "refused.html", {"title": _("Check in"), "reason": str(err)}, status=503)
     request.session["checkin_result"] = {"recorded": done.recorded, "wait_s": done.wait_s, "direction": direction}
     return redirect("venue-public", venue_id=venue.venue_id)
