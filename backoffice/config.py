@@ -50,6 +50,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "keys": ("issuer_key", "authority_key", "command_key"),
     "mqtt": ("host", "port", "prefix", "tls", "ca_file", "cert_file", "key_file", "username",
              "password_file"),
+    "people": ("pass_valid_days", "health_hotline", "declaration_fresh_h", "checkin_repeat_s",
+               "declaration_retention_days"),
 }
 SMS_BACKENDS = ("console", "http")
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
@@ -132,6 +134,17 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class PeopleSettings:
+    """``[people]``: the people's side (personal pass, health declaration, phone check-in)."""
+
+    pass_valid_days: int = 30
+    health_hotline: str = "19009095"
+    declaration_fresh_h: float = 24.0
+    checkin_repeat_s: int = 300
+    declaration_retention_days: int = 30
+
+
+@dataclass(frozen=True)
 class BackofficeConfig:
     """The whole back office configuration.
 
@@ -147,6 +160,7 @@ class BackofficeConfig:
     otp: OtpSettings
     keys: KeySettings
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    people: PeopleSettings = field(default_factory=PeopleSettings)
 
     @property
     def is_postgres(self) -> bool:
@@ -337,10 +351,19 @@ def parse_config(data: dict[str, Any], base: Path, path: Path) -> BackofficeConf
     mqtt = MqttSettings(host=host, port=q.number("port", 1883, 1, 65535), prefix=prefix,
                         tls=q.flag("tls", False), username=q.text("username", ""), **files)
 
+    pp = section("people")
+    hotline = pp.text("health_hotline", PeopleSettings.health_hotline).strip()
+    if not re.fullmatch(r"\+?[0-9][0-9 .\-]{2,19}", hotline):
+        problems.append(f"people.health_hotline = {hotline!r}: give a phone number, such as 19009095")
+    people = PeopleSettings(pass_valid_days=pp.number("pass_valid_days", 30, 1, 366), health_hotline=hotline,
+                            declaration_fresh_h=pp.number("declaration_fresh_h", 24.0, 1, 24 * 30, integer=False),
+                            checkin_repeat_s=pp.number("checkin_repeat_s", 300, 0, 86400),
+                            declaration_retention_days=pp.number("declaration_retention_days", 30, 1, 3650))
+
     if problems:
         raise ConfigError(problems)
     return BackofficeConfig(path=path, site=site, database_url=database_url, sms=sms, otp=otp, keys=keys,
-                            mqtt=mqtt)
+                            mqtt=mqtt, people=people)
 
 
 def load_config(path: str | Path) -> BackofficeConfig:

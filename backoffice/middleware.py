@@ -66,7 +66,11 @@ def site_context(request: HttpRequest) -> dict[str, Any]:
     code = getattr(request, "LANGUAGE_CODE", "vi")
     user = getattr(request, "user", None)
     phone = ""
+    manages = False
     if user is not None and user.is_authenticated:
         phone = mask_phone(user.get_username())
+        # A person who manages no venue (the people's side) gets a shorter menu on their phone.
+        manages = user.is_staff or user.managements.exists()
     return {"lang": code, "other_lang": "en" if code == "vi" else "vi",
-            "other_lang_name": "English" if code == "vi" else "Tiếng Việt", "my_phone": phone}
+            "other_lang_name": "English" if code == "vi" else "Tiếng Việt", "my_phone": phone,
+            "manages": manages}

@@ -7,11 +7,14 @@ from django.urls import path
 from backoffice.gates import views as gates
 from backoffice.history import views as history
 from backoffice.people import views as people
+from backoffice.personal import views as personal
 from backoffice.venues import views as venues
 
 
 def home(request):
-    return redirect("venues" if request.user.is_authenticated else "register")
+    if not request.user.is_authenticated:
+        return redirect("register")
+    return redirect("venues" if request.user.managements.exists() else "me")
 
 
 def admin_login(request):
@@ -43,5 +46,15 @@ urlpatterns = [
     path("gates/<str:venue_id>/add/", gates.add_gate, name="gate-add"),
     path("gates/<str:venue_id>/lists/", gates.venue_lists, name="venue-lists"),
     path("gates/<str:venue_id>/<str:device_id>/command/", gates.command, name="gate-command"),
+    path("me/", personal.my_pass, name="me"),
+    path("me/login/", personal.login_phone, name="me-login"),
+    path("me/login/otp/", personal.login_code, name="me-login-otp"),
+    path("me/pass/replace/", personal.replace, name="me-pass-replace"),
+    path("me/pass/<str:token_id>.<str:fmt>", personal.pass_file, name="me-pass-file"),
+    path("me/declare/", personal.declare, name="me-declare"),
+    path("me/declarations/<int:declaration_id>/", personal.declaration, name="me-declaration"),
+    path("me/visits/", personal.visits, name="me-visits"),
+    path("v/<str:venue_id>", personal.venue_page, name="venue-public"),
+    path("v/<str:venue_id>/checkin/", personal.check_in, name="venue-checkin"),
     path("admin/", admin.site.urls),
 ]

@@ -236,9 +236,18 @@ class PosterFiles:
     payload: str
 
 
+def venue_url(base_url: str, venue_id: str) -> str:
+    """The back office's venue page a phone opens from the poster: ``<base_url>/v/<venue_id>``."""
+    return f"{base_url.rstrip('/')}/v/{venue_id}"
+
+
 def write_poster(record: dict[str, Any], out_dir: str | Path, *, error: str = "q", pdf: bool = True,
-                 font_path: str | None = None) -> PosterFiles:
+                 font_path: str | None = None, payload: str | None = None) -> PosterFiles:
     """Write ``<venue_id>-poster.png``, ``.svg`` and (if pdf) ``.pdf`` for a venue record.
+
+    Args:
+        payload: the QR's text; default ``QGV1:<venue_id>``. The back office puts its venue
+            page's URL there (``venue_url``), so a phone's camera opens the check-in.
 
     Raises:
         ConfigError: no usable font, a bad error level, or text too long for the page.
@@ -246,7 +255,7 @@ def write_poster(record: dict[str, Any], out_dir: str | Path, *, error: str = "q
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     venue_id = record["venue_id"]
-    payload = venue_payload(venue_id)
+    payload = payload or venue_payload(venue_id)
     qr = make_symbol(payload, error)
     body = [record.get("full_address") or record.get("address", ""), f"Mã địa điểm: {venue_id}",
             "In đúng tỉ lệ 100%: mã QR rộng 15 cm"]

@@ -49,7 +49,8 @@ def _devices(venue: Venue) -> list[str]:
 
     known = set(venue.gates.values_list("device_id", flat=True))
     try:
-        known.update(d for v, d in store().sources() if v == venue.venue_id)
+        # "web" is the phone check-ins' device (backoffice.personal), not a gate.
+        known.update(d for v, d in store().sources() if v == venue.venue_id and d != "web")
     except QrGateError as err:
         log.warning("history sources unavailable: %s", err)
     return sorted(known)
@@ -158,7 +159,18 @@ def add_gate(request: HttpRequest, venue_id: str) -> HttpResponse:
             services.audit(request.user, "gate_provisioning_qr", venue.venue_id, device,
                            detail=f"direction {form.cleaned_data['direction']}, "
                                   f"{form.cleaned_data['valid_minutes']} min")
+            _first_deny_list(request.user, venue)
     return render(request, "gates/add.html", {"venue": venue, "form": form, "qr": qr_data})
+
+
+def _first_deny_list(actor: Any, venue: Venue) -> None:
+    """A venue registered after personal passes were revoked has no deny list yet: publish one
+    (retained) with the revoked passes before its first gate comes, so that gate refuses them."""
+    from backoffice.personal.revocations import revoked_ids
+
+    deny, _ = VenueList.objects.get_or_create(venue=venue, kind=VenueList.DENY)
+    if deny.version == 0 and revoked_ids(time.time()):
+        publish_venue_list(actor, venue, deny, list(deny.ids), wait_for_gates=False, action="list_deny_revocations")
 
 
 @require_POST
@@ -245,33 +257,54 @@ def venue_lists(request: HttpRequest, venue_id: str) -> HttpResponse:
 
 def _publish(request: HttpRequest, venue: Venue, current: VenueList, ids: list[str]) -> str:
     """Store the new list and publish it, signed and retained, on the venue-wide topic."""
+    return publish_venue_list(request.user, venue, current, ids)
+
+
+def publish_venue_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *,
+                       wait_for_gates: bool = True, action: str = "") -> str:
+    """Store the venue's list (``ids``, the managers' entries) and publish it signed and retained.
+
+    A deny list goes out with the revoked personal passes (``pass:<cti hex>``, until they
+    expire) added to the managers' ids. With ``wait_for_gates`` the answers of the venue's
+    gates are awaited (up to a few seconds); without, it returns once the broker took it.
+
+    Returns:
+        The answer for the audit log.
+    """
     from backoffice.gates.live import broker_of
     from firmware.core.list_message import MAX_VALIDITY_S, encode_message, venue_list_topic
     from provisioning.keys import load_private_key
     from provisioning.mqtt_request import exchange
 
     cfg = site.current()
-    version = max(int(time.time()), current.version + 1)
+    now_s = time.time()
+    version = max(int(now_s), current.version + 1)
     current.ids, current.version, current.published = ids, version, timezone.now()
     current.save()
+    published = list(ids)
+    if current.kind == VenueList.DENY:
+        from backoffice.personal.revocations import revoked_ids
+
+        published += [i for i in revoked_ids(now_s) if i not in ids]
     answer = "stored; no broker configured"
-    gates = len(_devices(venue))
+    gates = len(_devices(venue)) if wait_for_gates else 0
     if cfg.mqtt.host:
         try:
             key = load_private_key(cfg.keys.command_key)
             tx = secrets.token_hex(6)
-            payload = encode_message(key, kind=current.kind, version=version, now_s=time.time(), ids=ids,
+            payload = encode_message(key, kind=current.kind, version=version, now_s=now_s, ids=published,
                                      venue_id=venue.venue_id, transaction=tx, valid_s=MAX_VALIDITY_S)
             answers = exchange(broker_of(cfg.mqtt), request_topic=venue_list_topic(cfg.mqtt.prefix, venue.venue_id,
                                                                                      current.kind),
                                response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=payload,
                                transaction=tx, timeout_s=ANSWER_TIMEOUT_S, what="the list",
                                client_id_prefix="qrgate-bo-list-", retain=True,
-                               enough=lambda got: bool(gates) and len(got) >= gates)
+                               enough=lambda got: not wait_for_gates or (bool(gates) and len(got) >= gates))
             ok = sum(1 for _t, a in answers if a.get("status") == "ok")
-            answer = f"published; {ok} of {len(answers)} gate(s) took it"
+            answer = f"published; {ok} of {len(answers)} gate(s) took it" if wait_for_gates else "published"
         except (ConfigError, QrGateError) as err:
             answer = f"stored, not published: {err}"
-    services.audit(request.user, f"list_{current.kind}_published", venue.venue_id,
-                   detail=f"version {version}, {len(ids)} ids", answer=answer)
+    services.audit(actor, action or f"list_{current.kind}_published", venue.venue_id,
+                   detail=f"version {version}, {len(ids)} ids, {len(published) - len(ids)} revoked passes",
+                   answer=answer)
     return answer

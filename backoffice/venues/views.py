@@ -185,13 +185,15 @@ def register_done(request: HttpRequest, venue_id: str) -> HttpResponse:
 @login_required
 def poster(request: HttpRequest, venue_id: str, fmt: str) -> HttpResponse:
     """The venue's QR poster, made by ``provisioning.poster.write_poster``."""
-    from provisioning.poster import write_poster
+    from provisioning.poster import venue_url, write_poster
 
     if fmt not in POSTER_TYPES:
         raise Http404("no such format")
     venue = services.venue_of(request.user, venue_id)
     with tempfile.TemporaryDirectory(prefix="qrgate-poster-") as tmp:
-        files = write_poster(venue.record, tmp, pdf=fmt == "pdf")
+        # The QR opens the venue's page on a phone ("Check in"); a gate refuses it (unknown_format).
+        files = write_poster(venue.record, tmp, pdf=fmt == "pdf",
+                             payload=venue_url(site.current().site.base_url, venue.venue_id))
         path = {"png": files.png, "svg": files.svg, "pdf": files.pdf}[fmt]
         assert path is not None
         data = path.read_bytes()

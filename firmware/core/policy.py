@@ -13,7 +13,7 @@ Order of checks for one code (first failure wins):
    the result names the credential type in the event even when the gate is blocked;
 3. the gate is blocked (lockdown, not provisioned, storage full...): denied with that reason;
 4. CCCD without ``accept_unsigned_id``: ``unsigned_not_allowed``;
-5. deny list: ``denied``;
+5. deny list: ``denied`` (the holder's id, or ``pass:<cti hex>`` for one revoked pass);
 6. a ``QG1:`` pass without ``exp`` under ``require_expiry`` (the default): ``no_expiry``;
    time checks, only for credentials that carry times: untrusted wall clock gives
    ``clock_unsynced``; ``now < nbf - skew`` gives ``not_yet_valid``; ``now >= exp + skew``
@@ -116,6 +116,10 @@ class MemoryView(Protocol):
         ...
 
 
+# A deny-list entry "pass:<cti hex>" refuses one pass (a reissued or lost one), not its holder.
+REVOKED_PASS_PREFIX = "pass:"
+
+
 def display_for(cred: Credential) -> str:
     """The masked name and phone of a credential's holder, safe to show and log."""
     return masking.display_credential(cred)
@@ -189,7 +193,8 @@ def decide(
         paired = True  # a CCCD card is then used for what it proves: who the DCC's holder is
     if cred.type is CredentialType.CCCD and not rules.accept_unsigned_id and not paired:
         return out(Verdict.DENIED, Reason.UNSIGNED_NOT_ALLOWED, cred.type, cred)
-    if lists.is_denied(cred.subject):
+    if lists.is_denied(cred.subject) or (cred.token_id is not None
+                                         and lists.is_denied(REVOKED_PASS_PREFIX + cred.token_id)):
         return out(Verdict.DENIED, Reason.DENIED, cred.type, cred)
     time_reason = _time_reason(cred, now, rules)
     if time_reason is None and cred.dcc is not None:
