@@ -12,6 +12,7 @@ from typing import Any
 
 from firmware.adapters.atomic_files import write_atomic
 from firmware.core.errors import StoreError
+from firmware.core.numbers import MAX_LIST_VERSION
 from firmware.core.lists import (
     KINDS,
     SALT_BYTES,
@@ -103,6 +104,8 @@ class ListStore:
             if new_version <= current.info.version:
                 raise ValueError(f"version {new_version} is not above the current {kind} list version "
                                  f"{current.info.version}")
+            if new_version > MAX_LIST_VERSION:
+                raise ValueError(f"version {new_version} is above the largest allowed, {MAX_LIST_VERSION}")
             salt = os.urandom(SALT_BYTES)
             keys = keys_of(ids, salt)
             return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source), salt, keys)
@@ -128,6 +131,8 @@ class ListStore:
             if new_version <= current.info.version:
                 raise ValueError(f"version {new_version} is not above the current {kind} list version "
                                  f"{current.info.version}")
+            if new_version > MAX_LIST_VERSION:
+                raise ValueError(f"version {new_version} is above the largest allowed, {MAX_LIST_VERSION}")
             salt = current.salt
             keys = set(current.keys)
             keys.update(keys_of(add, salt))

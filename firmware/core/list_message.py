@@ -13,8 +13,9 @@ Message (binary payload): the CBOR array ``[manifest, body]``.
   (trust directory ``keys.command_dir``, the same keys that sign remote commands; see
   README "Provisioning" for why). Its payload is a CBOR map: ``t`` = ``"qrgate.list/1"``,
   ``kind`` (``deny``/``allow``, must match the topic), ``mode`` (``full``/``delta``),
-  ``version`` (int, must be above the gate's), ``base_version`` (delta only: must equal
-  the gate's version), ``iat``, ``exp`` (Unix seconds, at most 7 days apart), optional
+  ``version`` (int from 1 to 10^12, must be above the gate's), ``base_version`` (delta only:
+  must equal the gate's version), ``iat``, ``exp`` (Unix seconds between 2001 and 2100, at
+  most 7 days apart; bounds in ``firmware.core.numbers``), optional
   ``device_id``, ``transaction`` (text), and ``sha256`` of ``body``.
 - ``body`` is zlib-compressed UTF-8 text: for ``full`` one id per line; for ``delta``
   lines ``+id`` (add) and ``-id`` (remove).
@@ -45,6 +46,7 @@ import cbor2
 from firmware.core.cose import CoseError, loads_strict, parse1, sign1, verify1
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.lists import KINDS, normalise_id
+from firmware.core.numbers import MAX_LIST_VERSION, is_time_s
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +156,15 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
 
     kind, mode, version = claims.get("kind"), claims.get("mode"), claims.get("version")
     iat, exp, base = claims.get("iat"), claims.get("exp"), claims.get("base_version")
-    if kind not in KINDS or mode not in ("full", "delta") or type(version) is not int or version < 1:
+    if kind not in KINDS or mode not in ("full", "delta") or type(version) is not int:
         raise fail("malformed", "kind, mode or version missing or invalid")
-    if type(iat) is not int or type(exp) is not int or not 0 < exp - iat <= MAX_VALIDITY_S:
-        raise fail("malformed", "iat/exp missing, or valid for more than 7 days")
-    if base is not None and type(base) is not int:
-        raise fail("malformed", "base_version must be a whole number")
+    if not 1 <= version <= MAX_LIST_VERSION:
+        raise fail("malformed", f"version {version} is outside 1..{MAX_LIST_VERSION}")
+    if (type(iat) is not int or type(exp) is not int or not is_time_s(iat) or not is_time_s(exp)
+            or not 0 < exp - iat <= MAX_VALIDITY_S):
+        raise fail("malformed", "iat/exp missing, outside 2001-2100, or valid for more than 7 days")
+    if base is not None and (type(base) is not int or not 0 <= base <= MAX_LIST_VERSION):
+        raise fail("malformed", f"base_version must be a whole number from 0 to {MAX_LIST_VERSION}")
     if kind != topic_kind:
         raise fail("wrong_kind", f"a {kind} list sent on the {topic_kind} topic")
     if claims.get("device_id") not in (None, device_id):

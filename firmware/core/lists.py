@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from firmware.core.errors import StoreError
+from firmware.core.numbers import MAX_LIST_VERSION, is_finite_number
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ def decode_list(data: bytes, origin: str) -> ListSnapshot:
         kind, version, count = str(header["kind"]), int(header["version"]), int(header["count"])
         info = ListInfo(kind, version, float(header["updated_s"]), count, str(header.get("source", "")),
                         str(header["sha256"]))
+        if not 0 <= version <= MAX_LIST_VERSION or not is_finite_number(info.updated_s) or count < 0:
+            raise ValueError("version, issue time or count out of range")
         salt = bytes.fromhex(header["salt"])
     except (TypeError, KeyError, ValueError) as err:
         raise StoreError(f"list file {origin} has a broken header ({err})") from err

@@ -14,7 +14,9 @@ Checks, first failure wins, each with its reject reason:
 
 1. ``retained``: the broker delivered it as a retained message (never acted on);
 2. ``malformed``: not JSON, not an object, over 4 KiB, a missing or mistyped field,
-   ``expires_at`` not after ``issued_at``, or the topic name differs from ``command``;
+   a time that is not a finite number of Unix seconds between 2001 and 2100
+   (``firmware.core.numbers``: NaN and Infinity are refused), ``expires_at`` not after
+   ``issued_at``, or the topic name differs from ``command``;
 3. ``unsigned``: no ``sig``/``kid`` (a bare ``PRESS`` or ``lockdown`` from a dashboard);
 4. ``unknown_command``: not one of ``open``, ``mode``, ``reload``, ``rebirth`` (or bad args);
 5. ``unknown_key``: no trusted command key has this kid;
@@ -46,6 +48,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from firmware.core.device_state import Mode
+from firmware.core.numbers import is_finite_number, is_time_s, loads_json_strict
 
 ENVELOPE_VERSION = 1
 MAX_ENVELOPE_BYTES = 4096
@@ -123,7 +126,9 @@ class NonceCache:
         self.entries[nonce] = expires_at
 
     def prune(self, now_wall_s: float, skew_s: float) -> None:
-        self.entries = {n: e for n, e in self.entries.items() if e + skew_s > now_wall_s}
+        """Drop expired nonces, and any whose expiry no valid command could have had."""
+        latest = now_wall_s + skew_s + MAX_VALIDITY_S
+        self.entries = {n: e for n, e in self.entries.items() if now_wall_s < e + skew_s and e <= latest}
 
     def to_json(self) -> str:
         return json.dumps(self.entries, sort_keys=True)
@@ -135,9 +140,9 @@ class NonceCache:
         Raises:
             ValueError: not a JSON object of nonce -> number.
         """
-        data = json.loads(text)
-        if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
-            raise ValueError("nonce cache is not an object of nonce -> expiry")
+        data = loads_json_strict(text)
+        if not isinstance(data, dict) or not all(is_finite_number(v) for v in data.values()):
+            raise ValueError("nonce cache is not an object of nonce -> finite expiry")
         return cls({str(k): float(v) for k, v in data.items()})
 
 
@@ -175,7 +180,13 @@ def unb64url(text: str) -> bytes:
 
 def sign_command(private_key: Any, kid_hex: str, *, device_id: str, command: str, args: dict[str, Any],
                  nonce: str, issued_at: float, expires_at: float, transaction: str | None) -> bytes:
-    """Build and sign an envelope (the operator side, ``qrgate cmd send``). Returns the JSON bytes."""
+    """Build and sign an envelope (the operator side, ``qrgate cmd send``). Returns the JSON bytes.
+
+    Raises:
+        ValueError: issued_at or expires_at is not a finite time within the documented bounds.
+    """
+    if not (is_time_s(issued_at) and is_time_s(expires_at)):
+        raise ValueError("issued_at and expires_at must be finite Unix times between 2001 and 2100")
     body = json.dumps({"device_id": device_id, "command": command, "args": args, "nonce": nonce,
                        "issued_at": issued_at, "expires_at": expires_at, "transaction": transaction},
                       separators=(",", ":"), sort_keys=True).encode("utf-8")
@@ -252,7 +263,7 @@ class CommandVerifier:
         if len(payload) > MAX_ENVELOPE_BYTES:
             return reject(Reject.MALFORMED, f"envelope is {len(payload)} bytes, over {MAX_ENVELOPE_BYTES}")
         try:
-            env = json.loads(payload.decode("utf-8"))
+            env = loads_json_strict(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return reject(Reject.UNSIGNED if len(payload) < 64 and b"{" not in payload else Reject.MALFORMED,
                           "payload is not a signed JSON envelope")
@@ -267,9 +278,9 @@ class CommandVerifier:
             return reject(Reject.MALFORMED, "envelope needs v=1 and string kid, payload and sig")
         try:
             body_bytes, sig = unb64url(body_text), unb64url(sig_text)
-            body = json.loads(body_bytes.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            return reject(Reject.MALFORMED, "payload or sig is not base64url of JSON")
+            body = loads_json_strict(body_bytes.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            return reject(Reject.MALFORMED, f"payload or sig is not base64url of JSON ({str(err)[:80]})")
         problem, tx = _body_problem(body)
         if problem:
             return reject(Reject.MALFORMED, problem, tx)
@@ -337,9 +348,8 @@ def _body_problem(body: Any) -> tuple[str, str | None]:
         if not isinstance(body.get(name), kinds):
             return f"{name} is missing or not a string", tx
     for name in ("issued_at", "expires_at"):
-        value = body.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{name} is missing or not a number (Unix seconds)", tx
+        if not is_time_s(body.get(name)):
+            return f"{name} is missing or not a finite time in Unix seconds between 2001 and 2100", tx
     if body.get("transaction") is not None and tx is None:
         return "transaction must be a string of at most 128 characters", None
     if not NONCE_PATTERN.fullmatch(body["nonce"]):
