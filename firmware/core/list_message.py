@@ -133,7 +133,7 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
     Raises:
         ListMessageError: reason ``unsigned``, ``malformed``, ``unknown_issuer``,
             ``bad_signature``, ``expired``, ``not_yet_valid``, ``wrong_device``, ``wrong_venue``,
-            ``wrong_mode`` or ``wrong_kind``.
+            ``wrong_mode``, ``wrong_kind`` or ``base_version`` (a delta without one).
     """
     try:
         outer = cbor2.loads(payload)
@@ -165,6 +165,9 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
         raise fail("malformed", "iat/exp missing, outside 2001-2100, or valid for more than 7 days")
     if base is not None and (type(base) is not int or not 0 <= base <= MAX_LIST_VERSION):
         raise fail("malformed", f"base_version must be a whole number from 0 to {MAX_LIST_VERSION}")
+    if mode == "delta" and base is None:
+        raise fail("base_version", "a delta must name the base_version it applies to; send the full list "
+                   "or name the gate's current version")
     if kind != topic_kind:
         raise fail("wrong_kind", f"a {kind} list sent on the {topic_kind} topic")
     if claims.get("device_id") not in (None, device_id):

@@ -110,6 +110,8 @@ class ListUpdates:
                 snap = self.store.replace(msg.kind, msg.ids, updated_s=float(msg.issued_at_s), source=source,
                                           version=msg.version, current=current)
             else:
+                if msg.base_version is None:  # decode_message refuses these; never apply a delta blind
+                    raise ValueError("a delta must name its base_version")
                 snap = self.store.apply_delta(msg.kind, add=msg.add, remove=msg.remove,
                                               updated_s=float(msg.issued_at_s), source=source,
                                               version=msg.version, base_version=msg.base_version, current=current)
