@@ -19,7 +19,6 @@ from firmware.core.credentials.trust import TrustStore
 from firmware.core.list_message import encode_message
 from firmware.core.lists import MemoryLists
 from firmware.features.list_updates import GateLists, ListSettings
-from provisioning import keys
 from provisioning.list_remote import send_list
 from provisioning.mqtt_request import Broker, Target
 from tests.daemon_support import qrgate, write_config
