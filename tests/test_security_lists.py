@@ -119,3 +119,72 @@ def test_cli_delta_without_a_known_gate_version_sends_nothing_and_exits_4(gate, 
     result = qrgate("list", "deny", "add", "C", "--remote", "--key", ops, "--config", str(config),
                     "--device", "gate-absent", "--timeout-s", "2")
     assert result.returncode == 4 and "--base-version" in result.stderr
+
+
+# --- attack 8: a damaged deny list fails closed by default -------------------------------------
+
+def _site(tmp_path, **sections):
+    from device.synthetic import write_code_png
+    from provisioning import keys as key_tools
+    from tests.daemon_support import trust_new_key, valid_pass
+
+    issuer = trust_new_key(tmp_path, "issuer", "issuers", as_name="i.pem")
+    private = key_tools.load_private_key(issuer.private_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    write_code_png(images / "00-listed.png", valid_pass(private, "079111111111"))
+    write_code_png(images / "01-other.png", valid_pass(private, "EMP-1"))
+    config = write_config(tmp_path, device={"id": "list-gate", "venue_id": "v-0123456789ab"},
+                          camera={"fps": 20, "frames_per_image": 20}, gpio={"relay_pulse_ms": 100},
+                          privacy={"subject": "raw"}, **sections)
+    (tmp_path / "deny.csv").write_text("079111111111\n", encoding="utf-8")
+    imported = qrgate("list", "deny", "import", str(tmp_path / "deny.csv"), "--config", str(config))
+    assert imported.returncode == 0, imported.stderr
+    return config
+
+
+def _decisions(config) -> list[tuple[str, str, str]]:
+    from tests.daemon_support import run_gate
+
+    result, events = run_gate(config)
+    assert result.returncode == 0, result.stderr
+    return [(e["decision"], e["reason"], e["subject"]) for e in events]
+
+
+def _garble(tmp_path) -> None:
+    deny = tmp_path / "state" / "lists" / "deny.qgl"
+    data = bytearray(deny.read_bytes())
+    data[-3] ^= 0xFF  # one flipped byte in the keys: the checksum no longer matches
+    deny.write_bytes(bytes(data))
+
+
+def test_attack8_garbled_deny_list_blocks_every_grant_by_default_until_a_valid_list_is_installed(tmp_path):
+    config = _site(tmp_path)  # no [lists] section: the defaults
+    assert _decisions(config) == [("denied", "denied", "079111111111"), ("granted", "ok", "EMP-1")]
+    _garble(tmp_path)
+    assert _decisions(config) == [("denied", "lists_unavailable", "079111111111"),
+                                  ("denied", "lists_unavailable", "EMP-1")]
+    # the damaged file was moved aside at that start; a restart must not trust an empty list
+    assert (tmp_path / "state" / "lists" / "deny.qgl.corrupt").exists()
+    assert _decisions(config) == [("denied", "lists_unavailable", "079111111111"),
+                                  ("denied", "lists_unavailable", "EMP-1")]
+    imported = qrgate("list", "deny", "import", str(tmp_path / "deny.csv"), "--config", str(config))
+    assert imported.returncode == 0, imported.stderr
+    assert _decisions(config) == [("denied", "denied", "079111111111"), ("granted", "ok", "EMP-1")]
+
+
+def test_keep_policy_is_an_explicit_choice_that_decides_without_the_damaged_list(tmp_path):
+    config = _site(tmp_path, lists={"stale_policy": "keep"})
+    _garble(tmp_path)
+    # the documented risk of `keep`: the people on the unreadable list get in
+    assert _decisions(config) == [("granted", "ok", "079111111111"), ("granted", "ok", "EMP-1")]
+
+
+def test_an_unavailable_list_blocks_with_its_own_reason_before_staleness():
+    from firmware.core.device_state import DeviceInputs, DeviceState, blocked_reason, evaluate
+    from firmware.core.model import Reason
+
+    both = DeviceInputs(lists_stale=True, lists_unavailable=True, lists_fail_closed=True)
+    assert (evaluate(both), blocked_reason(both)) == (DeviceState.LISTS_STALE, Reason.LISTS_UNAVAILABLE)
+    keep = DeviceInputs(lists_stale=True, lists_unavailable=True, lists_fail_closed=False)
+    assert (evaluate(keep), blocked_reason(keep)) == (DeviceState.LISTS_STALE, None)

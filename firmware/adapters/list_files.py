@@ -148,7 +148,8 @@ class ListStore:
 
 def open_lists(directory: Path, alarms: Any = None) -> tuple[ListStore, MemoryLists]:
     """Open the list store and load both lists into memory. A damaged file is quarantined,
-    an alarm ``lists_damaged`` raised, and the list counts as stale (see ``stale``).
+    an alarm ``lists_damaged`` raised, and the list counts as unavailable (``MemoryLists.damaged``)
+    until a valid one is installed, also after a restart (the quarantined copy marks it).
 
     Raises:
         StoreError: the lists directory cannot be created.
@@ -159,6 +160,14 @@ def open_lists(directory: Path, alarms: Any = None) -> tuple[ListStore, MemoryLi
     for kind in KINDS:
         try:
             snaps[kind] = store.load(kind)
+            corrupt = store.path(kind).with_name(store.path(kind).name + ".corrupt")
+            if snaps[kind].info.version == 0 and corrupt.exists():
+                # Moved aside at an earlier start and never replaced: still no list to trust,
+                # or a restart would turn a damaged deny list into an empty one.
+                log.error("the %s list was damaged (%s) and no valid list replaced it", kind, corrupt)
+                if alarms is not None:
+                    alarms.set("lists_damaged", f"{kind} list file was damaged ({corrupt}); install a new one")
+                damaged.add(kind)
         except StoreError as err:
             moved = store.quarantine(kind)
             log.error("%s; moved to %s, the %s list is empty and stale until a new one is loaded",

@@ -260,7 +260,10 @@ class ProvisioningConfig:
 class ListsConfig:
     max_age_h: float = opt(0.0, "A deny/allow list older than this many hours is stale; 0 = never.",
                            24.0, min=0.0, max=8760.0)
-    stale_policy: str = opt("keep", "With a stale list: `keep` deciding with it, or `fail_closed`.",
+    stale_policy: str = opt("fail_closed", "With a stale list (older than max_age_h) or one that cannot be "
+                            "read: `fail_closed` denies every code (`lists_stale`, `lists_unavailable`) until a "
+                            "valid list is installed; `keep` goes on deciding with what is loaded, which for a "
+                            "damaged deny list is an empty one: the people on it get in.",
                             "fail_closed", choices=("keep", "fail_closed"))
 
 

@@ -369,9 +369,14 @@ class MemoryLists:
         return self._snaps[kind]
 
     def swap(self, kind: str, snap: ListSnapshot) -> None:
-        """Put a new snapshot in force (one reference assignment: atomic for readers)."""
+        """Put a new snapshot in force (one reference assignment: atomic for readers).
+
+        Only a real list (version 1 or more) clears ``damaged``: re-reading a missing file
+        after a damaged one was moved aside must not make the gate trust an empty list.
+        """
         self._snaps = {**self._snaps, kind: snap}
-        self.damaged.discard(kind)
+        if snap.info.version > 0:
+            self.damaged.discard(kind)
 
     def infos(self) -> dict[str, ListInfo]:
         return {kind: snap.info for kind, snap in self._snaps.items()}

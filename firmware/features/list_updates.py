@@ -179,16 +179,20 @@ class GateLists:
         """The needed lists older than ``max_age_h`` (or damaged)."""
         return self.lists.stale(self.wall(), self.settings.max_age_h * 3600.0, self._needed)
 
+    def unavailable(self) -> list[str]:
+        """The needed lists that could not be read (damaged, or moved aside and not replaced)."""
+        return sorted(k for k in self._needed if k in self.lists.damaged)
+
     def device_inputs(self) -> dict[str, Any]:
         names = self.stale()
         s = self.settings
-        self.alarms.set("lists_stale", f"{', '.join(names)} list(s) older than {s.max_age_h:g} h "
+        self.alarms.set("lists_stale", f"{', '.join(names)} list(s) older than {s.max_age_h:g} h or unreadable "
                         f"(policy {s.stale_policy})" if names else None)
-        return {"lists_stale": bool(names)}
+        return {"lists_stale": bool(names), "lists_unavailable": bool(self.unavailable())}
 
     def status_fields(self) -> dict[str, Any]:
         return {"lists": self.lists.status(self.wall()), "lists_stale": self.stale(),
-                "lists_stale_policy": self.settings.stale_policy}
+                "lists_unavailable": self.unavailable(), "lists_stale_policy": self.settings.stale_policy}
 
     def reload(self) -> dict[str, Any]:
         """Re-read both list files (after `qrgate list ... import` with the service stopped, or
