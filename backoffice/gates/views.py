@@ -208,7 +208,7 @@ class ListForm(forms.Form):
 @login_required
 def venue_lists(request: HttpRequest, venue_id: str) -> HttpResponse:
     """The venue's deny and allow lists: upload a CSV, add, remove; each change is published signed."""
-    from firmware.core.lists import normalise_id, parse_csv_bytes
+    from firmware.core.lists import display_id, normalise_id, parse_csv_bytes
 
     venue = services.venue_of(request.user, venue_id)
     lists = {k: VenueList.objects.get_or_create(venue=venue, kind=k)[0] for k in (VenueList.DENY, VenueList.ALLOW)}
@@ -220,7 +220,7 @@ def venue_lists(request: HttpRequest, venue_id: str) -> HttpResponse:
             raise Http404("bad list request")
         current = lists[form.cleaned_data["kind"]]
         ids = list(current.ids)
-        ident = normalise_id(form.cleaned_data.get("ident") or "")
+        ident = display_id(form.cleaned_data.get("ident") or "")  # shown as typed; compared canonically
         if action == "upload":
             upload = form.cleaned_data.get("csv")
             if upload is None or upload.size > site.MAX_UPLOAD_BYTES:
@@ -233,10 +233,10 @@ def venue_lists(request: HttpRequest, venue_id: str) -> HttpResponse:
                     ids = [i.decode("utf-8") if isinstance(i, bytes) else i for i in result.ids]
         elif not ident:
             problems = [_("Bạn vui lòng nhập mã")]
-        elif action == "add" and ident not in ids:
+        elif action == "add" and normalise_id(ident) not in {normalise_id(i) for i in ids}:
             ids.append(ident)
         elif action == "remove":
-            ids = [i for i in ids if i != ident]
+            ids = [i for i in ids if normalise_id(i) != normalise_id(ident)]
         if not problems:
             message = _publish(request, venue, current, ids)
     return render(request, "gates/lists.html", {"venue": venue, "lists": lists, "message": message,

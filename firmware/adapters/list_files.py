@@ -133,11 +133,11 @@ class ListStore:
                                  f"{current.info.version}")
             if new_version > MAX_LIST_VERSION:
                 raise ValueError(f"version {new_version} is above the largest allowed, {MAX_LIST_VERSION}")
-            salt = current.salt
+            salt, form = current.salt, current.info.id_form  # a list keeps the id form it was made in
             keys = set(current.keys)
-            keys.update(keys_of(add, salt))
-            keys.difference_update(keys_of(remove, salt))
-            return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source), salt, keys)
+            keys.update(keys_of(add, salt, form))
+            keys.difference_update(keys_of(remove, salt, form))
+            return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source, id_form=form), salt, keys)
 
     def _load_or_empty(self, kind: str) -> ListSnapshot:
         try:

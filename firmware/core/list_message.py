@@ -46,6 +46,7 @@ import cbor2
 from firmware.core.cose import CoseError, loads_strict, parse1, sign1, verify1
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.lists import KINDS, normalise_id
+from firmware.core.text import count_invisible
 from firmware.core.numbers import MAX_LIST_VERSION, is_time_s
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class ListMessage:
     add: list[str]
     remove: list[str]
     venue_id: str | None = None
+    stripped: int = 0  # ids that held invisible, bidi or control characters (removed when hashed)
 
 
 class ListMessageError(ValueError):
@@ -208,8 +210,9 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
                 remove.append(line[1:])
             else:
                 raise fail("malformed", "delta lines must start with + or -")
+    stripped = sum(1 for i in (*ids, *add, *remove) if count_invisible(i))
     return ListMessage(kind, mode, version, base, iat, exp, claims.get("device_id"), transaction, ids, add, remove,
-                       claims.get("venue_id"))
+                       claims.get("venue_id"), stripped)
 
 
 def _unverified_transaction(manifest: bytes) -> str | None:

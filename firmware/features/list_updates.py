@@ -90,8 +90,14 @@ class ListUpdates:
             return
         log.info("%s list now version %d with %d entries (%s%s)", kind, snap.info.version, snap.info.count,
                  msg.mode, ", venue-wide" if venue_topic else "")
-        self.reply("ok", {"kind": kind, "version": snap.info.version, "count": snap.info.count, "mode": msg.mode,
-                          "scope": "venue" if venue_topic else "device"}, None, msg.transaction)
+        data = {"kind": kind, "version": snap.info.version, "count": snap.info.count, "mode": msg.mode,
+                "scope": "venue" if venue_topic else "device"}
+        if msg.stripped:
+            # reported, not refused: the ids are hashed in their canonical form without those characters
+            log.warning("%s list version %d: %d id(s) held invisible or control characters, removed",
+                        kind, snap.info.version, msg.stripped)
+            data["stripped"] = msg.stripped
+        self.reply("ok", data, None, msg.transaction)
 
     def apply(self, msg: ListMessage) -> Any:
         """Write and put in force a verified message.

@@ -121,7 +121,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_change(args: argparse.Namespace) -> int:
+    from firmware.core.text import count_invisible
+
     cfg = load_config(args.config)
+    odd = sum(1 for i in args.ids if count_invisible(i))
+    if odd:
+        print(f"{odd} id(s) held invisible, bidi or control characters; they are removed (ids are compared "
+              "in their canonical form)", file=sys.stderr)
     adding = args.list_command == "add"
     if args.remote:
         return _send(args, cfg, add=args.ids if adding else [], remove=[] if adding else args.ids, version=None)
