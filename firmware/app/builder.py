@@ -94,6 +94,7 @@ def rules_from(cfg: Config) -> Rules:
         allow_list_required=p.allow_list_required,
         clock_skew_s=p.clock_skew_s,
         dcc=dcc_rules_from(cfg.policy_dcc),
+        cccd_id_digits=cfg.privacy.cccd_id_digits,
     )
 
 

@@ -176,6 +176,8 @@ class PrivacyConfig:
     hmac_secret_file: str = opt("", "File holding the per-venue HMAC secret (created 0600 if "
                                 "missing). Empty: `<state_dir>/venue-secret`.", "/etc/qrgate/venue-secret")
     publish_codes: bool = opt(False, "Include the raw QR payload in events (off by default).", False)
+    cccd_id_digits: int = opt(0, "How many trailing digits of a CCCD id an event's display shows "
+                              "(0: none, the default; at most 3).", 0, min=0, max=3)
 
 
 @dataclass(frozen=True)
