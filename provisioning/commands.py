@@ -71,15 +71,15 @@ class DashboardPress:
 
 
 def read_dashboard_press(prefix: str, topic: str, payload: bytes, retained: bool,
-                         allowed: tuple[str, ...]) -> DashboardPress | str:
+                         allowed: tuple[str, ...], gates: tuple[str, ...]) -> DashboardPress | str:
     """Turn a message on ``<prefix>/<device_id>/dashboard/<name>`` into a press to sign. Pure.
 
     Home Assistant's button sends ``PRESS`` (``open``, ``rebirth``); its select sends the
     option (``mode``: ``normal``, ``lockdown`` or ``free_passage``).
 
     Returns:
-        The press, or the reason it is ignored (a retained message, another topic, a command
-        not in allowed, a payload that is not what the dashboard sends).
+        The press, or the reason it is ignored (a retained message, another topic, a gate not
+        in gates, a command not in allowed, a payload that is not what the dashboard sends).
     """
     from firmware.core.device_state import Mode
 
@@ -92,6 +92,10 @@ def read_dashboard_press(prefix: str, topic: str, payload: bytes, retained: bool
     device_id, command = parts[len(base)], parts[len(base) + 2]
     if not _DEVICE_ID.match(device_id):
         return f"{device_id!r} is not a device id"
+    if device_id not in gates:
+        # Anyone who can write some gate's dashboard topic must not get a signed command for
+        # a gate whose owner never enabled the bridge.
+        return f"gate {device_id!r} is not bridged (bridged: {', '.join(gates)}); add it with --gate"
     if command not in allowed:
         return f"{command!r} is not forwarded (allowed: {', '.join(allowed)})"
     text = payload[:64].decode("utf-8", "replace").strip() if len(payload) <= 64 else ""

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--allow", default="open,mode", help="commands to forward, from open, mode, rebirth "
                    "(default: %(default)s)")
     b.add_argument("--ttl-s", type=float, default=10.0, help="validity of each signed command (default: %(default)s)")
+    b.add_argument("--gate", action="append", required=True, metavar="DEVICE_ID",
+                   help="a gate whose dashboard presses the bridge signs (repeat for each gate); presses "
+                   "for any other gate are ignored")
     _add_broker_login(b)
     b.set_defaults(func=cmd_bridge)
 
@@ -125,7 +128,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     try:
         bridge = CommandBridge(_login(args, host, port), load_private_key(args.key), prefix=args.prefix,
                                allowed=tuple(c.strip() for c in args.allow.split(",") if c.strip()),
-                               ttl_s=args.ttl_s)
+                               ttl_s=args.ttl_s, gates=tuple(args.gate))
     except ValueError as err:
         raise ConfigError(str(err)) from err
     stop = threading.Event()
