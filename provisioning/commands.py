@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 
 def build_envelope(private_key: Any, *, device_id: str, command: str, args: dict[str, Any], ttl_s: float,
-                   now_wall_s: float | None = None, transaction: str | None = None) -> tuple[bytes, str]:
-    """Sign a command valid for ttl_s (at most 30 s) from now. Returns (envelope, transaction).
+                   venue_id: str, prefix: str, now_wall_s: float | None = None,
+                   transaction: str | None = None) -> tuple[bytes, str]:
+    """Sign a command valid for ttl_s (at most 30 s) from now for the gate device_id of venue_id
+    (empty: not provisioned) under the topic prefix. Returns (envelope, transaction).
 
     Raises:
         ValueError: ttl_s out of range.
@@ -36,7 +38,7 @@ def build_envelope(private_key: Any, *, device_id: str, command: str, args: dict
     tx = transaction or f"qrgate-cli-{secrets.token_hex(6)}"
     envelope = sign_command(private_key, kid_for(private_key.public_key()).hex(), device_id=device_id,
                             command=command, args=args, nonce=secrets.token_urlsafe(18), issued_at=round(now, 3),
-                            expires_at=round(now + ttl_s, 3), transaction=tx)
+                            expires_at=round(now + ttl_s, 3), transaction=tx, venue_id=venue_id, prefix=prefix)
     return envelope, tx
 
 

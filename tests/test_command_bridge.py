@@ -58,7 +58,7 @@ class Bridge:
     def __init__(self, tmp_path, broker, prefix: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "firmware.cli", "-v", "cmd", "bridge", "--key", str(tmp_path / "ops.pem"),
-             "--broker", f"{broker.host}:{broker.port}", "--prefix", prefix, "--gate", "gate-1"],
+             "--broker", f"{broker.host}:{broker.port}", "--prefix", prefix, "--gate", "gate-1", "--venue", "v-1"],
             stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()
         self.seen: list[str] = []

@@ -72,7 +72,8 @@ def test_attack9_a_signed_list_message_with_invisible_characters_is_counted_and_
 
     from firmware.core.cose import parse1, sign1
 
-    message = encode_message(ISSUER, kind="deny", version=5, now_s=NOW, ids=["x"])
+    message = encode_message(ISSUER, kind="deny", version=5, now_s=NOW, ids=["x"], device_id="gate-1",
+                             prefix="qrgate")
     manifest, _body = cbor2.loads(message)
     # a tool that did not canonicalise: the body holds the raw ids
     import hashlib

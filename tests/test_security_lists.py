@@ -40,7 +40,8 @@ def gate(shared_broker, topic_prefix, tmp_path):
     gate_lists = GateLists(store=store, lists=lists, alarms=Alarms(), wall=time.time, link=link,
                            command_keys=TrustStore.from_keys([key.public_key()]),
                            settings=ListSettings(max_age_h=0, stale_policy="fail_closed",
-                                                 allow_list_required=False, device_id="gate-1"))
+                                                 allow_list_required=False, device_id="gate-1",
+                                                 prefix=topic_prefix))
     state = StateReporter(link, [gate_lists], 60.0, wall=time.time)
     state.min_gap_s = 0.0
     gate_lists.start()
@@ -76,7 +77,8 @@ def publish_state(state: StateReporter, target: Target, version: int) -> None:
 
 
 def send(key, target, transaction, **kw):
-    message = encode_message(key, kind="deny", now_s=time.time(), transaction=transaction, device_id="gate-1", **kw)
+    message = encode_message(key, kind="deny", now_s=time.time(), transaction=transaction, device_id="gate-1",
+                             prefix=target.prefix, **kw)
     return send_list(target, "deny", message, transaction, timeout_s=10)
 
 
@@ -188,3 +190,44 @@ def test_an_unavailable_list_blocks_with_its_own_reason_before_staleness():
     assert (evaluate(both), blocked_reason(both)) == (DeviceState.LISTS_STALE, Reason.LISTS_UNAVAILABLE)
     keep = DeviceInputs(lists_stale=True, lists_unavailable=True, lists_fail_closed=False)
     assert (evaluate(keep), blocked_reason(keep)) == (DeviceState.LISTS_STALE, None)
+
+
+# --- per-device list and command messages are bound to their venue and topic prefix ----------
+
+@pytest.mark.parametrize("claims, reason", [
+    ({}, "wrong_device"),                                                      # no device_id: any gate
+    ({"device_id": "gate-1"}, "wrong_prefix"),                                 # no prefix
+    ({"device_id": "gate-1", "prefix": "other-broker"}, "wrong_prefix"),
+    ({"device_id": "gate-1", "prefix": "qrgate"}, "wrong_venue"),              # no venue, gate has one
+    ({"device_id": "gate-1", "prefix": "qrgate", "venue_id": "v-other"}, "wrong_venue"),
+])
+def test_issue10_a_captured_device_list_does_not_verify_at_another_venue_or_broker(claims, reason):
+    from firmware.core.list_message import ListMessageError, decode_message
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    message = encode_message(key, kind="deny", version=5, now_s=time.time(), ids=["A"], **claims)
+    with pytest.raises(ListMessageError) as err:
+        decode_message(message, TrustStore.from_keys([key.public_key()]), topic_kind="deny", device_id="gate-1",
+                       now_s=time.time(), venue_id="v-1", prefix="qrgate")
+    assert err.value.reason == reason
+    ok = encode_message(key, kind="deny", version=5, now_s=time.time(), ids=["A"], device_id="gate-1",
+                        prefix="qrgate", venue_id="v-1")
+    assert decode_message(ok, TrustStore.from_keys([key.public_key()]), topic_kind="deny", device_id="gate-1",
+                          now_s=time.time(), venue_id="v-1", prefix="qrgate").ids == ["a"]
+
+
+@pytest.mark.parametrize("venue_id, prefix, reason", [("v-other", "qrgate", "wrong_venue"),
+                                                      ("v-1", "other-broker", "wrong_prefix")])
+def test_issue10_a_captured_command_does_not_act_at_another_venue_or_broker(venue_id, prefix, reason):
+    from firmware.core.cose import kid_for
+    from firmware.core.remote_command import CommandVerifier, sign_command
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    now = time.time()
+    envelope = sign_command(key, kid_for(key.public_key()).hex(), device_id="gate-1", command="open", args={},
+                            nonce="n" * 16, issued_at=now, expires_at=now + 10, transaction="t", venue_id=venue_id,
+                            prefix=prefix)
+    verifier = CommandVerifier(device_id="gate-1", keys_for_kid=TrustStore.from_keys([key.public_key()]).keys_for,
+                               venue_id="v-1", prefix="qrgate")
+    verdict = verifier.verify("open", envelope, False, now + 1, 100.0, True)
+    assert not verdict.ok and verdict.reject.value == reason

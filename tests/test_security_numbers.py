@@ -153,7 +153,8 @@ def test_attack6_list_versions_and_times_out_of_bounds_are_malformed(claims):
 
 
 def test_the_largest_list_version_is_accepted():
-    msg = decode_message(encode_message(KEY, kind="deny", version=MAX_LIST_VERSION, now_s=NOW, ids=["A"]),
+    msg = decode_message(encode_message(KEY, kind="deny", version=MAX_LIST_VERSION, now_s=NOW, ids=["A"],
+                                        device_id="gate-1", prefix="qrgate"),
                          TrustStore.from_keys([KEY.public_key()]), topic_kind="deny", device_id="gate-1",
                          now_s=NOW + 1)
     assert msg.version == MAX_LIST_VERSION

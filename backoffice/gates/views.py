@@ -184,7 +184,8 @@ def command(request: HttpRequest, venue_id: str, device_id: str) -> HttpResponse
         try:
             key = load_private_key(cfg.keys.command_key)
             envelope, tx = build_envelope(key, device_id=device_id, command=name, args=args, ttl_s=COMMAND_TTL_S,
-                                          transaction=f"qrgate-bo-{secrets.token_hex(6)}")
+                                          transaction=f"qrgate-bo-{secrets.token_hex(6)}",
+                                          venue_id=venue.venue_id, prefix=cfg.mqtt.prefix)
             reply = send_command(Target(broker_of(cfg.mqtt), device_id, cfg.mqtt.prefix), name, envelope, tx,
                                  ttl_s=COMMAND_TTL_S, timeout_s=ANSWER_TIMEOUT_S)
             if reply is None:
@@ -261,7 +262,8 @@ def _publish(request: HttpRequest, venue: Venue, current: VenueList, ids: list[s
             key = load_private_key(cfg.keys.command_key)
             tx = secrets.token_hex(6)
             payload = encode_message(key, kind=current.kind, version=version, now_s=time.time(), ids=ids,
-                                     venue_id=venue.venue_id, transaction=tx, valid_s=MAX_VALIDITY_S)
+                                     venue_id=venue.venue_id, transaction=tx, valid_s=MAX_VALIDITY_S,
+                                     prefix=cfg.mqtt.prefix)
             answers = exchange(broker_of(cfg.mqtt), request_topic=venue_list_topic(cfg.mqtt.prefix, venue.venue_id,
                                                                                      current.kind),
                                response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=payload,

@@ -429,7 +429,8 @@ class GateApp:
             nonces = NonceFile(cfg.state_dir / NONCE_FILE)
             verifier = CommandVerifier(device_id=cfg.device.id, keys_for_kid=trust.keys_for,
                                        rate_per_min=cfg.commands.rate_per_min, max_age_s=cfg.commands.max_age_s,
-                                       max_pulse_ms=cfg.gpio.relay_pulse_ms, nonces=nonces.load())
+                                       max_pulse_ms=cfg.gpio.relay_pulse_ms, nonces=nonces.load(),
+                                       venue_id=cfg.device.venue_id, prefix=cfg.mqtt.prefix)
             self.remote = RemoteControl(link=link, verifier=verifier, nonces=nonces, clock=clock, control=monitor,
                                         outputs=outputs, recorder=recorder, events=events,
                                         republishers=republishers, relay_pulse_ms=cfg.gpio.relay_pulse_ms)

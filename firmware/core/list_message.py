@@ -15,7 +15,10 @@ Message (binary payload): the CBOR array ``[manifest, body]``.
   ``kind`` (``deny``/``allow``, must match the topic), ``mode`` (``full``/``delta``),
   ``version`` (int from 1 to 10^12, must be above the gate's), ``base_version`` (delta only:
   must equal the gate's version), ``iat``, ``exp`` (Unix seconds between 2001 and 2100, at
-  most 7 days apart; bounds in ``firmware.core.numbers``), optional
+  most 7 days apart; bounds in ``firmware.core.numbers``), ``prefix`` (the gates' topic
+  prefix) and, for a provisioned gate, ``venue_id``: a message on a gate's own topic must
+  name its ``device_id``, its venue and its prefix, so one captured at another venue or
+  broker does not verify on a gate of the same id; optional
   ``device_id``, ``transaction`` (text), and ``sha256`` of ``body``.
 - ``body`` is zlib-compressed UTF-8 text: for ``full`` one id per line; for ``delta``
   lines ``+id`` (add) and ``-id`` (remove).
@@ -100,7 +103,7 @@ class ListMessageError(ValueError):
 def encode_message(private_key: Any, *, kind: str, version: int, now_s: float, ids: list[str] | None = None,
                    add: list[str] | None = None, remove: list[str] | None = None,
                    base_version: int | None = None, valid_s: int = 3600, device_id: str | None = None,
-                   transaction: str | None = None, venue_id: str | None = None) -> bytes:
+                   transaction: str | None = None, venue_id: str | None = None, prefix: str | None = None) -> bytes:
     """Build a signed list message (full when ``ids`` is given, else delta); with venue_id, only
     gates of that venue accept it (required on the venue-wide topic)."""
     if ids is not None:
@@ -118,19 +121,23 @@ def encode_message(private_key: Any, *, kind: str, version: int, now_s: float, i
         claims["device_id"] = device_id
     if venue_id:
         claims["venue_id"] = venue_id
+    if prefix:
+        claims["prefix"] = prefix
     if transaction:
         claims["transaction"] = transaction
     return cbor2.dumps([sign1(cbor2.dumps(claims), private_key), body])
 
 
 def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_id: str,
-                   now_s: float, venue_id: str = "", venue_topic: bool = False) -> ListMessage:
+                   now_s: float, venue_id: str = "", venue_topic: bool = False, prefix: str = "qrgate") -> ListMessage:
     """Verify a list message. Pure.
 
     Args:
         venue_id: this gate's venue; a manifest ``venue_id`` must equal it.
         venue_topic: it came on the venue-wide topic: ``venue_id`` is required and only
-            ``full`` lists are accepted.
+            ``full`` lists are accepted. Otherwise (the gate's own topic) ``device_id`` and
+            ``prefix`` are required, and ``venue_id`` when the gate has a venue.
+        prefix: this gate's topic prefix; a manifest ``prefix`` must equal it.
 
     Raises:
         ListMessageError: reason ``unsigned``, ``malformed``, ``unknown_issuer``,
@@ -175,6 +182,12 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
     if claims.get("device_id") not in (None, device_id):
         raise fail("wrong_device", f"message is for gate {claims.get('device_id')}")
     claimed_venue = claims.get("venue_id")
+    if not venue_topic and claims.get("device_id") is None:
+        raise fail("wrong_device", "a list sent to one gate must name its device_id in the signed manifest")
+    if claims.get("prefix") != prefix and (claims.get("prefix") is not None or not venue_topic):
+        raise fail("wrong_prefix", f"message is for topic prefix {claims.get('prefix')!r}, this gate uses {prefix!r}")
+    if not venue_topic and venue_id and claimed_venue is None:
+        raise fail("wrong_venue", f"a list for this gate must name its venue {venue_id!r} in the signed manifest")
     if venue_topic and claimed_venue is None:
         raise fail("wrong_venue", "a venue-wide list must name its venue_id in the signed manifest")
     if claimed_venue is not None and (not venue_id or claimed_venue != venue_id):

@@ -7,8 +7,12 @@ On the wire (``<prefix>/<device_id>/cmd/<name>``, never retained) a command is a
 ``sig`` is the Ed25519 signature of the exact ``payload`` bytes (after base64url
 decoding), so nothing depends on how JSON is re-serialised. The body is::
 
-    {"device_id": "gate-1", "command": "open", "args": {}, "nonce": "<16-64 chars>",
-     "issued_at": 1764160000.0, "expires_at": 1764160010.0, "transaction": "t-42"}
+    {"device_id": "gate-1", "venue_id": "v-7f3a9c2e", "prefix": "qrgate", "command": "open", "args": {},
+     "nonce": "<16-64 chars>", "issued_at": 1764160000.0, "expires_at": 1764160010.0, "transaction": "t-42"}
+
+``venue_id`` (empty for a gate not yet provisioned) and ``prefix`` (the gates' ``mqtt.prefix``)
+are signed, so a command captured at one venue or broker does not act on a gate of the same
+id at another.
 
 Checks, first failure wins, each with its reject reason:
 
@@ -21,7 +25,8 @@ Checks, first failure wins, each with its reject reason:
 4. ``unknown_command``: not one of ``open``, ``mode``, ``reload``, ``rebirth`` (or bad args);
 5. ``unknown_key``: no trusted command key has this kid;
 6. ``bad_signature``: no key with this kid verifies the signature;
-7. ``wrong_device``: signed for another gate;
+7. ``wrong_device``: signed for another gate; ``wrong_venue`` / ``wrong_prefix``: signed for
+   another venue or topic prefix;
 8. ``clock_unsynced``: the gate's wall clock is not trusted, so validity cannot be checked;
 9. ``not_yet_valid``: ``issued_at`` later than now plus ``max_skew_s``;
 10. ``expired``: now at or past ``expires_at``, or the envelope is valid for longer than
@@ -73,6 +78,8 @@ class Reject(StrEnum):
     UNKNOWN_COMMAND = "unknown_command"
     RATE_LIMITED = "rate_limited"
     CLOCK_UNSYNCED = "clock_unsynced"
+    WRONG_VENUE = "wrong_venue"
+    WRONG_PREFIX = "wrong_prefix"
 
 
 @dataclass(frozen=True)
@@ -179,7 +186,8 @@ def unb64url(text: str) -> bytes:
 
 
 def sign_command(private_key: Any, kid_hex: str, *, device_id: str, command: str, args: dict[str, Any],
-                 nonce: str, issued_at: float, expires_at: float, transaction: str | None) -> bytes:
+                 nonce: str, issued_at: float, expires_at: float, transaction: str | None,
+                 venue_id: str, prefix: str) -> bytes:
     """Build and sign an envelope (the operator side, ``qrgate cmd send``). Returns the JSON bytes.
 
     Raises:
@@ -187,7 +195,8 @@ def sign_command(private_key: Any, kid_hex: str, *, device_id: str, command: str
     """
     if not (is_time_s(issued_at) and is_time_s(expires_at)):
         raise ValueError("issued_at and expires_at must be finite Unix times between 2001 and 2100")
-    body = json.dumps({"device_id": device_id, "command": command, "args": args, "nonce": nonce,
+    body = json.dumps({"device_id": device_id, "venue_id": venue_id, "prefix": prefix, "command": command,
+                       "args": args, "nonce": nonce,
                        "issued_at": issued_at, "expires_at": expires_at, "transaction": transaction},
                       separators=(",", ":"), sort_keys=True).encode("utf-8")
     return json.dumps({"v": ENVELOPE_VERSION, "kid": kid_hex, "payload": b64url(body),
@@ -226,6 +235,8 @@ class CommandVerifier:
         max_skew_s: how far in the future ``issued_at`` may be (clock differences).
         max_pulse_ms: the longest ``open`` pulse accepted (the configured relay pulse).
         nonces: the persisted cache to start from.
+        venue_id: this gate's venue ("" when not provisioned); a command must name it.
+        prefix: this gate's ``mqtt.prefix``; a command must name it.
     """
 
     device_id: str
@@ -235,6 +246,8 @@ class CommandVerifier:
     max_skew_s: float = 5.0
     max_pulse_ms: int = 1500
     nonces: NonceCache = field(default_factory=NonceCache)
+    venue_id: str = ""
+    prefix: str = "qrgate"
 
     def __post_init__(self) -> None:
         self.max_age_s = min(self.max_age_s, MAX_VALIDITY_S)
@@ -300,6 +313,12 @@ class CommandVerifier:
             return reject(Reject.BAD_SIGNATURE, f"signature does not verify with key {kid_text}", tx)
         if body["device_id"] != self.device_id:
             return reject(Reject.WRONG_DEVICE, f"signed for {body['device_id']!r}, this is {self.device_id!r}", tx)
+        if body["venue_id"] != self.venue_id:
+            return reject(Reject.WRONG_VENUE, f"signed for venue {body['venue_id']!r}, this gate is in "
+                          f"{self.venue_id!r}", tx)
+        if body["prefix"] != self.prefix:
+            return reject(Reject.WRONG_PREFIX, f"signed for topic prefix {body['prefix']!r}, this gate uses "
+                          f"{self.prefix!r}", tx)
         if not clock_trusted:
             return reject(Reject.CLOCK_UNSYNCED, "the gate's clock is not synchronised; try again later", tx)
         issued, expires = float(body["issued_at"]), float(body["expires_at"])
@@ -356,6 +375,9 @@ def _body_problem(body: Any) -> tuple[str, str | None]:
         return "nonce must be 16-64 characters of A-Z a-z 0-9 _ -", tx
     if body["expires_at"] <= body["issued_at"]:
         return "expires_at must be after issued_at", tx
+    for name in ("venue_id", "prefix"):
+        if not isinstance(body.get(name), str) or len(body[name]) > 128:
+            return f"{name} is missing or not a string (commands name the gate's venue and topic prefix)", tx
     return "", tx
 
 

@@ -72,7 +72,7 @@ class ListUpdates:
             if kind not in KINDS:
                 raise ListMessageError("wrong_kind", f"unknown list {kind!r}; use lists/deny or lists/allow")
             msg = decode_message(payload, self.keys, topic_kind=kind, device_id=self.device_id, now_s=self.wall(),
-                                 venue_id=self.venue_id, venue_topic=venue_topic)
+                                 venue_id=self.venue_id, venue_topic=venue_topic, prefix=self.prefix)
             if catching_up and msg.version <= self.lists.snapshot(kind).info.version:
                 log.debug("venue %s list version %d already in force", kind, msg.version)
                 return

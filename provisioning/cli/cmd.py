@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--broker", required=True, metavar="HOST:PORT", help="MQTT broker")
     s.add_argument("--device", required=True, help="the gate's device id")
     s.add_argument("--prefix", default="qrgate", help="topic prefix (default: %(default)s)")
+    s.add_argument("--venue", default="", metavar="VENUE_ID",
+                   help="the gate's venue id (signed into the command; empty for a gate not yet provisioned)")
     s.add_argument("--ttl-s", type=float, default=10.0, help="validity of the command, at most 30 s "
                    "(default: %(default)s)")
     s.add_argument("--timeout-s", type=float, default=10.0, help="wait this long for the answer (default: %(default)s)")
@@ -51,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--allow", default="open,mode", help="commands to forward, from open, mode, rebirth "
                    "(default: %(default)s)")
     b.add_argument("--ttl-s", type=float, default=10.0, help="validity of each signed command (default: %(default)s)")
+    b.add_argument("--venue", default="", metavar="VENUE_ID",
+                   help="the bridged gates' venue id (signed into each command)")
     b.add_argument("--gate", action="append", required=True, metavar="DEVICE_ID",
                    help="a gate whose dashboard presses the bridge signs (repeat for each gate); presses "
                    "for any other gate are ignored")
@@ -102,7 +106,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     key = load_private_key(args.key)
     try:
         envelope, tx = build_envelope(key, device_id=args.device, command=args.command, args=command_args,
-                                      ttl_s=args.ttl_s, transaction=args.transaction)
+                                      ttl_s=args.ttl_s, transaction=args.transaction, venue_id=args.venue,
+                                      prefix=args.prefix)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     target = Target(_login(args, host, port), device_id=args.device, prefix=args.prefix)
@@ -128,7 +133,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     try:
         bridge = CommandBridge(_login(args, host, port), load_private_key(args.key), prefix=args.prefix,
                                allowed=tuple(c.strip() for c in args.allow.split(",") if c.strip()),
-                               ttl_s=args.ttl_s, gates=tuple(args.gate))
+                               ttl_s=args.ttl_s, gates=tuple(args.gate), venue_id=args.venue)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     stop = threading.Event()

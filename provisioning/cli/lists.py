@@ -203,7 +203,7 @@ def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, ver
         version = version or max(int(now), base_version + 1)
     message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids, add=add,
                              remove=remove, base_version=base_version, device_id=device_id,
-                             transaction=transaction)
+                             transaction=transaction, venue_id=cfg.device.venue_id or None, prefix=cfg.mqtt.prefix)
     answer = send_list(Target(broker, device_id, cfg.mqtt.prefix), args.kind,
                        message, transaction, timeout_s=args.timeout_s)
     if answer is None:
@@ -245,7 +245,8 @@ def _send_venue(args: argparse.Namespace, cfg, broker, key, ids: list[str], vers
 
     # Valid for the longest allowed: the retained copy must still verify for gates that come late.
     message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids,
-                             venue_id=args.venue, transaction=transaction, valid_s=MAX_VALIDITY_S)
+                             venue_id=args.venue, transaction=transaction, valid_s=MAX_VALIDITY_S,
+                             prefix=cfg.mqtt.prefix)
     answers = exchange(broker, request_topic=venue_list_topic(cfg.mqtt.prefix, args.venue, args.kind),
                        response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=message,
                        transaction=transaction, timeout_s=args.timeout_s, what="the list",
