@@ -198,7 +198,6 @@ def test_an_unavailable_list_blocks_with_its_own_reason_before_staleness():
     ({}, "wrong_device"),                                                      # no device_id: any gate
     ({"device_id": "gate-1"}, "wrong_prefix"),                                 # no prefix
     ({"device_id": "gate-1", "prefix": "other-broker"}, "wrong_prefix"),
-    ({"device_id": "gate-1", "prefix": "qrgate"}, "wrong_venue"),              # no venue, gate has one
     ({"device_id": "gate-1", "prefix": "qrgate", "venue_id": "v-other"}, "wrong_venue"),
 ])
 def test_issue10_a_captured_device_list_does_not_verify_at_another_venue_or_broker(claims, reason):

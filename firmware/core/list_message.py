@@ -16,9 +16,10 @@ Message (binary payload): the CBOR array ``[manifest, body]``.
   ``version`` (int from 1 to 10^12, must be above the gate's), ``base_version`` (delta only:
   must equal the gate's version), ``iat``, ``exp`` (Unix seconds between 2001 and 2100, at
   most 7 days apart; bounds in ``firmware.core.numbers``), ``prefix`` (the gates' topic
-  prefix) and, for a provisioned gate, ``venue_id``: a message on a gate's own topic must
-  name its ``device_id``, its venue and its prefix, so one captured at another venue or
-  broker does not verify on a gate of the same id; optional
+  prefix) and ``venue_id``: a message on a gate's own topic must name its ``device_id`` and
+  its prefix, and a ``venue_id`` it names must be the gate's (``qrgate list --remote`` names
+  the config's venue), so one captured at another venue or broker does not verify on a gate
+  of the same id; optional
   ``device_id``, ``transaction`` (text), and ``sha256`` of ``body``.
 - ``body`` is zlib-compressed UTF-8 text: for ``full`` one id per line; for ``delta``
   lines ``+id`` (add) and ``-id`` (remove).
@@ -136,7 +137,7 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
         venue_id: this gate's venue; a manifest ``venue_id`` must equal it.
         venue_topic: it came on the venue-wide topic: ``venue_id`` is required and only
             ``full`` lists are accepted. Otherwise (the gate's own topic) ``device_id`` and
-            ``prefix`` are required, and ``venue_id`` when the gate has a venue.
+            ``prefix`` are required.
         prefix: this gate's topic prefix; a manifest ``prefix`` must equal it.
 
     Raises:
@@ -186,8 +187,6 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
         raise fail("wrong_device", "a list sent to one gate must name its device_id in the signed manifest")
     if claims.get("prefix") != prefix and (claims.get("prefix") is not None or not venue_topic):
         raise fail("wrong_prefix", f"message is for topic prefix {claims.get('prefix')!r}, this gate uses {prefix!r}")
-    if not venue_topic and venue_id and claimed_venue is None:
-        raise fail("wrong_venue", f"a list for this gate must name its venue {venue_id!r} in the signed manifest")
     if venue_topic and claimed_venue is None:
         raise fail("wrong_venue", "a venue-wide list must name its venue_id in the signed manifest")
     if claimed_venue is not None and (not venue_id or claimed_venue != venue_id):

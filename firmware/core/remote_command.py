@@ -235,7 +235,8 @@ class CommandVerifier:
         max_skew_s: how far in the future ``issued_at`` may be (clock differences).
         max_pulse_ms: the longest ``open`` pulse accepted (the configured relay pulse).
         nonces: the persisted cache to start from.
-        venue_id: this gate's venue ("" when not provisioned); a command must name it.
+        venue_id: this gate's venue ("" when not provisioned), or a function returning the venue in
+            force (a provisioning QR changes it without a restart); a command must name it.
         prefix: this gate's ``mqtt.prefix``; a command must name it.
     """
 
@@ -246,7 +247,7 @@ class CommandVerifier:
     max_skew_s: float = 5.0
     max_pulse_ms: int = 1500
     nonces: NonceCache = field(default_factory=NonceCache)
-    venue_id: str = ""
+    venue_id: str | Callable[[], str] = ""
     prefix: str = "qrgate"
 
     def __post_init__(self) -> None:
@@ -313,9 +314,10 @@ class CommandVerifier:
             return reject(Reject.BAD_SIGNATURE, f"signature does not verify with key {kid_text}", tx)
         if body["device_id"] != self.device_id:
             return reject(Reject.WRONG_DEVICE, f"signed for {body['device_id']!r}, this is {self.device_id!r}", tx)
-        if body["venue_id"] != self.venue_id:
+        venue = self.venue_id() if callable(self.venue_id) else self.venue_id
+        if body["venue_id"] != venue:
             return reject(Reject.WRONG_VENUE, f"signed for venue {body['venue_id']!r}, this gate is in "
-                          f"{self.venue_id!r}", tx)
+                          f"{venue!r}", tx)
         if body["prefix"] != self.prefix:
             return reject(Reject.WRONG_PREFIX, f"signed for topic prefix {body['prefix']!r}, this gate uses "
                           f"{self.prefix!r}", tx)
