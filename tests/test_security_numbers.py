@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+import zlib
 
 import cbor2
 import pytest
@@ -159,3 +160,17 @@ def test_the_largest_list_version_is_accepted():
                          now_s=NOW + 1)
     assert msg.version == MAX_LIST_VERSION
     assert time.time() < 4_102_444_800
+
+
+@pytest.mark.parametrize("claims", [{"version": 2**62}, {"iat": 0, "exp": 3600}])
+def test_attack6_dcc_trust_list_versions_and_times_out_of_bounds_are_malformed(claims):
+    from firmware.core.dcc_trust_message import TRUST_TYPE, TrustMessageError, decode_trust_message
+
+    body = zlib.compress(b"[]")
+    base = {"t": TRUST_TYPE, "version": 5, "iat": int(NOW), "exp": int(NOW) + 3600,
+            "sha256": hashlib.sha256(body).digest(), "device_id": "gate-1", **claims}
+    message = cbor2.dumps([sign1(cbor2.dumps(base), KEY), body])
+    with pytest.raises(TrustMessageError) as err:
+        decode_trust_message(message, TrustStore.from_keys([KEY.public_key()]), device_id="gate-1", venue_id="",
+                             now_s=NOW, venue_topic=False)
+    assert err.value.reason == "malformed"
