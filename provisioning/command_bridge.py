@@ -14,7 +14,7 @@ bridge was down is never forwarded later.
 
 Usage::
 
-    bridge = CommandBridge(Broker("mqtt.lan", 1883), private_key, prefix="qrgate")
+    bridge = CommandBridge(Broker("mqtt.lan", 1883), private_key, prefix="qrgate", gates=("gate-1",))
     bridge.run(stop)               # blocks until stop (a threading.Event) is set
 """
 
@@ -44,13 +44,19 @@ class CommandBridge:
         prefix: the gates' ``mqtt.prefix``.
         allowed: which commands to forward (a subset of open, mode, rebirth).
         ttl_s: validity of each signed command (at most 30 s).
+        gates: the device ids the bridge signs for (``--gate``); presses for any other gate are ignored.
+        venue_id: the venue of those gates (signed into each command).
     """
 
     def __init__(self, broker: Broker, private_key: Any, *, prefix: str = "qrgate",
-                 allowed: tuple[str, ...] = ("open", "mode"), ttl_s: float = 10.0) -> None:
+                 allowed: tuple[str, ...] = ("open", "mode"), ttl_s: float = 10.0,
+                 gates: tuple[str, ...] = (), venue_id: str = "") -> None:
         unknown = [c for c in allowed if c not in DASHBOARD_COMMANDS]
         if unknown or not allowed:
             raise ValueError(f"--allow {','.join(allowed)!r}: choose from {', '.join(DASHBOARD_COMMANDS)}")
+        if not gates:
+            raise ValueError("name the gates the bridge signs for with --gate ID (one per gate)")
+        self.gates, self.venue_id = tuple(gates), venue_id
         self.broker, self.key, self.prefix, self.allowed, self.ttl_s = broker, private_key, prefix, allowed, ttl_s
         self.ready = threading.Event()  # set once subscribed; cleared while disconnected
         self.forwarded = 0
@@ -99,7 +105,7 @@ class CommandBridge:
             self._answer(message)
             return
         press = read_dashboard_press(self.prefix, message.topic, message.payload, bool(message.retain),
-                                     self.allowed)
+                                     self.allowed, self.gates)
         if not isinstance(press, DashboardPress):
             self.ignored += 1
             log.warning("bridge: ignored a message on %s: %s", message.topic, press)
@@ -112,7 +118,8 @@ class CommandBridge:
 
         transaction = f"{TRANSACTION_PREFIX}{secrets.token_hex(6)}"
         envelope, _ = build_envelope(self.key, device_id=press.device_id, command=press.command, args=press.args,
-                                     ttl_s=self.ttl_s, transaction=transaction)
+                                     ttl_s=self.ttl_s, transaction=transaction, venue_id=self.venue_id,
+                                     prefix=self.prefix)
         props = Properties(PacketTypes.PUBLISH)
         props.MessageExpiryInterval = max(1, int(self.ttl_s))
         client.publish(f"{self.prefix}/{press.device_id}/cmd/{press.command}", envelope, qos=1, retain=False,

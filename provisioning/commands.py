@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 
 def build_envelope(private_key: Any, *, device_id: str, command: str, args: dict[str, Any], ttl_s: float,
-                   now_wall_s: float | None = None, transaction: str | None = None) -> tuple[bytes, str]:
-    """Sign a command valid for ttl_s (at most 30 s) from now. Returns (envelope, transaction).
+                   venue_id: str, prefix: str, now_wall_s: float | None = None,
+                   transaction: str | None = None) -> tuple[bytes, str]:
+    """Sign a command valid for ttl_s (at most 30 s) from now for the gate device_id of venue_id
+    (empty: not provisioned) under the topic prefix. Returns (envelope, transaction).
 
     Raises:
         ValueError: ttl_s out of range.
@@ -36,7 +38,7 @@ def build_envelope(private_key: Any, *, device_id: str, command: str, args: dict
     tx = transaction or f"qrgate-cli-{secrets.token_hex(6)}"
     envelope = sign_command(private_key, kid_for(private_key.public_key()).hex(), device_id=device_id,
                             command=command, args=args, nonce=secrets.token_urlsafe(18), issued_at=round(now, 3),
-                            expires_at=round(now + ttl_s, 3), transaction=tx)
+                            expires_at=round(now + ttl_s, 3), transaction=tx, venue_id=venue_id, prefix=prefix)
     return envelope, tx
 
 
@@ -71,15 +73,15 @@ class DashboardPress:
 
 
 def read_dashboard_press(prefix: str, topic: str, payload: bytes, retained: bool,
-                         allowed: tuple[str, ...]) -> DashboardPress | str:
+                         allowed: tuple[str, ...], gates: tuple[str, ...]) -> DashboardPress | str:
     """Turn a message on ``<prefix>/<device_id>/dashboard/<name>`` into a press to sign. Pure.
 
     Home Assistant's button sends ``PRESS`` (``open``, ``rebirth``); its select sends the
     option (``mode``: ``normal``, ``lockdown`` or ``free_passage``).
 
     Returns:
-        The press, or the reason it is ignored (a retained message, another topic, a command
-        not in allowed, a payload that is not what the dashboard sends).
+        The press, or the reason it is ignored (a retained message, another topic, a gate not
+        in gates, a command not in allowed, a payload that is not what the dashboard sends).
     """
     from firmware.core.device_state import Mode
 
@@ -92,6 +94,10 @@ def read_dashboard_press(prefix: str, topic: str, payload: bytes, retained: bool
     device_id, command = parts[len(base)], parts[len(base) + 2]
     if not _DEVICE_ID.match(device_id):
         return f"{device_id!r} is not a device id"
+    if device_id not in gates:
+        # Anyone who can write some gate's dashboard topic must not get a signed command for
+        # a gate whose owner never enabled the bridge.
+        return f"gate {device_id!r} is not bridged (bridged: {', '.join(gates)}); add it with --gate"
     if command not in allowed:
         return f"{command!r} is not forwarded (allowed: {', '.join(allowed)})"
     text = payload[:64].decode("utf-8", "replace").strip() if len(payload) <= 64 else ""

@@ -189,3 +189,58 @@ def exchange(broker: Broker, *, request_topic: str, response_filter: str, payloa
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def read_retained(broker: Broker, topic: str, *, timeout_s: float, client_id_prefix: str,
+                  accept: Callable[[dict[str, Any]], bool] = lambda doc: True) -> dict[str, Any] | None:
+    """Read the retained JSON object on topic (a gate's ``state``), waiting at most timeout_s.
+
+    Args:
+        accept: the first message (retained or live) for which it returns True is returned.
+
+    Returns:
+        The JSON object, or None if none arrived (or none was accepted) within timeout_s.
+
+    Raises:
+        PublishError: the broker cannot be reached or refused us.
+    """
+    from firmware.core.numbers import loads_json_strict
+
+    connected = threading.Event()
+    found: list[dict[str, Any]] = []
+    arrived = threading.Event()
+    refused: list[str] = []
+    client = broker.client(client_id_prefix)
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            refused.append(str(reason_code))
+        else:
+            c.subscribe(topic, qos=1)
+        connected.set()
+
+    def on_message(c: Any, userdata: Any, message: Any) -> None:
+        try:
+            doc = loads_json_strict(message.payload)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if isinstance(doc, dict) and not found and accept(doc):
+            found.append(doc)
+            arrived.set()
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    try:
+        client.connect(broker.host, broker.port, keepalive=30, clean_start=True)
+    except OSError as err:
+        raise PublishError(f"cannot reach the broker at {broker.host}:{broker.port} ({err}); check --broker") from err
+    client.loop_start()
+    try:
+        if not connected.wait(timeout_s) or refused:
+            raise PublishError(f"broker {broker.host}:{broker.port} refused the connection "
+                               f"({refused[0] if refused else 'no answer'})")
+        arrived.wait(timeout_s)
+        return found[0] if found else None
+    finally:
+        client.disconnect()
+        client.loop_stop()

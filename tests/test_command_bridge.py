@@ -36,9 +36,10 @@ WAIT_S = 20.0
     ("qrgate/Gate 1/dashboard/open", b"PRESS", False, "is not a device id"),
     ("qrgate/gate-1/cmd/open", b"PRESS", False, "not a dashboard topic"),
     ("other/gate-1/dashboard/open", b"PRESS", False, "not a dashboard topic"),
+    ("qrgate/gate-2/dashboard/open", b"PRESS", False, "gate 'gate-2' is not bridged"),
 ])
 def test_a_dashboard_message_becomes_a_press_or_a_reason(topic, payload, retained, want):
-    got = read_dashboard_press("qrgate", topic, payload, retained, ("open", "mode"))
+    got = read_dashboard_press("qrgate", topic, payload, retained, ("open", "mode"), ("gate-1",))
     if isinstance(want, DashboardPress):
         assert got == want
     else:
@@ -57,7 +58,7 @@ class Bridge:
     def __init__(self, tmp_path, broker, prefix: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "firmware.cli", "-v", "cmd", "bridge", "--key", str(tmp_path / "ops.pem"),
-             "--broker", f"{broker.host}:{broker.port}", "--prefix", prefix],
+             "--broker", f"{broker.host}:{broker.port}", "--prefix", prefix, "--gate", "gate-1", "--venue", "v-1"],
             stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()
         self.seen: list[str] = []
@@ -98,6 +99,12 @@ def test_dashboard_presses_reach_the_gate_signed_and_a_retained_one_is_not_forwa
         assert (cmps["open"]["command_topic"], cmps["mode"]["command_topic"]) == (
             f"{base}/dashboard/open", f"{base}/dashboard/mode")
         bridge.wait_for("bridge ready")
+        # issue 10: a gate the bridge was not configured for gets nothing signed
+        other_cmds = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-2/cmd/#")
+        publish_raw(shared_broker, f"{topic_prefix}/gate-2/dashboard/open", b"PRESS")
+        assert "not bridged" in bridge.wait_for("ignored a message on")
+        assert other_cmds.messages == []
+        other_cmds.close()
         publish_raw(shared_broker, f"{base}/dashboard/open", b"PRESS")
         assert answers.wait_until(lambda ms: len(ms) >= 1, WAIT_S)
         opened = answers.messages[0].json()

@@ -15,6 +15,7 @@ from firmware.core.cose import (
     ALG_ES256,
     MAX_CBOR_DEPTH,
     MAX_MESSAGE_BYTES,
+    P256_ORDER,
     CoseError,
     kid_for,
     parse1,
@@ -42,6 +43,7 @@ def hand_sign1(payload: bytes, key, protected_map, unprotected=None, *, tag: int
     alg = sig_alg if sig_alg is not None else (protected_map or {}).get(1, (unprotected or {}).get(1))
     if alg == ALG_ES256:
         r, s = decode_dss_signature(key.sign(to_sign, ec.ECDSA(hashes.SHA256())))
+        s = min(s, P256_ORDER - s)  # the profile's low-s form
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     else:
         signature = key.sign(to_sign)
@@ -201,3 +203,22 @@ def test_duplicate_map_keys_in_protected_header_are_malformed():
 def test_sign1_refuses_an_alg_that_does_not_match_the_key():
     with pytest.raises(CoseError):
         sign1(b"x", ED, alg=ALG_ES256)
+
+
+def test_issue10_es256_high_s_twin_of_a_valid_signature_is_refused():
+    """ES256 signatures are malleable: (r, n - s) verifies too. Only the low-s form is accepted."""
+    data = sign1(b"the same message", P256)
+    assert verify1(data, trust_of(P256).keys_for).payload == b"the same message"
+    inner = cbor2.loads(data)
+    protected, unprotected, payload, signature = inner.value
+    r, s = signature[:32], int.from_bytes(signature[32:], "big")
+    assert s <= P256_ORDER // 2, "the signer writes the low-s form"
+    twin = r + (P256_ORDER - s).to_bytes(32, "big")
+    forged = cbor2.dumps(cbor2.CBORTag(18, [protected, unprotected, payload, twin]))
+    expect(Reason.BAD_SIGNATURE, forged, trust_of(P256))
+
+
+def test_issue10_es256_signer_always_writes_low_s():
+    for n in range(64):
+        signature = cbor2.loads(sign1(f"m{n}".encode(), P256)).value[3]
+        assert int.from_bytes(signature[32:], "big") <= P256_ORDER // 2

@@ -11,6 +11,7 @@ import hashlib
 import os
 import random
 import time
+import unicodedata
 import zlib
 
 import cbor2
@@ -22,6 +23,7 @@ from firmware.core.cose import sign1
 from firmware.core.credentials import INTERNAL_ERROR_DETAIL, TrustStore, cccd, check_payload, qg1
 from firmware.core.credentials.envelope import BASE45_ALPHABET, b45decode, b45encode, inflate, unwrap, wrap
 from firmware.core.model import Credential, Reason, Rejection
+from firmware.core.text import count_invisible
 
 ISSUER = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"qrgate fuzz issuer").digest())
 TRUST = TrustStore.from_keys([ISSUER.public_key()])
@@ -114,7 +116,9 @@ def test_base45_and_zlib_round_trip(data):
 
 
 @fast(200)
-@given(sub=st.text(min_size=1, max_size=60).filter(lambda s: s.strip() and s.isprintable()),
+@given(sub=st.text(min_size=1, max_size=60).filter(
+           # issue 10: a sub is NFKC and refused with invisible characters; those cases have their own tests
+           lambda s: s.isprintable() and not count_invisible(s) and unicodedata.normalize("NFKC", s).strip()),
        name=st.text(max_size=80).filter(str.isprintable), phone=st.from_regex(r"\+?[0-9 ]{0,20}", fullmatch=True),
        exp=st.integers(0, 2**40), compress=st.booleans())
 def test_pass_decode_of_encode_is_identity(sub, name, phone, exp, compress):
@@ -123,7 +127,7 @@ def test_pass_decode_of_encode_is_identity(sub, name, phone, exp, compress):
     claims = qg1.build_claims(sub=sub, name=name or None, phone=phone or None, exp_s=exp, cti=b"\x02" * 8)
     result = check_payload(qg1.encode(claims, ISSUER, compress=compress).encode(), TRUST)
     assert isinstance(result, Credential), result
-    assert result.subject == unicodedata.normalize("NFC", sub).strip()
+    assert result.subject == unicodedata.normalize("NFKC", sub).strip()
     assert result.name == (unicodedata.normalize("NFC", name).strip() or None)
     assert result.phone == (phone.strip() or None)
     assert result.expires_s == float(exp)

@@ -82,6 +82,7 @@ def test_pass_made_by_an_independent_path_untagged_es256_is_accepted():
     protected = cbor2.dumps({1: -7, 4: kid_for(ISSUER_P256.public_key())})
     to_sign = cbor2.dumps(["Signature1", protected, b"", payload])
     r, s = decode_dss_signature(ISSUER_P256.sign(to_sign, ec.ECDSA(hashes.SHA256())))
+    s = min(s, 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551 - s)  # low-s, as the profile says
     message = cbor2.dumps([protected, {}, payload, r.to_bytes(32, "big") + s.to_bytes(32, "big")])
     text = b"QG1:" + base45_lib.b45encode(zlib.compress(message))
     result = check_payload(text, TRUST)

@@ -176,7 +176,8 @@ def test_fire_alarm_frees_the_passage_publishes_it_and_returns_to_normal(tmp_pat
             assert app.monitor.wait_for_state(DeviceState.READY, 0.5) is False  # still latched
             assert pin_levels(relay) == [False, True]
             target = Target(Broker(shared_broker.host, shared_broker.port), device_id="gate-1", prefix=topic_prefix)
-            envelope, tx = build_envelope(key, device_id="gate-1", command="mode", args={"mode": "normal"}, ttl_s=10)
+            envelope, tx = build_envelope(key, device_id="gate-1", command="mode", args={"mode": "normal"}, ttl_s=10,
+                                          venue_id="v-1", prefix=topic_prefix)
             answer = send_command(target, "mode", envelope, tx, ttl_s=10, timeout_s=10)
             assert answer["status"] == "ok"
         assert app.monitor.wait_for_state(DeviceState.READY, 5.0)

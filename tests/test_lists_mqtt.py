@@ -32,7 +32,8 @@ def gate(shared_broker, topic_prefix, tmp_path):
     lists = MemoryLists()
     link = MqttLink(MqttSettings(device_id="gate-1", host=shared_broker.host, port=shared_broker.port,
                                  prefix=topic_prefix), reconnect_min_s=0.1, reconnect_max_s=0.5)
-    ListUpdates(link, store, lists, TrustStore.from_keys([key.public_key()]), "gate-1", wall=time.time).attach()
+    ListUpdates(link, store, lists, TrustStore.from_keys([key.public_key()]), "gate-1", wall=time.time,
+                prefix=topic_prefix).attach()
     link.start()
     assert link.wait_ready(10)
     responses = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/gate-1/response/lists")
@@ -46,7 +47,8 @@ def gate(shared_broker, topic_prefix, tmp_path):
 
 def send(key, target, kind="deny", transaction="t1", **kw):
     now = kw.pop("now_s", time.time())
-    message = encode_message(key, kind=kind, now_s=now, transaction=transaction, device_id="gate-1", **kw)
+    message = encode_message(key, kind=kind, now_s=now, transaction=transaction, device_id="gate-1",
+                             prefix=target.prefix, **kw)
     return send_list(target, kind, message, transaction, timeout_s=10)
 
 
@@ -101,7 +103,7 @@ def test_forged_expired_and_unknown_key_lists_are_refused(gate):
     assert answer["status"] == "error" and answer["error"].startswith("expired")
     # a body swapped under a valid signature
     good = cbor2.loads(encode_message(key, kind="deny", version=9, now_s=time.time(), ids=["X"],
-                                      transaction="f1", device_id="gate-1"))
+                                      transaction="f1", device_id="gate-1", prefix=target.prefix))
     forged_body = cbor2.loads(encode_message(key, kind="deny", version=9, now_s=time.time(), ids=["Y"]))[1]
     answer = send_list(target, "deny", cbor2.dumps([good[0], forged_body]), "f1", timeout_s=10)
     assert answer["status"] == "error" and answer["error"].startswith("bad_signature")

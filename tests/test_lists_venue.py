@@ -88,7 +88,7 @@ def test_a_retained_venue_list_reaches_every_gate_of_the_venue_even_one_that_com
     again = start("gate-1")
     target = Target(Broker(shared_broker.host, shared_broker.port), "gate-1", topic_prefix)
     marker = encode_message(KEY, kind="allow", version=1, now_s=time.time(), ids=["E-1"], device_id="gate-1",
-                            transaction="t-marker")
+                            transaction="t-marker", venue_id="v-1", prefix=topic_prefix)
     assert send_list(target, "allow", marker, "t-marker", timeout_s=10)["status"] == "ok"
     assert responses.wait_until(lambda ms: "gate-1" in answers_by_gate(responses, "t-marker"), 10)
     from_gate1 = [m.json()["transaction"] for m in responses.messages if m.topic.split("/")[-3] == "gate-1"]
@@ -121,7 +121,7 @@ def test_a_device_list_signed_for_another_venue_is_refused(site, shared_broker, 
     gate = start("gate-1")
     target = Target(Broker(shared_broker.host, shared_broker.port), "gate-1", topic_prefix)
     message = encode_message(KEY, kind="deny", version=3, now_s=time.time(), ids=["X"], device_id="gate-1",
-                             venue_id="v-2", transaction="t-x")
+                             venue_id="v-2", transaction="t-x", prefix=topic_prefix)
     answer = send_list(target, "deny", message, "t-x", timeout_s=10)
     assert answer["error"].startswith("wrong_venue") and gate.version() == 0
 

@@ -63,7 +63,8 @@ def test_display_joins_masked_name_and_phone():
 
 def test_display_of_credentials():
     card = Credential(type=CredentialType.CCCD, subject="001099012345", name="Nguyễn Văn An")
-    assert display_credential(card) == display_cccd("Nguyễn Văn An", "001099012345") == "Nguyễn Văn *** ***345"
+    assert display_credential(card) == display_cccd("Nguyễn Văn An", "001099012345") == "Nguyễn Văn *** ***"
+    assert display_credential(card, 3) == display_cccd("Nguyễn Văn An", "001099012345", 3) == "Nguyễn Văn *** ***345"
     qg = Credential(type=CredentialType.QG1, subject="NV-1", name="NGUYỄN ĐÌNH HÙNG", phone="0966323123")
     assert display_credential(qg) == "NGUYỄN ĐÌNH *** 0966 323 ***"
     assert display_credential(Credential(type=CredentialType.QG1, subject="NV-0042")) == "***042"
@@ -72,3 +73,17 @@ def test_display_of_credentials():
 def test_the_full_number_and_given_name_never_appear():
     shown = display("NGUYỄN ĐÌNH HÙNG", "+84 966 323 123")
     assert "HÙNG" not in shown and "123" not in shown.replace("323", "")
+
+
+def test_issue10_a_cccd_display_shows_no_digit_of_the_id_unless_configured():
+    card = Credential(type=CredentialType.CCCD, subject="001099012345", name="Nguyễn Văn An")
+    assert not any(ch.isdigit() for ch in display_credential(card))
+    assert display_credential(card, 2) == "Nguyễn Văn *** ***45"
+
+
+@pytest.mark.parametrize("name", ["NGUYỄN \u202eNƯH\u202c ĐÌNH", "NGUYỄN\u200b ĐÌNH\u2066 HÙNG\u2069",
+                                  "NGUYỄN \x01ĐÌNH HÙNG\u061c"])
+def test_issue10_display_names_are_stripped_of_bidi_and_control_characters(name):
+    shown = display(name, "0966323123")
+    assert shown.isprintable() and not any(ch in shown for ch in "\u202e\u202c\u200b\u2066\u2069\x01\u061c")
+    assert shown.startswith("NGUYỄN")

@@ -28,9 +28,10 @@ OTHER = ed25519.Ed25519PrivateKey.generate()
 
 
 def envelope(command="open", args=None, *, key=KEY, kid=KID, device_id="gate-1", nonce="n" * 16,
-             issued_at=NOW, ttl_s=10.0, transaction="t-1") -> bytes:
+             issued_at=NOW, ttl_s=10.0, transaction="t-1", venue_id="", prefix="qrgate") -> bytes:
     return sign_command(key, kid, device_id=device_id, command=command, args=args or {}, nonce=nonce,
-                        issued_at=issued_at, expires_at=issued_at + ttl_s, transaction=transaction)
+                        issued_at=issued_at, expires_at=issued_at + ttl_s, transaction=transaction,
+                        venue_id=venue_id, prefix=prefix)
 
 
 def verifier(**kw) -> CommandVerifier:

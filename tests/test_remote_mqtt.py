@@ -38,7 +38,8 @@ def gate(tmp_path, shared_broker, topic_prefix):
     target = Target(Broker(shared_broker.host, shared_broker.port), device_id="gate-1", prefix=topic_prefix)
 
     def send(command: str, args: dict | None = None, **kw):
-        envelope, tx = build_envelope(key, device_id="gate-1", command=command, args=args or {}, ttl_s=10, **kw)
+        envelope, tx = build_envelope(key, device_id="gate-1", command=command, args=args or {}, ttl_s=10,
+                                      venue_id="v-1", prefix=topic_prefix, **kw)
         return send_command(target, command, envelope, tx, ttl_s=10, timeout_s=10), envelope, tx
 
     yield start, send, factory, collector, config, key, target
@@ -85,7 +86,8 @@ def test_unsigned_and_foreign_commands_are_answered_with_their_reason(gate, shar
 
 def test_a_retained_command_found_at_subscribe_time_is_never_acted_on(gate, shared_broker, topic_prefix):
     start, send, factory, collector, config, key, target = gate
-    envelope, tx = build_envelope(key, device_id="gate-1", command="open", args={}, ttl_s=30, transaction="t-ret")
+    envelope, tx = build_envelope(key, device_id="gate-1", command="open", args={}, ttl_s=30, transaction="t-ret",
+                                 venue_id="v-1", prefix=topic_prefix)
     topic = f"{topic_prefix}/gate-1/cmd/open"
     publish_raw(shared_broker, topic, envelope, retain=True)
     try:
@@ -102,7 +104,8 @@ def test_an_open_sent_while_the_gate_was_offline_is_never_delivered(gate, shared
     start, send, factory, collector, config, key, target = gate
     app = start()
     app.close()  # the gate goes offline; its clean session leaves nothing queued at the broker
-    envelope, _ = build_envelope(key, device_id="gate-1", command="open", args={}, ttl_s=30, transaction="t-queued")
+    envelope, _ = build_envelope(key, device_id="gate-1", command="open", args={}, ttl_s=30, transaction="t-queued",
+                                 venue_id="v-1", prefix=topic_prefix)
     publish_raw(shared_broker, f"{topic_prefix}/gate-1/cmd/open", envelope)
     start()
     answer, _, _ = send("rebirth", transaction="t-marker")  # processed in order after anything delivered
@@ -140,7 +143,7 @@ def test_a_burst_is_rate_limited_and_the_relay_pulses_only_for_accepted_opens(tm
         assert app.link.wait_ready(10)
         for i in range(20):
             envelope, _ = build_envelope(key, device_id="gate-1", command="open", args={}, ttl_s=10,
-                                         transaction=f"t-{i}")
+                                         transaction=f"t-{i}", venue_id="v-1", prefix=topic_prefix)
             publish_raw(shared_broker, f"{topic_prefix}/gate-1/cmd/open", envelope)
         assert collector.wait_until(lambda ms: len(ms) == 20, 20)
         errors = [m.json()["error"] for m in collector.messages]
@@ -158,7 +161,7 @@ def test_cmd_send_cli_prints_the_answer_and_exits_by_status(gate, shared_broker,
     start, send, factory, collector, config, key, target = gate
     start()
     base = [sys.executable, "-m", "firmware.cli", "cmd", "send", "--key", str(tmp_path / "ops.pem"), "--broker",
-            f"{shared_broker.host}:{shared_broker.port}", "--device", "gate-1", "--prefix", topic_prefix]
+            f"{shared_broker.host}:{shared_broker.port}", "--venue", "v-1", "--device", "gate-1", "--prefix", topic_prefix]
     ok = subprocess.run([*base, "mode", "free"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["data"]["mode"] == "free_passage"
@@ -167,6 +170,13 @@ def test_cmd_send_cli_prints_the_answer_and_exits_by_status(gate, shared_broker,
     other = subprocess.run([*base[:-4], "--device", "gate-9", "--prefix", topic_prefix, "--timeout-s", "1", "open"],
                            capture_output=True, text=True, timeout=60)
     assert other.returncode == 4 and "no answer from gate-9" in other.stderr
+    # without --venue the command is signed for the venue in the gate's retained state
+    no_venue = [a for a in base if a not in ("--venue", "v-1")]
+    normal = subprocess.run([*no_venue, "mode", "normal"], capture_output=True, text=True, timeout=60)
+    assert normal.returncode == 0 and json.loads(normal.stdout)["data"]["mode"] == "normal", normal.stderr
+    unknown = subprocess.run([*no_venue[:-4], "--device", "gate-9", "--prefix", topic_prefix, "--timeout-s", "1",
+                              "open"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 78 and "give --venue" in unknown.stderr
 
 
 def test_signed_identify_blinks_green_and_buzzer_twice_and_never_moves_the_relay(gate):

@@ -196,7 +196,8 @@ def command(request: HttpRequest, venue_id: str, device_id: str) -> HttpResponse
         try:
             key = load_private_key(cfg.keys.command_key)
             envelope, tx = build_envelope(key, device_id=device_id, command=name, args=args, ttl_s=COMMAND_TTL_S,
-                                          transaction=f"qrgate-bo-{secrets.token_hex(6)}")
+                                          transaction=f"qrgate-bo-{secrets.token_hex(6)}",
+                                          venue_id=venue.venue_id, prefix=cfg.mqtt.prefix)
             reply = send_command(Target(broker_of(cfg.mqtt), device_id, cfg.mqtt.prefix), name, envelope, tx,
                                  ttl_s=COMMAND_TTL_S, timeout_s=ANSWER_TIMEOUT_S)
             if reply is None:
@@ -220,7 +221,7 @@ class ListForm(forms.Form):
 @login_required
 def venue_lists(request: HttpRequest, venue_id: str) -> HttpResponse:
     """The venue's deny and allow lists: upload a CSV, add, remove; each change is published signed."""
-    from firmware.core.lists import normalise_id, parse_csv_bytes
+    from firmware.core.lists import display_id, normalise_id, parse_csv_bytes
 
     venue = services.venue_of(request.user, venue_id)
     lists = {k: VenueList.objects.get_or_create(venue=venue, kind=k)[0] for k in (VenueList.DENY, VenueList.ALLOW)}
@@ -232,7 +233,7 @@ def venue_lists(request: HttpRequest, venue_id: str) -> HttpResponse:
             raise Http404("bad list request")
         current = lists[form.cleaned_data["kind"]]
         ids = list(current.ids)
-        ident = normalise_id(form.cleaned_data.get("ident") or "")
+        ident = display_id(form.cleaned_data.get("ident") or "")  # shown as typed; compared canonically
         if action == "upload":
             upload = form.cleaned_data.get("csv")
             if upload is None or upload.size > site.MAX_UPLOAD_BYTES:
@@ -245,10 +246,10 @@ def venue_lists(request: HttpRequest, venue_id: str) -> HttpResponse:
                     ids = [i.decode("utf-8") if isinstance(i, bytes) else i for i in result.ids]
         elif not ident:
             problems = [_("Bạn vui lòng nhập mã")]
-        elif action == "add" and ident not in ids:
+        elif action == "add" and normalise_id(ident) not in {normalise_id(i) for i in ids}:
             ids.append(ident)
         elif action == "remove":
-            ids = [i for i in ids if i != ident]
+            ids = [i for i in ids if normalise_id(i) != normalise_id(ident)]
         if not problems:
             message = _publish(request, venue, current, ids)
     return render(request, "gates/lists.html", {"venue": venue, "lists": lists, "message": message,
@@ -293,7 +294,8 @@ def publish_venue_list(actor: Any, venue: Venue, current: VenueList, ids: list[s
             key = load_private_key(cfg.keys.command_key)
             tx = secrets.token_hex(6)
             payload = encode_message(key, kind=current.kind, version=version, now_s=now_s, ids=published,
-                                     venue_id=venue.venue_id, transaction=tx, valid_s=MAX_VALIDITY_S)
+                                     venue_id=venue.venue_id, transaction=tx, valid_s=MAX_VALIDITY_S,
+                                     prefix=cfg.mqtt.prefix)
             answers = exchange(broker_of(cfg.mqtt), request_topic=venue_list_topic(cfg.mqtt.prefix, venue.venue_id,
                                                                                      current.kind),
                                response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=payload,

@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 from backoffice import site
 from backoffice.venues.services import managed
 from firmware.core.errors import ConfigError, QrGateError
-from provisioning.history.export import CONTENT_TYPES, local_time, write_export
+from provisioning.history.export import CONTENT_TYPES, clean_text, local_time, write_export
 from provisioning.history.query import DECISIONS, Filter, make_filter
 from provisioning.history.sql_store import SqlHistoryStore
 
@@ -69,8 +69,9 @@ def history(request: HttpRequest) -> HttpResponse:
     except QrGateError as err:
         log.error("history page failed: %s", err)
         return render(request, "refused.html", {"title": _("Lịch sử quét Mã QR"), "reason": str(err)}, status=503)
-    rows = [{"time": local_time(ev.ts_ms, cfg.tz), "person": ev.display, "venue": venues.get(ev.venue_id, ev.venue_id),
-             "device": ev.device_id, "direction": ev.direction, "decision": ev.decision, "reason": ev.reason}
+    rows = [{"time": local_time(ev.ts_ms, cfg.tz), "person": clean_text(ev.display),
+             "venue": venues.get(ev.venue_id, ev.venue_id), "device": clean_text(ev.device_id),
+             "direction": ev.direction, "decision": ev.decision, "reason": clean_text(ev.reason)}
             for ev in page.rows]
     return render(request, "history/history.html", {
         "form": form, "errors": errors, "page": page, "rows": rows, "venues": sorted(venues.items(), key=lambda x: x[1]),

@@ -12,6 +12,7 @@ from typing import Any
 
 from firmware.adapters.atomic_files import write_atomic
 from firmware.core.errors import StoreError
+from firmware.core.numbers import MAX_LIST_VERSION
 from firmware.core.lists import (
     KINDS,
     SALT_BYTES,
@@ -103,6 +104,8 @@ class ListStore:
             if new_version <= current.info.version:
                 raise ValueError(f"version {new_version} is not above the current {kind} list version "
                                  f"{current.info.version}")
+            if new_version > MAX_LIST_VERSION:
+                raise ValueError(f"version {new_version} is above the largest allowed, {MAX_LIST_VERSION}")
             salt = os.urandom(SALT_BYTES)
             keys = keys_of(ids, salt)
             return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source), salt, keys)
@@ -128,11 +131,13 @@ class ListStore:
             if new_version <= current.info.version:
                 raise ValueError(f"version {new_version} is not above the current {kind} list version "
                                  f"{current.info.version}")
-            salt = current.salt
+            if new_version > MAX_LIST_VERSION:
+                raise ValueError(f"version {new_version} is above the largest allowed, {MAX_LIST_VERSION}")
+            salt, form = current.salt, current.info.id_form  # a list keeps the id form it was made in
             keys = set(current.keys)
-            keys.update(keys_of(add, salt))
-            keys.difference_update(keys_of(remove, salt))
-            return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source), salt, keys)
+            keys.update(keys_of(add, salt, form))
+            keys.difference_update(keys_of(remove, salt, form))
+            return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source, id_form=form), salt, keys)
 
     def _load_or_empty(self, kind: str) -> ListSnapshot:
         try:
@@ -143,7 +148,8 @@ class ListStore:
 
 def open_lists(directory: Path, alarms: Any = None) -> tuple[ListStore, MemoryLists]:
     """Open the list store and load both lists into memory. A damaged file is quarantined,
-    an alarm ``lists_damaged`` raised, and the list counts as stale (see ``stale``).
+    an alarm ``lists_damaged`` raised, and the list counts as unavailable (``MemoryLists.damaged``)
+    until a valid one is installed, also after a restart (the quarantined copy marks it).
 
     Raises:
         StoreError: the lists directory cannot be created.
@@ -154,6 +160,14 @@ def open_lists(directory: Path, alarms: Any = None) -> tuple[ListStore, MemoryLi
     for kind in KINDS:
         try:
             snaps[kind] = store.load(kind)
+            corrupt = store.path(kind).with_name(store.path(kind).name + ".corrupt")
+            if snaps[kind].info.version == 0 and corrupt.exists():
+                # Moved aside at an earlier start and never replaced: still no list to trust,
+                # or a restart would turn a damaged deny list into an empty one.
+                log.error("the %s list was damaged (%s) and no valid list replaced it", kind, corrupt)
+                if alarms is not None:
+                    alarms.set("lists_damaged", f"{kind} list file was damaged ({corrupt}); install a new one")
+                damaged.add(kind)
         except StoreError as err:
             moved = store.quarantine(kind)
             log.error("%s; moved to %s, the %s list is empty and stale until a new one is loaded",

@@ -94,6 +94,7 @@ def rules_from(cfg: Config) -> Rules:
         allow_list_required=p.allow_list_required,
         clock_skew_s=p.clock_skew_s,
         dcc=dcc_rules_from(cfg.policy_dcc),
+        cccd_id_digits=cfg.privacy.cccd_id_digits,
     )
 
 
@@ -179,6 +180,7 @@ class GateApp:
         self.status_report: StatusReport | None = None
         self.provisioning: GateProvisioning | None = None
         self.lists: GateLists | None = None
+        self.identity: IdentityCell | None = None
         self.remote: RemoteControl | None = None
         self.passage: PassageCheck | None = None
         self.outputs: Any = None
@@ -242,6 +244,7 @@ class GateApp:
         config_trust = load_trust_dir(cfg.issuers_dir, missing_ok=not cfg.device.venue_id or bool(record))
         identity = IdentityCell(record_identity(
             GateIdentity(venue_id=file_cfg.device.venue_id, rules=rules_from(file_cfg)), record, config_trust))
+        self.identity = identity
         secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
         secret = load_or_create_secret(secret_path, on_damaged=partial(self.alarms.set, "venue_secret_replaced"))
 
@@ -351,6 +354,10 @@ class GateApp:
         monitor.tick()  # the device state (and the gatekeeper's blocking reason) before the first frame
         return self.service
 
+    def _venue_in_force(self, configured: str) -> str:
+        """The venue of the identity in force (a provisioning QR changes it live), for command checks."""
+        return self.identity.current.venue_id if self.identity is not None else configured
+
     def _authority(self, cfg: Config, identity: IdentityCell, reprovision: bool) -> Any:
         authority = load_trust_dir(cfg.authority_dir, missing_ok=True)
         # only worth a warning where a provisioning code could be applied at all
@@ -428,7 +435,9 @@ class GateApp:
             nonces = NonceFile(cfg.state_dir / NONCE_FILE)
             verifier = CommandVerifier(device_id=cfg.device.id, keys_for_kid=trust.keys_for,
                                        rate_per_min=cfg.commands.rate_per_min, max_age_s=cfg.commands.max_age_s,
-                                       max_pulse_ms=cfg.gpio.relay_pulse_ms, nonces=nonces.load())
+                                       max_pulse_ms=cfg.gpio.relay_pulse_ms, nonces=nonces.load(),
+                                       venue_id=partial(self._venue_in_force, cfg.device.venue_id),
+                                       prefix=cfg.mqtt.prefix)
             self.remote = RemoteControl(link=link, verifier=verifier, nonces=nonces, clock=clock, control=monitor,
                                         outputs=outputs, recorder=recorder, events=events,
                                         republishers=republishers, relay_pulse_ms=cfg.gpio.relay_pulse_ms)

@@ -12,6 +12,7 @@ Sections: [device] [camera] [decoder] [gpio] [policy] (with the table [policy.dc
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -175,6 +176,8 @@ class PrivacyConfig:
     hmac_secret_file: str = opt("", "File holding the per-venue HMAC secret (created 0600 if "
                                 "missing). Empty: `<state_dir>/venue-secret`.", "/etc/qrgate/venue-secret")
     publish_codes: bool = opt(False, "Include the raw QR payload in events (off by default).", False)
+    cccd_id_digits: int = opt(0, "How many trailing digits of a CCCD id an event's display shows "
+                              "(0: none, the default; at most 3).", 0, min=0, max=3)
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,10 @@ class ProvisioningConfig:
 class ListsConfig:
     max_age_h: float = opt(0.0, "A deny/allow list older than this many hours is stale; 0 = never.",
                            24.0, min=0.0, max=8760.0)
-    stale_policy: str = opt("keep", "With a stale list: `keep` deciding with it, or `fail_closed`.",
+    stale_policy: str = opt("fail_closed", "With a stale list (older than max_age_h) or one that cannot be "
+                            "read: `fail_closed` denies every code (`lists_stale`, `lists_unavailable`) until a "
+                            "valid list is installed; `keep` goes on deciding with what is loaded, which for a "
+                            "damaged deny list is an empty one: the people on it get in.",
                             "fail_closed", choices=("keep", "fail_closed"))
 
 
@@ -334,40 +340,82 @@ def _field_type(section_cls: type, name: str) -> type:
     return found
 
 
+# Deepest nesting a config value may have: the deepest real setting is a table of numbers
+# in [policy.dcc]; anything much deeper is hostile and would exhaust the stack when shown.
+MAX_VALUE_DEPTH = 4
+
+
+def _value_depth(value: Any, limit: int = MAX_VALUE_DEPTH + 1) -> int:
+    """How deeply lists and tables nest in value (0 for a scalar), counting at most up to limit.
+
+    Iterative, so a hostile document cannot exhaust the stack here.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+        if deepest >= limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A short, safe repr of a config value for an error message."""
+    if _value_depth(value) > MAX_VALUE_DEPTH:
+        return "(a value nested too deeply)"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _check_value(section: str, f: dataclasses.Field[Any], value: Any, section_cls: type) -> tuple[Any, str | None]:
     key = f"{section}.{f.name}"
+    if _value_depth(value) > MAX_VALUE_DEPTH:
+        return None, f"{key} is nested too deeply; give a plain value, for example {f.metadata.get('example')!r}"
     raw = value
     want = _field_type(section_cls, f.name)
     meta = f.metadata
     if f.metadata.get("pin") and isinstance(value, str):
         m = re.fullmatch(r"(?:GPIO|BCM)?(\d+)", value.strip(), re.IGNORECASE)
         if not m:
-            return None, f"{key} = {value!r} is not a pin; give a BCM number such as 17 or \"GPIO17\""
+            return None, f"{key} = {_shown(value)} is not a pin; give a BCM number such as 17 or \"GPIO17\""
         value = int(m.group(1))
     if want is bool:
         if not isinstance(value, bool):
-            return None, f"{key} = {value!r} must be true or false"
+            return None, f"{key} = {_shown(value)} must be true or false"
     elif want is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            return None, f"{key} = {value!r} must be a whole number, for example {meta.get('example')!r}"
+            return None, f"{key} = {_shown(value)} must be a whole number, for example {meta.get('example')!r}"
     elif want is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None, f"{key} = {value!r} must be a number, for example {meta.get('example')!r}"
-        value = float(value)
+            return None, f"{key} = {_shown(value)} must be a number, for example {meta.get('example')!r}"
+        # NaN passes every `<` and `>` check, and an int beyond a float's range cannot be compared.
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            return None, (f"{key} = {_shown(raw)} is not a finite number; give a number between "
+                          f"{meta.get('min')} and {meta.get('max')}, for example {meta.get('example')!r}")
     elif want is str:
         if not isinstance(value, str):
-            return None, f"{key} = {value!r} must be a string, for example {str(meta.get('example'))!r}"
+            return None, f"{key} = {_shown(value)} must be a string, for example {str(meta.get('example'))!r}"
     if "choices" in meta and value not in meta["choices"]:
-        return None, f"{key} = {value!r} is not one of {', '.join(map(repr, meta['choices']))}"
+        return None, f"{key} = {_shown(value)} is not one of {', '.join(map(repr, meta['choices']))}"
     if meta.get("pin"):
         if not (meta.get("optional_pin") and value == -1) and value not in VALID_BCM_PINS:
             hint = " or -1 for none" if meta.get("optional_pin") else ""
-            return None, f"{key} = {value!r} is not a header GPIO; use a BCM number 0-27{hint}"
+            return None, f"{key} = {_shown(value)} is not a header GPIO; use a BCM number 0-27{hint}"
     else:
         if "min" in meta and value < meta["min"]:
-            return None, f"{key} = {raw!r} is below the minimum {meta['min']}"
+            return None, f"{key} = {_shown(raw)} is below the minimum {meta['min']}"
         if "max" in meta and value > meta["max"]:
-            return None, f"{key} = {raw!r} is above the maximum {meta['max']}"
+            return None, f"{key} = {_shown(raw)} is above the maximum {meta['max']}"
     return value, None
 
 
@@ -464,8 +512,18 @@ def parse_config(data: dict[str, Any], path: str = "") -> Config:
     return cfg
 
 
+def _finite_between(value: int | float, low: float, high: float) -> bool:
+    """True when value is a finite number within [low, high] (huge ints included, without overflow)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return low <= value <= high
+
+
 def _parse_subsection(key: str, cls: type, raw: Any, problems: list[str]) -> Any:
     """Check a table such as [policy.dcc]: scalars as in a section, plus lists and number tables."""
+    if isinstance(raw, dict) and _value_depth(raw) > MAX_VALUE_DEPTH + 1:
+        problems.append(f"{key} is nested too deeply")
+        return cls()
     if not isinstance(raw, dict):
         problems.append(f"{key} must be a table ([{key}])")
         return cls()
@@ -477,20 +535,23 @@ def _parse_subsection(key: str, cls: type, raw: Any, problems: list[str]) -> Any
             problems.append(f"{key}.{name} is not a known setting; known: {', '.join(known)}")
             continue
         meta = f.metadata
+        if _value_depth(value) > MAX_VALUE_DEPTH:
+            problems.append(f"{key}.{name} is nested too deeply; for example {meta['example']!r}")
+            continue
         if isinstance(f.default, tuple):
             allowed = meta.get("items")
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                problems.append(f"{key}.{name} = {value!r} must be a list of strings, for example "
+                problems.append(f"{key}.{name} = {_shown(value)} must be a list of strings, for example "
                                 f"{meta['example']!r}")
             elif allowed and any(v not in allowed for v in value):
-                problems.append(f"{key}.{name} = {value!r}: each item must be one of {', '.join(allowed)}")
+                problems.append(f"{key}.{name} = {_shown(value)}: each item must be one of {', '.join(allowed)}")
             else:
                 values[name] = tuple(dict.fromkeys(value))
         elif "table_keys" in meta:
             if not isinstance(value, dict) or any(k not in meta["table_keys"] for k in value) or any(
-                    isinstance(v, bool) or not isinstance(v, (int, float)) or not meta["min"] <= v <= meta["max"]
+                    isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite_between(v, meta["min"], meta["max"])
                     for v in value.values()):
-                problems.append(f"{key}.{name} = {value!r} must be a table of hours ({meta['min']} to "
+                problems.append(f"{key}.{name} = {_shown(value)} must be a table of hours ({meta['min']} to "
                                 f"{meta['max']}) with keys among {', '.join(meta['table_keys'])}, for example "
                                 "{ pcr = 72, rapid_antigen = 24 }")
             else:

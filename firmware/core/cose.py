@@ -51,6 +51,9 @@ MAX_CBOR_DEPTH = 16
 MAX_KID_BYTES = 64
 KID_BYTES = 8
 ES256_SIGNATURE_BYTES = 64
+# The order of P-256. An ECDSA signature (r, s) also verifies as (r, n - s); only the low form
+# (s <= n / 2) is accepted, so one signed message has one encoding (one code_sha256, one replay key).
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 ED25519_SIGNATURE_BYTES = 64
 
 PublicKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey]
@@ -148,6 +151,7 @@ def sign1(payload: bytes, private_key: PrivateKey, kid: bytes | None = None,
     else:
         der = private_key.sign(to_sign, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg]
         r, s = decode_dss_signature(der)
+        s = min(s, P256_ORDER - s)  # the low-s form: the only one verifiers accept
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     message = [protected, {}, payload, signature]
     return cbor2.dumps(cbor2.CBORTag(TAG_COSE_SIGN1, message) if tagged else message)
@@ -259,6 +263,8 @@ def verify_signature(parts: Sign1Parts, key: Any) -> bool:
             return False
         r = int.from_bytes(parts.signature[:32], "big")
         s = int.from_bytes(parts.signature[32:], "big")
+        if s > P256_ORDER // 2:
+            return False  # the high-s twin of a valid signature: refused (malleability)
         key.verify(encode_dss_signature(r, s), to_sign, ec.ECDSA(hashes.SHA256()))
         return True
     except (InvalidSignature, ValueError):

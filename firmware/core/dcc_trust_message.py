@@ -22,6 +22,7 @@ from firmware.core.cose import CoseError, loads_strict, parse1, sign1, verify1
 from firmware.core.credentials.dcc_trust import Dsc, DscError, parse_dsc
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.list_message import MAX_VALIDITY_S
+from firmware.core.numbers import MAX_LIST_VERSION, is_time_s
 
 KIND = "dcc"
 
@@ -95,10 +96,11 @@ def decode_trust_message(payload: bytes, keys: TrustStore, *, device_id: str, ve
         return TrustMessageError(reason, detail, transaction)
 
     version, iat, exp = claims.get("version"), claims.get("iat"), claims.get("exp")
-    if type(version) is not int or version < 1:
-        raise fail("malformed", "version missing or invalid")
-    if type(iat) is not int or type(exp) is not int or not 0 < exp - iat <= MAX_VALIDITY_S:
-        raise fail("malformed", "iat/exp missing, or valid for more than 7 days")
+    if type(version) is not int or not 1 <= version <= MAX_LIST_VERSION:
+        raise fail("malformed", f"version missing or outside 1..{MAX_LIST_VERSION}")
+    if (type(iat) is not int or type(exp) is not int or not is_time_s(iat) or not is_time_s(exp)
+            or not 0 < exp - iat <= MAX_VALIDITY_S):
+        raise fail("malformed", "iat/exp missing, outside 2001-2100, or valid for more than 7 days")
     if claims.get("device_id") not in (None, device_id):
         raise fail("wrong_device", f"message is for gate {claims.get('device_id')}")
     claimed_venue = claims.get("venue_id")

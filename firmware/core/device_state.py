@@ -15,7 +15,10 @@ Priority (the first that applies wins; the order is the table in the README):
 6. ``camera_fault``: no frame for ``max_frame_age_s``; the gate stays closed.
 7. ``storage_alarm``: the outbox passed its alarm level, is full, or is unusable (fail closed).
 8. ``clock_unsynced``: the wall clock is not trusted; passes with validity times fail closed.
-9. ``lists_stale``: the deny/allow lists are older than ``lists.max_age_h``.
+9. ``lists_stale``: the deny/allow lists are older than ``lists.max_age_h``, or a needed list
+   cannot be read (damaged, or moved aside and not replaced); with ``lists.stale_policy =
+   "fail_closed"`` (the default) every code is then denied with ``lists_stale`` or
+   ``lists_unavailable``.
 10. ``offline``: a broker is configured but not connected; the gate still decides and buffers.
 11. ``ready``.
 
@@ -85,7 +88,9 @@ class DeviceInputs:
             denied with ``fail_closed``.
         clock_trusted: the wall clock can be used for validity checks.
         lists_stale: the deny/allow lists are past their maximum age.
-        lists_fail_closed: with stale lists, deny every code (``lists.stale_policy``).
+        lists_unavailable: a needed list (the deny list; the allow list too when it is required)
+            could not be read: its file is damaged or was moved aside and no valid list replaced it.
+        lists_fail_closed: with stale or unavailable lists, deny every code (``lists.stale_policy``).
         broker_configured: an MQTT host is set.
         broker_connected: the MQTT connection is up.
     """
@@ -102,6 +107,7 @@ class DeviceInputs:
     fail_closed: bool = False
     clock_trusted: bool = True
     lists_stale: bool = False
+    lists_unavailable: bool = False
     lists_fail_closed: bool = False
     broker_configured: bool = False
     broker_connected: bool = False
@@ -131,7 +137,7 @@ def evaluate(inputs: DeviceInputs) -> DeviceState:
         return DeviceState.STORAGE_ALARM
     if not i.clock_trusted:
         return DeviceState.CLOCK_UNSYNCED
-    if i.lists_stale:
+    if i.lists_stale or i.lists_unavailable:
         return DeviceState.LISTS_STALE
     if i.broker_configured and not i.broker_connected:
         return DeviceState.OFFLINE
@@ -156,6 +162,8 @@ def blocked_reason(inputs: DeviceInputs) -> Reason | None:
         return Reason.FAIL_CLOSED
     if i.storage_full:
         return Reason.STORAGE_FULL
+    if i.lists_unavailable and i.lists_fail_closed:
+        return Reason.LISTS_UNAVAILABLE  # an unreadable deny list must not let its people in
     if i.lists_stale and i.lists_fail_closed:
         return Reason.LISTS_STALE
     return None

@@ -13,8 +13,13 @@ Message (binary payload): the CBOR array ``[manifest, body]``.
   (trust directory ``keys.command_dir``, the same keys that sign remote commands; see
   README "Provisioning" for why). Its payload is a CBOR map: ``t`` = ``"qrgate.list/1"``,
   ``kind`` (``deny``/``allow``, must match the topic), ``mode`` (``full``/``delta``),
-  ``version`` (int, must be above the gate's), ``base_version`` (delta only: must equal
-  the gate's version), ``iat``, ``exp`` (Unix seconds, at most 7 days apart), optional
+  ``version`` (int from 1 to 10^12, must be above the gate's), ``base_version`` (delta only:
+  must equal the gate's version), ``iat``, ``exp`` (Unix seconds between 2001 and 2100, at
+  most 7 days apart; bounds in ``firmware.core.numbers``), ``prefix`` (the gates' topic
+  prefix) and ``venue_id``: a message on a gate's own topic must name its ``device_id`` and
+  its prefix, and a ``venue_id`` it names must be the gate's (``qrgate list --remote`` names
+  the config's venue), so one captured at another venue or broker does not verify on a gate
+  of the same id; optional
   ``device_id``, ``transaction`` (text), and ``sha256`` of ``body``.
 - ``body`` is zlib-compressed UTF-8 text: for ``full`` one id per line; for ``delta``
   lines ``+id`` (add) and ``-id`` (remove).
@@ -45,6 +50,8 @@ import cbor2
 from firmware.core.cose import CoseError, loads_strict, parse1, sign1, verify1
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.lists import KINDS, normalise_id
+from firmware.core.text import count_invisible
+from firmware.core.numbers import MAX_LIST_VERSION, is_time_s
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,7 @@ class ListMessage:
     add: list[str]
     remove: list[str]
     venue_id: str | None = None
+    stripped: int = 0  # ids that held invisible, bidi or control characters (removed when hashed)
 
 
 class ListMessageError(ValueError):
@@ -96,7 +104,7 @@ class ListMessageError(ValueError):
 def encode_message(private_key: Any, *, kind: str, version: int, now_s: float, ids: list[str] | None = None,
                    add: list[str] | None = None, remove: list[str] | None = None,
                    base_version: int | None = None, valid_s: int = 3600, device_id: str | None = None,
-                   transaction: str | None = None, venue_id: str | None = None) -> bytes:
+                   transaction: str | None = None, venue_id: str | None = None, prefix: str | None = None) -> bytes:
     """Build a signed list message (full when ``ids`` is given, else delta); with venue_id, only
     gates of that venue accept it (required on the venue-wide topic)."""
     if ids is not None:
@@ -114,24 +122,28 @@ def encode_message(private_key: Any, *, kind: str, version: int, now_s: float, i
         claims["device_id"] = device_id
     if venue_id:
         claims["venue_id"] = venue_id
+    if prefix:
+        claims["prefix"] = prefix
     if transaction:
         claims["transaction"] = transaction
     return cbor2.dumps([sign1(cbor2.dumps(claims), private_key), body])
 
 
 def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_id: str,
-                   now_s: float, venue_id: str = "", venue_topic: bool = False) -> ListMessage:
+                   now_s: float, venue_id: str = "", venue_topic: bool = False, prefix: str = "qrgate") -> ListMessage:
     """Verify a list message. Pure.
 
     Args:
         venue_id: this gate's venue; a manifest ``venue_id`` must equal it.
         venue_topic: it came on the venue-wide topic: ``venue_id`` is required and only
-            ``full`` lists are accepted.
+            ``full`` lists are accepted. Otherwise (the gate's own topic) ``device_id`` and
+            ``prefix`` are required.
+        prefix: this gate's topic prefix; a manifest ``prefix`` must equal it.
 
     Raises:
         ListMessageError: reason ``unsigned``, ``malformed``, ``unknown_issuer``,
             ``bad_signature``, ``expired``, ``not_yet_valid``, ``wrong_device``, ``wrong_venue``,
-            ``wrong_mode`` or ``wrong_kind``.
+            ``wrong_mode``, ``wrong_kind`` or ``base_version`` (a delta without one).
     """
     try:
         outer = cbor2.loads(payload)
@@ -154,17 +166,27 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
 
     kind, mode, version = claims.get("kind"), claims.get("mode"), claims.get("version")
     iat, exp, base = claims.get("iat"), claims.get("exp"), claims.get("base_version")
-    if kind not in KINDS or mode not in ("full", "delta") or type(version) is not int or version < 1:
+    if kind not in KINDS or mode not in ("full", "delta") or type(version) is not int:
         raise fail("malformed", "kind, mode or version missing or invalid")
-    if type(iat) is not int or type(exp) is not int or not 0 < exp - iat <= MAX_VALIDITY_S:
-        raise fail("malformed", "iat/exp missing, or valid for more than 7 days")
-    if base is not None and type(base) is not int:
-        raise fail("malformed", "base_version must be a whole number")
+    if not 1 <= version <= MAX_LIST_VERSION:
+        raise fail("malformed", f"version {version} is outside 1..{MAX_LIST_VERSION}")
+    if (type(iat) is not int or type(exp) is not int or not is_time_s(iat) or not is_time_s(exp)
+            or not 0 < exp - iat <= MAX_VALIDITY_S):
+        raise fail("malformed", "iat/exp missing, outside 2001-2100, or valid for more than 7 days")
+    if base is not None and (type(base) is not int or not 0 <= base <= MAX_LIST_VERSION):
+        raise fail("malformed", f"base_version must be a whole number from 0 to {MAX_LIST_VERSION}")
+    if mode == "delta" and base is None:
+        raise fail("base_version", "a delta must name the base_version it applies to; send the full list "
+                   "or name the gate's current version")
     if kind != topic_kind:
         raise fail("wrong_kind", f"a {kind} list sent on the {topic_kind} topic")
     if claims.get("device_id") not in (None, device_id):
         raise fail("wrong_device", f"message is for gate {claims.get('device_id')}")
     claimed_venue = claims.get("venue_id")
+    if not venue_topic and claims.get("device_id") is None:
+        raise fail("wrong_device", "a list sent to one gate must name its device_id in the signed manifest")
+    if claims.get("prefix") != prefix and (claims.get("prefix") is not None or not venue_topic):
+        raise fail("wrong_prefix", f"message is for topic prefix {claims.get('prefix')!r}, this gate uses {prefix!r}")
     if venue_topic and claimed_venue is None:
         raise fail("wrong_venue", "a venue-wide list must name its venue_id in the signed manifest")
     if claimed_venue is not None and (not venue_id or claimed_venue != venue_id):
@@ -200,8 +222,9 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
                 remove.append(line[1:])
             else:
                 raise fail("malformed", "delta lines must start with + or -")
+    stripped = sum(1 for i in (*ids, *add, *remove) if count_invisible(i))
     return ListMessage(kind, mode, version, base, iat, exp, claims.get("device_id"), transaction, ids, add, remove,
-                       claims.get("venue_id"))
+                       claims.get("venue_id"), stripped)
 
 
 def _unverified_transaction(manifest: bytes) -> str | None:

@@ -7,7 +7,10 @@ list. Each list is one file in ``<state_dir>/lists/`` (``deny.qgl``, ``allow.qgl
   source, sha256}``; then ``count`` keys of 8 bytes each (little-endian), sorted.
 - A key is BLAKE2b-64 of the person id keyed with the list's random salt, so the file
   does not hold readable ids (casual reading; a 12-digit id space can still be searched
-  by someone holding the file and the salt). The id is NFC-normalised and trimmed.
+  by someone holding the file and the salt). The id is hashed in its canonical form
+  (``normalise_id``: invisible characters removed, NFKC, case folded, trimmed), named
+  ``id_form`` = ``nfkc-fold`` in the header; files written before it carry no
+  ``id_form`` and keep their ``nfc`` form (NFC, trimmed) until they are replaced.
 - ``version`` only goes up; ``updated_s`` is when the list content was issued (import
   time, or the signed message's ``iat``) and drives the staleness check.
 - The file is written to a temporary file, fsynced and renamed over the old one, then
@@ -42,6 +45,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from firmware.core.errors import StoreError
+from firmware.core.numbers import MAX_LIST_VERSION, is_finite_number
+from firmware.core.text import count_invisible, strip_invisible
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +72,42 @@ MAX_REPORTED_PROBLEMS = 50
 HEADER_NAMES = {"id", "subject", "sub", "cccd", "person_id", "so_cccd", "ma", "mã", "số cccd"}
 
 
-def normalise_id(text: str) -> str:
-    """The form in which ids are hashed: NFC, surrounding whitespace removed."""
-    return unicodedata.normalize("NFC", text).strip()
+ID_FORM = "nfkc-fold"  # the canonical form of ids in lists written now
+LEGACY_ID_FORM = "nfc"  # lists written before the canonical form (no ``id_form`` in the header)
+
+def normalise_id(text: str, form: str = ID_FORM) -> str:
+    """The canonical form of a person id (pass ``sub``, CCCD number, list entry), as hashed.
+
+    ``nfkc-fold``: invisible, bidi and control characters removed, NFKC, case folded (ids are
+    compared without regard to case: ``nv-0042`` is ``NV-0042``), surrounding whitespace
+    removed. ``nfc`` (lists written before): NFC, trimmed.
+    """
+    if form == LEGACY_ID_FORM:
+        return unicodedata.normalize("NFC", text).strip()
+    if text.isascii():
+        return strip_invisible(text).lower().strip()
+    folded = unicodedata.normalize("NFKC", strip_invisible(text)).casefold()
+    return unicodedata.normalize("NFKC", folded).strip()
 
 
-def key_of(subject: str | bytes, salt: bytes) -> int:
+def display_id(text: str) -> str:
+    """An id as a person typed it, cleaned for showing and storing: invisible characters removed,
+    NFKC, trimmed, case kept. Compare ids with ``normalise_id``, never in this form."""
+    return unicodedata.normalize("NFKC", strip_invisible(text)).strip()
+
+
+def key_of(subject: str | bytes, salt: bytes, form: str = ID_FORM) -> int:
     """The 64-bit list key of a person id (text, or its normalised UTF-8 bytes) under a list's salt."""
-    raw = subject if isinstance(subject, bytes) else normalise_id(subject).encode("utf-8")
+    raw = subject if isinstance(subject, bytes) else normalise_id(subject, form).encode("utf-8")
     return int.from_bytes(hashlib.blake2b(raw, digest_size=KEY_BYTES, key=salt).digest(), "little")
 
 
-def keys_of(ids: Iterable[str | bytes], salt: bytes) -> set[int]:
-    """The key set of many ids (ids given as bytes must already be normalised UTF-8)."""
+def keys_of(ids: Iterable[str | bytes], salt: bytes, form: str = ID_FORM) -> set[int]:
+    """The key set of many ids (ids given as bytes must already be normalised UTF-8 in that form)."""
     blake2b = hashlib.blake2b
     digests = bytearray()
     for i in ids:
-        raw = i if isinstance(i, bytes) else normalise_id(i).encode("utf-8")
+        raw = i if isinstance(i, bytes) else normalise_id(i, form).encode("utf-8")
         digests += blake2b(raw, digest_size=KEY_BYTES, key=salt).digest()
     body = array("Q")
     body.frombytes(bytes(digests))
@@ -102,6 +126,7 @@ class ListInfo:
     count: int = 0
     source: str = ""
     sha256: str = ""
+    id_form: str = ID_FORM
 
     def age_s(self, now_s: float) -> float | None:
         """Seconds since the list was issued, None if it never was."""
@@ -109,7 +134,7 @@ class ListInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "version": self.version, "updated_s": self.updated_s, "count": self.count,
-                "source": self.source}
+                "source": self.source, "id_form": self.id_form}
 
 
 @dataclass(frozen=True)
@@ -122,7 +147,7 @@ class ListSnapshot:
 
     def contains(self, subject: str) -> bool:
         """True if the person id is on the list. O(1)."""
-        return bool(self.keys) and key_of(subject, self.salt) in self.keys
+        return bool(self.keys) and key_of(subject, self.salt, self.info.id_form) in self.keys
 
     @classmethod
     def empty(cls, kind: str) -> ListSnapshot:
@@ -137,7 +162,8 @@ def encode_list(info: ListInfo, salt: bytes, keys: Iterable[int]) -> tuple[bytes
     if sys.byteorder != "little":  # pragma: no cover
         body.byteswap()
     raw = body.tobytes()
-    info = ListInfo(info.kind, info.version, info.updated_s, len(body), info.source, hashlib.sha256(raw).hexdigest())
+    info = ListInfo(info.kind, info.version, info.updated_s, len(body), info.source, hashlib.sha256(raw).hexdigest(),
+                    info.id_form)
     header = dict(info.to_json(), salt=salt.hex(), sha256=info.sha256)
     return MAGIC + json.dumps(header, ensure_ascii=False).encode("utf-8") + b"\n" + raw, info
 
@@ -157,7 +183,11 @@ def decode_list(data: bytes, origin: str) -> ListSnapshot:
             raise ValueError("the header is not a JSON object")
         kind, version, count = str(header["kind"]), int(header["version"]), int(header["count"])
         info = ListInfo(kind, version, float(header["updated_s"]), count, str(header.get("source", "")),
-                        str(header["sha256"]))
+                        str(header["sha256"]), str(header.get("id_form", LEGACY_ID_FORM)))
+        if info.id_form not in (ID_FORM, LEGACY_ID_FORM):
+            raise ValueError(f"unknown id_form {info.id_form!r}")
+        if not 0 <= version <= MAX_LIST_VERSION or not is_finite_number(info.updated_s) or count < 0:
+            raise ValueError("version, issue time or count out of range")
         salt = bytes.fromhex(header["salt"])
     except (TypeError, KeyError, ValueError) as err:
         raise StoreError(f"list file {origin} has a broken header ({err})") from err
@@ -189,6 +219,7 @@ class CsvResult:
     problems: list[tuple[int, str]] = field(default_factory=list)
     bad_rows: int = 0
     duplicates: int = 0
+    invisible: int = 0
 
     def problem(self, line: int, text: str) -> None:
         self.bad_rows += 1
@@ -203,16 +234,14 @@ class CsvResult:
         return lines
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
-
-
 def _check_id(value: str, line: int, result: CsvResult) -> bool:
     if not value:
         result.problem(line, "the id (first column) is empty")
     elif len(value) > MAX_ID_CHARS:
         result.problem(line, f"the id is {len(value)} characters, more than {MAX_ID_CHARS}")
-    elif _CONTROL.search(value):
-        result.problem(line, "the id contains control characters")
+    elif count_invisible(value):
+        result.invisible += 1
+        result.problem(line, "the id contains control or invisible characters (zero-width, bidi, format)")
     else:
         return True
     return False
@@ -257,6 +286,7 @@ class _Parser:
             return False
         if self.first and self.header(firsts[0].decode("ascii")):
             firsts = firsts[1:]
+        firsts = [f.lower() for f in firsts]  # the canonical form of a printable ASCII id
         self.first = False
         self.result.rows += len(firsts)
         before = len(self.order)
@@ -287,20 +317,22 @@ class _Parser:
         else:
             cell_b = raw.split(b",", 1)[0]
         cell_b = cell_b.strip()
-        if cell_b.isascii():
-            value_b, value = cell_b, cell_b.decode("ascii")
-        else:
-            try:
-                value = normalise_id(cell_b.decode("utf-8"))
-            except UnicodeDecodeError:
-                result.rows += 1
-                result.problem(line, "is not UTF-8 text; save the file as UTF-8")
-                return
-            value_b = value.encode("utf-8")
-        if self.header(value):
+        try:
+            raw_value = cell_b.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            result.rows += 1
+            result.problem(line, "is not UTF-8 text; save the file as UTF-8")
+            return
+        if self.header(raw_value):
             return
         result.rows += 1
-        if _check_id(value, line, result):
+        # Checked before normalising: an id with invisible characters is refused, not silently merged.
+        if _check_id(raw_value, line, result):
+            value = normalise_id(raw_value)
+            if not value:
+                result.problem(line, "the id (first column) is empty")
+                return
+            value_b = value.encode("utf-8")
             if value_b in self.order:
                 result.duplicates += 1
             self.order[value_b] = None
@@ -366,9 +398,14 @@ class MemoryLists:
         return self._snaps[kind]
 
     def swap(self, kind: str, snap: ListSnapshot) -> None:
-        """Put a new snapshot in force (one reference assignment: atomic for readers)."""
+        """Put a new snapshot in force (one reference assignment: atomic for readers).
+
+        Only a real list (version 1 or more) clears ``damaged``: re-reading a missing file
+        after a damaged one was moved aside must not make the gate trust an empty list.
+        """
         self._snaps = {**self._snaps, kind: snap}
-        self.damaged.discard(kind)
+        if snap.info.version > 0:
+            self.damaged.discard(kind)
 
     def infos(self) -> dict[str, ListInfo]:
         return {kind: snap.info for kind, snap in self._snaps.items()}

@@ -2,7 +2,10 @@
 
 ``display("NGUYỄN ĐÌNH HÙNG", "0966323123") == "NGUYỄN ĐÌNH *** 0966 323 ***"``.
 Text is NFC-normalised so Vietnamese written with combining marks (as some
-keyboards and phones produce) masks and compares the same as precomposed text.
+keyboards and phones produce) masks and compares the same as precomposed text, and
+stripped of control, zero-width and bidi characters (``firmware.core.text``), which could
+make a guard's screen show a name in another order than it was written. A CCCD display
+shows no digit of the id unless ``privacy.cccd_id_digits`` asks for some.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import unicodedata
 
 from firmware.core.model import Credential, CredentialType
+from firmware.core.text import strip_invisible
 
 MASK = "***"
 
@@ -17,8 +21,8 @@ MASK = "***"
 def _words(text: str | None) -> list[str]:
     if not text:
         return []
-    text = unicodedata.normalize("NFC", text)
-    return [w for w in text.split() if w]
+    words = (strip_invisible(w) for w in unicodedata.normalize("NFC", text).split())  # tabs still split
+    return [w for w in words if w]
 
 
 def mask_name(name: str | None) -> str:
@@ -63,12 +67,14 @@ def mask_phone(phone: str | None) -> str:
     return f"{head[:4]} {head[4:]} {MASK}"
 
 
-def mask_id(id_number: str | None) -> str:
-    """Show only the last three characters of an ID number: ``"001099012345" -> "***345"``."""
+def mask_id(id_number: str | None, shown: int = 3) -> str:
+    """Show only the last ``shown`` characters of an ID number (at most 3):
+    ``"001099012345" -> "***345"``; with ``shown=0`` just ``"***"``."""
     if not id_number:
         return ""
-    text = unicodedata.normalize("NFC", id_number).strip()
-    return MASK + text[-3:] if len(text) > 3 else MASK
+    text = strip_invisible(unicodedata.normalize("NFC", id_number)).strip()
+    shown = max(0, min(3, shown))
+    return MASK + text[-shown:] if shown and len(text) > shown else MASK
 
 
 def display(name: str | None, phone: str | None) -> str:
@@ -76,9 +82,10 @@ def display(name: str | None, phone: str | None) -> str:
     return " ".join(part for part in (mask_name(name), mask_phone(phone)) if part)
 
 
-def display_cccd(name: str | None, id_number: str | None) -> str:
-    """Masked name and ID card number: ``"NGUYỄN VĂN *** ***345"``."""
-    return " ".join(part for part in (mask_name(name), mask_id(id_number)) if part)
+def display_cccd(name: str | None, id_number: str | None, id_digits: int = 0) -> str:
+    """Masked name and ID card number: ``"NGUYỄN VĂN *** ***"``; with ``id_digits=3``
+    ``"NGUYỄN VĂN *** ***345"`` (the tail of a 12-digit citizen id narrows it a lot)."""
+    return " ".join(part for part in (mask_name(name), mask_id(id_number, id_digits)) if part)
 
 
 def display_dcc(name: str | None, birth_year: str | None) -> str:
@@ -86,11 +93,12 @@ def display_dcc(name: str | None, birth_year: str | None) -> str:
     return " ".join(part for part in (mask_name(name), birth_year or "") if part)
 
 
-def display_credential(credential: Credential) -> str:
-    """The masked display for any credential (CCCD shows the id's tail; a pass the phone;
-    a COVID certificate the birth year, never its identifier)."""
+def display_credential(credential: Credential, cccd_id_digits: int = 0) -> str:
+    """The masked display for any credential (CCCD: the name, and the id's last
+    ``cccd_id_digits`` digits only if configured; a pass the phone; a COVID certificate the
+    birth year, never its identifier)."""
     if credential.type is CredentialType.CCCD:
-        return display_cccd(credential.name, credential.subject)
+        return display_cccd(credential.name, credential.subject, cccd_id_digits)
     if credential.type is CredentialType.DCC:
         return display_dcc(credential.name, credential.dcc.birth_year if credential.dcc else None)
     shown = display(credential.name, credential.phone)

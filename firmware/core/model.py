@@ -87,6 +87,7 @@ class Reason(StrEnum):
     FREE_PASSAGE = "free_passage"
     FAIL_CLOSED = "fail_closed"
     LISTS_STALE = "lists_stale"
+    LISTS_UNAVAILABLE = "lists_unavailable"
     REMOTE_OPEN = "remote_open"
     # EU Digital COVID Certificates (HC1:); see firmware/dcc_rules.py
     DCC_KEY_USAGE = "dcc_key_usage"

@@ -60,6 +60,7 @@ class Rules:
         allow_list_required: employees-only mode.
         clock_skew_s: tolerance on nbf and exp.
         dcc: the ``[policy.dcc]`` rules for EU Digital COVID Certificates (step 6b).
+        cccd_id_digits: how many trailing digits of a CCCD id the display shows (0-3).
     """
 
     direction: str = "in"
@@ -72,6 +73,7 @@ class Rules:
     allow_list_required: bool = False
     clock_skew_s: float = 0.0
     dcc: DccRules = field(default_factory=DccRules)
+    cccd_id_digits: int = 0
 
 
 class Lists(Protocol):
@@ -120,9 +122,9 @@ class MemoryView(Protocol):
 REVOKED_PASS_PREFIX = "pass:"
 
 
-def display_for(cred: Credential) -> str:
+def display_for(cred: Credential, cccd_id_digits: int = 0) -> str:
     """The masked name and phone of a credential's holder, safe to show and log."""
-    return masking.display_credential(cred)
+    return masking.display_credential(cred, cccd_id_digits)
 
 
 def subject_key(subject: str) -> str:
@@ -173,7 +175,7 @@ def decide(
             code_sha256=sha,
             credential_type=ctype,
             subject=cred.subject if cred else None,
-            display=display_for(cred) if cred else "",
+            display=display_for(cred, rules.cccd_id_digits) if cred else "",
             decided_mono_s=now.mono_s,
             frame_mono_s=frame_mono_s,
             credential=cred,

@@ -7,19 +7,26 @@ On the wire (``<prefix>/<device_id>/cmd/<name>``, never retained) a command is a
 ``sig`` is the Ed25519 signature of the exact ``payload`` bytes (after base64url
 decoding), so nothing depends on how JSON is re-serialised. The body is::
 
-    {"device_id": "gate-1", "command": "open", "args": {}, "nonce": "<16-64 chars>",
-     "issued_at": 1764160000.0, "expires_at": 1764160010.0, "transaction": "t-42"}
+    {"device_id": "gate-1", "venue_id": "v-7f3a9c2e", "prefix": "qrgate", "command": "open", "args": {},
+     "nonce": "<16-64 chars>", "issued_at": 1764160000.0, "expires_at": 1764160010.0, "transaction": "t-42"}
+
+``venue_id`` (empty for a gate not yet provisioned) and ``prefix`` (the gates' ``mqtt.prefix``)
+are signed, so a command captured at one venue or broker does not act on a gate of the same
+id at another.
 
 Checks, first failure wins, each with its reject reason:
 
 1. ``retained``: the broker delivered it as a retained message (never acted on);
 2. ``malformed``: not JSON, not an object, over 4 KiB, a missing or mistyped field,
-   ``expires_at`` not after ``issued_at``, or the topic name differs from ``command``;
+   a time that is not a finite number of Unix seconds between 2001 and 2100
+   (``firmware.core.numbers``: NaN and Infinity are refused), ``expires_at`` not after
+   ``issued_at``, or the topic name differs from ``command``;
 3. ``unsigned``: no ``sig``/``kid`` (a bare ``PRESS`` or ``lockdown`` from a dashboard);
 4. ``unknown_command``: not one of ``open``, ``mode``, ``reload``, ``rebirth``, ``identify`` (or bad args);
 5. ``unknown_key``: no trusted command key has this kid;
 6. ``bad_signature``: no key with this kid verifies the signature;
-7. ``wrong_device``: signed for another gate;
+7. ``wrong_device``: signed for another gate; ``wrong_venue`` / ``wrong_prefix``: signed for
+   another venue or topic prefix;
 8. ``clock_unsynced``: the gate's wall clock is not trusted, so validity cannot be checked;
 9. ``not_yet_valid``: ``issued_at`` later than now plus ``max_skew_s``;
 10. ``expired``: now at or past ``expires_at``, or the envelope is valid for longer than
@@ -46,6 +53,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from firmware.core.device_state import Mode
+from firmware.core.numbers import is_finite_number, is_time_s, loads_json_strict
 
 ENVELOPE_VERSION = 1
 MAX_ENVELOPE_BYTES = 4096
@@ -70,6 +78,8 @@ class Reject(StrEnum):
     UNKNOWN_COMMAND = "unknown_command"
     RATE_LIMITED = "rate_limited"
     CLOCK_UNSYNCED = "clock_unsynced"
+    WRONG_VENUE = "wrong_venue"
+    WRONG_PREFIX = "wrong_prefix"
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,9 @@ class NonceCache:
         self.entries[nonce] = expires_at
 
     def prune(self, now_wall_s: float, skew_s: float) -> None:
-        self.entries = {n: e for n, e in self.entries.items() if e + skew_s > now_wall_s}
+        """Drop expired nonces, and any whose expiry no valid command could have had."""
+        latest = now_wall_s + skew_s + MAX_VALIDITY_S
+        self.entries = {n: e for n, e in self.entries.items() if now_wall_s < e + skew_s and e <= latest}
 
     def to_json(self) -> str:
         return json.dumps(self.entries, sort_keys=True)
@@ -135,9 +147,9 @@ class NonceCache:
         Raises:
             ValueError: not a JSON object of nonce -> number.
         """
-        data = json.loads(text)
-        if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
-            raise ValueError("nonce cache is not an object of nonce -> expiry")
+        data = loads_json_strict(text)
+        if not isinstance(data, dict) or not all(is_finite_number(v) for v in data.values()):
+            raise ValueError("nonce cache is not an object of nonce -> finite expiry")
         return cls({str(k): float(v) for k, v in data.items()})
 
 
@@ -174,9 +186,17 @@ def unb64url(text: str) -> bytes:
 
 
 def sign_command(private_key: Any, kid_hex: str, *, device_id: str, command: str, args: dict[str, Any],
-                 nonce: str, issued_at: float, expires_at: float, transaction: str | None) -> bytes:
-    """Build and sign an envelope (the operator side, ``qrgate cmd send``). Returns the JSON bytes."""
-    body = json.dumps({"device_id": device_id, "command": command, "args": args, "nonce": nonce,
+                 nonce: str, issued_at: float, expires_at: float, transaction: str | None,
+                 venue_id: str, prefix: str) -> bytes:
+    """Build and sign an envelope (the operator side, ``qrgate cmd send``). Returns the JSON bytes.
+
+    Raises:
+        ValueError: issued_at or expires_at is not a finite time within the documented bounds.
+    """
+    if not (is_time_s(issued_at) and is_time_s(expires_at)):
+        raise ValueError("issued_at and expires_at must be finite Unix times between 2001 and 2100")
+    body = json.dumps({"device_id": device_id, "venue_id": venue_id, "prefix": prefix, "command": command,
+                       "args": args, "nonce": nonce,
                        "issued_at": issued_at, "expires_at": expires_at, "transaction": transaction},
                       separators=(",", ":"), sort_keys=True).encode("utf-8")
     return json.dumps({"v": ENVELOPE_VERSION, "kid": kid_hex, "payload": b64url(body),
@@ -215,6 +235,9 @@ class CommandVerifier:
         max_skew_s: how far in the future ``issued_at`` may be (clock differences).
         max_pulse_ms: the longest ``open`` pulse accepted (the configured relay pulse).
         nonces: the persisted cache to start from.
+        venue_id: this gate's venue ("" when not provisioned), or a function returning the venue in
+            force (a provisioning QR changes it without a restart); a command must name it.
+        prefix: this gate's ``mqtt.prefix``; a command must name it.
     """
 
     device_id: str
@@ -224,6 +247,8 @@ class CommandVerifier:
     max_skew_s: float = 5.0
     max_pulse_ms: int = 1500
     nonces: NonceCache = field(default_factory=NonceCache)
+    venue_id: str | Callable[[], str] = ""
+    prefix: str = "qrgate"
 
     def __post_init__(self) -> None:
         self.max_age_s = min(self.max_age_s, MAX_VALIDITY_S)
@@ -252,7 +277,7 @@ class CommandVerifier:
         if len(payload) > MAX_ENVELOPE_BYTES:
             return reject(Reject.MALFORMED, f"envelope is {len(payload)} bytes, over {MAX_ENVELOPE_BYTES}")
         try:
-            env = json.loads(payload.decode("utf-8"))
+            env = loads_json_strict(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return reject(Reject.UNSIGNED if len(payload) < 64 and b"{" not in payload else Reject.MALFORMED,
                           "payload is not a signed JSON envelope")
@@ -267,9 +292,9 @@ class CommandVerifier:
             return reject(Reject.MALFORMED, "envelope needs v=1 and string kid, payload and sig")
         try:
             body_bytes, sig = unb64url(body_text), unb64url(sig_text)
-            body = json.loads(body_bytes.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            return reject(Reject.MALFORMED, "payload or sig is not base64url of JSON")
+            body = loads_json_strict(body_bytes.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            return reject(Reject.MALFORMED, f"payload or sig is not base64url of JSON ({str(err)[:80]})")
         problem, tx = _body_problem(body)
         if problem:
             return reject(Reject.MALFORMED, problem, tx)
@@ -289,6 +314,13 @@ class CommandVerifier:
             return reject(Reject.BAD_SIGNATURE, f"signature does not verify with key {kid_text}", tx)
         if body["device_id"] != self.device_id:
             return reject(Reject.WRONG_DEVICE, f"signed for {body['device_id']!r}, this is {self.device_id!r}", tx)
+        venue = self.venue_id() if callable(self.venue_id) else self.venue_id
+        if body["venue_id"] != venue:
+            return reject(Reject.WRONG_VENUE, f"signed for venue {body['venue_id']!r}, this gate is in "
+                          f"{venue!r}", tx)
+        if body["prefix"] != self.prefix:
+            return reject(Reject.WRONG_PREFIX, f"signed for topic prefix {body['prefix']!r}, this gate uses "
+                          f"{self.prefix!r}", tx)
         if not clock_trusted:
             return reject(Reject.CLOCK_UNSYNCED, "the gate's clock is not synchronised; try again later", tx)
         issued, expires = float(body["issued_at"]), float(body["expires_at"])
@@ -337,15 +369,17 @@ def _body_problem(body: Any) -> tuple[str, str | None]:
         if not isinstance(body.get(name), kinds):
             return f"{name} is missing or not a string", tx
     for name in ("issued_at", "expires_at"):
-        value = body.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{name} is missing or not a number (Unix seconds)", tx
+        if not is_time_s(body.get(name)):
+            return f"{name} is missing or not a finite time in Unix seconds between 2001 and 2100", tx
     if body.get("transaction") is not None and tx is None:
         return "transaction must be a string of at most 128 characters", None
     if not NONCE_PATTERN.fullmatch(body["nonce"]):
         return "nonce must be 16-64 characters of A-Z a-z 0-9 _ -", tx
     if body["expires_at"] <= body["issued_at"]:
         return "expires_at must be after issued_at", tx
+    for name in ("venue_id", "prefix"):
+        if not isinstance(body.get(name), str) or len(body[name]) > 128:
+            return f"{name} is missing or not a string (commands name the gate's venue and topic prefix)", tx
     return "", tx
 
 

@@ -72,7 +72,7 @@ class ListUpdates:
             if kind not in KINDS:
                 raise ListMessageError("wrong_kind", f"unknown list {kind!r}; use lists/deny or lists/allow")
             msg = decode_message(payload, self.keys, topic_kind=kind, device_id=self.device_id, now_s=self.wall(),
-                                 venue_id=self.venue_id, venue_topic=venue_topic)
+                                 venue_id=self.venue_id, venue_topic=venue_topic, prefix=self.prefix)
             if catching_up and msg.version <= self.lists.snapshot(kind).info.version:
                 log.debug("venue %s list version %d already in force", kind, msg.version)
                 return
@@ -90,8 +90,14 @@ class ListUpdates:
             return
         log.info("%s list now version %d with %d entries (%s%s)", kind, snap.info.version, snap.info.count,
                  msg.mode, ", venue-wide" if venue_topic else "")
-        self.reply("ok", {"kind": kind, "version": snap.info.version, "count": snap.info.count, "mode": msg.mode,
-                          "scope": "venue" if venue_topic else "device"}, None, msg.transaction)
+        data = {"kind": kind, "version": snap.info.version, "count": snap.info.count, "mode": msg.mode,
+                "scope": "venue" if venue_topic else "device"}
+        if msg.stripped:
+            # reported, not refused: the ids are hashed in their canonical form without those characters
+            log.warning("%s list version %d: %d id(s) held invisible or control characters, removed",
+                        kind, snap.info.version, msg.stripped)
+            data["stripped"] = msg.stripped
+        self.reply("ok", data, None, msg.transaction)
 
     def apply(self, msg: ListMessage) -> Any:
         """Write and put in force a verified message.
@@ -110,6 +116,8 @@ class ListUpdates:
                 snap = self.store.replace(msg.kind, msg.ids, updated_s=float(msg.issued_at_s), source=source,
                                           version=msg.version, current=current)
             else:
+                if msg.base_version is None:  # decode_message refuses these; never apply a delta blind
+                    raise ValueError("a delta must name its base_version")
                 snap = self.store.apply_delta(msg.kind, add=msg.add, remove=msg.remove,
                                               updated_s=float(msg.issued_at_s), source=source,
                                               version=msg.version, base_version=msg.base_version, current=current)
@@ -177,16 +185,20 @@ class GateLists:
         """The needed lists older than ``max_age_h`` (or damaged)."""
         return self.lists.stale(self.wall(), self.settings.max_age_h * 3600.0, self._needed)
 
+    def unavailable(self) -> list[str]:
+        """The needed lists that could not be read (damaged, or moved aside and not replaced)."""
+        return sorted(k for k in self._needed if k in self.lists.damaged)
+
     def device_inputs(self) -> dict[str, Any]:
         names = self.stale()
         s = self.settings
-        self.alarms.set("lists_stale", f"{', '.join(names)} list(s) older than {s.max_age_h:g} h "
+        self.alarms.set("lists_stale", f"{', '.join(names)} list(s) older than {s.max_age_h:g} h or unreadable "
                         f"(policy {s.stale_policy})" if names else None)
-        return {"lists_stale": bool(names)}
+        return {"lists_stale": bool(names), "lists_unavailable": bool(self.unavailable())}
 
     def status_fields(self) -> dict[str, Any]:
         return {"lists": self.lists.status(self.wall()), "lists_stale": self.stale(),
-                "lists_stale_policy": self.settings.stale_policy}
+                "lists_unavailable": self.unavailable(), "lists_stale_policy": self.settings.stale_policy}
 
     def reload(self) -> dict[str, Any]:
         """Re-read both list files (after `qrgate list ... import` with the service stopped, or

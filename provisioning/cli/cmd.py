@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from firmware.core.errors import ConfigError
 from firmware.core.remote_command import COMMANDS
@@ -31,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--broker", required=True, metavar="HOST:PORT", help="MQTT broker")
     s.add_argument("--device", required=True, help="the gate's device id")
     s.add_argument("--prefix", default="qrgate", help="topic prefix (default: %(default)s)")
+    s.add_argument("--venue", default=None, metavar="VENUE_ID",
+                   help="the gate's venue id, signed into the command (default: the venue in the gate's "
+                   "retained state; \"\" for a gate not yet provisioned)")
     s.add_argument("--ttl-s", type=float, default=10.0, help="validity of the command, at most 30 s "
                    "(default: %(default)s)")
     s.add_argument("--timeout-s", type=float, default=10.0, help="wait this long for the answer (default: %(default)s)")
@@ -52,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--allow", default="open,mode", help="commands to forward, from open, mode, rebirth "
                    "(default: %(default)s)")
     b.add_argument("--ttl-s", type=float, default=10.0, help="validity of each signed command (default: %(default)s)")
+    b.add_argument("--venue", default="", metavar="VENUE_ID",
+                   help="the bridged gates' venue id (signed into each command)")
+    b.add_argument("--gate", action="append", required=True, metavar="DEVICE_ID",
+                   help="a gate whose dashboard presses the bridge signs (repeat for each gate); presses "
+                   "for any other gate are ignored")
     _add_broker_login(b)
     b.set_defaults(func=cmd_bridge)
 
@@ -98,12 +107,15 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.command == "open" and args.pulse_ms is not None:
         command_args["pulse_ms"] = args.pulse_ms
     key = load_private_key(args.key)
+    broker = _login(args, host, port)
+    venue = args.venue if args.venue is not None else _venue_of(broker, args.prefix, args.device, args.timeout_s)
     try:
         envelope, tx = build_envelope(key, device_id=args.device, command=args.command, args=command_args,
-                                      ttl_s=args.ttl_s, transaction=args.transaction)
+                                      ttl_s=args.ttl_s, transaction=args.transaction, venue_id=venue,
+                                      prefix=args.prefix)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    target = Target(_login(args, host, port), device_id=args.device, prefix=args.prefix)
+    target = Target(broker, device_id=args.device, prefix=args.prefix)
     answer = send_command(target, args.command, envelope, tx, ttl_s=args.ttl_s, timeout_s=args.timeout_s)
     if answer is None:
         print(f"no answer from {args.device} within {args.timeout_s} s (transaction {tx}); is the gate online?",
@@ -111,6 +123,26 @@ def cmd_send(args: argparse.Namespace) -> int:
         return EXIT_NO_ANSWER
     print(json.dumps(answer, ensure_ascii=False, sort_keys=True))
     return 0 if answer.get("status") == "ok" else 1
+
+
+def _venue_of(broker: Any, prefix: str, device_id: str, timeout_s: float) -> str:
+    """The venue in the gate's retained state, to sign into the command.
+
+    The broker is not trusted for this: a wrong venue only makes the gate refuse the command
+    (``wrong_venue``), it can never make another venue's gate accept it.
+
+    Raises:
+        ConfigError: the gate has published no state (give ``--venue``).
+    """
+    from provisioning.mqtt_request import read_retained
+
+    state = read_retained(broker, f"{prefix}/{device_id}/state", timeout_s=timeout_s,
+                          client_id_prefix="qrgate-cmd-venue")
+    venue = state.get("venue_id") if state else None
+    if not isinstance(venue, str):
+        raise ConfigError(f"{device_id} has no retained state on {prefix}/{device_id}/state to read its venue "
+                          "from; give --venue VENUE_ID (\"\" for a gate not yet provisioned)")
+    return venue
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
@@ -126,7 +158,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     try:
         bridge = CommandBridge(_login(args, host, port), load_private_key(args.key), prefix=args.prefix,
                                allowed=tuple(c.strip() for c in args.allow.split(",") if c.strip()),
-                               ttl_s=args.ttl_s)
+                               ttl_s=args.ttl_s, gates=tuple(args.gate), venue_id=args.venue)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     stop = threading.Event()

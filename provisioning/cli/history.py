@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--allow-localhost", action="store_true",
                    help="let requests from 127.0.0.1/::1 in without the token (off by default)")
     s.add_argument("--page-size", type=int, default=50, help="rows per page (default: %(default)s)")
+    s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="--db: a host name the page answers to (repeatable); IP addresses and localhost "
+                   "always work, any other Host header gets 421 (DNS rebinding)")
     _add_tz(s)
     s.set_defaults(func=serve_command)
 

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "its TLS files and login are used either way)")
         a.add_argument("--device", help="--remote: gate id (default: the config's device.id)")
         a.add_argument("--timeout-s", type=float, default=30.0, help="--remote: wait this long for the answer")
+        a.add_argument("--base-version", type=int, default=None, metavar="N",
+                       help="--remote add/remove: the gate's list version the change applies to (default: "
+                       "read from the gate's retained state); the gate refuses the change if it is not at N")
         a.add_argument("--venue", metavar="VENUE_ID",
                        help="--remote, import only: send the whole list to every gate of this venue, retained "
                        "on <prefix>/venues/VENUE_ID/lists/KIND so gates that are offline get it when they "
@@ -118,7 +121,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_change(args: argparse.Namespace) -> int:
+    from firmware.core.text import count_invisible
+
     cfg = load_config(args.config)
+    odd = sum(1 for i in args.ids if count_invisible(i))
+    if odd:
+        print(f"{odd} id(s) held invisible, bidi or control characters; they are removed (ids are compared "
+              "in their canonical form)", file=sys.stderr)
     adding = args.list_command == "add"
     if args.remote:
         return _send(args, cfg, add=args.ids if adding else [], remove=[] if adding else args.ids, version=None)
@@ -177,9 +186,25 @@ def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, ver
     now = time.time()
     if args.venue:
         return _send_venue(args, cfg, broker, key, ids, version, transaction, now)
+    device_id = args.device or cfg.device.id
+    base_version = None
+    if ids is None:
+        # A delta names the version it applies to, so a gate that missed a list refuses it
+        # instead of ending up at a newer version without that list's entries.
+        base_version = args.base_version
+        if base_version is None:
+            base_version = _gate_list_version(broker, cfg.mqtt.prefix, device_id, args.kind, args.timeout_s)
+            if base_version is None:
+                print(f"could not learn {device_id}'s {args.kind} list version from its retained state "
+                      f"({cfg.mqtt.prefix}/{device_id}/state) within {args.timeout_s:g} s; is the gate online? "
+                      "Pass --base-version N to name it, or send the whole list with import", file=sys.stderr)
+                return EXIT_NO_ANSWER
+        # Versions only go up: Unix seconds, or one above the base if that is already later.
+        version = version or max(int(now), base_version + 1)
     message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids, add=add,
-                             remove=remove, device_id=args.device or cfg.device.id, transaction=transaction)
-    answer = send_list(Target(broker, args.device or cfg.device.id, cfg.mqtt.prefix), args.kind,
+                             remove=remove, base_version=base_version, device_id=device_id,
+                             transaction=transaction, venue_id=cfg.device.venue_id or None, prefix=cfg.mqtt.prefix)
+    answer = send_list(Target(broker, device_id, cfg.mqtt.prefix), args.kind,
                        message, transaction, timeout_s=args.timeout_s)
     if answer is None:
         print(f"no answer within {args.timeout_s:g} s (transaction {transaction}); is the gate online?",
@@ -187,10 +212,29 @@ def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, ver
         return EXIT_NO_ANSWER
     if answer.get("status") != "ok":
         print(f"the gate refused the list: {answer.get('error')}", file=sys.stderr)
+        if str(answer.get("error", "")).startswith("base_version"):
+            print("the gate's list is not the version this change was based on; check `qrgate status` "
+                  "on the gate and send the whole list with `import --remote`", file=sys.stderr)
         return 1
     data = answer.get("data") or {}
     print(f"{args.kind} list version {data.get('version')}: {data.get('count')} ids (sent over MQTT)")
     return 0
+
+
+def _gate_list_version(broker, prefix: str, device_id: str, kind: str, timeout_s: float) -> int | None:
+    """The gate's list version as its retained state reports it (``lists.<kind>.version``), or None."""
+    from firmware.core.numbers import MAX_LIST_VERSION
+    from provisioning.mqtt_request import read_retained
+
+    def version_of(doc: dict) -> int | None:
+        entry = (doc.get("lists") or {}).get(kind) if isinstance(doc.get("lists"), dict) else None
+        value = entry.get("version") if isinstance(entry, dict) else None
+        ok = type(value) is int and 0 <= value <= MAX_LIST_VERSION
+        return value if ok else None
+
+    state = read_retained(broker, f"{prefix}/{device_id}/state", timeout_s=timeout_s,
+                          client_id_prefix="qrgate-list-", accept=lambda doc: version_of(doc) is not None)
+    return None if state is None else version_of(state)
 
 
 def _send_venue(args: argparse.Namespace, cfg, broker, key, ids: list[str], version: int | None,
@@ -201,7 +245,8 @@ def _send_venue(args: argparse.Namespace, cfg, broker, key, ids: list[str], vers
 
     # Valid for the longest allowed: the retained copy must still verify for gates that come late.
     message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids,
-                             venue_id=args.venue, transaction=transaction, valid_s=MAX_VALIDITY_S)
+                             venue_id=args.venue, transaction=transaction, valid_s=MAX_VALIDITY_S,
+                             prefix=cfg.mqtt.prefix)
     answers = exchange(broker, request_topic=venue_list_topic(cfg.mqtt.prefix, args.venue, args.kind),
                        response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=message,
                        transaction=transaction, timeout_s=args.timeout_s, what="the list",

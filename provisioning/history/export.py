@@ -12,9 +12,10 @@ import io
 import json
 import unicodedata
 from collections.abc import Iterable
-from datetime import datetime, tzinfo
+from datetime import datetime, timezone, tzinfo
 from typing import IO, Any
 
+from firmware.core.text import strip_invisible
 from provisioning.history.events import HistoryEvent
 
 FORMATS = ("table", "csv", "json", "xlsx")
@@ -34,15 +35,34 @@ CONTENT_TYPES = {
 
 
 def local_time(ts_ms: int, tz: tzinfo) -> str:
-    """Format Unix ms as ``YYYY-MM-DD HH:MM:SS`` in ``tz`` (what the manager reads)."""
-    return datetime.fromtimestamp(ts_ms / 1000, tz=tz).strftime("%Y-%m-%d %H:%M:%S")
+    """Format Unix ms as ``YYYY-MM-DD HH:MM:SS`` in ``tz`` (what the manager reads).
+
+    Never raises: a time the calendar cannot hold in ``tz`` (a forged ``9999-12-31T23:00Z``
+    is year 10000 in Asia/Ho_Chi_Minh) is shown in UTC with ``UTC`` after it, and one that
+    is out of every range as ``invalid time``.
+    """
+    try:
+        return datetime.fromtimestamp(ts_ms / 1000, tz=tz).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        pass
+    try:
+        return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        return "invalid time"
+
+
+def clean_text(value: str) -> str:
+    """Text safe in every export and page: NFC, control and format characters (bidi controls,
+    zero-width) removed, since XML (XLSX) cannot hold most controls and bidi controls reorder a row."""
+    value = unicodedata.normalize("NFC", value)
+    return value if value.isprintable() else strip_invisible(value)
 
 
 def export_record(ev: HistoryEvent, tz: tzinfo) -> dict[str, Any]:
     """Return the export columns of one event, in ``EXPORT_COLUMNS`` order."""
     values = ev.as_dict()
     values["local_time"] = local_time(ev.ts_ms, tz)
-    values["display"] = unicodedata.normalize("NFC", ev.display)
+    values = {k: clean_text(v) if isinstance(v, str) else v for k, v in values.items()}
     return {c: values[c] for c in EXPORT_COLUMNS}
 
 

@@ -179,6 +179,8 @@ def parse_time(text: str, now_ms: int, tz: tzinfo) -> int:
     rel = _RELATIVE.match(value)
     if rel:
         seconds = float(rel.group(1)) * _UNIT_S[rel.group(2).lower()]
+        if not seconds <= 200 * 365 * 86400:  # also NaN-proof; a bigger number does not fit the databases
+            raise ConfigError(f"duration {text[:40]!r} is longer than 200 years")
         return now_ms - int(seconds * 1000)
     try:
         if len(value) == 10:
@@ -188,17 +190,20 @@ def parse_time(text: str, now_ms: int, tz: tzinfo) -> int:
             moment = datetime.fromisoformat(value.replace(" ", "T", 1))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=tz)
-    except ValueError as err:
-        raise ConfigError(f"time {text!r} is not understood; use 2026-07-02, '2026-07-02 10:21', "
+        return int(round(moment.timestamp() * 1000))
+    except (ValueError, OverflowError) as err:
+        raise ConfigError(f"time {text[:40]!r} is not understood; use 2026-07-02, '2026-07-02 10:21', "
                           "2026-07-02T10:21:00Z or a duration back from now such as 12h or 7d") from err
-    return int(round(moment.timestamp() * 1000))
 
 
 def day_after(ms: int, tz: tzinfo) -> int:
     """Return the start of the day after the local day containing ``ms`` (for inclusive dates)."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=tz) + timedelta(days=1)
-    start = datetime(moment.year, moment.month, moment.day, tzinfo=tz)
-    return int(start.timestamp() * 1000)
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, tz=tz) + timedelta(days=1)
+        start = datetime(moment.year, moment.month, moment.day, tzinfo=tz)
+        return int(start.timestamp() * 1000)
+    except (OverflowError, ValueError, OSError) as err:
+        raise ConfigError("that date is out of the calendar's range; pick an earlier one") from err
 
 
 def make_filter(*, since: str = "", until: str = "", person: str = "", venue: str = "", device: str = "",

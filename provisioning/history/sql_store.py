@@ -69,6 +69,11 @@ _WRITE_OFFS = "SELECT device_id, first_seq, last_seq, reason, written_ms FROM wr
 
 _PRUNE = ("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
           " WHERE ts_ms < ? AND received_ms < ? ORDER BY ts_ms LIMIT ?)")
+# Events whose time is far after their arrival (a wrong or forged clock, ts = 9999-12-31) would never
+# grow old by ts_ms: they go by their arrival time instead.
+FUTURE_SLACK_MS = 86_400_000
+_PRUNE_FUTURE = ("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
+                 " WHERE received_ms < ? AND ts_ms > received_ms + ? LIMIT ?)")
 
 
 INDEXES = (
@@ -273,14 +278,16 @@ class SqlHistoryStore:
         return None if not found or found[0][0] is None else int(found[0][0])
 
     def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
-        """Delete events older than ``before_ms`` in batches, one commit per batch."""
+        """Delete events older than ``before_ms`` in batches, one commit per batch; an event stamped
+        more than a day after it arrived counts by its arrival time (``FUTURE_SLACK_MS``)."""
         total = 0
-        while True:
-            with self._lock:
-                deleted = self._write(_PRUNE, [before_ms, before_ms, batch_rows])
-            total += deleted
-            if deleted < batch_rows:
-                break
+        for sql, args in ((_PRUNE, [before_ms, before_ms]), (_PRUNE_FUTURE, [before_ms, FUTURE_SLACK_MS])):
+            while True:
+                with self._lock:
+                    deleted = self._write(sql, [*args, batch_rows])
+                total += deleted
+                if deleted < batch_rows:
+                    break
         if total:
             log.info("retention: deleted %d events older than %d ms", total, before_ms)
         return total

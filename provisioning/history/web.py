@@ -8,6 +8,16 @@ or ``Authorization: Bearer``); ``allow_localhost`` optionally lets loopback clie
 token may be limited to some venues (``TOKEN VENUE_ID ...`` in the token file): its reader
 sees, filters and exports only those venues' events.
 
+Limits (hostile clients): a form body is read only with a valid ``Content-Length`` of at
+most ``MAX_FORM_BYTES`` (missing: 411, negative or not a number: 400, chunked or any other
+``Transfer-Encoding``: 501, too big: 413) and within ``BODY_DEADLINE_S``; the request line
+is at most ``MAX_REQUEST_LINE_BYTES`` (414) and the headers at most ``MAX_HEADER_BYTES``
+(431); a connection idle for ``IDLE_TIMEOUT_S`` is closed; at most ``MAX_CONNECTIONS``
+are served at once (more are closed at once). The ``Host`` header must be an IP address,
+``localhost`` or one of the configured names (``--allowed-host``), else 421: a page on
+another site whose name was rebound to this address (DNS rebinding) gets nothing, also
+with ``allow_localhost``.
+
 Usage::
 
     server = make_server(store, token, tz, ("127.0.0.1", 8080))
@@ -22,6 +32,7 @@ import dataclasses
 import hmac
 import html
 import io
+import ipaddress
 import logging
 import os
 import secrets
@@ -38,7 +49,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from firmware.core.errors import ConfigError, QrGateError
-from provisioning.history.export import CONTENT_TYPES, local_time, write_export
+from provisioning.history.export import CONTENT_TYPES, clean_text, local_time, write_export
 from provisioning.history.query import DECISIONS, Filter, make_filter
 from provisioning.history.store import HistoryStore
 
@@ -47,6 +58,11 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "qrgate_history_session"
 SESSION_TTL_S = 12 * 3600
 MAX_FORM_BYTES = 16 * 1024
+MAX_REQUEST_LINE_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+IDLE_TIMEOUT_S = 10.0
+BODY_DEADLINE_S = 10.0
+MAX_CONNECTIONS = 64
 DEFAULT_TOKEN_FILE = Path.home() / ".config" / "qrgate" / "history-token"
 
 TEXT: dict[str, dict[str, str]] = {
@@ -213,11 +229,14 @@ class HistoryApp:
         page_size: rows per page.
         allow_localhost: let loopback clients in without the token.
         now_ms: wall clock, Unix ms (relative times, export file names).
+        hosts: host names (besides IP addresses and ``localhost``) the page answers to.
     """
 
     def __init__(self, store: HistoryStore, token: str | Sequence[Access], tz: tzinfo, page_size: int = 50,
                  allow_localhost: bool = False,
-                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 hosts: Sequence[str] = ()) -> None:
+        self.hosts = frozenset(h.strip().lower().rstrip(".") for h in (*hosts, "localhost") if h.strip())
         self.store = store
         self.access = [Access(token)] if isinstance(token, str) else list(token)
         self.tz = tz
@@ -234,21 +253,65 @@ class HistoryApp:
                 found = access
         return found
 
+    def host_allowed(self, header: str | None) -> bool:
+        """True for a Host header naming an IP address, ``localhost`` or a configured name."""
+        if not header or len(header) > 255:
+            return False
+        host = header.strip().lower()
+        if host.startswith("["):  # [v6]:port
+            host = host[1:].partition("]")[0]
+        elif host.count(":") == 1:
+            host = host.partition(":")[0]
+        host = host.rstrip(".")
+        try:
+            ipaddress.ip_address(host)
+            return True  # a browser that typed an address: no name to rebind
+        except ValueError:
+            return host in self.hosts
+
 
 class HistoryServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer carrying the HistoryApp."""
+    """A ThreadingHTTPServer carrying the HistoryApp, serving at most ``MAX_CONNECTIONS`` at once."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], app: HistoryApp) -> None:
+    def __init__(self, address: tuple[str, int], app: HistoryApp, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.app = app
-        super().__init__(address, HistoryHandler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        handler = type("HistoryHandler", (HistoryHandler,), {"timeout": idle_timeout_s})
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("history page: more than %d connections at once; closing one", MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def make_server(store: HistoryStore, token: str | Sequence[Access], tz: tzinfo,
-                address: tuple[str, int] = ("127.0.0.1", 8080), **options: Any) -> HistoryServer:
+                address: tuple[str, int] = ("127.0.0.1", 8080), idle_timeout_s: float = IDLE_TIMEOUT_S,
+                **options: Any) -> HistoryServer:
     """Build the server (bound, not yet serving). ``options`` go to ``HistoryApp``."""
-    return HistoryServer(address, HistoryApp(store, token, tz, **options))
+    return HistoryServer(address, HistoryApp(store, token, tz, **options), idle_timeout_s)
+
+
+class BadRequest(ValueError):
+    """A request the page refuses, with the HTTP status to answer."""
+
+    def __init__(self, status: HTTPStatus, text: str) -> None:
+        super().__init__(text)
+        self.status = status
 
 
 def _esc(value: Any) -> str:
@@ -261,16 +324,35 @@ class HistoryHandler(BaseHTTPRequestHandler):
     server: HistoryServer
     server_version = "qrgate-history"
     sys_version = ""
+    timeout = IDLE_TIMEOUT_S  # socket timeout: an idle or stalled connection is closed
+    default_request_version = "HTTP/1.0"  # answer garbage with a status line, not an HTTP/0.9 bare body
 
     # -- logging without personal data -------------------------------------------------------
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.info("%s %s %s", self.command, urlsplit(self.path).path, code)
+        log.info("%s %s %s", getattr(self, "command", ""), urlsplit(getattr(self, "path", "")).path, code)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature
         log.debug("http: %s", (format % args)[:200] if "%" in format else format)
 
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.warning("http error on %s %s", self.command, urlsplit(self.path).path)
+        log.warning("http error on %s %s", getattr(self, "command", ""), urlsplit(getattr(self, "path", "")).path)
+
+    # -- limits --------------------------------------------------------------------------------------
+    def parse_request(self) -> bool:
+        """The standard parse, then the request line, header size and Host checks (4xx on failure)."""
+        if len(self.raw_requestline) > MAX_REQUEST_LINE_BYTES:
+            self.requestline, self.request_version, self.command, self.path = "", "HTTP/1.0", "GET", ""
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
+            return False
+        if not super().parse_request():
+            return False
+        if sum(len(k) + len(v) + 4 for k, v in self.headers.items()) > MAX_HEADER_BYTES:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "headers too large")
+            return False
+        if len(self.headers.get_all("Host") or []) > 1 or not self.app.host_allowed(self.headers.get("Host")):
+            self.send_error(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host; add it with --allowed-host")
+            return False
+        return True
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -322,11 +404,44 @@ class HistoryHandler(BaseHTTPRequestHandler):
         return None
 
     def _form(self) -> dict[str, str]:
-        length = int(self.headers.get("Content-Length") or 0)
+        """Read the bounded form body (see the module docstring for the limits).
+
+        Raises:
+            BadRequest: with the status to answer; the connection is then closed.
+        """
+        self.close_connection = True  # whatever happens below, no second request on this connection
+        if self.headers.get("Transfer-Encoding") is not None:
+            raise BadRequest(HTTPStatus.NOT_IMPLEMENTED, "Transfer-Encoding is not supported; send Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "a form needs Content-Length")
+        text = lengths[0].strip()
+        if len(lengths) > 1 or not text.isdigit() or not text.isascii() or len(text) > 12:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "Content-Length is not a whole number >= 0")
+        length = int(text)
         if length > MAX_FORM_BYTES:
-            raise ValueError("form too large")
-        body = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
-        return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a form is at most {MAX_FORM_BYTES} bytes")
+        body = self._read_body(length)
+        return {k: v[-1] for k, v in parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True,
+                                              max_num_fields=100).items()}
+
+    def _read_body(self, length: int) -> bytes:
+        """Read exactly length bytes within ``BODY_DEADLINE_S`` (a client dribbling bytes is cut off)."""
+        deadline = time.monotonic() + BODY_DEADLINE_S
+        chunks: list[bytes] = []
+        left = length
+        while left > 0:
+            if time.monotonic() > deadline:
+                raise BadRequest(HTTPStatus.REQUEST_TIMEOUT, "the body came too slowly")
+            try:
+                chunk = self.rfile.read1(min(left, 4096))  # type: ignore[attr-defined]
+            except TimeoutError as err:
+                raise BadRequest(HTTPStatus.REQUEST_TIMEOUT, "the body came too slowly") from err
+            if not chunk:
+                raise BadRequest(HTTPStatus.BAD_REQUEST, "the body is shorter than Content-Length")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
 
     def _headers(self, status: int, content_type: str, extra: dict[str, str] | None = None,
                  length: int | None = None) -> None:
@@ -374,8 +489,10 @@ class HistoryHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         try:
             form = self._form()
-        except ValueError:
-            self._html(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "<!doctype html><title>413</title><p>413")
+        except (BadRequest, ValueError) as err:
+            status = err.status if isinstance(err, BadRequest) else HTTPStatus.BAD_REQUEST
+            log.warning("history page: refused a %s request: %s", self.command, err)
+            self._html(status, f"<!doctype html><title>{int(status)}</title><p>{int(status)} {_esc(err)}")
             return
         if path == "/login":
             self._login(form)
@@ -504,7 +621,7 @@ class HistoryHandler(BaseHTTPRequestHandler):
                 ("decision", t.get(ev.decision, ev.decision), ev.decision if ev.decision in DECISIONS else ""),
                 ("reason", ev.reason, ""),
             ]
-            out.append("<tr>" + "".join(f'<td data-label="{_esc(t[k])}" class="{c}">{_esc(v)}</td>'
+            out.append("<tr>" + "".join(f'<td data-label="{_esc(t[k])}" class="{c}">{_esc(clean_text(v))}</td>'
                                         for k, v, c in cells) + "</tr>")
         out.append("</tbody></table>")
         return "".join(out)
@@ -552,7 +669,7 @@ def serve(args: Any, tz: tzinfo) -> int:
     store = open_store(args.db, readonly=True)
     try:
         server = make_server(store, token, tz, (host.strip("[]"), int(port)), page_size=args.page_size,
-                             allow_localhost=args.allow_localhost)
+                             allow_localhost=args.allow_localhost, hosts=tuple(getattr(args, "allowed_host", ()) or ()))
     except OSError as err:
         store.close()
         raise ConfigError(f"cannot listen on {args.listen} ({err.strerror}); pick a free address:port") from err

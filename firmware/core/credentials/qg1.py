@@ -25,6 +25,7 @@ from firmware.core.cose import CoseError, loads_strict, parse1, sign1, verify_si
 from firmware.core.credentials.envelope import EnvelopeError, open_envelope, wrap
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.model import Credential, CredentialType, Reason, Rejection
+from firmware.core.text import count_invisible
 
 PREFIX = "QG1:"
 STAGES = ("prefix", "base45", "zlib", "cose", "signature", "claims")
@@ -131,7 +132,10 @@ def decode_claims(payload: bytes) -> Mapping[Any, Any]:
     return claims
 
 
-def _text(claims: Mapping[Any, Any], key: Any, limit: int, required: bool = False) -> str | None:
+def _text(claims: Mapping[Any, Any], key: Any, limit: int, required: bool = False,
+          identifier: bool = False) -> str | None:
+    """A text claim, NFC and trimmed; an identifier (``sub``, ``iss``) in NFKC, refused if it holds
+    any invisible, bidi or control character (two ids that look the same must be the same id)."""
     value = claims.get(key)
     if value is None:
         if required:
@@ -139,7 +143,9 @@ def _text(claims: Mapping[Any, Any], key: Any, limit: int, required: bool = Fals
         return None
     if not isinstance(value, str):
         raise ClaimsError(f"claim {key!r} must be text")
-    value = unicodedata.normalize("NFC", value).strip()
+    if identifier and count_invisible(value):
+        raise ClaimsError(f"claim {key!r} contains invisible, bidi or control characters")
+    value = unicodedata.normalize("NFKC" if identifier else "NFC", value).strip()
     if not value and required:
         raise ClaimsError(f"claim {key!r} is empty")
     if len(value) > limit:
@@ -173,10 +179,10 @@ def credential_from_claims(claims: Mapping[Any, Any], kid_hex: str) -> Credentia
         raise ClaimsError(f"claim 7 (cti) must be a byte string of at most {MAX_CTI_BYTES} bytes")
     return Credential(
         type=CredentialType.QG1,
-        subject=_text(claims, CLAIM_SUB, MAX_SUB_CHARS, required=True) or "",
+        subject=_text(claims, CLAIM_SUB, MAX_SUB_CHARS, required=True, identifier=True) or "",
         name=_text(claims, CLAIM_NAME, MAX_NAME_CHARS),
         phone=_text(claims, CLAIM_PHONE, MAX_PHONE_CHARS),
-        issuer=_text(claims, CLAIM_ISS, MAX_ISS_CHARS),
+        issuer=_text(claims, CLAIM_ISS, MAX_ISS_CHARS, identifier=True),
         kid_hex=kid_hex,
         issued_at_s=_date(claims, CLAIM_IAT),
         not_before_s=_date(claims, CLAIM_NBF),
