@@ -13,6 +13,10 @@ given by path.
 The gate's state (``<state_dir>/state.json``) may hold a provisioning record from a
 provisioning QR, which overrides the config's venue. The command updates that record
 to the new venue too, so the two never disagree; it refuses while the daemon runs.
+
+Without a venue (``venue_path=None``) the gate is prepared for QR provisioning: the config
+keeps no ``device.venue_id`` (one it had is removed), so the gate starts unprovisioned and a
+provisioning QR brings the venue, direction, broker and issuer keys.
 """
 
 from __future__ import annotations
@@ -109,8 +113,10 @@ def _diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> lis
     return out
 
 
-def provision_device(*, config_path: str | Path, device_id: str, venue_path: str | Path, direction: str,
-                     broker: str | None = None, pins: str | None = None, dry_run: bool = False,
+def provision_device(*, config_path: str | Path, device_id: str, venue_path: str | Path | None,
+                     direction: str | None,
+                     broker: str | None = None, pins: str | None = None, camera: str | None = None,
+                     dry_run: bool = False,
                      now_s: float | None = None) -> DeviceResult:
     """Write or update a gate's config for a venue; see the module docstring.
 
@@ -132,15 +138,21 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
             raise ConfigError(f"--config {path} exists but is not valid TOML ({err}); fix or move it") from err
     data = {section: dict(values) for section, values in old.items() if isinstance(values, dict)}
     record: dict[str, Any] | None = None
-    try:
-        record = load_venue(venue_path)
-    except ConfigError as err:
-        problems.extend(err.problems)
+    if venue_path is not None:
+        try:
+            record = load_venue(venue_path)
+        except ConfigError as err:
+            problems.extend(err.problems)
+        if direction is None:
+            problems.append("--direction in|out is required with --venue")
     device = data.setdefault("device", {})
     device["id"] = device_id
-    device["direction"] = direction
+    if direction is not None:
+        device["direction"] = direction
     if record is not None:
         device["venue_id"] = record["venue_id"]
+    elif venue_path is None:
+        device.pop("venue_id", None)  # prepared for QR provisioning: the code brings the venue
     if broker is not None:
         parsed = parse_broker(broker) if broker else None
         if broker and parsed is None:
@@ -148,6 +160,8 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
         elif parsed is not None:
             mqtt = data.setdefault("mqtt", {})
             mqtt["host"], mqtt["port"] = parsed
+    if camera is not None:
+        data.setdefault("camera", {})["source"] = camera
     if pins:
         try:
             data.setdefault("gpio", {}).update(load_profile(pins))
@@ -160,13 +174,16 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
         cfg = None
     if problems:
         raise ConfigError(problems)
-    assert cfg is not None and record is not None
+    assert cfg is not None
     result = DeviceResult(changes=_diff(old, data), config_path=path)
+    if "venue_id" in old.get("device", {}) and "venue_id" not in device:
+        result.changes.append(f"device.venue_id: {old['device']['venue_id']!r} -> (unset: waits for a QR)")
     if dry_run:
         return result
     from firmware.adapters.atomic_files import write_atomic
 
-    _update_state(cfg, record, broker or "", now_s if now_s is not None else time.time(), result)
+    if record is not None:
+        _update_state(cfg, record, broker or "", now_s if now_s is not None else time.time(), result)
     if result.changes:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, render(data).encode("utf-8"), mode=0o644)

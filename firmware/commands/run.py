@@ -8,12 +8,16 @@ import logging
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from firmware.adapters.config_file import load_config
 from firmware.adapters.process import install_signal_handlers
 from firmware.core.config import DEFAULT_CONFIG_PATH
 from firmware.core.errors import ConfigError, HardwareError, QrGateError
 from firmware.core.model import ScanEvent
+
+if TYPE_CHECKING:
+    from firmware.app.builder import GateApp
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +60,25 @@ def print_event(event: ScanEvent) -> None:
 
 
 
+def ready_line(app: GateApp) -> str:
+    """The one "ready" line of a start: venue (and where it came from), direction, decoder, broker."""
+    eff, cfg = app.effective, app.cfg
+    venue = cfg.device.venue_id or "unprovisioned"
+    if eff is not None and eff.venue_name:
+        venue += f" ({eff.venue_name})"
+    source = eff.sources.get("device.venue_id", "") if eff is not None else ""
+    broker = f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else "none"
+    return (f"gate {cfg.device.id} ready: venue {venue}{f' [{source}]' if source and cfg.device.venue_id else ''}, "
+            f"direction {cfg.device.direction}, decoder {cfg.decoder.backend}, broker {broker}")
+
+
 def run_command(args: argparse.Namespace) -> int:
     from firmware.app.builder import GateApp
 
     cfg = load_config(args.config)
     stop = threading.Event()
     install_signal_handlers(stop)
-    app = GateApp(cfg, on_event=[print_event] if args.print_events else ())
+    app = GateApp(cfg, on_event=[print_event] if args.print_events else (), empty_source_ok=args.exit_at_end)
     # systemctl reload (ExecReload=kill -HUP): the device monitor runs the reload hooks
     signal.signal(signal.SIGHUP, lambda signum, frame: app.reload_requested.set())
     app.drain_timeout_s = args.drain_timeout_s
@@ -72,8 +88,7 @@ def run_command(args: argparse.Namespace) -> int:
         except HardwareError as err:
             log.error("cannot start: %s", err)
             return 1
-        log.info("gate %s running (venue %s, direction %s)", cfg.device.id, cfg.device.venue_id or "-",
-                 cfg.device.direction)
+        log.info("%s", ready_line(app))
         while not stop.is_set():
             app.run(stop)
             if app.service is not None and app.service.input_ended:
@@ -85,6 +100,7 @@ def run_command(args: argparse.Namespace) -> int:
                                     args.drain_timeout_s)
                     break
                 stop.wait()
+        log.info("gate %s stopping%s", cfg.device.id, " to be restarted" if app.exit_status else "")
         return app.exit_status  # 75 after a provisioning that changed the broker: systemd restarts us
     except ConfigError:
         raise  # the CLI prints every problem and exits 78, so systemd does not restart-loop

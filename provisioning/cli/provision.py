@@ -37,15 +37,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--no-pdf", action="store_true", help="do not write the PDF poster")
     v.set_defaults(func=cmd_venue)
 
-    d = ps.add_parser("device", help="write or update a gate's TOML config for a venue",
+    d = ps.add_parser("device", help="write or update a gate's TOML config (for a venue, or for a QR)",
                       description="Writes or updates the config file, shows what changed, and refuses "
-                      "inconsistent input.")
+                      "inconsistent input. Without --venue the gate is prepared for QR provisioning: "
+                      "it starts unprovisioned and takes its venue, direction, broker and issuer keys "
+                      "from a provisioning QR (`qrgate provision qr`).")
     d.add_argument("--config", required=True, help="the gate's TOML config to create or update")
     d.add_argument("--device-id", required=True, help="gate id, a slug such as busstation-3-gate-2")
-    d.add_argument("--venue", required=True, help="venue record JSON from `qrgate provision venue`")
-    d.add_argument("--direction", required=True, choices=("in", "out"))
+    d.add_argument("--venue", default=None, help="venue record JSON from `qrgate provision venue`; leave it "
+                   "out to prepare the gate for a provisioning QR (removes a venue the config had)")
+    d.add_argument("--direction", default=None, choices=("in", "out"),
+                   help="required with --venue; with a QR the code sets it")
     d.add_argument("--broker", default=None, help="MQTT broker host:port")
-    d.add_argument("--pins", default=None, help="pin profile: a name from `--list-pins` or a TOML file")
+    d.add_argument("--pins", default=None, help="pin profile: a name from `qrgate provision pins` or a "
+                   "TOML file")
+    d.add_argument("--camera", default=None, metavar="SOURCE", help="camera.source: picamera2, v4l2:N, "
+                   "dir:PATH (a folder of images, e.g. to try the gate on a PC) or file:PATH")
     d.add_argument("--dry-run", action="store_true", help="show the changes without writing")
     d.set_defaults(func=cmd_device)
 
@@ -95,13 +102,17 @@ def cmd_device(args: argparse.Namespace) -> int:
 
     result = provision_device(config_path=args.config, device_id=args.device_id, venue_path=args.venue,
                               direction=args.direction, broker=args.broker, pins=args.pins,
-                              dry_run=args.dry_run)
+                              camera=args.camera, dry_run=args.dry_run)
     if not result.changes:
         print(f"{args.config}: already up to date")
     for line in result.changes:
         print(line)
     if result.changes and not args.dry_run:
         print(f"wrote {args.config}", file=sys.stderr)
+    if args.venue is None:
+        print("no venue: the gate starts unprovisioned and waits for a provisioning QR; trust the "
+              f"authority key first: qrgate keys trust AUTHORITY.pub.pem --config {args.config} --role authority",
+              file=sys.stderr)
     return 0
 
 

@@ -309,7 +309,7 @@ class ScanCollector:
             self.stats.duplicates += len(good) - len(fresh)
             self.changed.notify_all()
         if fresh:
-            log.info("stored %d new events (%d duplicates, %d skipped)", len(fresh), len(good) - len(fresh),
+            log.debug("stored %d new events (%d duplicates, %d skipped)", len(fresh), len(good) - len(fresh),
                      malformed)
 
     def _publish_acks(self, stop: threading.Event) -> None:
