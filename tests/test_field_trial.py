@@ -1,0 +1,144 @@
+"""Issue 11, the field trial: a gate prepared for a QR, tools that agree with it, clear errors.
+
+Each test runs the real `qrgate` command (a child process, or ``main`` in this process) on a
+site under tmp_path, with no file edited by hand between the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+from device.synthetic import write_blank_png, write_code_png
+from firmware.cli import main
+from provisioning import keys
+from tests.daemon_support import qrgate, run_gate, trust_new_key, valid_pass, write_config
+
+REPO = Path(__file__).resolve().parents[1]
+VENUE = {"schema": "qrgate.venue/1", "venue_id": "v-0123456789ab", "name": "Bến xe Giáp Bát"}
+
+
+def _site(tmp_path: Path) -> tuple[Path, Path, Path, keys.NewKey]:
+    """A gate config that an earlier `provision device --venue` left with a venue, and no issuers/."""
+    config = write_config(tmp_path, device={"id": "field-gate", "venue_id": VENUE["venue_id"]},
+                          camera={"fps": 20, "frames_per_image": 20},
+                          keys={"authority_dir": tmp_path / "authority"}, gpio={"relay_pulse_ms": 100})
+    trust_new_key(tmp_path, "authority", "authority", as_name="a.pem")
+    venue = tmp_path / "venue.json"
+    venue.write_text(json.dumps(VENUE, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "images").mkdir()
+    return config, venue, tmp_path / "images", keys.new_keypair(tmp_path / "issuer.pem")
+
+
+def test_a_gate_prepared_for_a_qr_starts_unprovisioned_takes_the_qr_and_every_tool_agrees(tmp_path):
+    config, venue, images, issuer = _site(tmp_path)
+
+    # technician: prepare the gate for a QR (no --venue): the venue the config had goes
+    prepared = qrgate("provision", "device", "--config", str(config), "--device-id", "field-gate")
+    assert prepared.returncode == 0, prepared.stderr
+    assert "waits for a provisioning QR" in prepared.stderr
+    assert "venue_id" not in tomllib.loads(config.read_text())["device"]
+    assert not (tmp_path / "issuers").exists(), "nobody made the issuer folder by hand"
+
+    checked = qrgate("config", "check", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "venue not provisioned" in checked.stdout
+
+    # an empty camera folder with --exit-at-end just ends; the start says it is unprovisioned, at INFO
+    result, events = run_gate(config)
+    assert result.returncode == 0, result.stderr
+    assert events == []
+    assert "ready: venue unprovisioned, direction in, decoder zxing, broker none" in result.stderr
+    assert "WARNING" not in result.stderr and "Traceback" not in result.stderr
+
+    # the QR brings venue, direction and the issuer key; the pass is granted in the same run
+    made = qrgate("provision", "qr", "--authority-key", str(tmp_path / "authority.pem"), "--venue", str(venue),
+                  "--direction", "out", "--trust-issuer", str(issuer.public_path),
+                  "--png", str(images / "00-provisioning.png"))
+    assert made.returncode == 0, made.stderr
+    write_blank_png(images / "01-blank.png")
+    write_blank_png(images / "02-blank.png")
+    pass_text = valid_pass(keys.load_private_key(issuer.private_path), "EMP-7")
+    write_code_png(images / "03-pass.png", pass_text)
+    result, events = run_gate(config)
+    assert result.returncode == 0, result.stderr
+    assert [(e["decision"], e["venue_id"], e["direction"]) for e in events] == [
+        ("provisioned", VENUE["venue_id"], "out"), ("granted", VENUE["venue_id"], "out")]
+
+    # every tool now sees what the gate sees, and says where it came from
+    checked = qrgate("config", "check", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert f"venue {VENUE['venue_id']}, 1 issuer key(s)" in checked.stdout
+    assert re.search(r"device\.venue_id\s+v-0123456789ab\s+provisioning record", checked.stdout)
+    assert re.search(r"device\.direction\s+out\s+provisioning record", checked.stdout)
+    assert re.search(r"device\.id\s+field-gate\s+config file", checked.stdout)
+    as_json = qrgate("config", "check", "--config", str(config), "--json")
+    assert json.loads(as_json.stdout)["sources"]["device.venue_id"] == "provisioning record"
+
+    listed = qrgate("keys", "list", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(rf"{issuer.kid_hex}\s+issuer\s+EdDSA\s+provisioning record", listed.stdout)
+
+    checked_pass = qrgate("pass", "check", pass_text, "--config", str(config))
+    assert checked_pass.returncode == 0, checked_pass.stdout + checked_pass.stderr
+    assert "reason=ok" in checked_pass.stdout
+    from_image = qrgate("pass", "check", "--image", str(images / "03-pass.png"), "--config", str(config))
+    assert from_image.returncode == 0 and "reason=ok" in from_image.stdout
+
+    # the next start's ready line names the venue, its name and where it came from
+    (images / "00-provisioning.png").unlink()
+    (images / "03-pass.png").unlink()
+    result, events = run_gate(config)
+    assert result.returncode == 0, result.stderr
+    assert (f"ready: venue {VENUE['venue_id']} (Bến xe Giáp Bát) [provisioning record], direction out, "
+            "decoder zxing, broker none") in result.stderr
+
+
+def test_pass_check_on_a_missing_or_unreadable_image_says_so_without_a_traceback(tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG signature and nothing whole after it
+    (tmp_path / "folder.png").mkdir()
+    issuer = keys.new_keypair(tmp_path / "issuer.pem")
+    for path, detail in ((tmp_path / "missing.png", "No such file or directory"),
+                         (broken, "broken.png"), (tmp_path / "folder.png", "folder.png")):
+        rc = main(["pass", "check", "--image", str(path), "--issuer", str(issuer.public_path)])
+        err = capsys.readouterr().err
+        assert rc == 1
+        assert f"cannot read image {path}" in err and detail in err
+
+
+def test_an_empty_camera_folder_is_a_config_error_unless_the_run_ends_at_the_end(tmp_path):
+    config = write_config(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "issuers").mkdir()
+    result = qrgate("run", "--config", str(config))
+    assert result.returncode == 78 and "holds no PNG, JPEG or WebP image" in result.stderr
+    result = qrgate("run", "--config", str(config), "--exit-at-end")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_clean_stop_with_a_broker_logs_no_warning(tmp_path, broker):
+    config = write_config(tmp_path, device={"id": "field-gate", "venue_id": "v-0123456789ab"},
+                          mqtt={"host": broker.host, "port": broker.port, "keepalive_s": 10},
+                          commands={"enabled": False})
+    (tmp_path / "images").mkdir()
+    (tmp_path / "issuers").mkdir()
+    write_blank_png(tmp_path / "images" / "blank.png")
+    result = qrgate("run", "--config", str(config), "--exit-at-end")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+    assert f"broker {broker.host}:{broker.port}" in result.stderr
+    verbose = qrgate("-v", "run", "--config", str(config), "--exit-at-end")
+    assert "MQTT: disconnected from the broker" in verbose.stderr
+    assert "connection lost" not in verbose.stderr
+
+
+def test_nothing_in_the_tests_benchmarks_or_build_reads_outside_the_repository():
+    outside = ("../" + "shared", "/work/" + "shared")
+    files = [REPO / "Makefile", *(REPO / "tests").rglob("*.py"), *(REPO / "firmware" / "bench").rglob("*.py"),
+             *(REPO / "scripts").glob("*"), *(REPO / ".ci").glob("*")]
+    found = [f"{path.relative_to(REPO)}: {needle}" for path in files if path.is_file()
+             for needle in outside if needle in path.read_text(encoding="utf-8", errors="replace")]
+    assert found == []
