@@ -116,7 +116,7 @@ def _diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> lis
 def provision_device(*, config_path: str | Path, device_id: str, venue_path: str | Path | None,
                      direction: str | None,
                      broker: str | None = None, pins: str | None = None, camera: str | None = None,
-                     dry_run: bool = False,
+                     venue_secret: str | Path | None = None, dry_run: bool = False,
                      now_s: float | None = None) -> DeviceResult:
     """Write or update a gate's config for a venue; see the module docstring.
 
@@ -182,12 +182,32 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
         return result
     from firmware.adapters.atomic_files import write_atomic
 
+    _install_venue_secret(cfg, venue_secret, venue_path, record, result)
     if record is not None:
         _update_state(cfg, record, broker or "", now_s if now_s is not None else time.time(), result)
     if result.changes:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, render(data).encode("utf-8"), mode=0o644)
     return result
+
+
+def _install_venue_secret(cfg: Any, given: str | Path | None, venue_path: str | Path | None,
+                          record: dict[str, Any] | None, result: DeviceResult) -> None:
+    """Install the venue's HMAC secret on the gate: the one given, else the one beside the record."""
+    from provisioning.venue_secret import install_secret, secret_path
+
+    source = Path(given) if given else None
+    if source is None and record is not None and venue_path is not None:
+        beside = secret_path(record["venue_id"], Path(venue_path).parent)
+        source = beside if beside.exists() else None
+    if source is None:
+        if record is not None and cfg.privacy.subject == "hmac":
+            result.changes.append(f"warning: no venue secret beside {venue_path}; this gate makes its own, so "
+                                  "its subjects differ from the venue's other gates (give --venue-secret)")
+        return
+    dest = cfg.resolve(cfg.privacy.hmac_secret_file, str(cfg.state_dir / "venue-secret"))
+    if install_secret(source, dest):
+        result.changes.append(f"privacy venue secret: installed {source.name} as {dest} (0600)")
 
 
 def _update_state(cfg: Any, record: dict[str, Any], broker: str, now_s: float, result: DeviceResult) -> None:

@@ -142,3 +142,82 @@ def test_nothing_in_the_tests_benchmarks_or_build_reads_outside_the_repository()
     found = [f"{path.relative_to(REPO)}: {needle}" for path in files if path.is_file()
              for needle in outside if needle in path.read_text(encoding="utf-8", errors="replace")]
     assert found == []
+
+
+def test_two_gates_of_a_venue_give_one_person_one_subject_and_person_id_needs_the_secret(tmp_path, capsys):
+    from provisioning.history.events import parse_scan
+    from provisioning.history.store import open_store
+
+    venues = tmp_path / "venues"
+    made = qrgate("provision", "venue", "--name", "Bến xe Giáp Bát", "--province", "Hà Nội",
+                  "--ward", "Phường Hoàng Mai", "--address", "Số 1 Giải Phóng", "--registrant", "Nguyễn Văn A",
+                  "--phone", "0912345678", "--out", str(venues), "--no-pdf")
+    assert made.returncode == 0, made.stderr
+    venue_id = made.stdout.strip()
+    secret = venues / f"{venue_id}.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(bytes.fromhex(secret.read_text().strip())) == 32
+    issuer = keys.new_keypair(tmp_path / "issuer.pem")
+    pass_text = valid_pass(keys.load_private_key(issuer.private_path), "CCCD-001099012345")
+    subjects, scans = [], []
+    for gate, direction in (("gate-in", "in"), ("gate-out", "out")):
+        site = tmp_path / gate
+        site.mkdir()
+        config = write_config(site, device={"id": gate})
+        trust_new_key(site, "unused", "issuers")
+        (site / "issuers" / "issuer.pub.pem").write_bytes(issuer.public_path.read_bytes())
+        (site / "images").mkdir()
+        write_code_png(site / "images" / "pass.png", pass_text)
+        result = qrgate("provision", "device", "--config", str(config), "--device-id", gate,
+                        "--venue", str(venues / f"{venue_id}.json"), "--direction", direction)
+        assert result.returncode == 0, result.stderr
+        assert "privacy venue secret: installed" in result.stdout
+        installed = site / "state" / "venue-secret"
+        assert installed.read_bytes() == secret.read_bytes() and installed.stat().st_mode & 0o777 == 0o600
+        result, events = run_gate(config)
+        assert [e["decision"] for e in events] == ["granted"], result.stderr
+        subjects.append(events[0]["subject"])
+        scans.append(events[0])
+    assert subjects[0] == subjects[1] and subjects[0] != "CCCD-001099012345"
+
+    db = tmp_path / "history.sqlite"
+    store = open_store(str(db))
+    store.add([parse_scan(e["device_id"], json.dumps(e).encode(), 0) for e in scans])
+    store.close()
+    base = ["history", "query", "--db", str(db), "--format", "json", "--person-id", "CCCD-001099012345"]
+    assert main(base) == 78, "without the secret nothing matches: the command says what it needs"
+    assert "--hmac-secret-file" in capsys.readouterr().err
+    assert main([*base, "--hmac-secret-file", str(secret)]) == 0
+    found = json.loads(capsys.readouterr().out)["events"]
+    assert sorted(e["device_id"] for e in found) == ["gate-in", "gate-out"]
+
+
+def test_the_history_collector_says_it_started_and_connected_without_v(broker, tmp_path):
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware.cli", "history", "collect", "--broker", broker.address,
+         "--db", f"sqlite:///{tmp_path / 'h.sqlite'}", "--client-id", "field-trial"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    seen = []
+    try:
+        while not any("subscribed to" in line for line in seen):
+            seen.append(lines.get(timeout=30))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
+        proc.stderr.close()
+    text = "".join(seen)
+    assert "history collector starting: broker" in text
+    assert f"connected to {broker.address}" in text

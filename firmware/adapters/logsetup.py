@@ -7,7 +7,7 @@ import os
 import sys
 
 # Loggers whose INFO lines a person needs without -v: one line each at start, stop and reconnect.
-LIFECYCLE_LOGGERS = ("firmware.commands.run", "provisioning.history.collector")
+LIFECYCLE_LOGGERS = ("firmware.commands.run", "provisioning.history.collector.lifecycle")
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 

@@ -258,10 +258,12 @@ def query_command(args: argparse.Namespace) -> int:
 
     tz = resolve_tz(args.tz)
     person = args.person
+    person_needs_secret = False
     if args.person_id:
         if args.person:
             raise ConfigError("give --person or --person-id, not both")
         person = hashed_person(args.person_id, args.hmac_secret_file) if args.hmac_secret_file else args.person_id
+        person_needs_secret = not args.hmac_secret_file
     elif args.hmac_secret_file:
         raise ConfigError("--hmac-secret-file goes with --person-id")
     flt = make_filter(since=args.since, until=args.until, person=person, venue=args.venue,
@@ -270,6 +272,11 @@ def query_command(args: argparse.Namespace) -> int:
     try:
         if args.gaps:
             return _print_gaps(store, args.device)
+        if person_needs_secret and store.page(flt, 1, 1).total == 0:
+            # gates with privacy.subject = hmac store the id hashed: a raw match finds nothing
+            raise ConfigError("no scan stores this person id as it is; gates with privacy.subject = hmac store "
+                              "it hashed with the venue's secret: add --hmac-secret-file VENUE_ID.secret "
+                              "(written by `qrgate provision venue`)")
         if args.format == "table":
             page = store.page(flt, 1, args.limit or DEFAULT_TABLE_LIMIT)
             if args.out:

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--broker", default=None, help="MQTT broker host:port")
     d.add_argument("--pins", default=None, help="pin profile: a name from `qrgate provision pins` or a "
                    "TOML file")
+    d.add_argument("--venue-secret", default=None, metavar="FILE",
+                   help="the venue's HMAC secret (from `qrgate provision venue`: VENUE_ID.secret) to install "
+                   "as the gate's privacy.hmac_secret_file; default: the one beside the --venue record")
     d.add_argument("--camera", default=None, metavar="SOURCE", help="camera.source: picamera2, v4l2:N, "
                    "dir:PATH (a folder of images, e.g. to try the gate on a PC) or file:PATH")
     d.add_argument("--dry-run", action="store_true", help="show the changes without writing")
@@ -78,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_venue(args: argparse.Namespace) -> int:
     from provisioning.poster import write_poster
+    from provisioning.venue_secret import write_venue_secret
     from provisioning.venues import DivisionMaps, Divisions, display_phone, validate_venue, write_venue
 
     divisions = Divisions.from_file(args.divisions) if args.divisions else DivisionMaps.default()
@@ -85,6 +89,7 @@ def cmd_venue(args: argparse.Namespace) -> int:
                            address=args.address, registrant=args.registrant, phone=args.phone,
                            divisions=divisions)
     path, record = write_venue(venue, args.out, time.time())
+    secret_path = write_venue_secret(record["venue_id"], args.out)
     files = write_poster(record, args.out, error=args.error, pdf=not args.no_pdf, font_path=args.font)
     print(record["venue_id"])
     print(f"venue {record['name']}: {record['full_address']}", file=sys.stderr)
@@ -94,6 +99,8 @@ def cmd_venue(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print(f"record {path}; poster {files.png}, {files.svg}" + (f", {files.pdf}" if files.pdf else "")
           + f" (QR {files.qr_symbol_mm:.0f} mm wide at 100 %)", file=sys.stderr)
+    print(f"venue HMAC secret {secret_path} (0600): every gate of the venue needs it, so one person has one "
+          "subject at all of them; `qrgate provision device --venue` installs it", file=sys.stderr)
     return 0
 
 
@@ -102,7 +109,7 @@ def cmd_device(args: argparse.Namespace) -> int:
 
     result = provision_device(config_path=args.config, device_id=args.device_id, venue_path=args.venue,
                               direction=args.direction, broker=args.broker, pins=args.pins,
-                              camera=args.camera, dry_run=args.dry_run)
+                              camera=args.camera, venue_secret=args.venue_secret, dry_run=args.dry_run)
     if not result.changes:
         print(f"{args.config}: already up to date")
     for line in result.changes:
