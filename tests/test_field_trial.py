@@ -221,3 +221,29 @@ def test_the_history_collector_says_it_started_and_connected_without_v(broker, t
     text = "".join(seen)
     assert "history collector starting: broker" in text
     assert f"connected to {broker.address}" in text
+
+
+def test_simulated_outputs_are_logged_with_times_and_roles_and_printed_readably(tmp_path):
+    config = write_config(tmp_path, device={"id": "field-gate", "venue_id": "v-0123456789ab"},
+                          camera={"fps": 20, "frames_per_image": 10},
+                          gpio={"relay_pulse_ms": 100, "status_led_pin": 24})
+    (tmp_path / "images").mkdir()
+    made = trust_new_key(tmp_path, "issuer", "issuers")
+    write_code_png(tmp_path / "images" / "pass.png", valid_pass(keys.load_private_key(made.private_path), "E-1"))
+    pin_log = tmp_path / "pins.json"
+    result, events = run_gate(config, "--pin-log", str(pin_log), "--print-outputs")
+    assert result.returncode == 0, result.stderr
+    assert [e["decision"] for e in events] == ["granted"]
+    log = json.loads(pin_log.read_text())
+    assert log["GPIO17"] == [False, True, False, True], "the level lists by pin stay as they were"
+    assert log["roles"] == {"relay": "GPIO17", "green": "GPIO27", "red": "GPIO22", "buzzer": "GPIO23",
+                            "status": "GPIO24"}
+    relay = [c for c in log["changes"] if c["role"] == "relay"]
+    assert [c["level"] for c in relay] == [False, True, False, True]
+    times = [c["t_ms"] for c in log["changes"]]
+    assert times == sorted(times) and all(t >= 0 for t in times)
+    energised, released = relay[2]["t_ms"], relay[3]["t_ms"]
+    assert 90 <= released - energised < 1000, "the 100 ms pulse can be read off the log"
+    assert re.search(r"\]\s+GPIO17\s+relay ENERGISED \(turnstile free\)", result.stderr)
+    assert re.search(r"\]\s+GPIO17\s+relay released \(locked\)", result.stderr)
+    assert re.search(r"\]\s+GPIO27\s+green LED on", result.stderr)
