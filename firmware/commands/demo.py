@@ -254,6 +254,8 @@ def demo_command(args: argparse.Namespace) -> int:
         factory = _reporting_factory(printer)
         app = GateApp(cfg, pin_factory=factory, lists=lists, on_event=[printer.event])
         print("qrgate demo: gate 'demo-gate', direction in, simulated GPIO (relay is active-low), no broker.")
+        print("Note: the demo sets [policy] accept_unsigned_id = true so the CCCD card is granted; a gate "
+              "with the default (false) refuses an unsigned card.")
         print(f"Playing {len(codes)} scenes from {images} at {args.fps:g} fps, each for {FRAMES_PER_SCENE} frames.\n")
         stop = threading.Event()
         try:

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--province", required=True, help="province or centrally-run city (Tỉnh/Thành phố)")
     v.add_argument("--district", default=None, help="district (Quận/Huyện/Thị xã) of a 2021 three-level "
                    "address; leave it out for a current (July 2025) two-level address")
-    v.add_argument("--ward", required=True, help="ward or commune (Phường/Xã/Đặc khu)")
+    v.add_argument("--ward", required=True, help="ward, commune or township (Phường/Xã/Đặc khu; Thị trấn in a "
+                   "2021 three-level address); list them with `qrgate provision wards --province P`")
     v.add_argument("--address", required=True, help="house number and street, e.g. \"Số 20 Phạm Hùng\"")
     v.add_argument("--registrant", required=True, help="the registrant's full name")
     v.add_argument("--phone", required=True, help="the registrant's Vietnamese mobile number")
@@ -61,6 +62,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     lp = ps.add_parser("pins", help="list the pin profiles shipped for common relay HATs")
     lp.set_defaults(func=cmd_pins)
+
+    w = ps.add_parser("wards", help="list the wards of a province (current map) or of a district (2021 map)",
+                      description="Lists the names `provision venue --ward` accepts: the wards and communes of "
+                      "a province in the current two-level map, or, with --district, those of a district "
+                      "in the 2021 three-level map (Phường, Xã, Thị trấn).")
+    w.add_argument("--province", required=True, help="province or centrally-run city, e.g. \"Hà Nội\"")
+    w.add_argument("--district", default=None, help="district of the 2021 three-level map (Quận/Huyện/Thị xã)")
+    w.add_argument("--divisions", default=None, help="administrative units as a nested-divisions.json file "
+                   "instead of the shipped maps")
+    w.set_defaults(func=cmd_wards)
 
     q = ps.add_parser("qr", help="make a signed provisioning QR for a headless gate",
                       description="A QGP1: code signed by the provisioning authority key, valid for at most "
@@ -128,6 +139,32 @@ def cmd_pins(args: argparse.Namespace) -> int:
 
     for name, description in list_profiles():
         print(f"{name:28} {description}")
+    return 0
+
+
+def cmd_wards(args: argparse.Namespace) -> int:
+    from firmware.core.errors import ConfigError
+    from provisioning.venues import DivisionMaps, Divisions, match_unit
+
+    if args.divisions:
+        divisions = Divisions.from_file(args.divisions)
+    else:
+        maps = DivisionMaps.default()
+        divisions = maps.former if args.district else maps.current
+    found = match_unit(args.province, divisions.provinces, "--province", "in Việt Nam")
+    if found.unit is None:
+        raise ConfigError(found.problem or f"--province {args.province!r} not found")
+    units, where = found.unit.children, found.unit.name
+    if divisions.levels == 3:
+        if not args.district:
+            raise ConfigError(f"--district is required with the three-level map ({divisions.source})")
+        district = match_unit(args.district, units, "--district", f"in {found.unit.name}")
+        if district.unit is None:
+            raise ConfigError(district.problem or f"--district {args.district!r} not found")
+        units, where = district.unit.children, f"{district.unit.name}, {found.unit.name}"
+    print(f"{len(units)} wards in {where} ({divisions.source}):", file=sys.stderr)
+    for unit in sorted(units, key=lambda u: u.code):
+        print(unit.name)
     return 0
 
 
