@@ -336,8 +336,9 @@ def _print_gaps(store, device: str) -> int:
         return 0
     print(f"{'device':<24} {'missing seq':<24} {'count':>7}  between")
     for g in gaps:
-        print(f"{g.device_id:<24} {_span(g.first_missing, g.last_missing):<24} {g.missing:>7}  "
-              f"{g.after_ts} and {g.before_ts}")
+        between = f"{g.after_ts} and {g.before_ts}" if g.after_ts else \
+            f"before {g.before_ts} (the first stored event; the gate's seq starts at 1)"
+        print(f"{g.device_id:<24} {_span(g.first_missing, g.last_missing):<24} {g.missing:>7}  {between}")
     print(f"{len(gaps)} gaps, {sum(g.missing for g in gaps)} events missing")
     return 0
 
