@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", default="", help="write to this file (created 0600) instead of stdout")
     q.add_argument("--limit", type=int, default=0,
                    help=f"rows at most (default: {DEFAULT_TABLE_LIMIT} for the table, all for exports)")
+    q.add_argument("--venues", default="", metavar="DIR",
+                   help="folder of venue records (`qrgate provision venue --out DIR`): venue names in the "
+                   "table and a venue_name column in exports (the ids are kept)")
     q.add_argument("--gaps", action="store_true",
                    help="list the holes in each device's seq numbers (lost scans) instead of events")
     _add_tz(q)
@@ -77,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--allow-localhost", action="store_true",
                    help="let requests from 127.0.0.1/::1 in without the token (off by default)")
     s.add_argument("--page-size", type=int, default=50, help="rows per page (default: %(default)s)")
+    s.add_argument("--venues", default="", metavar="DIR",
+                   help="folder of venue records: the page shows venue names, exports add them")
     _add_tz(s)
     s.set_defaults(func=serve_command)
 
@@ -268,6 +273,7 @@ def query_command(args: argparse.Namespace) -> int:
         raise ConfigError("--hmac-secret-file goes with --person-id")
     flt = make_filter(since=args.since, until=args.until, person=person, venue=args.venue,
                       device=args.device, decision=args.decision, now_ms=int(time.time() * 1000), tz=tz)
+    names = _venue_names(args)
     store = open_store(args.db, readonly=True)
     try:
         if args.gaps:
@@ -281,26 +287,34 @@ def query_command(args: argparse.Namespace) -> int:
             page = store.page(flt, 1, args.limit or DEFAULT_TABLE_LIMIT)
             if args.out:
                 with open(args.out, "w", encoding="utf-8", opener=_private) as text:
-                    write_table(page.rows, page.total, text, tz)
+                    write_table(page.rows, page.total, text, tz, names)
             else:
-                write_table(page.rows, page.total, sys.stdout, tz)
+                write_table(page.rows, page.total, sys.stdout, tz, names)
             return 0
         rows = store.rows(flt)
         if args.limit:
             rows = itertools.islice(rows, args.limit)
         if args.out:
             with open(args.out, "wb", opener=_private) as fh:
-                count = write_export(args.format, rows, fh, tz, flt.describe())
+                count = write_export(args.format, rows, fh, tz, flt.describe(), names)
             print(f"wrote {count} events to {args.out}", file=sys.stderr)
         else:
             if args.format == "xlsx" and sys.stdout.isatty():
                 raise ConfigError("--format xlsx is a binary file; add --out FILE.xlsx")
             sys.stdout.flush()
-            write_export(args.format, rows, sys.stdout.buffer, tz, flt.describe())
+            write_export(args.format, rows, sys.stdout.buffer, tz, flt.describe(), names)
             sys.stdout.buffer.flush()
         return 0
     finally:
         store.close()
+
+
+def _venue_names(args: argparse.Namespace) -> dict[str, str]:
+    if not getattr(args, "venues", ""):
+        return {}
+    from provisioning.venues import venue_names_in
+
+    return venue_names_in(args.venues)
 
 
 def hashed_person(person_id: str, secret_file: str) -> str:
