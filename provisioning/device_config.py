@@ -116,7 +116,8 @@ def _diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> lis
 def provision_device(*, config_path: str | Path, device_id: str, venue_path: str | Path | None,
                      direction: str | None,
                      broker: str | None = None, pins: str | None = None, camera: str | None = None,
-                     venue_secret: str | Path | None = None, dry_run: bool = False,
+                     venue_secret: str | Path | None = None, state_dir: str | None = None,
+                     dry_run: bool = False,
                      now_s: float | None = None) -> DeviceResult:
     """Write or update a gate's config for a venue; see the module docstring.
 
@@ -147,6 +148,8 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
             problems.append("--direction in|out is required with --venue")
     device = data.setdefault("device", {})
     device["id"] = device_id
+    if state_dir is not None:
+        device["state_dir"] = state_dir
     if direction is not None:
         device["direction"] = direction
     if record is not None:

@@ -57,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "as the gate's privacy.hmac_secret_file; default: the one beside the --venue record")
     d.add_argument("--camera", default=None, metavar="SOURCE", help="camera.source: picamera2, v4l2:N, "
                    "dir:PATH (a folder of images, e.g. to try the gate on a PC) or file:PATH")
+    d.add_argument("--state-dir", default=None, metavar="DIR", help="device.state_dir (default "
+                   "/var/lib/qrgate): outbox, state and the venue secret; e.g. for a second gate on one PC")
     d.add_argument("--dry-run", action="store_true", help="show the changes without writing")
     d.set_defaults(func=cmd_device)
 
@@ -120,7 +122,8 @@ def cmd_device(args: argparse.Namespace) -> int:
 
     result = provision_device(config_path=args.config, device_id=args.device_id, venue_path=args.venue,
                               direction=args.direction, broker=args.broker, pins=args.pins,
-                              camera=args.camera, venue_secret=args.venue_secret, dry_run=args.dry_run)
+                              camera=args.camera, venue_secret=args.venue_secret, state_dir=args.state_dir,
+                              dry_run=args.dry_run)
     if not result.changes:
         print(f"{args.config}: already up to date")
     for line in result.changes:
