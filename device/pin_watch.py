@@ -68,11 +68,12 @@ class PinWatch:
         self.changes: list[PinChange] = []
         self._lock = threading.Lock()
 
-    def record(self, pin: str, level: bool) -> None:
+    def record(self, pin: str, level: bool, initial: bool = False) -> None:
+        """Log a level; ``on_change`` hears only real changes, not a pin's level when it is made."""
         change = PinChange((self._monotonic() - self.start_s) * 1000.0, pin, self.roles.get(pin, pin), level)
         with self._lock:
             self.changes.append(change)
-        if self.on_change is not None:
+        if self.on_change is not None and not initial:
             self.on_change(change)
 
     def factory(self) -> Any:
@@ -84,7 +85,7 @@ class PinWatch:
         class WatchedPin(MockPin):
             def __init__(self, factory: Any, info: Any) -> None:
                 super().__init__(factory, info)
-                watch.record(str(info.name), bool(self._state))
+                watch.record(str(info.name), bool(self._state), initial=True)
 
             def _change_state(self, value: bool) -> bool:
                 changed = bool(super()._change_state(value))

@@ -14,9 +14,9 @@ The gate's state (``<state_dir>/state.json``) may hold a provisioning record fro
 provisioning QR, which overrides the config's venue. The command updates that record
 to the new venue too, so the two never disagree; it refuses while the daemon runs.
 
-Without a venue (``venue_path=None``) the gate is prepared for QR provisioning: the config
-keeps no ``device.venue_id`` (one it had is removed), so the gate starts unprovisioned and a
-provisioning QR brings the venue, direction, broker and issuer keys.
+Without a venue (``venue_path=None``) the config's venue is kept; a new config has none, so
+the gate starts unprovisioned and a provisioning QR brings the venue, direction, broker and
+issuer keys. ``for_qr`` (``--for-qr``) removes a venue the config had, for the same end.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class DeviceResult:
 
     changes: list[str] = field(default_factory=list)
     config_path: Path | None = None
+    waits_for_qr: bool = False  # the config has no venue: the gate starts unprovisioned
 
 
 def list_profiles(directory: Path = PROFILES_DIR) -> list[tuple[str, str]]:
@@ -117,7 +118,7 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
                      direction: str | None,
                      broker: str | None = None, pins: str | None = None, camera: str | None = None,
                      venue_secret: str | Path | None = None, state_dir: str | None = None,
-                     dry_run: bool = False,
+                     for_qr: bool = False, dry_run: bool = False,
                      now_s: float | None = None) -> DeviceResult:
     """Write or update a gate's config for a venue; see the module docstring.
 
@@ -146,6 +147,8 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
             problems.extend(err.problems)
         if direction is None:
             problems.append("--direction in|out is required with --venue")
+        if for_qr:
+            problems.append("--for-qr prepares a gate for a provisioning QR: leave --venue out")
     device = data.setdefault("device", {})
     device["id"] = device_id
     if state_dir is not None:
@@ -154,7 +157,7 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
         device["direction"] = direction
     if record is not None:
         device["venue_id"] = record["venue_id"]
-    elif venue_path is None:
+    elif for_qr:
         device.pop("venue_id", None)  # prepared for QR provisioning: the code brings the venue
     if broker is not None:
         parsed = parse_broker(broker) if broker else None
@@ -178,7 +181,7 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
     if problems:
         raise ConfigError(problems)
     assert cfg is not None
-    result = DeviceResult(changes=_diff(old, data), config_path=path)
+    result = DeviceResult(changes=_diff(old, data), config_path=path, waits_for_qr=not device.get("venue_id"))
     if "venue_id" in old.get("device", {}) and "venue_id" not in device:
         result.changes.append(f"device.venue_id: {old['device']['venue_id']!r} -> (unset: waits for a QR)")
     if dry_run:

@@ -35,11 +35,15 @@ def _site(tmp_path: Path) -> tuple[Path, Path, Path, keys.NewKey]:
 def test_a_gate_prepared_for_a_qr_starts_unprovisioned_takes_the_qr_and_every_tool_agrees(tmp_path):
     config, venue, images, issuer = _site(tmp_path)
 
-    # technician: prepare the gate for a QR (no --venue): the venue the config had goes
-    prepared = qrgate("provision", "device", "--config", str(config), "--device-id", "field-gate")
+    # technician: without --venue the config keeps its venue; --for-qr prepares the gate for a QR
+    kept = qrgate("provision", "device", "--config", str(config), "--device-id", "field-gate")
+    assert kept.returncode == 0, kept.stderr
+    assert tomllib.loads(config.read_text())["device"]["venue_id"] == VENUE["venue_id"]
+    prepared = qrgate("provision", "device", "--config", str(config), "--device-id", "field-gate", "--for-qr")
     assert prepared.returncode == 0, prepared.stderr
     assert "waits for a provisioning QR" in prepared.stderr
     assert "venue_id" not in tomllib.loads(config.read_text())["device"]
+    assert "device.venue_id: 'v-0123456789ab' -> (unset: waits for a QR)" in prepared.stdout
     assert not (tmp_path / "issuers").exists(), "nobody made the issuer folder by hand"
 
     checked = qrgate("config", "check", "--config", str(config))

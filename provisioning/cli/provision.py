@@ -46,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--config", required=True, help="the gate's TOML config to create or update")
     d.add_argument("--device-id", required=True, help="gate id, a slug such as busstation-3-gate-2")
     d.add_argument("--venue", default=None, help="venue record JSON from `qrgate provision venue`; leave it "
-                   "out to prepare the gate for a provisioning QR (removes a venue the config had)")
+                   "out to keep the config's venue (a new config has none: the gate waits for a QR)")
+    d.add_argument("--for-qr", action="store_true", help="prepare the gate for a provisioning QR: remove the "
+                   "venue the config has (the QR brings venue, direction, broker and issuer keys)")
     d.add_argument("--direction", default=None, choices=("in", "out"),
                    help="required with --venue; with a QR the code sets it")
     d.add_argument("--broker", default=None, help="MQTT broker host:port")
@@ -123,14 +125,14 @@ def cmd_device(args: argparse.Namespace) -> int:
     result = provision_device(config_path=args.config, device_id=args.device_id, venue_path=args.venue,
                               direction=args.direction, broker=args.broker, pins=args.pins,
                               camera=args.camera, venue_secret=args.venue_secret, state_dir=args.state_dir,
-                              dry_run=args.dry_run)
+                              for_qr=args.for_qr, dry_run=args.dry_run)
     if not result.changes:
         print(f"{args.config}: already up to date")
     for line in result.changes:
         print(line)
     if result.changes and not args.dry_run:
         print(f"wrote {args.config}", file=sys.stderr)
-    if args.venue is None:
+    if result.waits_for_qr:
         print("no venue: the gate starts unprovisioned and waits for a provisioning QR; trust the "
               f"authority key first: qrgate keys trust AUTHORITY.pub.pem --config {args.config} --role authority",
               file=sys.stderr)
