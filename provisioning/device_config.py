@@ -44,6 +44,7 @@ class DeviceResult:
     changes: list[str] = field(default_factory=list)
     config_path: Path | None = None
     waits_for_qr: bool = False  # the config has no venue: the gate starts unprovisioned
+    warnings: list[str] = field(default_factory=list)
 
 
 def list_profiles(directory: Path = PROFILES_DIR) -> list[tuple[str, str]]:
@@ -208,8 +209,8 @@ def _install_venue_secret(cfg: Any, given: str | Path | None, venue_path: str | 
         source = beside if beside.exists() else None
     if source is None:
         if record is not None and cfg.privacy.subject == "hmac":
-            result.changes.append(f"warning: no venue secret beside {venue_path}; this gate makes its own, so "
-                                  "its subjects differ from the venue's other gates (give --venue-secret)")
+            result.warnings.append(f"no venue secret beside {venue_path}; this gate makes its own, so its "
+                                   "subjects differ from the venue's other gates (give --venue-secret)")
         return
     dest = cfg.resolve(cfg.privacy.hmac_secret_file, str(cfg.state_dir / "venue-secret"))
     if install_secret(source, dest):

@@ -132,6 +132,8 @@ def cmd_device(args: argparse.Namespace) -> int:
         print(line)
     if result.changes and not args.dry_run:
         print(f"wrote {args.config}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if result.waits_for_qr:
         print("no venue: the gate starts unprovisioned and waits for a provisioning QR; trust the "
               f"authority key first: qrgate keys trust AUTHORITY.pub.pem --config {args.config} --role authority",
