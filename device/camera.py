@@ -67,6 +67,9 @@ def load_grey_image(path: str | Path) -> np.ndarray:
             grey = np.asarray(image.convert("L"), dtype=np.uint8)
     except UnidentifiedImageError as err:
         raise OSError(f"{path} is not an image Pillow can read ({err})") from err
+    except (Image.DecompressionBombError, ValueError, SyntaxError, EOFError) as err:
+        # a damaged or hostile file: report it like any unreadable file
+        raise OSError(f"{path} cannot be read as an image ({err})") from err
     return np.ascontiguousarray(grey)
 
 
@@ -136,8 +139,9 @@ class ReplayFrames:
                  frames_per_image: int = 1, blank_frames_between: int = 0, repeat: int = 1,
                  as_fast_as_possible: bool = False, clock: MonotonicClock | None = None,
                  wait: Callable[[float], bool] | None = None, origin: str = "",
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, allow_empty: bool = False) -> None:
         problems = []
+        self._allow_empty = allow_empty
         if not fps > 0:
             problems.append(f"replay fps {fps!r} must be above 0, for example 15")
         if frames_per_image < 1:
@@ -153,7 +157,10 @@ class ReplayFrames:
         self._wait = wait or self._closed.wait
         self._period_s = 1.0 / fps
         self._fast = as_fast_as_possible
-        self._plan = self._build_plan(list(images), frames_per_image, blank_frames_between, origin) * repeat
+        items = list(images)
+        if not items and not allow_empty:
+            raise ConfigError("replay source has no images; give at least one image file or array")
+        self._plan = self._build_plan(items, frames_per_image, blank_frames_between, origin) * repeat
         self._next = 0
         self._next_due_s: float | None = None
 
@@ -171,7 +178,7 @@ class ReplayFrames:
                 raise ConfigError(f"camera.source = {source!r}: {path} is not a directory; "
                                   "give a folder of PNG/JPEG/WebP images")
             files = list_image_files(path)
-            if not files:
+            if not files and not options.get("allow_empty"):
                 raise ConfigError(f"camera.source = {source!r}: {path} holds no PNG, JPEG or WebP image")
             return cls(files, **options)
         if kind == "file":
@@ -222,6 +229,8 @@ class ReplayFrames:
             plan.extend([(blank(last_shape), "blank")] * blanks)
         if problems:
             raise ConfigError(problems)
+        if not plan and not items:
+            return plan  # an empty folder the caller accepts (allow_empty): the source ends at once
         if not plan:
             raise ConfigError("replay source has no images; give at least one image file or array")
         return plan
@@ -517,14 +526,16 @@ def _open_picamera(source: str, camera: Any, config_dir: Path, clock: MonotonicC
                           lens_position=camera.lens_position, clock=clock)
 
 
-def _open_replay(source: str, camera: Any, config_dir: Path, clock: MonotonicClock | None) -> Any:
+def _open_replay(source: str, camera: Any, config_dir: Path, clock: MonotonicClock | None,
+                 empty_ok: bool = False) -> Any:
     kind, _, raw_path = source.partition(":")
     path = Path(raw_path).expanduser()
     if not path.is_absolute():
         path = config_dir / path
     return ReplayFrames.from_source(f"{kind}:{path}", fps=camera.fps,
                                     frames_per_image=camera.frames_per_image,
-                                    as_fast_as_possible=camera.as_fast_as_possible, clock=clock)
+                                    as_fast_as_possible=camera.as_fast_as_possible, clock=clock,
+                                    allow_empty=empty_ok)
 
 
 def _open_v4l2(source: str, camera: Any, config_dir: Path, clock: MonotonicClock | None) -> Any:
@@ -544,13 +555,15 @@ SOURCES: dict[str, Callable[[str, Any, Path, MonotonicClock | None], Any]] = {
 
 
 def open_frame_source(camera_config: Any, config_dir: str | Path = ".",
-                      clock: MonotonicClock | None = None) -> Any:
+                      clock: MonotonicClock | None = None, empty_ok: bool = False) -> Any:
     """Open the frame source named by ``camera.source``.
 
     Args:
         camera_config: the ``[camera]`` section (``firmware.core.config.CameraConfig``).
         config_dir: directory that relative ``dir:``/``file:`` paths are resolved against.
         clock: something with ``monotonic()``; default ``time.monotonic``.
+        empty_ok: a ``dir:`` folder without images is a source that ends at once (``run
+            --exit-at-end`` draining a backlog) instead of a configuration error.
 
     Returns:
         A ``FrameSource``: ``PicameraFrames``, ``ReplayFrames`` or ``V4l2Frames``.
@@ -565,4 +578,6 @@ def open_frame_source(camera_config: Any, config_dir: str | Path = ".",
     if opener is None:
         raise ConfigError(f"camera.source = {source!r} is not understood; use picamera2, dir:PATH, "
                           "file:PATH or v4l2:N")
+    if prefix == "dir":
+        return _open_replay(source, camera_config, Path(config_dir), clock, empty_ok=empty_ok)
     return opener(source, camera_config, Path(config_dir), clock)

@@ -67,7 +67,7 @@ TECHNICIAN_ACTIONS: dict[DeviceState, str] = {
     DeviceState.CAMERA_FAULT: "check the camera cable and lens; the gate stays closed",
     DeviceState.STORAGE_ALARM: "restore the broker link so the outbox drains; check the SD card",
     DeviceState.CLOCK_UNSYNCED: "give the Pi network time (NTP); passes with dates are refused",
-    DeviceState.LISTS_STALE: "update the deny/allow lists (`qrgate lists`)",
+    DeviceState.LISTS_STALE: "update the deny/allow lists (`qrgate list deny import FILE.csv --remote`)",
     DeviceState.LOCKDOWN: "the back office locked the gate; ask them to send `mode normal`",
     DeviceState.FREE_PASSAGE: "fire alarm or free-passage mode; clear the alarm, then send `mode normal` "
                               "if a reset is required",

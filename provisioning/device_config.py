@@ -13,6 +13,10 @@ given by path.
 The gate's state (``<state_dir>/state.json``) may hold a provisioning record from a
 provisioning QR, which overrides the config's venue. The command updates that record
 to the new venue too, so the two never disagree; it refuses while the daemon runs.
+
+Without a venue (``venue_path=None``) the config's venue is kept; a new config has none, so
+the gate starts unprovisioned and a provisioning QR brings the venue, direction, broker and
+issuer keys. ``for_qr`` (``--for-qr``) removes a venue the config had, for the same end.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class DeviceResult:
 
     changes: list[str] = field(default_factory=list)
     config_path: Path | None = None
+    waits_for_qr: bool = False  # the config has no venue: the gate starts unprovisioned
+    warnings: list[str] = field(default_factory=list)
 
 
 def list_profiles(directory: Path = PROFILES_DIR) -> list[tuple[str, str]]:
@@ -109,8 +115,11 @@ def _diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> lis
     return out
 
 
-def provision_device(*, config_path: str | Path, device_id: str, venue_path: str | Path, direction: str,
-                     broker: str | None = None, pins: str | None = None, dry_run: bool = False,
+def provision_device(*, config_path: str | Path, device_id: str, venue_path: str | Path | None,
+                     direction: str | None,
+                     broker: str | None = None, pins: str | None = None, camera: str | None = None,
+                     venue_secret: str | Path | None = None, state_dir: str | None = None,
+                     for_qr: bool = False, dry_run: bool = False,
                      now_s: float | None = None) -> DeviceResult:
     """Write or update a gate's config for a venue; see the module docstring.
 
@@ -132,15 +141,25 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
             raise ConfigError(f"--config {path} exists but is not valid TOML ({err}); fix or move it") from err
     data = {section: dict(values) for section, values in old.items() if isinstance(values, dict)}
     record: dict[str, Any] | None = None
-    try:
-        record = load_venue(venue_path)
-    except ConfigError as err:
-        problems.extend(err.problems)
+    if venue_path is not None:
+        try:
+            record = load_venue(venue_path)
+        except ConfigError as err:
+            problems.extend(err.problems)
+        if direction is None:
+            problems.append("--direction in|out is required with --venue")
+        if for_qr:
+            problems.append("--for-qr prepares a gate for a provisioning QR: leave --venue out")
     device = data.setdefault("device", {})
     device["id"] = device_id
-    device["direction"] = direction
+    if state_dir is not None:
+        device["state_dir"] = state_dir
+    if direction is not None:
+        device["direction"] = direction
     if record is not None:
         device["venue_id"] = record["venue_id"]
+    elif for_qr:
+        device.pop("venue_id", None)  # prepared for QR provisioning: the code brings the venue
     if broker is not None:
         parsed = parse_broker(broker) if broker else None
         if broker and parsed is None:
@@ -148,6 +167,8 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
         elif parsed is not None:
             mqtt = data.setdefault("mqtt", {})
             mqtt["host"], mqtt["port"] = parsed
+    if camera is not None:
+        data.setdefault("camera", {})["source"] = camera
     if pins:
         try:
             data.setdefault("gpio", {}).update(load_profile(pins))
@@ -160,17 +181,40 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
         cfg = None
     if problems:
         raise ConfigError(problems)
-    assert cfg is not None and record is not None
-    result = DeviceResult(changes=_diff(old, data), config_path=path)
+    assert cfg is not None
+    result = DeviceResult(changes=_diff(old, data), config_path=path, waits_for_qr=not device.get("venue_id"))
+    if "venue_id" in old.get("device", {}) and "venue_id" not in device:
+        result.changes.append(f"device.venue_id: {old['device']['venue_id']!r} -> (unset: waits for a QR)")
     if dry_run:
         return result
     from firmware.adapters.atomic_files import write_atomic
 
-    _update_state(cfg, record, broker or "", now_s if now_s is not None else time.time(), result)
+    _install_venue_secret(cfg, venue_secret, venue_path, record, result)
+    if record is not None:
+        _update_state(cfg, record, broker or "", now_s if now_s is not None else time.time(), result)
     if result.changes:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, render(data).encode("utf-8"), mode=0o644)
     return result
+
+
+def _install_venue_secret(cfg: Any, given: str | Path | None, venue_path: str | Path | None,
+                          record: dict[str, Any] | None, result: DeviceResult) -> None:
+    """Install the venue's HMAC secret on the gate: the one given, else the one beside the record."""
+    from provisioning.venue_secret import install_secret, secret_path
+
+    source = Path(given) if given else None
+    if source is None and record is not None and venue_path is not None:
+        beside = secret_path(record["venue_id"], Path(venue_path).parent)
+        source = beside if beside.exists() else None
+    if source is None:
+        if record is not None and cfg.privacy.subject == "hmac":
+            result.warnings.append(f"no venue secret beside {venue_path}; this gate makes its own, so its "
+                                   "subjects differ from the venue's other gates (give --venue-secret)")
+        return
+    dest = cfg.resolve(cfg.privacy.hmac_secret_file, str(cfg.state_dir / "venue-secret"))
+    if install_secret(source, dest):
+        result.changes.append(f"privacy venue secret: installed {source.name} as {dest} (0600)")
 
 
 def _update_state(cfg: Any, record: dict[str, Any], broker: str, now_s: float, result: DeviceResult) -> None:

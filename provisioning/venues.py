@@ -744,3 +744,22 @@ def write_venue(venue: Venue, out_dir: str | Path, now_s: float) -> tuple[Path, 
     # 0640: the record holds the registrant's phone number.
     write_atomic(path, text.encode("utf-8"), mode=0o640)
     return path, record
+
+
+def venue_names_in(directory: str | Path) -> dict[str, str]:
+    """{venue_id: name} of the venue records (``<venue_id>.json``) in a folder.
+
+    Raises:
+        ConfigError: the folder does not exist. Files that are not venue records are skipped.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError(f"--venues {root} is not a folder; give the --out folder of `qrgate provision venue`")
+    names = {}
+    for path in sorted(root.glob("v-*.json")):
+        try:
+            record = load_venue(path)
+        except ConfigError:
+            continue
+        names[record["venue_id"]] = record["name"]
+    return names

@@ -103,6 +103,28 @@ if ! cmp -s "$SRC_DIR/systemd/qrgate.service" "$UNIT_DIR/qrgate.service"; then
     say "installing $UNIT_DIR/qrgate.service"
     install -m 0644 "$SRC_DIR/systemd/qrgate.service" "$UNIT_DIR/qrgate.service"
 fi
+# The unit's supplementary groups: those of gpio and video that exist here, as the user above.
+GROUPS_FOUND=""
+for group in gpio video; do
+    if getent group "$group" >/dev/null 2>&1; then
+        GROUPS_FOUND="${GROUPS_FOUND:+$GROUPS_FOUND }$group"
+    fi
+done
+mkdir -p "$UNIT_DIR/qrgate.service.d"
+{
+    echo "# Written by install.sh: the groups of gpio and video that exist on this system."
+    echo "[Service]"
+    if [ -n "$GROUPS_FOUND" ]; then
+        echo "SupplementaryGroups=$GROUPS_FOUND"
+    fi
+} > "$UNIT_DIR/qrgate.service.d/groups.conf.new"
+if ! cmp -s "$UNIT_DIR/qrgate.service.d/groups.conf.new" "$UNIT_DIR/qrgate.service.d/groups.conf"; then
+    say "installing $UNIT_DIR/qrgate.service.d/groups.conf (SupplementaryGroups: ${GROUPS_FOUND:-none})"
+    chmod 0644 "$UNIT_DIR/qrgate.service.d/groups.conf.new"
+    mv "$UNIT_DIR/qrgate.service.d/groups.conf.new" "$UNIT_DIR/qrgate.service.d/groups.conf"
+else
+    rm -f "$UNIT_DIR/qrgate.service.d/groups.conf.new"
+fi
 if [ "${QRGATE_SKIP_SYSTEMCTL:-0}" != 1 ] && [ -z "$ROOT" ]; then
     systemctl daemon-reload
     systemctl enable qrgate.service

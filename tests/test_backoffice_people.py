@@ -21,8 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.backoffice_support import (CHROMIUM, CHROMIUM_ARGS, PHONE_VIEWPORT, BackofficeSite, WebClient,
-                                      chromium_or_fail, register_by_http)
+from tests.backoffice_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PHONE_VIEWPORT,
+    BackofficeSite,
+    WebClient,
+    chromium_or_fail,
+    register_by_http,
+)
 from tests.daemon_support import run_gate, start_gate, write_config
 from tests.history_support import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.mqtt_support import Collector

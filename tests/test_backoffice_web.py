@@ -10,9 +10,8 @@ docs/backoffice/ when QRGATE_SCREENSHOTS=1 is set.
 
 from __future__ import annotations
 
-import os
-
 import io
+import os
 import threading
 from pathlib import Path
 
@@ -214,6 +213,8 @@ def test_register_login_manage_history_in_vietnamese_english_and_on_a_phone(brow
     assert page.inner_text("#count") == f"Lịch sử quét Mã QR tại các địa điểm mà tôi quản lý: {SCANS}"
     assert VENUE["name"] in page.inner_text("#history")  # venues by name
     assert "NGUYEN VAN *** 0900 000 ***" in page.inner_text("#history")
+    reasons = page.locator("#history tbody tr td:last-child").all_inner_texts()
+    assert reasons and set(reasons) == {"Hợp lệ"}, "reasons in words, not codes"
     shot(page, "history", site)
     with page.expect_download() as xlsx:
         page.click("#export-xlsx")
@@ -221,6 +222,10 @@ def test_register_login_manage_history_in_vietnamese_english_and_on_a_phone(brow
 
     sheet = openpyxl.load_workbook(io.BytesIO(Path(xlsx.value.path()).read_bytes())).active
     assert sheet.max_row == SCANS + 1
+    header = [c.value for c in sheet[1]]
+    assert {sheet.cell(2, header.index("venue_id") + 1).value, sheet.cell(2, header.index("venue_name") + 1).value} \
+        == {venue_id, VENUE["name"]}
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref
     # A filter that matches nothing.
     page.select_option("#decision", "denied")
     page.click("#filter")
@@ -232,6 +237,7 @@ def test_register_login_manage_history_in_vietnamese_english_and_on_a_phone(brow
     page.goto(site.base + "/history/")
     assert page.inner_text("#count") == f"QR scans at the venues I manage: {SCANS}"
     assert page.locator("html").get_attribute("lang") == "en"
+    assert set(page.locator("#history tbody tr td:last-child").all_inner_texts()) == {"Valid"}
     shot(page, "history-en", site)
     page.goto(site.base + "/venues/?lang=vi")
     context.close()

@@ -150,7 +150,7 @@ def test_demo_runs_end_to_end():
     assert summary and summary[0].startswith("3 granted, 6 denied, 3 relay pulse(s), 9 events recorded"), summary
     for needle in ("valid pass", "GRANTED", "expired", "bad_signature", "unknown_format",
                    "NGUYỄN ĐÌNH *** 0966 323 ***", "relay ENERGISED", "HC1 COVID, vaccinated",
-                   "Đỗ Thị *** 1988"):
+                   "Đỗ Thị *** 1988", "accept_unsigned_id = true"):
         assert needle in result.stdout
 
 

@@ -101,7 +101,9 @@ def test_collector_stores_once_reports_gaps_and_survives_malformed_json(shared_b
         assert running.thread.is_alive()
         assert [(e.device_id, e.seq) for e in store.rows(Filter())] == [
             ("gate-1", 6), ("gate-1", 5), ("gate-1", 3), ("gate-1", 2), ("gate-1", 1), ("gate-2", 10)]
-        assert [(g.device_id, g.first_missing, g.last_missing) for g in store.gaps()] == [("gate-1", 4, 4)]
+        # gate-2's first stored seq is 10: 1..9 were never stored (a leading hole)
+        assert [(g.device_id, g.first_missing, g.last_missing) for g in store.gaps()] == [
+            ("gate-1", 4, 4), ("gate-2", 1, 9)]
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert "seq gap on gate-1: 3..4 missing (2 scans)" in logged
         assert "late event on gate-1: seq 3 arrived after 5" in logged

@@ -190,7 +190,8 @@ def test_sqlite_and_postgresql_give_the_same_answers(tmp_path, pg_url):  # noqa:
         for flt in filters:
             assert list(lite.rows(flt)) == list(pg.rows(flt))
             assert lite.page(flt, 2, 3) == pg.page(flt, 2, 3)
-        assert lite.gaps() == pg.gaps() == [Gap("gate-2", 3, 3, sample_events()[7].ts, sample_events()[8].ts)]
+        assert lite.gaps() == pg.gaps() == [Gap("gate-2", 3, 3, sample_events()[7].ts, sample_events()[8].ts),
+                                            Gap("gate-3", 1, 6, "", sample_events()[10].ts)]
         assert lite.sources() == pg.sources()
     finally:
         lite.close()
@@ -338,3 +339,45 @@ def test_a_page_over_a_few_allowed_venues_is_the_same_page_as_the_plain_query(st
             assert got.total == len(want)
             start = (got.page - 1) * 20
             assert [e.event_id for e in got.rows] == [e.event_id for e in want[start:start + 20]], (flt, page_no)
+
+
+def test_a_leading_hole_is_a_gap_until_written_off_and_not_once_retention_pruned_it(store):
+    """Events a gate published before the collector first subscribed were never stored."""
+    store.add([event(seq=s, ts_ms=BASE_MS + s * MIN_MS) for s in (5, 6, 8)])
+    assert [(g.first_missing, g.last_missing, g.after_ts) for g in store.gaps()] == [(1, 4, ""), (7, 7, event(
+        seq=6, ts_ms=BASE_MS + 6 * MIN_MS).ts)]
+    store.write_off("gate-1", 1, 4, "published before the collector started", now_ms=BASE_MS)
+    assert [(g.first_missing, g.last_missing) for g in store.gaps()] == [(7, 7)]
+
+
+def test_a_leading_hole_left_by_retention_is_not_reported(store):
+    store.add([event(seq=s, ts_ms=BASE_MS + s * MIN_MS) for s in (1, 2, 3, 4)])
+    assert store.prune(before_ms=BASE_MS + 3 * MIN_MS) == 2
+    assert store.gaps() == [], "seq 1 and 2 were stored, then pruned: not lost"
+
+
+def test_gaps_command_reports_the_leading_hole(tmp_path, capsys):
+    from firmware.cli import main
+
+    db = tmp_path / "h.sqlite"
+    s = open_store(str(db))
+    s.add([event(seq=s_, ts_ms=BASE_MS + s_) for s_ in (3, 4)])
+    s.close()
+    assert main(["history", "query", "--db", str(db), "--gaps"]) == 0
+    out = capsys.readouterr().out
+    assert "1..2" in out and "the gate's seq starts at 1" in out and "no gaps" not in out
+
+
+def test_a_new_history_database_is_created_0600_with_its_wal(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        s = open_store(str(tmp_path / "history.sqlite"))
+        s.add([event(seq=1)])
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    s.close()
+    assert modes["history.sqlite"] == 0o600
+    assert all(mode == 0o600 for mode in modes.values()), modes

@@ -112,7 +112,7 @@ def test_history_page_refuses_without_token_then_filters_pages_and_exports(brows
         first_row = page.locator("#history tbody tr").first.locator("td")
         assert (newest[0].venue_id, newest[0].device_id, newest[0].direction) == ("v-2", "gate-3", "in")
         assert first_row.all_inner_texts() == [local_time(newest[0].ts_ms, HANOI), newest[0].display, "v-2",
-                                               "gate-3", "Vào", "Cho vào", "ok"]
+                                               "gate-3", "Vào", "Cho vào", "Hợp lệ"]
 
         # paging keeps the newest-first order
         page.click("#next")
@@ -132,7 +132,7 @@ def test_history_page_refuses_without_token_then_filters_pages_and_exports(brows
         want = list(store.rows(Filter(venue="v-2", decision="denied")))
         assert count_on(page) == len(want) == 6
         assert page.locator("#history tbody tr td:nth-child(3)").all_inner_texts() == ["v-2"] * 6
-        assert page.locator("#history tbody tr td:nth-child(6)").all_inner_texts() == ["Từ chối"] * 6
+        assert page.locator("#history tbody tr td:nth-child(6)").all_inner_texts() == ["Từ chối vào"] * 6
 
         # time window and device
         page.click("a.clear")

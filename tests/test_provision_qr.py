@@ -230,6 +230,10 @@ def test_truncated_state_file_leaves_the_gate_unprovisioned_with_an_alarm(tmp_pa
     gate.store.close()
     raw = (tmp_path / "state.json").read_bytes()
     (tmp_path / "state.json").write_bytes(raw[: len(raw) // 2])
+    # the copy keeps the nonce (an older commit) but not the record
+    old = json.loads(raw)
+    old["kv"] = {}
+    (tmp_path / "state.json.bak").write_text(json.dumps(old))
     again = Gate(tmp_path / "state.json", trust(authority))
     assert again.store.get(PROVISIONING_KEY) is None
     assert again.store.alarm() is not None
@@ -364,12 +368,24 @@ def test_truncated_state_file_at_start_fails_closed_without_crashing(unprovision
     result, events = run_gate(config)
 
     assert result.returncode == 0, result.stderr
-    assert "was corrupt" in result.stderr
+    assert "was corrupt" in result.stderr and "recovered 1 record(s)" in result.stderr
     assert [(e["decision"], e["reason"]) for e in events] == [
-        ("denied", "not_provisioned"),
-        ("denied", "replayed"),  # the used code cannot come back: its nonce survived in the copy
+        ("granted", "ok"),  # the record came back from the whole copy: still provisioned
+        ("denied", "already_provisioned"),
     ]
     assert list((tmp_path / "state").glob("state.json.corrupt-*"))
+
+    # both files damaged: fail closed, and the used code still cannot come back
+    state.write_bytes(state.read_bytes()[:40])
+    bak = tmp_path / "state" / "state.json.bak"
+    old = json.loads(bak.read_text())
+    old["kv"] = {}
+    bak.write_text(json.dumps(old))
+    result, events = run_gate(config)
+    assert [(e["decision"], e["reason"]) for e in events] == [
+        ("denied", "not_provisioned"),
+        ("denied", "replayed"),  # its nonce survived in the copy
+    ]
 
 
 def _held_low_pin_class():

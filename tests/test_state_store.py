@@ -60,10 +60,10 @@ def test_batch_is_one_write_and_nothing_is_written_if_it_raises(tmp_path):
     b"garbage \xff\xfe not json",
     b"[1, 2, 3]",
 ], ids=["empty", "nul-filled", "truncated", "garbage", "not-an-object"])
-def test_corrupt_state_file_is_quarantined_with_an_alarm_and_the_gate_starts_unprovisioned(tmp_path, content):
+def test_corrupt_state_file_with_a_whole_copy_is_recovered_from_it_and_the_alarm_is_raised(tmp_path, content):
     good = StateStore(tmp_path / "state.json")
     good.add_nonce("aa11", expires_s=2e9)
-    good.put("provisioning", {"venue_id": "v-1"})  # .bak now holds the nonce
+    good.put("provisioning", {"venue_id": "v-1"})  # .bak now holds the record and the nonce
     good.close()
     (tmp_path / "state.json").write_bytes(content)
 
@@ -71,15 +71,52 @@ def test_corrupt_state_file_is_quarantined_with_an_alarm_and_the_gate_starts_unp
 
     assert store.quarantined is not None and store.quarantined.exists()
     assert store.quarantined.read_bytes() == content
+    assert store.recovered, "the alarm is raised for this start"
+    assert store.get("provisioning") == {"venue_id": "v-1"}, "the record comes back from the whole copy"
+    assert store.nonce_used("aa11"), "and so do the used nonces"
+    # the recovered file is valid: the next start neither quarantines nor loses anything
+    again = StateStore(tmp_path / "state.json")
+    assert again.quarantined is None and not again.recovered
+    assert again.get("provisioning") == {"venue_id": "v-1"}
+
+
+@pytest.mark.parametrize("content", [
+    b"",
+    b"\x00" * 4096,
+    b'{"kv": {"1": {"key": "provisioning", "value": {"venue',
+], ids=["empty", "nul-filled", "truncated"])
+def test_corrupt_state_file_and_copy_leave_the_gate_unprovisioned_with_a_lasting_alarm(tmp_path, content):
+    good = StateStore(tmp_path / "state.json")
+    good.add_nonce("aa11", expires_s=2e9)
+    good.put("provisioning", {"venue_id": "v-1"})
+    good.close()
+    (tmp_path / "state.json").write_bytes(content)
+    (tmp_path / "state.json.bak").write_bytes(content)
+
+    store = StateStore(tmp_path / "state.json")
+
+    assert store.quarantined is not None and not store.recovered
     assert store.get("provisioning") is None
     assert store.alarm() == {"state_corrupt": store.quarantined.name, "bytes": len(content)}
-    assert store.nonce_used("aa11"), "used nonces are salvaged from the last good copy"
     # the fresh file is valid, so the next start does not quarantine again, but the alarm stays
     again = StateStore(tmp_path / "state.json")
     assert again.quarantined is None
     assert again.alarm() is not None
     again.clear_alarm()
     assert StateStore(tmp_path / "state.json").alarm() is None
+
+
+def test_peek_value_reads_the_copy_of_a_damaged_file_without_moving_anything(tmp_path):
+    from firmware.adapters.state_store import peek_value
+
+    good = StateStore(tmp_path / "state.json")
+    good.put("provisioning", {"venue_id": "v-1"})
+    good.close()
+    assert peek_value(tmp_path / "state.json", "provisioning") == {"venue_id": "v-1"}
+    (tmp_path / "state.json").write_bytes(b"\x00" * 64)
+    assert peek_value(tmp_path / "state.json", "provisioning") == {"venue_id": "v-1"}
+    assert (tmp_path / "state.json").read_bytes() == b"\x00" * 64, "a tool never moves the gate's files"
+    assert peek_value(tmp_path / "nothing.json", "provisioning") is None
 
 
 def test_write_to_a_vanished_directory_raises_store_error_with_the_fix(tmp_path):

@@ -48,7 +48,7 @@ def test_unit_has_the_documented_settings():
     v = _unit_values()
     expected = {
         "Type": ["notify"], "Restart": ["on-failure"], "RestartPreventExitStatus": ["78"], "User": ["qrgate"],
-        "SupplementaryGroups": ["gpio video"], "StateDirectory": ["qrgate"], "RuntimeDirectory": ["qrgate"],
+        "StateDirectory": ["qrgate"], "RuntimeDirectory": ["qrgate"],
         "ConfigurationDirectory": ["qrgate"], "ProtectSystem": ["strict"], "NoNewPrivileges": ["yes"],
         "WorkingDirectory": ["/var/lib/qrgate"], "DevicePolicy": ["closed"], "StartLimitIntervalSec": ["0"],
     }
@@ -90,6 +90,39 @@ def test_installer_can_run_twice_and_keeps_an_edited_config(tmp_path):
     assert config.read_text().endswith("# edited by the technician\n")
     assert "keeping the existing" in second.stdout
     assert "creating" not in second.stdout and "installing /" not in second.stdout
+
+
+def _fake_getent(bin_dir: Path, groups: list[str]) -> None:
+    """A getent that knows only these groups (the installer asks it which groups exist)."""
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "getent"
+    cases = "".join(f'  {g}) echo "{g}:x:99{i}:"; exit 0;;\n' for i, g in enumerate(groups))
+    script.write_text(f'#!/bin/sh\n[ "$1" = group ] || exit 2\ncase "$2" in\n{cases}esac\nexit 2\n')
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("groups", [[], ["video"], ["gpio", "video"]], ids=["none", "video", "gpio-video"])
+def test_unit_and_installer_agree_on_the_groups_that_exist(tmp_path, groups):
+    assert "SupplementaryGroups" not in _unit_values(), "the unit names no group that may not exist"
+    root = tmp_path / "root"
+    _fake_getent(tmp_path / "bin", groups)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "ROOT": str(root), "QRGATE_SKIP_APT": "1",
+           "QRGATE_SKIP_USER": "1", "QRGATE_SKIP_PIP": "1", "QRGATE_PYTHON": sys.executable}
+    result = subprocess.run(["sh", str(INSTALLER)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    drop_in = (root / "etc/systemd/system/qrgate.service.d/groups.conf").read_text()
+    lines = [line for line in drop_in.splitlines() if line.startswith("SupplementaryGroups=")]
+    assert lines == ([f"SupplementaryGroups={' '.join(groups)}"] if groups else [])
+    # the unit with its drop-in passes systemd-analyze verify
+    tool = shutil.which("systemd-analyze")
+    assert tool is not None, "install systemd-analyze with `sudo apt-get install -y systemd`"
+    exe = Path(sys.executable).with_name("qrgate")
+    merged = tmp_path / "qrgate.service"
+    merged.write_text(UNIT.read_text().replace("/opt/qrgate/venv/bin/qrgate", str(exe))
+                      + "\n" + drop_in.replace("[Service]\n", "[Service]\n", 1))
+    verified = subprocess.run([tool, "verify", str(merged)], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+    assert verified.returncode == 0 and verified.stdout.strip() == verified.stderr.strip() == "", verified.stderr
 
 
 @pytest.mark.parametrize(("active_high", "level"), [(False, "dh"), (True, "dl")])

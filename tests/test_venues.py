@@ -207,7 +207,8 @@ def test_provision_venue_command_writes_record_and_poster(tmp_path, capsys):
     record = json.loads((tmp_path / f"{venue_id}.json").read_text(encoding="utf-8"))
     assert record["name"] == "Nhà máy Dệt Nam Định"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"{venue_id}.json", f"{venue_id}-poster.png", f"{venue_id}-poster.svg"])
+        [f"{venue_id}.json", f"{venue_id}-poster.png", f"{venue_id}-poster.svg", f"{venue_id}.secret"])
+    assert (tmp_path / f"{venue_id}.secret").stat().st_mode & 0o777 == 0o600  # the venue's HMAC secret
 
 
 def test_provision_venue_command_bad_input_exits_78_listing_every_problem(tmp_path, capsys):

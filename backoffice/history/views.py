@@ -23,6 +23,7 @@ from backoffice import site
 from backoffice.venues.services import managed
 from firmware.core.errors import ConfigError, QrGateError
 from provisioning.history.export import CONTENT_TYPES, clean_text, local_time, write_export
+from provisioning.history.labels import decision_label, reason_label
 from provisioning.history.query import DECISIONS, Filter, make_filter
 from provisioning.history.sql_store import SqlHistoryStore
 
@@ -69,9 +70,12 @@ def history(request: HttpRequest) -> HttpResponse:
     except QrGateError as err:
         log.error("history page failed: %s", err)
         return render(request, "refused.html", {"title": _("Lịch sử quét Mã QR"), "reason": str(err)}, status=503)
+    lang = getattr(request, "LANGUAGE_CODE", "vi")
     rows = [{"time": local_time(ev.ts_ms, cfg.tz), "person": clean_text(ev.display),
              "venue": venues.get(ev.venue_id, ev.venue_id), "device": clean_text(ev.device_id),
-             "direction": ev.direction, "decision": ev.decision, "reason": clean_text(ev.reason)}
+             "direction": ev.direction, "decision": ev.decision,
+             "decision_label": decision_label(ev.decision, ev.direction, lang),
+             "reason": clean_text(reason_label(ev.reason, lang))}
             for ev in page.rows]
     return render(request, "history/history.html", {
         "form": form, "errors": errors, "page": page, "rows": rows, "venues": sorted(venues.items(), key=lambda x: x[1]),
@@ -84,7 +88,8 @@ def _export(fmt: str, flt: Filter, request: HttpRequest) -> HttpResponse:
     cfg = site.current()
     buffer = io.BytesIO()
     try:
-        count = write_export(fmt, store().rows(flt), buffer, cfg.tz, flt.describe())
+        venue_names = {v.venue_id: v.name for v in managed(request.user)}
+        count = write_export(fmt, store().rows(flt), buffer, cfg.tz, flt.describe(), venue_names=venue_names)
     except QrGateError as err:
         log.error("history export failed: %s", err)
         return render(request, "refused.html", {"title": _("Xuất file"), "reason": str(err)}, status=503)

@@ -20,8 +20,7 @@ from typing import Any
 from django.db import transaction
 
 from backoffice import site
-from backoffice.personal.models import (CheckIn, HealthDeclaration, PersonalPass, PersonProfile, VenueSecret,
-                                        WebSequence)
+from backoffice.personal.models import CheckIn, HealthDeclaration, PersonalPass, PersonProfile, VenueSecret, WebSequence
 from backoffice.venues.models import Venue
 from firmware.core.credentials import cccd, qg1
 from firmware.core.events import protect_subject

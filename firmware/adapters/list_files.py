@@ -12,7 +12,6 @@ from typing import Any
 
 from firmware.adapters.atomic_files import write_atomic
 from firmware.core.errors import StoreError
-from firmware.core.numbers import MAX_LIST_VERSION
 from firmware.core.lists import (
     KINDS,
     SALT_BYTES,
@@ -25,6 +24,7 @@ from firmware.core.lists import (
     keys_of,
     parse_csv,
 )
+from firmware.core.numbers import MAX_LIST_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,9 @@ import logging
 import os
 import sys
 
+# Loggers whose INFO lines a person needs without -v: one line each at start, stop and reconnect.
+LIFECYCLE_LOGGERS = ("firmware.commands.run", "provisioning.history.collector.lifecycle")
+
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
@@ -22,7 +25,7 @@ def setup_logging(verbosity: int = 0) -> None:
     """Send logs to stderr: journald format when JOURNAL_STREAM is set, else a human one.
 
     Args:
-        verbosity: 0 warnings and info from qrgate, 1 info, 2 debug.
+        verbosity: 0 warnings and the lifecycle lines (``LIFECYCLE_LOGGERS``), 1 info, 2 debug.
     """
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
@@ -34,5 +37,9 @@ def setup_logging(verbosity: int = 0) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    if verbosity <= 0:
+        # the lifecycle lines (the daemon's "ready", the collector's start and reconnect) at INFO
+        for announcer in LIFECYCLE_LOGGERS:
+            logging.getLogger(announcer).setLevel(logging.INFO)
     for noisy in ("PIL",):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -323,7 +323,10 @@ class MqttLink:
                     failures = 0
                     self._after_connect()
                 elif kind == "disconnected":
-                    log.warning("MQTT: connection lost (%s); events wait in the outbox", job[1])
+                    if self._started:
+                        log.warning("MQTT: connection lost (%s); events wait in the outbox", job[1])
+                    else:  # our own clean disconnect at stop
+                        log.info("MQTT: disconnected from the broker")
                     self._run_hooks(self._on_disconnect)
                 elif kind in ("refused", "connect_failed"):
                     failures += 1

@@ -8,10 +8,12 @@ temporary file in the same directory, fsyncs it, renames it over the state file 
 kept beside it as ``<name>.bak`` (written first, so one of the two is always whole).
 
 At start a state file that cannot be read as a JSON object (empty, truncated, garbage,
-NUL-filled after a power cut) is moved aside as ``<name>.corrupt-<unix time>``, the
-``quarantined`` alarm is raised and the gate starts unprovisioned (fail closed) with
-a fresh state. Used provisioning nonces are salvaged from the ``.bak`` copy when it is
-readable, so a code that was already used cannot be replayed after the loss. The
+NUL-filled after a power cut) is moved aside as ``<name>.corrupt-<unix time>`` and the
+``state_corrupt`` alarm is raised either way. When the ``.bak`` copy is whole, the state
+is recovered from it (the provisioning record and the used nonces: the copy is written
+just before the file, so it holds the last or the one-before-last commit); otherwise the
+gate starts unprovisioned (fail closed) with a fresh state, keeping what nonces the copy
+still gives, so a code that was already used cannot be replayed after the loss. The
 daemon does not crash and does not restart in a loop.
 
 One owner: the daemon (or a CLI tool while the daemon is stopped); not thread-safe,
@@ -64,6 +66,28 @@ def parse_state(raw: bytes) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         return None
     return data
+
+
+def peek_value(path: str | Path, key: str) -> Any:
+    """Read one value of a state file without opening it as a store (tools beside the daemon).
+
+    The file is only read: a damaged file falls back to its ``.bak`` copy, as the daemon does
+    at its next start; nothing is moved or written. Returns None when neither holds the key.
+    """
+    p = Path(path)
+    for candidate in (p, p.with_name(p.name + ".bak")):
+        try:
+            raw = candidate.read_bytes()
+        except OSError:
+            continue
+        data = parse_state(raw)
+        if data is None:
+            continue
+        for doc in data.get(KV_TABLE, {}).values():
+            if isinstance(doc, dict) and doc.get("key") == key:
+                return copy.deepcopy(doc.get("value"))
+        return None
+    return None
 
 
 def _encode(data: dict[str, Any]) -> bytes:
@@ -169,6 +193,7 @@ class StateStore:
         self.path = Path(path)
         self.lock = threading.RLock()
         self.quarantined: Path | None = None
+        self.recovered = False  # the corrupt file's records came back from the .bak copy
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -208,15 +233,33 @@ class StateStore:
         self.quarantined = dest
         salvaged: dict[str, Any] = {}
         bak = self.path.with_name(self.path.name + ".bak")
-        if bak.exists():
-            old = parse_state(bak.read_bytes())
-            if old is not None and isinstance(old.get(NONCE_TABLE), dict):
+        old = None
+        try:
+            old = parse_state(bak.read_bytes()) if bak.exists() else None
+        except OSError as err:
+            log.error("state copy %s cannot be read (%s)", bak, err.strerror)
+        kv: dict[str, Any] = {}
+        if old is not None:
+            if isinstance(old.get(NONCE_TABLE), dict):
                 salvaged[NONCE_TABLE] = old[NONCE_TABLE]
-        log.error("state file %s was corrupt (%d bytes); moved to %s; the gate stays unprovisioned "
-                  "until it is provisioned again (%d used nonce(s) kept from the last good copy)",
-                  self.path, len(raw), dest.name, len(salvaged.get(NONCE_TABLE, {})))
-        alarm = {"state_corrupt": dest.name, "bytes": len(raw)}
-        salvaged[KV_TABLE] = {"1": {"key": ALARM_KEY, "value": alarm}}
+            if isinstance(old.get(KV_TABLE), dict):
+                kv = {doc_id: doc for doc_id, doc in old[KV_TABLE].items()
+                      if isinstance(doc, dict) and doc.get("key") != ALARM_KEY}
+        self.recovered = bool(kv)
+        if self.recovered:
+            log.error("state file %s was corrupt (%d bytes); moved to %s; recovered %d record(s) and %d used "
+                      "nonce(s) from the last good copy %s", self.path, len(raw), dest.name, len(kv),
+                      len(salvaged.get(NONCE_TABLE, {})), bak.name)
+        else:
+            log.error("state file %s was corrupt (%d bytes); moved to %s; the gate stays unprovisioned "
+                      "until it is provisioned again (%d used nonce(s) kept from the last good copy)",
+                      self.path, len(raw), dest.name, len(salvaged.get(NONCE_TABLE, {})))
+        if kv:
+            # recovered: the alarm is raised for this start (``recovered``), not kept in the state
+            salvaged[KV_TABLE] = kv
+        else:
+            alarm = {"state_corrupt": dest.name, "bytes": len(raw)}
+            salvaged[KV_TABLE] = {"1": {"key": ALARM_KEY, "value": alarm}}
         return salvaged
 
     def _storage_or_fail(self) -> AtomicJSONStorage:

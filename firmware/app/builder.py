@@ -25,6 +25,7 @@ from typing import Any
 
 from firmware.adapters.clock import SystemClock
 from firmware.adapters.dcc_keystore import DccTrustListFile, load_trust_list
+from firmware.adapters.effective_config import file_keys
 from firmware.adapters.keystore import load_trust_dir
 from firmware.adapters.list_files import open_lists
 from firmware.adapters.mode_file import MODE_FILE, ModeFile
@@ -46,6 +47,7 @@ from firmware.core.credentials import check_payload
 from firmware.core.credentials.dcc_trust import LiveDscStore
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.dcc_rules import dcc_rules_from
+from firmware.core.effective import EffectiveConfig, effective_config
 from firmware.core.errors import StoreError
 from firmware.core.events import EventFactory
 from firmware.core.gatekeeper import Gatekeeper, LoopStats
@@ -59,7 +61,7 @@ from firmware.features.device_monitor import BrokerInputs, DeviceMonitor, Monito
 from firmware.features.home_assistant import HomeAssistantDiscovery, RelayTopic, discovery_payload, discovery_topic
 from firmware.features.list_updates import GateLists, ListSettings
 from firmware.features.passage_check import PassageCheck, PassageLog
-from firmware.features.provisioning import PROVISIONING_KEY, GateProvisioning, ProvisioningSettings, record_identity
+from firmware.features.provisioning import PROVISIONING_KEY, GateProvisioning, ProvisioningSettings
 from firmware.features.remote_control import RemoteControl
 from firmware.features.scan_loop import EventRecorder, GateService
 from firmware.features.status_report import EventsSummary, ReportSettings, StatusReport
@@ -109,22 +111,6 @@ class CredentialCheck:
         return check_payload(payload, trust, dcc_trust=self._dcc_trust.store)
 
 
-def apply_record(cfg: Config, record: dict[str, Any] | None) -> Config:
-    """Return cfg with a provisioning record's venue, direction and broker in it (at start only)."""
-    import dataclasses
-
-    from firmware.core.prov_code import parse_broker
-
-    if not record:
-        return cfg
-    device = dataclasses.replace(cfg.device, venue_id=record["venue_id"], direction=record["direction"])
-    mqtt = cfg.mqtt
-    broker = parse_broker(record.get("broker") or "")
-    if broker is not None:
-        mqtt = dataclasses.replace(mqtt, host=broker[0], port=broker[1])
-    return dataclasses.replace(cfg, device=device, mqtt=mqtt)
-
-
 class CallListener:
     """An EventListener around a plain callable (``--print-events``, tests)."""
 
@@ -149,15 +135,17 @@ class GateApp:
         input_bounce_s: debounce of the fire and passage inputs (None with mock pins).
         thermal_path: where the CPU temperature is read.
         extra_inputs: more device-input sources (tests).
+        empty_source_ok: a ``dir:`` camera folder without images ends at once (``--exit-at-end``).
     """
 
     def __init__(self, cfg: Config, *, pin_factory: Any = None, clock: Clock | None = None,
                  sink: EventSink | None = None, lists: Lists | None = None,
                  on_event: Sequence[Callable[[ScanEvent], Any]] = (), environ: dict[str, str] | None = None,
                  input_bounce_s: float | None = 0.05, thermal_path: Path = THERMAL_PATH,
-                 extra_inputs: Sequence[DeviceInputSource] = ()) -> None:
+                 extra_inputs: Sequence[DeviceInputSource] = (), empty_source_ok: bool = False) -> None:
         self.file_cfg = cfg
         self.cfg = cfg  # with the start-up provisioning record applied, once built; never changed after
+        self.effective: EffectiveConfig | None = None  # the config file plus the record, once built
         self._pin_factory = pin_factory
         self._clock = clock
         self._sink = sink
@@ -167,6 +155,7 @@ class GateApp:
         self._input_bounce_s = input_bounce_s
         self._thermal_path = thermal_path
         self._extra_inputs = tuple(extra_inputs)
+        self._empty_source_ok = empty_source_ok
         self.boot_id = secrets.token_hex(8)
         self.alarms = Alarms()
         self.shutdown = Shutdown()
@@ -229,21 +218,23 @@ class GateApp:
         state = StateStore(state_dir / STATE_FILE)
         self.shutdown.add("close state store", state.close)
         damaged = state.alarm()
-        if damaged:
+        if state.recovered:
+            self.alarms.set("state_corrupt", f"state file was corrupt and moved to {state.quarantined}; the "
+                            "provisioning record and used nonces were recovered from its last good copy")
+        elif damaged:
             self.alarms.set("state_corrupt", f"state file was corrupt and moved to {damaged.get('state_corrupt')}; "
                             "the gate stays unprovisioned until it is provisioned again")
         record = state.get(PROVISIONING_KEY)
-        record = record if isinstance(record, dict) else None
-        cfg = self.cfg = apply_record(file_cfg, record)
-        if record:
-            log.info("provisioned for venue %s (%s), direction %s", record["venue_id"],
-                     record.get("venue_name", ""), record["direction"])
+        effective = self.effective = effective_config(
+            file_cfg, record if isinstance(record, dict) else None, file_keys(file_cfg.path) if file_cfg.path else ())
+        record = dict(effective.record) if effective.record else None
+        cfg = self.cfg = effective.cfg
         reprovision = cfg.provisioning.allow_reprovision or held_at_boot(factory, g.reprovision_pin)
 
         # A gate provisioned by QR may have no issuer directory (its keys came in the code).
-        config_trust = load_trust_dir(cfg.issuers_dir, missing_ok=not cfg.device.venue_id or bool(record))
-        identity = IdentityCell(record_identity(
-            GateIdentity(venue_id=file_cfg.device.venue_id, rules=rules_from(file_cfg)), record, config_trust))
+        config_trust = load_trust_dir(cfg.issuers_dir, missing_ok=not effective.issuers_dir_required)
+        identity = IdentityCell(effective.identity(
+            GateIdentity(venue_id=file_cfg.device.venue_id, rules=rules_from(file_cfg)), config_trust))
         self.identity = identity
         secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
         secret = load_or_create_secret(secret_path, on_damaged=partial(self.alarms.set, "venue_secret_replaced"))
@@ -282,7 +273,8 @@ class GateApp:
                 clock_skew_s=cfg.policy.clock_skew_s),
             on_change=self._wake_monitor)
 
-        self.frames = open_frame_source(cfg.camera, cfg.config_dir, clock=clock)
+        self.frames = open_frame_source(cfg.camera, cfg.config_dir, clock=clock,
+                                        empty_ok=self._empty_source_ok)
         self.shutdown.add("close camera", self.frames.close, Phase.CAMERA)
 
         notifier = SystemdNotifier(self._environ)

@@ -40,12 +40,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     Raises:
         ConfigError: with every problem found (the CLI exits 78).
     """
+    from firmware.adapters.effective_config import effective_from, source_lines
     from firmware.adapters.keystore import read_trust_dir
 
-    cfg = load_config(args.config)
+    eff = effective_from(load_config(args.config))
+    cfg = eff.cfg
     problems: list[str] = []
-    issuers, issuer_problems = read_trust_dir(cfg.issuers_dir)
+    config_issuers, issuer_problems = read_trust_dir(cfg.issuers_dir)
+    if not eff.issuers_dir_required and not cfg.issuers_dir.exists():
+        issuer_problems = []  # a gate provisioned by QR (or waiting for one) gets its issuer keys from the code
     problems += issuer_problems
+    issuers = eff.issuer_trust(config_issuers)
     commands, command_problems = (None, [])
     if cfg.commands.enabled and cfg.command_keys_dir.exists():
         commands, command_problems = read_trust_dir(cfg.command_keys_dir)
@@ -53,10 +58,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems)
     if args.json:
-        print(json.dumps(masked_dump(cfg), indent=1, sort_keys=True))
+        print(json.dumps({**masked_dump(cfg), "sources": dict(eff.sources)}, indent=1, sort_keys=True))
     else:
         print(f"{args.config}: OK (device {cfg.device.id}, venue {cfg.device.venue_id or 'not provisioned'}, "
               f"{len(issuers)} issuer key(s), {len(commands) if commands is not None else 0} command key(s))")
+        for line in source_lines(eff):
+            print(line)
+        print(f"  {'issuer keys':<17} {len(config_issuers)} from {cfg.issuers_dir}, "
+              f"{len(eff.record_issuer_ders)} from the provisioning record")
     return 0
 
 

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device.pin_watch import describe_change
 from firmware.core.config import parse_config
 from firmware.core.model import Decision, ScanEvent
 
-ROLE_NAMES = {"relay": "relay", "green": "green LED", "red": "red LED", "buzzer": "buzzer"}
 COALESCE_S = 0.01
 FRAMES_PER_SCENE = 6
 PINS = {"relay": 17, "green": 27, "red": 22, "buzzer": 23}
@@ -81,13 +81,9 @@ class Printer:
         role = self.pin_roles.get(number)
         if role is None:
             return
-        if role == "relay":
-            energised = state == self.relay_active_high
-            if energised:
-                self.counts["pulses"] += 1
-            text = "relay ENERGISED (turnstile free)" if energised else "relay released (locked)"
-        else:
-            text = f"{ROLE_NAMES[role]} {'on' if state else 'off'}"
+        if role == "relay" and state == self.relay_active_high:
+            self.counts["pulses"] += 1
+        text = describe_change(role, state, self.relay_active_high)
         with self.lock:
             self.pending.append(text)
             if len(self.pending) == 1:
@@ -258,6 +254,8 @@ def demo_command(args: argparse.Namespace) -> int:
         factory = _reporting_factory(printer)
         app = GateApp(cfg, pin_factory=factory, lists=lists, on_event=[printer.event])
         print("qrgate demo: gate 'demo-gate', direction in, simulated GPIO (relay is active-low), no broker.")
+        print("Note: the demo sets [policy] accept_unsigned_id = true so the CCCD card is granted; a gate "
+              "with the default (false) refuses an unsigned card.")
         print(f"Playing {len(codes)} scenes from {images} at {args.fps:g} fps, each for {FRAMES_PER_SCENE} frames.\n")
         stop = threading.Event()
         try:

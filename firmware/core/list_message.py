@@ -50,8 +50,8 @@ import cbor2
 from firmware.core.cose import CoseError, loads_strict, parse1, sign1, verify1
 from firmware.core.credentials.trust import TrustStore
 from firmware.core.lists import KINDS, normalise_id
-from firmware.core.text import count_invisible
 from firmware.core.numbers import MAX_LIST_VERSION, is_time_s
+from firmware.core.text import count_invisible
 
 log = logging.getLogger(__name__)
 

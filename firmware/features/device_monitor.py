@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 MONITOR_PERIOD_S = 0.25
 _INPUT_FIELDS = {f.name for f in fields(DeviceInputs)}
 # alarms (``firmware.alarms.Alarms`` names) that light the storage_alarm state
+# State changes of a normal start, stop and provisioning: logged at INFO, every other one at WARNING.
+NORMAL_CHANGES = {
+    *((DeviceState.BOOTING, s) for s in (DeviceState.READY, DeviceState.OFFLINE, DeviceState.UNPROVISIONED)),
+    *((a, b) for a in (DeviceState.READY, DeviceState.OFFLINE, DeviceState.UNPROVISIONED)
+      for b in (DeviceState.READY, DeviceState.OFFLINE) if a is not b),
+}
 STORAGE_ALARMS = {"outbox_quarantined", "outbox_unavailable", "state_corrupt"}
 
 
@@ -297,9 +303,8 @@ class DeviceMonitor:
                 self.led.show(state)
             previous, self.state, self.inputs = self.state, state, inputs
             if state is not previous:
-                log.log(logging.INFO if state in (DeviceState.READY, DeviceState.OFFLINE)
-                        and previous in (DeviceState.BOOTING, DeviceState.READY, DeviceState.OFFLINE)
-                        else logging.WARNING, "device state %s -> %s", previous.value, state.value)
+                log.log(logging.INFO if (previous, state) in NORMAL_CHANGES else logging.WARNING,
+                        "device state %s -> %s", previous.value, state.value)
                 self.notifier.status(self._status_text())
                 self._changed.notify_all()
             modes = self.modes

@@ -29,17 +29,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
-
-from cryptography.hazmat.primitives import serialization
 
 from firmware.alarms import Alarms
 from firmware.core import prov_code
 from firmware.core.credentials.trust import TrustStore
+from firmware.core.effective import issuers_from, record_identity
 from firmware.core.errors import StoreError
 from firmware.core.events import EventFactory
-from firmware.core.identity import GateIdentity, IdentityCell
+from firmware.core.identity import IdentityCell
 from firmware.core.model import CredentialType, DecodedCode, Moment
 from firmware.ports import Outputs, ProvisioningStore, Recorder, RestartRequest
 
@@ -47,31 +46,7 @@ log = logging.getLogger(__name__)
 
 PROVISIONING_KEY = "provisioning"
 PROVISIONED = "provisioned"
-
-
-def issuers_from(record: dict[str, Any] | None) -> TrustStore:
-    """The issuer keys a provisioning record carries (bad entries are skipped with a log line)."""
-    keys = []
-    for der_hex in (record or {}).get("issuer_keys_der_hex", []):
-        try:
-            keys.append(serialization.load_der_public_key(bytes.fromhex(der_hex)))
-        except (ValueError, TypeError) as err:
-            log.error("provisioning record holds an unreadable issuer key (%s); it is ignored", err)
-    try:
-        return TrustStore.from_keys(keys)
-    except ValueError as err:
-        log.error("provisioning record holds an unsupported issuer key (%s); they are ignored", err)
-        return TrustStore()
-
-
-def record_identity(base: GateIdentity, record: dict[str, Any] | None, config_trust: TrustStore) -> GateIdentity:
-    """The identity in force with a provisioning record: its venue, name and direction, and the
-    trusted issuers of the config plus those of the record (nothing of an earlier record)."""
-    if not record:
-        return replace(base, trust=config_trust)
-    return replace(base, venue_id=str(record["venue_id"]), venue_name=str(record.get("venue_name", "")),
-                   rules=replace(base.rules, direction=str(record["direction"])),
-                   trust=config_trust.merged(issuers_from(record)), source="provisioning")
+__all__ = ["GateProvisioning", "IntakeResult", "ProvisioningSettings", "issuers_from", "record_identity"]
 
 
 @dataclass

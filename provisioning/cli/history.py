@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", default="", help="write to this file (created 0600) instead of stdout")
     q.add_argument("--limit", type=int, default=0,
                    help=f"rows at most (default: {DEFAULT_TABLE_LIMIT} for the table, all for exports)")
+    q.add_argument("--venues", default="", metavar="DIR",
+                   help="folder of venue records (`qrgate provision venue --out DIR`): venue names in the "
+                   "table and a venue_name column in exports (the ids are kept)")
     q.add_argument("--gaps", action="store_true",
                    help="list the holes in each device's seq numbers (lost scans) instead of events")
     _add_tz(q)
@@ -80,6 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="--db: a host name the page answers to (repeatable); IP addresses and localhost "
                    "always work, any other Host header gets 421 (DNS rebinding)")
+    s.add_argument("--venues", default="", metavar="DIR",
+                   help="folder of venue records: the page shows venue names, exports add them")
     _add_tz(s)
     s.set_defaults(func=serve_command)
 
@@ -261,42 +266,58 @@ def query_command(args: argparse.Namespace) -> int:
 
     tz = resolve_tz(args.tz)
     person = args.person
+    person_needs_secret = False
     if args.person_id:
         if args.person:
             raise ConfigError("give --person or --person-id, not both")
         person = hashed_person(args.person_id, args.hmac_secret_file) if args.hmac_secret_file else args.person_id
+        person_needs_secret = not args.hmac_secret_file
     elif args.hmac_secret_file:
         raise ConfigError("--hmac-secret-file goes with --person-id")
     flt = make_filter(since=args.since, until=args.until, person=person, venue=args.venue,
                       device=args.device, decision=args.decision, now_ms=int(time.time() * 1000), tz=tz)
+    names = _venue_names(args)
     store = open_store(args.db, readonly=True)
     try:
         if args.gaps:
             return _print_gaps(store, args.device)
+        if person_needs_secret and store.page(flt, 1, 1).total == 0:
+            # gates with privacy.subject = hmac store the id hashed: a raw match finds nothing
+            raise ConfigError("no scan stores this person id as it is; gates with privacy.subject = hmac store "
+                              "it hashed with the venue's secret: add --hmac-secret-file VENUE_ID.secret "
+                              "(written by `qrgate provision venue`)")
         if args.format == "table":
             page = store.page(flt, 1, args.limit or DEFAULT_TABLE_LIMIT)
             if args.out:
                 with open(args.out, "w", encoding="utf-8", opener=_private) as text:
-                    write_table(page.rows, page.total, text, tz)
+                    write_table(page.rows, page.total, text, tz, names)
             else:
-                write_table(page.rows, page.total, sys.stdout, tz)
+                write_table(page.rows, page.total, sys.stdout, tz, names)
             return 0
         rows = store.rows(flt)
         if args.limit:
             rows = itertools.islice(rows, args.limit)
         if args.out:
             with open(args.out, "wb", opener=_private) as fh:
-                count = write_export(args.format, rows, fh, tz, flt.describe())
+                count = write_export(args.format, rows, fh, tz, flt.describe(), names)
             print(f"wrote {count} events to {args.out}", file=sys.stderr)
         else:
             if args.format == "xlsx" and sys.stdout.isatty():
                 raise ConfigError("--format xlsx is a binary file; add --out FILE.xlsx")
             sys.stdout.flush()
-            write_export(args.format, rows, sys.stdout.buffer, tz, flt.describe())
+            write_export(args.format, rows, sys.stdout.buffer, tz, flt.describe(), names)
             sys.stdout.buffer.flush()
         return 0
     finally:
         store.close()
+
+
+def _venue_names(args: argparse.Namespace) -> dict[str, str]:
+    if not getattr(args, "venues", ""):
+        return {}
+    from provisioning.venues import venue_names_in
+
+    return venue_names_in(args.venues)
 
 
 def hashed_person(person_id: str, secret_file: str) -> str:
@@ -332,8 +353,9 @@ def _print_gaps(store, device: str) -> int:
         return 0
     print(f"{'device':<24} {'missing seq':<24} {'count':>7}  between")
     for g in gaps:
-        print(f"{g.device_id:<24} {_span(g.first_missing, g.last_missing):<24} {g.missing:>7}  "
-              f"{g.after_ts} and {g.before_ts}")
+        between = f"{g.after_ts} and {g.before_ts}" if g.after_ts else \
+            f"before {g.before_ts} (the first stored event; the gate's seq starts at 1)"
+        print(f"{g.device_id:<24} {_span(g.first_missing, g.last_missing):<24} {g.missing:>7}  {between}")
     print(f"{len(gaps)} gaps, {sum(g.missing for g in gaps)} events missing")
     return 0
 

@@ -89,9 +89,13 @@ def cmd_untrust(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from firmware.adapters.effective_config import effective_from, state_file
+    from firmware.core.cose import ALG_NAMES, alg_for, kid_for
+    from firmware.core.effective import issuers_from
     from provisioning.keys import list_trusted
 
-    cfg = load_config(args.config)
+    eff = effective_from(load_config(args.config))
+    cfg = eff.cfg
     rows = list_trusted(cfg)
     print(f"{'KID':<16}  {'ROLE':<9}  {'ALG':<5}  FILE")
     bad = 0
@@ -101,7 +105,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{'-':<16}  {role:<9}  {'-':<5}  {entry.path}  BAD: {entry.problem}")
         else:
             print(f"{entry.kid_hex:<16}  {role:<9}  {entry.alg:<5}  {entry.path}")
-    if not rows:
+    record_keys = issuers_from(eff.record).all_keys() if eff.record else []
+    for key in record_keys:
+        # issuer keys a provisioning QR brought: they live in the gate's state, not in a directory
+        print(f"{kid_for(key).hex():<16}  {'issuer':<9}  {ALG_NAMES[alg_for(key)]:<5}  "
+              f"provisioning record ({state_file(cfg)})")
+    if not rows and not record_keys:
         print("(no trusted keys)", file=sys.stderr)
     return 1 if bad else 0
 

@@ -155,12 +155,29 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         trust = TrustStore.from_keys(load_public_key(path) for path in args.issuer)
     else:
-        cfg = load_config(args.config)
-        trust, problems = read_trust_dir(cfg.issuers_dir)
+        from firmware.adapters.effective_config import effective_from
+
+        # the same issuers as the running gate: the config's directory plus the provisioning record's
+        eff = effective_from(load_config(args.config))
+        config_trust, problems = read_trust_dir(eff.cfg.issuers_dir)
+        if not eff.issuers_dir_required and not eff.cfg.issuers_dir.exists():
+            problems = []
         for problem in problems:
             log.warning("%s", problem)
+        trust = eff.issuer_trust(config_trust)
+        if eff.record is not None:
+            log.info("issuer keys: %d from %s, %d from the provisioning record", len(config_trust),
+                     eff.cfg.issuers_dir, len(eff.record_issuer_ders))
     dcc_trust = _dcc_trust(args)
-    payloads = _read_image(args.image) if args.image else [args.text.encode("utf-8")]
+    if args.image:
+        try:
+            payloads = _read_image(args.image)
+        except OSError as err:
+            detail = err.strerror or str(err)
+            print(f"qrgate pass check: cannot read image {args.image}: {detail}", file=sys.stderr)
+            return 1
+    else:
+        payloads = [args.text.encode("utf-8")]
     if not payloads:
         print(f"no QR code found in {args.image}", file=sys.stderr)
         return 1

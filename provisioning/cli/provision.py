@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--province", required=True, help="province or centrally-run city (Tỉnh/Thành phố)")
     v.add_argument("--district", default=None, help="district (Quận/Huyện/Thị xã) of a 2021 three-level "
                    "address; leave it out for a current (July 2025) two-level address")
-    v.add_argument("--ward", required=True, help="ward or commune (Phường/Xã/Đặc khu)")
+    v.add_argument("--ward", required=True, help="ward, commune or township (Phường/Xã/Đặc khu; Thị trấn in a "
+                   "2021 three-level address); list them with `qrgate provision wards --province P`")
     v.add_argument("--address", required=True, help="house number and street, e.g. \"Số 20 Phạm Hùng\"")
     v.add_argument("--registrant", required=True, help="the registrant's full name")
     v.add_argument("--phone", required=True, help="the registrant's Vietnamese mobile number")
@@ -37,20 +38,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--no-pdf", action="store_true", help="do not write the PDF poster")
     v.set_defaults(func=cmd_venue)
 
-    d = ps.add_parser("device", help="write or update a gate's TOML config for a venue",
+    d = ps.add_parser("device", help="write or update a gate's TOML config (for a venue, or for a QR)",
                       description="Writes or updates the config file, shows what changed, and refuses "
-                      "inconsistent input.")
+                      "inconsistent input. Without --venue the gate is prepared for QR provisioning: "
+                      "it starts unprovisioned and takes its venue, direction, broker and issuer keys "
+                      "from a provisioning QR (`qrgate provision qr`).")
     d.add_argument("--config", required=True, help="the gate's TOML config to create or update")
     d.add_argument("--device-id", required=True, help="gate id, a slug such as busstation-3-gate-2")
-    d.add_argument("--venue", required=True, help="venue record JSON from `qrgate provision venue`")
-    d.add_argument("--direction", required=True, choices=("in", "out"))
+    d.add_argument("--venue", default=None, help="venue record JSON from `qrgate provision venue`; leave it "
+                   "out to keep the config's venue (a new config has none: the gate waits for a QR)")
+    d.add_argument("--for-qr", action="store_true", help="prepare the gate for a provisioning QR: remove the "
+                   "venue the config has (the QR brings venue, direction, broker and issuer keys)")
+    d.add_argument("--direction", default=None, choices=("in", "out"),
+                   help="required with --venue; with a QR the code sets it")
     d.add_argument("--broker", default=None, help="MQTT broker host:port")
-    d.add_argument("--pins", default=None, help="pin profile: a name from `--list-pins` or a TOML file")
+    d.add_argument("--pins", default=None, help="pin profile: a name from `qrgate provision pins` or a "
+                   "TOML file")
+    d.add_argument("--venue-secret", default=None, metavar="FILE",
+                   help="the venue's HMAC secret (from `qrgate provision venue`: VENUE_ID.secret) to install "
+                   "as the gate's privacy.hmac_secret_file; default: the one beside the --venue record")
+    d.add_argument("--camera", default=None, metavar="SOURCE", help="camera.source: picamera2, v4l2:N, "
+                   "dir:PATH (a folder of images, e.g. to try the gate on a PC) or file:PATH")
+    d.add_argument("--state-dir", default=None, metavar="DIR", help="device.state_dir (default "
+                   "/var/lib/qrgate): outbox, state and the venue secret; e.g. for a second gate on one PC")
     d.add_argument("--dry-run", action="store_true", help="show the changes without writing")
     d.set_defaults(func=cmd_device)
 
     lp = ps.add_parser("pins", help="list the pin profiles shipped for common relay HATs")
     lp.set_defaults(func=cmd_pins)
+
+    w = ps.add_parser("wards", help="list the wards of a province (current map) or of a district (2021 map)",
+                      description="Lists the names `provision venue --ward` accepts: the wards and communes of "
+                      "a province in the current two-level map, or, with --district, those of a district "
+                      "in the 2021 three-level map (Phường, Xã, Thị trấn).")
+    w.add_argument("--province", required=True, help="province or centrally-run city, e.g. \"Hà Nội\"")
+    w.add_argument("--district", default=None, help="district of the 2021 three-level map (Quận/Huyện/Thị xã)")
+    w.add_argument("--divisions", default=None, help="administrative units as a nested-divisions.json file "
+                   "instead of the shipped maps")
+    w.set_defaults(func=cmd_wards)
 
     q = ps.add_parser("qr", help="make a signed provisioning QR for a headless gate",
                       description="A QGP1: code signed by the provisioning authority key, valid for at most "
@@ -71,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_venue(args: argparse.Namespace) -> int:
     from provisioning.poster import write_poster
+    from provisioning.venue_secret import write_venue_secret
     from provisioning.venues import DivisionMaps, Divisions, display_phone, validate_venue, write_venue
 
     divisions = Divisions.from_file(args.divisions) if args.divisions else DivisionMaps.default()
@@ -78,6 +104,7 @@ def cmd_venue(args: argparse.Namespace) -> int:
                            address=args.address, registrant=args.registrant, phone=args.phone,
                            divisions=divisions)
     path, record = write_venue(venue, args.out, time.time())
+    secret_path = write_venue_secret(record["venue_id"], args.out)
     files = write_poster(record, args.out, error=args.error, pdf=not args.no_pdf, font_path=args.font)
     print(record["venue_id"])
     print(f"venue {record['name']}: {record['full_address']}", file=sys.stderr)
@@ -87,6 +114,8 @@ def cmd_venue(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print(f"record {path}; poster {files.png}, {files.svg}" + (f", {files.pdf}" if files.pdf else "")
           + f" (QR {files.qr_symbol_mm:.0f} mm wide at 100 %)", file=sys.stderr)
+    print(f"venue HMAC secret {secret_path} (0600): every gate of the venue needs it, so one person has one "
+          "subject at all of them; `qrgate provision device --venue` installs it", file=sys.stderr)
     return 0
 
 
@@ -95,13 +124,20 @@ def cmd_device(args: argparse.Namespace) -> int:
 
     result = provision_device(config_path=args.config, device_id=args.device_id, venue_path=args.venue,
                               direction=args.direction, broker=args.broker, pins=args.pins,
-                              dry_run=args.dry_run)
+                              camera=args.camera, venue_secret=args.venue_secret, state_dir=args.state_dir,
+                              for_qr=args.for_qr, dry_run=args.dry_run)
     if not result.changes:
         print(f"{args.config}: already up to date")
     for line in result.changes:
         print(line)
     if result.changes and not args.dry_run:
         print(f"wrote {args.config}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.waits_for_qr:
+        print("no venue: the gate starts unprovisioned and waits for a provisioning QR; trust the "
+              f"authority key first: qrgate keys trust AUTHORITY.pub.pem --config {args.config} --role authority",
+              file=sys.stderr)
     return 0
 
 
@@ -110,6 +146,32 @@ def cmd_pins(args: argparse.Namespace) -> int:
 
     for name, description in list_profiles():
         print(f"{name:28} {description}")
+    return 0
+
+
+def cmd_wards(args: argparse.Namespace) -> int:
+    from firmware.core.errors import ConfigError
+    from provisioning.venues import DivisionMaps, Divisions, match_unit
+
+    if args.divisions:
+        divisions = Divisions.from_file(args.divisions)
+    else:
+        maps = DivisionMaps.default()
+        divisions = maps.former if args.district else maps.current
+    found = match_unit(args.province, divisions.provinces, "--province", "in Việt Nam")
+    if found.unit is None:
+        raise ConfigError(found.problem or f"--province {args.province!r} not found")
+    units, where = found.unit.children, found.unit.name
+    if divisions.levels == 3:
+        if not args.district:
+            raise ConfigError(f"--district is required with the three-level map ({divisions.source})")
+        district = match_unit(args.district, units, "--district", f"in {found.unit.name}")
+        if district.unit is None:
+            raise ConfigError(district.problem or f"--district {args.district!r} not found")
+        units, where = district.unit.children, f"{district.unit.name}, {found.unit.name}"
+    print(f"{len(units)} wards in {where} ({divisions.source}):", file=sys.stderr)
+    for unit in sorted(units, key=lambda u: u.code):
+        print(unit.name)
     return 0
 
 

@@ -43,6 +43,7 @@ from provisioning.history.events import HistoryEvent, Rejected, parse_scan
 from provisioning.history.store import HistoryStore
 
 log = logging.getLogger(__name__)
+lifecycle = logging.getLogger(__name__ + ".lifecycle")  # start, connect, reconnect: shown without -v
 
 DAY_MS = 86_400_000
 
@@ -195,6 +196,7 @@ class ScanCollector:
         them again to the next collector with the same client id.
         """
         s = self.settings
+        lifecycle.info("history collector starting: broker %s:%d, topic %s", s.host, s.port, s.topic)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry_s
         props.ReceiveMaximum = s.receive_max
@@ -248,7 +250,7 @@ class ScanCollector:
                 log.warning("broker %s:%d refused the connection: %s", self.settings.host,
                             self.settings.port, reason)
                 return
-            log.info("connected to %s:%d (session %s); subscribing to %s", self.settings.host,
+            lifecycle.info("connected to %s:%d (session %s); subscribing to %s", self.settings.host,
                      self.settings.port, "resumed" if session_present else "new", self.settings.topic)
             self._client.subscribe(self.settings.topic, qos=1)
             with self.changed:
@@ -259,7 +261,7 @@ class ScanCollector:
                 log.error("broker refused the subscription to %s: %s; check its ACL", self.settings.topic,
                           ", ".join(value))
             else:
-                log.info("subscribed to %s", self.settings.topic)
+                lifecycle.info("subscribed to %s", self.settings.topic)
             with self.changed:
                 self.stats.subscribed = not value
                 self.changed.notify_all()

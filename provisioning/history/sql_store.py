@@ -41,6 +41,16 @@ _GAPS = (
 )
 
 
+# Each device's lowest stored seq, with its time, and the oldest event time ever stored for the
+# device (``sources.first_ms`` is never lowered by retention): a leading hole is open only while
+# the lowest stored event is still the oldest one ever stored, i.e. nothing was pruned before it.
+_FIRSTS = (
+    "SELECT e.device_id, e.seq, e.ts, e.ts_ms, (SELECT min(first_ms) FROM sources s WHERE s.device_id = e.device_id)"
+    " FROM events e WHERE e.seq = (SELECT min(seq) FROM events m WHERE m.device_id = e.device_id){where}"
+    " ORDER BY e.device_id"
+)
+
+
 # The end of the run: the lowest seq at or above the start, stored or the end of a write-off,
 # whose successor is neither stored nor written off.
 _CONTIGUOUS = (
@@ -58,7 +68,7 @@ _WRITE_OFF = (
     "INSERT INTO written_off (device_id, first_seq, last_seq, reason, written_ms)"
     " SELECT ?, ?, ?, ?, ? WHERE"
     " NOT EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq BETWEEN ? AND ?)"
-    " AND EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq < ?)"
+    " AND (? = 1 OR EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq < ?))"
     " AND EXISTS (SELECT 1 FROM events WHERE device_id = ? AND seq > ?)"
     " AND NOT EXISTS (SELECT 1 FROM written_off WHERE device_id = ? AND first_seq <= ? AND last_seq >= ?)"
 )
@@ -211,10 +221,17 @@ class SqlHistoryStore:
         where, params = (" WHERE device_id = ?", [device]) if device else ("", [])
         with self._lock:
             found = self._fetch(_GAPS.format(where=where), params)
+            firsts = self._fetch(_FIRSTS.format(where=" AND e.device_id = ?" if device else ""), params)
             written = self.write_offs(device)
+        # A gate's seq starts at 1: events before the lowest stored one (published before the
+        # collector first subscribed) are a hole too, unless retention pruned them.
+        leading = [Gap(device_id=d, first_missing=1, last_missing=int(s) - 1, after_ts="", before_ts=ts)
+                   for d, s, ts, ts_ms, first_ms in firsts
+                   if int(s) > 1 and (first_ms is None or int(ts_ms) <= int(first_ms))]
         holes = [Gap(device_id=d, first_missing=int(s) + 1, last_missing=int(n) - 1, after_ts=ts,
                      before_ts=nts) for d, s, ts, n, nts in found]
-        return [part for hole in holes for part in _open_parts(hole, written)]
+        ordered = sorted([*leading, *holes], key=lambda g: (g.device_id, g.first_missing))
+        return [part for hole in ordered for part in _open_parts(hole, written)]
 
     def write_off(self, device: str, first_seq: int, last_seq: int, reason: str, now_ms: int) -> WriteOff:
         """Declare a hole lost for good (see HistoryStore.write_off)."""
@@ -226,7 +243,7 @@ class SqlHistoryStore:
                               "with FIRST <= LAST, as `qrgate history query --gaps` lists them")
         with self._lock:
             inserted = self._write(_WRITE_OFF, [device, first_seq, last_seq, reason, now_ms,
-                                                device, first_seq, last_seq, device, first_seq,
+                                                device, first_seq, last_seq, first_seq, device, first_seq,
                                                 device, last_seq, device, last_seq, first_seq])
             if inserted != 1:
                 raise ConfigError(self._why_not_a_gap(device, first_seq, last_seq))

@@ -7,6 +7,7 @@ The collector acknowledges a message to the broker only after ``add`` returns, s
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,12 @@ class SqliteHistoryStore(SqlHistoryStore):
         try:
             if not readonly:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                # 0600 like the exports: the history holds masked names, phones and subjects.
+                # SQLite gives its -wal and -shm files the database file's mode.
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                except FileExistsError:
+                    pass
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                        timeout=10.0)
             self._db.execute("PRAGMA busy_timeout = 10000")

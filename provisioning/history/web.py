@@ -38,7 +38,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from http import HTTPStatus
@@ -50,6 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from firmware.core.errors import ConfigError, QrGateError
 from provisioning.history.export import CONTENT_TYPES, clean_text, local_time, write_export
+from provisioning.history.labels import decision_label, reason_label
 from provisioning.history.query import DECISIONS, Filter, make_filter
 from provisioning.history.store import HistoryStore
 
@@ -230,14 +231,16 @@ class HistoryApp:
         allow_localhost: let loopback clients in without the token.
         now_ms: wall clock, Unix ms (relative times, export file names).
         hosts: host names (besides IP addresses and ``localhost``) the page answers to.
+        venue_names: venue id to name (shown on the page; exports keep the id beside it).
     """
 
     def __init__(self, store: HistoryStore, token: str | Sequence[Access], tz: tzinfo, page_size: int = 50,
                  allow_localhost: bool = False,
                  now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-                 hosts: Sequence[str] = ()) -> None:
+                 hosts: Sequence[str] = (), venue_names: Mapping[str, str] | None = None) -> None:
         self.hosts = frozenset(h.strip().lower().rstrip(".") for h in (*hosts, "localhost") if h.strip())
         self.store = store
+        self.venue_names = dict(venue_names or {})
         self.access = [Access(token)] if isinstance(token, str) else list(token)
         self.tz = tz
         self.page_size = page_size
@@ -573,7 +576,7 @@ class HistoryHandler(BaseHTTPRequestHandler):
             return
         body = self._filters_html(t, form, sources, error)
         body += f'<p class="count" id="count">{t["count"]}: <span>{page.total}</span></p>'
-        body += self._table_html(t, page.rows)
+        body += self._table_html(t, page.rows, lang)
         body += self._pager_html(t, page)
         self._html(HTTPStatus.OK, self._frame(lang, body, True),
                    {"Set-Cookie": f"lang={lang}; Path=/; SameSite=Strict"})
@@ -596,7 +599,7 @@ class HistoryHandler(BaseHTTPRequestHandler):
         return (f'{note}<form class="filters" id="filters" method="post" action="/">'
                 + field("since", "datetime-local", ' step="1"') + field("until", "datetime-local", ' step="1"')
                 + field("person", "search", f' placeholder="{_esc(t["person_hint"])}" autocomplete="off"')
-                + select("venue", [(v, v) for v in venues]) + select("device", [(d, d) for d in devices])
+                + select("venue", [(v, self.app.venue_names.get(v, v)) for v in venues]) + select("device", [(d, d) for d in devices])
                 + select("decision", [(d, t[d]) for d in DECISIONS])
                 + f'<div class="actions"><button class="primary" type="submit" name="page" value="1">'
                 f'{t["filter"]}</button><a class="clear" href="/">{t["clear"]}</a>'
@@ -605,7 +608,7 @@ class HistoryHandler(BaseHTTPRequestHandler):
                           for f in ("csv", "xlsx", "json"))
                 + "</div></form>")
 
-    def _table_html(self, t: dict[str, str], rows: list) -> str:
+    def _table_html(self, t: dict[str, str], rows: list, lang: str) -> str:
         if not rows:
             return f'<p id="empty">{t["empty"]}</p>'
         heads = ["time", "person", "venue", "device", "direction", "decision", "reason"]
@@ -615,11 +618,12 @@ class HistoryHandler(BaseHTTPRequestHandler):
             cells = [
                 ("time", local_time(ev.ts_ms, self.app.tz), ""),
                 ("person", ev.display, ""),
-                ("venue", ev.venue_id, ""),
+                ("venue", self.app.venue_names.get(ev.venue_id, ev.venue_id), ""),
                 ("device", ev.device_id, ""),
                 ("direction", t.get(ev.direction, ev.direction), ""),
-                ("decision", t.get(ev.decision, ev.decision), ev.decision if ev.decision in DECISIONS else ""),
-                ("reason", ev.reason, ""),
+                ("decision", decision_label(ev.decision, ev.direction, lang),
+                 ev.decision if ev.decision in DECISIONS else ""),
+                ("reason", reason_label(ev.reason, lang), ""),
             ]
             out.append("<tr>" + "".join(f'<td data-label="{_esc(t[k])}" class="{c}">{_esc(clean_text(v))}</td>'
                                         for k, v, c in cells) + "</tr>")
@@ -639,7 +643,8 @@ class HistoryHandler(BaseHTTPRequestHandler):
         extra = {"Content-Disposition": f'attachment; filename="qrgate-history-{stamp}.{fmt}"'}
         buffer = io.BytesIO()
         try:
-            count = write_export(fmt, self.app.store.rows(flt), buffer, self.app.tz, flt.describe())
+            count = write_export(fmt, self.app.store.rows(flt), buffer, self.app.tz, flt.describe(),
+                                 venue_names=self.app.venue_names)
         except QrGateError as err:
             log.error("history export failed: %s", err)
             self._html(HTTPStatus.SERVICE_UNAVAILABLE, f"<!doctype html><p>{_esc(err)}")
@@ -668,8 +673,14 @@ def serve(args: Any, tz: tzinfo) -> int:
     token = load_or_create_tokens(Path(args.token_file) if args.token_file else DEFAULT_TOKEN_FILE)
     store = open_store(args.db, readonly=True)
     try:
+        names = {}
+        if getattr(args, "venues", ""):
+            from provisioning.venues import venue_names_in
+
+            names = venue_names_in(args.venues)
         server = make_server(store, token, tz, (host.strip("[]"), int(port)), page_size=args.page_size,
-                             allow_localhost=args.allow_localhost, hosts=tuple(getattr(args, "allowed_host", ()) or ()))
+                             allow_localhost=args.allow_localhost, hosts=tuple(getattr(args, "allowed_host", ()) or ()),
+                             venue_names=names)
     except OSError as err:
         store.close()
         raise ConfigError(f"cannot listen on {args.listen} ({err.strerror}); pick a free address:port") from err
