@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from functools import partial
 
 import paho.mqtt.client as paho
 import pytest
@@ -18,12 +19,14 @@ from firmware.adapters.outbox import SqliteOutbox
 from firmware.adapters.publisher import OutboxPublisher
 from firmware.app.builder import GateApp
 from firmware.core.config import parse_config
+from firmware.core.event_signature import public_key_text, seal
 from provisioning.history.query import Filter
 from provisioning.history.store import open_store
 from tests.mqtt_support import Collector
 from tests.test_history_collector import RunningCollector, settings
 from tests.test_outbox import scan_event
 from tests.test_outbox_app import site
+from tests.signing_support import device_key
 
 WAIT_S = 20.0
 YEAR_S = 365 * 86400.0
@@ -37,7 +40,8 @@ class Gate:
         self.link = MqttLink(MqttSettings(device_id="gate-1", host=broker.host, port=broker.port, prefix=prefix,
                                           keepalive_s=10, inflight_max=20),
                              reconnect_min_s=0.1, reconnect_max_s=0.5)
-        self.publisher = OutboxPublisher(self.outbox, self.link, inflight_max=20, app_ack_timeout_s=timeout_s)
+        self.publisher = OutboxPublisher(self.outbox, self.link, inflight_max=20, app_ack_timeout_s=timeout_s,
+                                         seal=partial(seal, key=device_key("gate-1")))
 
     def start(self) -> None:
         self.publisher.start()
@@ -233,6 +237,8 @@ def test_gate_app_with_mqtt_app_ack_waits_for_the_collector_ack(tmp_path, shared
     app = GateApp(cfg, pin_factory=MockFactory())
     try:
         app.build()
+        # the key the gate made at its first start, as `qrgate history device add` registers it
+        store.register_device("app-gate", public_key_text(app.device_key.public_key()), "test", 0)
         app.run(threading.Event())
         assert app.publisher.app_ack_timeout_s == 60.0 and app.publisher.outbox.app_ack
         assert app.wait_drained(WAIT_S), app.publisher.outbox.stats()

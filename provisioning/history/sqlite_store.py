@@ -35,6 +35,14 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS written_off ("
     " device_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
     " reason TEXT NOT NULL, written_ms INTEGER NOT NULL, PRIMARY KEY (device_id, first_seq))",
+    "CREATE TABLE IF NOT EXISTS devices ("
+    " device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, source TEXT NOT NULL, added_ms INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS enrolments ("
+    " nonce TEXT PRIMARY KEY, device_id TEXT NOT NULL, venue_id TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    " used_ms INTEGER, used_key TEXT, used_by TEXT)",
+    "CREATE TABLE IF NOT EXISTS quarantine ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL, topic TEXT NOT NULL,"
+    " device_id TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL, payload_bytes INTEGER NOT NULL)",
 )
 _INSERT = ("INSERT INTO events (" + ", ".join(COLUMNS) + ") VALUES (" + ", ".join("?" for _ in COLUMNS)
            + ") ON CONFLICT (event_id) DO NOTHING")
