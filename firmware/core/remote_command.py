@@ -253,7 +253,7 @@ class CommandVerifier:
             return reject(Reject.MALFORMED, f"envelope is {len(payload)} bytes, over {MAX_ENVELOPE_BYTES}")
         try:
             env = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting is a refusal too
             return reject(Reject.UNSIGNED if len(payload) < 64 and b"{" not in payload else Reject.MALFORMED,
                           "payload is not a signed JSON envelope")
         if not isinstance(env, dict):
@@ -268,7 +268,7 @@ class CommandVerifier:
         try:
             body_bytes, sig = unb64url(body_text), unb64url(sig_text)
             body = json.loads(body_bytes.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return reject(Reject.MALFORMED, "payload or sig is not base64url of JSON")
         problem, tx = _body_problem(body)
         if problem:

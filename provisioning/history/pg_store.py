@@ -127,6 +127,16 @@ class PostgresHistoryStore(SqlHistoryStore):
         except psycopg.Error as err:
             raise StoreError(f"history write failed on PostgreSQL: {err}") from err
 
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            conn = self._conn()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(_pg(sql), [list(r) for r in rows])
+        except psycopg.Error as err:
+            raise StoreError(f"history write failed on PostgreSQL: {err}") from err
+
     def add(self, events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
         """Store the new events (by ``event_id``) in one committed transaction; return them."""
         if not events:

@@ -172,6 +172,10 @@ class SqlHistoryStore:
         """Run one writing statement (committed on its own) and return its row count."""
         raise NotImplementedError
 
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one writing statement for each row, all in one committed transaction."""
+        raise NotImplementedError
+
     # -- shared queries -------------------------------------------------------------------
     def count(self, flt: Filter) -> int:
         """Return how many events match ``flt``."""
@@ -340,11 +344,11 @@ class SqlHistoryStore:
         Text is stored without control characters and the payload as bytes (at most
         ``QUARANTINE_PAYLOAD_MAX`` of them), so whatever arrived fits both databases."""
         with self._lock:
-            for received_ms, topic, device, reason, payload in rows:
-                self._write("INSERT INTO quarantine (received_ms, topic, device_id, reason, payload, payload_bytes)"
-                            " VALUES (?, ?, ?, ?, ?, ?)",
-                            [received_ms, _printable(topic, 256), _printable(device, 128), _printable(reason, 300),
-                             bytes(payload[:QUARANTINE_PAYLOAD_MAX]), len(payload)])
+            self._write_many("INSERT INTO quarantine (received_ms, topic, device_id, reason, payload, payload_bytes)"
+                             " VALUES (?, ?, ?, ?, ?, ?)",
+                             [[received_ms, _printable(topic, 256), _printable(device, 128), _printable(reason, 300),
+                               bytes(payload[:QUARANTINE_PAYLOAD_MAX]), len(payload)]
+                              for received_ms, topic, device, reason, payload in rows])
 
     def quarantined(self, limit: int = 100) -> list[tuple[int, str, str, str, int]]:
         """The newest quarantined messages: (received_ms, topic, device_id, reason, payload_bytes)."""

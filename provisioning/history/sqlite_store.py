@@ -105,6 +105,18 @@ class SqliteHistoryStore(SqlHistoryStore):
         except sqlite3.Error as err:
             raise StoreError(f"history write failed on {self.path}: {err}") from err
 
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(sql, [list(r) for r in rows])
+            self._db.execute("COMMIT")
+        except sqlite3.Error as err:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StoreError(f"history write failed on {self.path}: {err}") from err
+
     def add(self, events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
         """Store the new events (by ``event_id``) in one committed transaction; return them."""
         if not events:
