@@ -6,7 +6,6 @@ provisioning code. Real Mosquitto, real SQLite, real Ed25519 signatures."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
