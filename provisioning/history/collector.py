@@ -391,13 +391,21 @@ class ScanCollector:
         return Rejected(f"signature does not verify with the key registered for {device}")
 
     def _registered_keys(self, device: str, stop: threading.Event) -> dict[str, str] | None:
+        """The registered keys, read whole at most every ``KEYS_REFRESH_S`` (so a removal takes
+        effect) and one device at a time on a miss (a flood of unknown device ids costs one
+        indexed read each, never a table scan)."""
         now_s = self._monotonic_s()
-        stale = self._keys_read_s is None or now_s - self._keys_read_s > KEYS_REFRESH_S
-        if stale or device not in self._keys:
+        if self._keys_read_s is None or now_s - self._keys_read_s > KEYS_REFRESH_S:
             keys = self._retry(self._store.device_keys, stop)
             if keys is None:
                 return None
             self._keys, self._keys_read_s = keys, now_s
+        elif device not in self._keys:
+            found = self._retry(lambda: (self._store.device_key(device),), stop)
+            if found is None:
+                return None
+            if found[0] is not None:
+                self._keys[device] = found[0]
         return self._keys
 
     def _store_batch(self, good: list[HistoryEvent],

@@ -295,6 +295,12 @@ class SqlHistoryStore:
             found = self._fetch("SELECT device_id, public_key FROM devices")
         return {str(d): str(k) for d, k in found}
 
+    def device_key(self, device: str) -> str | None:
+        """Return one device's registered public key, or None (one indexed read)."""
+        with self._lock:
+            found = self._fetch("SELECT public_key FROM devices WHERE device_id = ?", [device])
+        return str(found[0][0]) if found else None
+
     def devices(self) -> list[tuple[str, str, str, int]]:
         """Return (device_id, public_key, source, added_ms) of every registered device, sorted."""
         with self._lock:

@@ -92,6 +92,10 @@ class HistoryStore(Protocol):
         """Return every registered device's public key (raw Ed25519, base64url), by device id."""
         ...
 
+    def device_key(self, device: str) -> str | None:
+        """Return one device's registered public key, or None."""
+        ...
+
     def register_device(self, device: str, public_key: str, source: str, now_ms: int) -> None:
         """Register (or replace) the key the device's scan events must verify with."""
         ...
