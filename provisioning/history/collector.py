@@ -34,6 +34,7 @@ because an ack was lost (a broker restarted without persistence) is acknowledged
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -502,9 +503,14 @@ class ScanCollector:
             log.error("retention failed: %s; will try again later", err)
 
 
+@functools.lru_cache(maxsize=4096)
+def _public_key(text: str) -> Any:
+    return event_signature.public_key_from_text(text)
+
+
 def _verifies(sealed: event_signature.Sealed, public_key: str) -> bool:
     try:
-        event_signature.verify(sealed, event_signature.public_key_from_text(public_key))
+        event_signature.verify(sealed, _public_key(public_key))
         return True
     except (event_signature.SignatureError, ValueError):
         return False
