@@ -86,6 +86,8 @@ class Broker:
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen | None = None
         self.acl: str | None = None
+        # A mosquitto_passwd file: anonymous clients are then refused (tests of the ACL template).
+        self.password_file: Path | None = None
         self.log_path = workdir / "mosquitto.log"
         self.extra_conf = ""
 
@@ -93,7 +95,7 @@ class Broker:
         conf = self.workdir / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            "allow_anonymous false" if self.password_file is not None else "allow_anonymous true",
             "persistence false",
             f"log_dest file {self.log_path}",
             "log_type error",
@@ -104,6 +106,8 @@ class Broker:
         if os.geteuid() == 0:
             # As root, mosquitto drops to user "mosquitto", which cannot read files under a 0700 tmp dir.
             lines.append("user root")
+        if self.password_file is not None:
+            lines.append(f"password_file {self.password_file}")
         if self.acl is not None:
             acl_file = self.workdir / "acl"
             acl_file.write_text(self.acl)

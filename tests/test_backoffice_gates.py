@@ -73,6 +73,17 @@ def test_a_gate_is_provisioned_from_the_page_opened_from_the_page_and_audited(br
             [m.topic for m in watcher.messages]
         provisioned = [m.json() for m in watcher.on("scan")][0]
         assert provisioned["venue_id"] == venue_id and provisioned["direction"] == "in"
+        # The page recorded the code's nonce in the history: the gate that applied the code
+        # (its provisioned event carries the nonce and its key) is the one that enrols.
+        from provisioning.history.store import open_store
+
+        history = open_store(site.database_url_for_tests)
+        try:
+            assert history.claim_enrolment(provisioned["prov_nonce"], "gate-7", provisioned["device_key"], 1)
+            assert history.device_keys()["gate-7"] == provisioned["device_key"]
+            assert not history.claim_enrolment(provisioned["prov_nonce"], "gate-7", "B" * 43, 2)
+        finally:
+            history.close()
         # the state published after the provisioning (a "booting" one from before it would not do)
         assert watcher.wait_until(lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload).get(
             "device_state") == "ready" for m in ms), WAIT_S)

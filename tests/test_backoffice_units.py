@@ -263,6 +263,11 @@ def test_history_collect_and_query_work_on_the_back_office_database_with_config(
     site = BackofficeSite(tmp_path, mqtt={"host": shared_broker.host, "port": shared_broker.port,
                                           "prefix": topic_prefix})
     site.init()
+    from tests.signing_support import signed, write_public_pem
+
+    added = qrgate("history", "device", "add", "--config", str(site.config), "--device", "gate-9", "--key",
+                   str(write_public_pem("gate-9", tmp_path / "gate-9.pub.pem")))
+    assert added.returncode == 0, added.stderr  # only events signed by a registered key are stored
     proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "-v", "history", "collect", "--config",
                              str(site.config), "--client-id", f"bo-{topic_prefix}"[:60]],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
@@ -288,8 +293,8 @@ def test_history_collect_and_query_work_on_the_back_office_database_with_config(
         wait_for("subscribed to")
         for seq in (1, 2, 3):
             publish_raw(shared_broker, f"{topic_prefix}/gate-9/scan",
-                        json.dumps(scan_dict(device="gate-9", seq=seq, ts_ms=BASE_MS + seq, venue="v-aaaaaaaaaaaa"))
-                        .encode())
+                        signed("gate-9", scan_dict(device="gate-9", seq=seq, ts_ms=BASE_MS + seq,
+                                                   venue="v-aaaaaaaaaaaa")))
         stored = 0
         while stored < 3:
             wait_for("stored ")

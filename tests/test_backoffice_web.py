@@ -115,6 +115,13 @@ def run_gate_scans(site, tmp_path: Path, venue_id: str, broker, prefix: str) -> 
                           mqtt={"host": broker.host, "port": broker.port, "prefix": prefix})
     db_url = site.database_url_for_tests
     store = open_store(db_url)
+    # the gate's device key, made before its first start as it would make it, and registered
+    # as `qrgate history device add` does: the collector stores only events it signed
+    from firmware.adapters.device_key import DEVICE_KEY_FILE, load_or_create_device_key
+    from firmware.core.event_signature import public_key_text
+
+    device_key = load_or_create_device_key(gate_dir / "state" / DEVICE_KEY_FILE)
+    store.register_device("gate-1", public_key_text(device_key.public_key()), "test", 0)
     collector = ScanCollector(store, CollectorSettings(host=broker.host, port=broker.port, prefix=prefix,
                                                        client_id=f"bo-{prefix}"[:60]))
     stop = threading.Event()

@@ -20,6 +20,7 @@ from provisioning.history.collector import CollectorSettings, ScanCollector
 from provisioning.history.query import Filter
 from provisioning.history.store import open_store
 from tests.history_support import BASE_MS, pg_server_url, pg_url, scan_dict  # noqa: F401
+from tests.signing_support import register, signed, write_public_pem
 
 pytestmark = pytest.mark.broker
 WAIT_S = 20.0
@@ -37,7 +38,8 @@ class Publisher:
         self.client.loop_start()
 
     def send(self, device: str, payload: bytes | dict) -> None:
-        body = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+        """A dict is sent signed with the device's test key; bytes are sent as they are."""
+        body = signed(device, payload) if isinstance(payload, dict) else payload
         info = self.client.publish(f"{self.prefix}/{device}/scan", body, qos=1)
         info.wait_for_publish(timeout=WAIT_S)
         assert info.is_published()
@@ -52,6 +54,7 @@ class RunningCollector:
 
     def __init__(self, store, settings: CollectorSettings, changed: threading.Condition | None = None,
                  **clocks) -> None:
+        register(store)  # the test devices' keys: only signed events are stored
         self.collector = ScanCollector(store, settings, changed=changed, **clocks)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.collector.run, args=(self.stop,), name="qrgate-history-test")
@@ -107,7 +110,7 @@ def test_collector_stores_once_reports_gaps_and_survives_malformed_json(shared_b
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert "seq gap on gate-1: 3..4 missing (2 scans)" in logged
         assert "late event on gate-1: seq 3 arrived after 5" in logged
-        assert "not UTF-8 JSON" in logged and "unknown schema" in logged
+        assert "unsigned" in logged and "unknown schema" in logged
         assert "NGUY" not in logged and "0966" not in logged and "hmac-aa11" not in logged
     finally:
         pub.close()
@@ -138,7 +141,9 @@ def event_at(seq: int, ms: int):
 
 
 class RefusingStore:
-    """A store whose database is down: every add fails (reads go to the real store)."""
+    """A store whose database goes down at the first add: every add fails, and so does the
+    collector's probe (max_seq) after it, so it is an outage, not one poison event (other
+    reads go to the real store)."""
 
     def __init__(self, real) -> None:
         self.real = real
@@ -147,6 +152,11 @@ class RefusingStore:
     def add(self, events):
         self.attempts.set()
         raise StoreError("database is down (test)")
+
+    def max_seq(self, device):
+        if self.attempts.is_set():
+            raise StoreError("database is down (test)")
+        return self.real.max_seq(device)
 
     def __getattr__(self, name):
         return getattr(self.real, name)
@@ -220,6 +230,9 @@ def qrgate(*args: str) -> subprocess.CompletedProcess:
 
 def test_qrgate_history_collect_process_end_to_end(broker, topic_prefix, tmp_path):
     db = tmp_path / "history.sqlite"
+    added = qrgate("history", "device", "add", "--db", str(db), "--device", "bus-3-gate-2", "--key",
+                   str(write_public_pem("bus-3-gate-2", tmp_path / "bus-3-gate-2.pub.pem")))
+    assert added.returncode == 0 and "registered bus-3-gate-2: SHA256:" in added.stdout, added.stderr
     proc = subprocess.Popen(
         [sys.executable, "-m", "firmware.cli", "-v", "history", "collect", "--broker", broker.address,
          "--db", f"sqlite:///{db}", "--prefix", topic_prefix, "--client-id", f"e2e-{os.getpid()}"],
@@ -244,7 +257,7 @@ def test_qrgate_history_collect_process_end_to_end(broker, topic_prefix, tmp_pat
             seen.append(line)
             if "stored " in line and " new events" in line:
                 stored += int(line.split("stored ")[1].split()[0])
-            skipped = skipped or "skipped a message on" in line
+            skipped = skipped or "quarantined a message on" in line
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=WAIT_S) == 0
         for line in iter(lambda: lines.get(timeout=WAIT_S), None):
@@ -258,7 +271,7 @@ def test_qrgate_history_collect_process_end_to_end(broker, topic_prefix, tmp_pat
         proc.stderr.close()
     logged = "".join(seen)
     assert "seq gap on bus-3-gate-2: 11..12 missing (2 scans)" in logged
-    assert "not UTF-8 JSON" in logged and "not json" not in logged
+    assert "unsigned" in logged and "not json" not in logged
     assert "collector stopped: 19 received, 18 stored, 0 duplicates, 1 skipped, 1 gaps seen" in logged
 
     out = qrgate("history", "query", "--db", str(db), "--format", "json", "--tz", "UTC", "--since",

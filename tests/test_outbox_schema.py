@@ -65,7 +65,24 @@ def test_stored_events_match_the_schema_for_every_privacy_mode(tmp_path, mode):
 def test_schema_lists_exactly_the_fields_the_model_publishes():
     factory = EventFactory.fixed(device_id="g", venue_id="v", direction="out", boot_id="0123456789abcdef")
     doc = factory.build(decision(Verdict.DENIED, Reason.UNKNOWN_FORMAT, None), 1.7e9, True).to_json_dict()
-    assert sorted(SCHEMA["required"]) == sorted(doc) == sorted(SCHEMA["properties"])
+    # the optional fields: the signature added when publishing, and the enrolment pair
+    optional = ["device_key", "prov_nonce", "sig"]
+    assert sorted(SCHEMA["required"]) == sorted(doc) == sorted(set(SCHEMA["properties"]) - set(optional))
+
+
+def test_a_published_enrolment_event_with_its_signature_matches_the_schema():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from firmware.core.event_signature import public_key_text, seal
+
+    key = Ed25519PrivateKey.generate()
+    factory = EventFactory.fixed(device_id="g", venue_id="v", direction="out", boot_id="0123456789abcdef")
+    event = factory.build_record(decision="provisioned", reason="ok", credential="provisioning",
+                                 code_sha256="ab" * 32, wall_s=1.7e9, time_synced=True,
+                                 prov_nonce="0f" * 16, device_key=public_key_text(key.public_key()))
+    body = json.dumps({**event.to_json_dict(), "event_id": "0" * 32, "seq": 1}, separators=(",", ":"))
+    published = json.loads(seal(body.encode(), key))
+    assert problems(published) == [] and list(published)[-1] == "sig"
 
 
 def test_the_checker_rejects_bad_documents():

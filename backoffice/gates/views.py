@@ -149,6 +149,8 @@ def add_gate(request: HttpRequest, venue_id: str) -> HttpResponse:
         except (ConfigError, QrGateError) as err:
             form.add_error(None, str(err))
         else:
+            _register_enrolment(cfg.database_url, made.claims["nonce"].hex(), form.cleaned_data["device_id"] or "",
+                                venue.venue_id)
             buffer = io.BytesIO()
             make_qr(made.text).save(buffer, kind="png", scale=8, border=4)
             qr_data = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -171,6 +173,19 @@ def _first_deny_list(actor: Any, venue: Venue) -> None:
     deny, _ = VenueList.objects.get_or_create(venue=venue, kind=VenueList.DENY)
     if deny.version == 0 and revoked_ids(time.time()):
         publish_venue_list(actor, venue, deny, list(deny.ids), wait_for_gates=False, action="list_deny_revocations")
+
+
+def _register_enrolment(database_url: str, nonce_hex: str, device_id: str, venue_id: str) -> None:
+    """Record the code's nonce in the scan history (the back office's own database), as
+    `qrgate provision qr --register` does: the collector then registers the key of the gate
+    that applies this code first (its ``provisioned`` event, signed with that key)."""
+    from provisioning.history.store import open_store
+
+    store = open_store(database_url)
+    try:
+        store.add_enrolment(nonce_hex, device_id, venue_id, int(time.time() * 1000))
+    finally:
+        store.close()
 
 
 @require_POST

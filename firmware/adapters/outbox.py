@@ -22,7 +22,12 @@ proves the broker took the event, so a row then moves to a third state, "publish
 the consumer's ack". The ``sent`` column holds ``SENT_NO`` (0, not yet PUBACKed), ``SENT_DONE``
 (1, delivered: PUBACKed with app_ack off, or acknowledged by the consumer with app_ack on) or
 ``SENT_AWAITING`` (2, PUBACKed, consumer ack outstanding; ``published_s`` holds the wall time of
-the PUBACK). ``mark_acked(n)`` moves every row with ``seq <= n`` to ``SENT_DONE``;
+the PUBACK). ``mark_acked(n)`` moves to ``SENT_DONE`` every row with ``seq <= n`` that this gate
+has itself had PUBACKed (awaiting the ack, or requeued after one: ``published_s`` set), and
+never a row it has not published: an ack names only what the consumer stored, and what the
+consumer stored under this gate's seq may have been forged (issue 10, attack 1). The highest
+seq ever PUBACKed is kept in ``meta`` (``published_high``, ``published_high`` property) so the
+publisher can ignore acks above it, across restarts and pruning;
 ``requeue_unacked(before_s)`` moves rows published before ``before_s`` back to ``SENT_NO`` so
 they are published again (at least once; consumers drop duplicates on ``event_id``). Two more
 partial indexes (over awaiting rows by ``seq`` and by ``published_s``) keep both O(batch).
@@ -247,6 +252,10 @@ class SqliteOutbox:
                 conn.execute("UPDATE events SET sent = 1 WHERE sent = 2")
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('seq_high', 0)")
+            if conn.execute("SELECT 1 FROM meta WHERE key = 'published_high'").fetchone() is None:
+                # A file from before published_high: one scan at this open, then kept up to date.
+                conn.execute("INSERT INTO meta(key, value) SELECT 'published_high', coalesce(max(seq), 0) "
+                             "FROM events WHERE sent != 0 OR published_s IS NOT NULL")
             conn.execute("COMMIT")
             return conn, fresh
         except BaseException:
@@ -294,6 +303,7 @@ class SqliteOutbox:
         meta_high = c.execute("SELECT value FROM meta WHERE key = 'seq_high'").fetchone()[0]
         max_seq = c.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
         self._seq_high = max(meta_high, max_seq)
+        self._published_high = int(c.execute("SELECT value FROM meta WHERE key = 'published_high'").fetchone()[0])
         self._oldest_unsent = self._query_oldest_unsent()
         if fresh and self._reserved > self._seq_high:
             # A new database after a lost or quarantined one: never reuse a seq it may have held.
@@ -409,12 +419,17 @@ class SqliteOutbox:
                     else:
                         self._conn.executemany("UPDATE events SET sent = 1 WHERE seq = ? AND sent = 0", batch)
                     changed = self._conn.total_changes - before
+                    published_high = max(self._published_high, max(s for (s,) in batch))
+                    if published_high > self._published_high:
+                        self._conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'published_high'",
+                                           (published_high,))
                     oldest = self._oldest_unsent
                     if changed and not self.app_ack and oldest is not None and (oldest[0],) in batch:
                         oldest = self._query_oldest_unsent()  # one indexed row, in the same transaction
             except sqlite3.Error as err:
                 raise StoreError(f"cannot mark events sent in {self.path} ({err})") from err
             self._unsent -= changed
+            self._published_high = published_high
             if self.app_ack and changed:
                 self._awaiting += changed
                 if self._oldest_published_s is None:
@@ -425,8 +440,10 @@ class SqliteOutbox:
             return changed
 
     def mark_acked(self, acked_through: int) -> int:
-        """app_ack: mark every row with ``seq <= acked_through`` delivered (the consumer stored
-        every seq up to it), whether awaiting its ack or queued to be published again.
+        """app_ack: mark delivered every row with ``seq <= acked_through`` that this gate had
+        PUBACKed (the consumer stored every seq up to it): awaiting its ack, or queued to be
+        published again after one. A row never published stays unsent whatever the ack says:
+        what the consumer holds under that seq did not come from this outbox.
 
         Returns the number of rows that changed. One transaction over the partial indexes.
 
@@ -441,7 +458,8 @@ class SqliteOutbox:
                     before = self._conn.total_changes
                     self._conn.execute("UPDATE events SET sent = 1 WHERE sent = 2 AND seq <= ?", (acked_through,))
                     awaiting_done = self._conn.total_changes - before
-                    self._conn.execute("UPDATE events SET sent = 1 WHERE sent = 0 AND seq <= ?", (acked_through,))
+                    self._conn.execute("UPDATE events SET sent = 1 WHERE sent = 0 AND seq <= ? "
+                                       "AND published_s IS NOT NULL", (acked_through,))
                     unsent_done = self._conn.total_changes - before - awaiting_done
                     oldest_unsent = self._query_oldest_unsent()
                     oldest_published = self._query_oldest_published()
@@ -564,6 +582,11 @@ class SqliteOutbox:
         """Number of events not yet PUBACKed (in memory, no I/O; consistent with ``stats()``)."""
         figures = self._figures
         return figures[1] - figures[5]
+
+    @property
+    def published_high(self) -> int:
+        """The highest seq this outbox ever had PUBACKed (kept in ``meta``, survives pruning)."""
+        return self._published_high
 
     @property
     def seq_high(self) -> int:

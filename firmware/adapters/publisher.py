@@ -28,10 +28,18 @@ reads the queue only after it has recorded the id of everything it published.
 Application-level acks (``app_ack_timeout_s`` set, config ``mqtt.app_ack``): the publisher
 subscribes to the retained ``<prefix>/<device_id>/ack`` that the consumer (the history
 collector) publishes, JSON ``{"device_id": ..., "acked_through": N, "ts": ...}``, and marks
-every row with ``seq <= N`` delivered (``SqliteOutbox.mark_acked``). It ignores malformed
-messages, other device ids, acks that do not move forward, and acks above the highest seq
-this outbox ever assigned (a stale ack from before a wiped state directory). PUBACKed rows
-not acknowledged within ``app_ack_timeout_s`` are published again (at least once).
+every row with ``seq <= N`` that this gate had PUBACKed delivered (``SqliteOutbox.mark_acked``:
+never a row it has not published). It ignores and logs malformed messages (any parsing failure,
+deep nesting included, is a refusal with a reason; a payload over ``MAX_ACK_BYTES`` is not
+parsed), other device ids, and acks above the highest seq this outbox ever had PUBACKed (a
+forged ack, or a stale one from before a wiped state directory). Who may write the ack is the
+broker's ACL (only the collector's login may publish ``+/ack``; see the README, "Threat model").
+PUBACKed rows not acknowledged within ``app_ack_timeout_s`` are published again (at least once).
+
+Signed events: with a ``seal`` function (the device key, ``firmware.core.event_signature``)
+every scan event is published as its stored body sealed with the gate's signature, and the
+gate's public key document is published retained on ``<prefix>/<device_id>/key`` after every
+connect.
 
 The publisher also prunes the outbox periodically and ticks the ``StateReporter``.
 """
@@ -74,6 +82,10 @@ STALE_S = 60.0
 # How long the id of a copy given up as stale is remembered for a late PUBACK. Short, so
 # the map stays small and a 16-bit paho id that wraps round cannot be mistaken for it.
 LATE_ACK_KEEP_S = 5 * STALE_S
+
+
+# A consumer ack is a short JSON object; anything longer is refused unparsed.
+MAX_ACK_BYTES = 1024
 
 
 class StateReporter:
@@ -151,14 +163,22 @@ class OutboxPublisher:
         app_ack_timeout_s: None (default): a PUBACK is delivery. A number: subscribe to the
             consumer's ``ack`` topic and publish again what it has not acknowledged within
             this many seconds; the outbox must have been opened with ``app_ack=True``.
+        seal: turns a stored event body into the published payload (the device key's
+            signature, ``firmware.core.event_signature.seal``); None publishes bodies as stored.
+        key_document: the JSON published retained on ``<prefix>/<device_id>/key`` after each
+            connect (the device's public key), or None.
     """
 
     def __init__(self, outbox: SqliteOutbox, link: Any, *, inflight_max: int = 100,
                  alarms: Alarms | None = None, state: StateReporter | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
-                 app_ack_timeout_s: float | None = None) -> None:
+                 app_ack_timeout_s: float | None = None,
+                 seal: Callable[[bytes], bytes] | None = None,
+                 key_document: str | None = None) -> None:
         self.outbox = outbox
+        self._seal = seal
+        self.key_document = key_document
         self.link = link
         self.inflight_max = inflight_max
         self.alarms = alarms or Alarms()
@@ -319,6 +339,8 @@ class OutboxPublisher:
                 self._hooks_ran = True
                 self._retry_at = 0.0
                 self._connected_since = self._monotonic()
+                if self.key_document is not None:
+                    self.link.publish("key", self.key_document, qos=1, retain=True)
                 if self.state is not None:
                     self.state.force()
         if acked:
@@ -336,8 +358,10 @@ class OutboxPublisher:
                 self.alarms.set("publish_refused", None)
                 self._retry_s = RETRY_FIRST_S
         if app_acked is not None:
+            # Applied even when it does not move forward: rows published after an earlier ack
+            # through the same seq (requeued, or not yet published then) are covered by it now.
             changed = self.outbox.mark_acked(app_acked)
-            self.acked_through = app_acked
+            self.acked_through = max(self.acked_through, app_acked)
             log.debug("consumer acknowledged through seq %d (%d rows)", app_acked, changed)
         now = self._monotonic()
         if self.link.is_connected() and now >= self._retry_at:
@@ -363,27 +387,37 @@ class OutboxPublisher:
             return self.changed.wait_for(predicate, timeout=timeout_s)
 
     def _parse_app_ack(self, payload: bytes) -> int | None:
-        """The ``acked_through`` of a consumer ack, or None if it is to be ignored."""
+        """The ``acked_through`` of a consumer ack, or None if it is to be ignored.
+
+        Never raises: whatever the payload holds, a refusal is logged and counted."""
         try:
-            doc = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            doc = None
-        through = doc.get("acked_through") if isinstance(doc, dict) else None
-        problem = None
-        if not isinstance(doc, dict) or type(through) is not int or through < 0:
-            problem = "not JSON with an integer acked_through"
-        elif doc.get("device_id") != self.link.settings.device_id:
-            problem = f"for device {str(doc.get('device_id'))[:64]!r}"
-        elif through > self.outbox.seq_high:
-            problem = f"acked_through {through} is above this outbox's highest seq {self.outbox.seq_high}"
-        elif through <= self.acked_through:
-            return None  # a repeat or an older ack: nothing new
+            problem, through = self._check_app_ack(payload)
+        except Exception as err:  # hostile input must never stop the drain loop
+            problem, through = f"unreadable ({type(err).__name__})", None
         if problem is not None:
             self.acks_ignored += 1
             log.warning("ignored a consumer ack on %s: %s (%d bytes)", self.link.topic("ack"), problem,
                         len(payload))
             return None
         return through
+
+    def _check_app_ack(self, payload: bytes) -> tuple[str | None, int | None]:
+        if len(payload) > MAX_ACK_BYTES:
+            return f"longer than {MAX_ACK_BYTES} bytes", None
+        try:
+            doc = json.loads(payload, parse_constant=_refuse_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            doc = None
+        through = doc.get("acked_through") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or type(through) is not int or through < 0:
+            return "not JSON with an integer acked_through", None
+        if doc.get("device_id") != self.link.settings.device_id:
+            return f"for device {str(doc.get('device_id'))[:64]!r}", None
+        published = self.outbox.published_high
+        if through > published:
+            return (f"acked_through {through} is above the highest seq this gate has published "
+                    f"({published}): not an ack of what it sent"), None
+        return None, through
 
     def _republish_unacked(self) -> None:
         if self.app_ack_timeout_s is None:
@@ -439,7 +473,8 @@ class OutboxPublisher:
             if seq in self._outstanding:
                 self._cursor = max(self._cursor, seq)
                 continue
-            mid = self.link.publish_tracked("scan", body)
+            payload = body.encode("utf-8") if self._seal is None else self._seal(body.encode("utf-8"))
+            mid = self.link.publish_tracked("scan", payload)
             if mid is None:
                 self.queue_refusals += 1
                 break  # paho's queue is full; the rest stays on disk
@@ -451,3 +486,7 @@ class OutboxPublisher:
             self._cursor = max(self._cursor, seq)
             free -= 1
         self.max_inflight_seen = max(self.max_inflight_seen, len(self._outstanding))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number an ack may hold")

@@ -14,6 +14,7 @@ outbox flush, MQTT offline and disconnect, GPIO and stores; each step guarded.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -23,8 +24,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from firmware.adapters.clock import SystemClock
 from firmware.adapters.dcc_keystore import DccTrustListFile, load_trust_list
+from firmware.adapters.device_key import DEVICE_KEY_FILE, load_or_create_device_key
 from firmware.adapters.effective_config import file_keys
 from firmware.adapters.keystore import load_trust_dir
 from firmware.adapters.list_files import open_lists
@@ -49,6 +53,7 @@ from firmware.core.credentials.trust import TrustStore
 from firmware.core.dcc_rules import dcc_rules_from
 from firmware.core.effective import EffectiveConfig, effective_config
 from firmware.core.errors import StoreError
+from firmware.core.event_signature import fingerprint, public_key_text, seal
 from firmware.core.events import EventFactory
 from firmware.core.gatekeeper import Gatekeeper, LoopStats
 from firmware.core.identity import GateIdentity, IdentityCell
@@ -176,6 +181,7 @@ class GateApp:
         self.frames: Any = None
         self.link: MqttLink | None = None
         self.publisher: OutboxPublisher | None = None
+        self.device_key: Ed25519PrivateKey | None = None  # this gate's signing key, read at build
         self.pin_factory: Any = None
         self._lock_file: Any = None
 
@@ -238,6 +244,9 @@ class GateApp:
         self.identity = identity
         secret_path = cfg.resolve(cfg.privacy.hmac_secret_file, str(state_dir / "venue-secret"))
         secret = load_or_create_secret(secret_path, on_damaged=partial(self.alarms.set, "venue_secret_replaced"))
+        self.device_key = load_or_create_device_key(state_dir / DEVICE_KEY_FILE,
+                                                    on_damaged=partial(self.alarms.set, "device_key_replaced"))
+        device_public = public_key_text(self.device_key.public_key())
 
         sink = self._sink or self._open_sink()
         self.sink = sink
@@ -270,7 +279,7 @@ class GateApp:
             restart=self, settings=ProvisioningSettings(
                 device_id=cfg.device.id, broker=(cfg.mqtt.host, cfg.mqtt.port) if cfg.mqtt.host else None,
                 allow_reprovision=reprovision, repeat_window_s=cfg.policy.repeat_window_s,
-                clock_skew_s=cfg.policy.clock_skew_s),
+                clock_skew_s=cfg.policy.clock_skew_s, device_key=device_public),
             on_change=self._wake_monitor)
 
         self.frames = open_frame_source(cfg.camera, cfg.config_dir, clock=clock,
@@ -380,8 +389,14 @@ class GateApp:
         if self.link is None or not isinstance(sink, SqliteOutbox):
             return None
         mqtt = self.cfg.mqtt
+        key = self.device_key
+        assert key is not None, "the device key is read before the publisher is made"
+        key_document = json.dumps({"device_id": self.cfg.device.id, "alg": "Ed25519",
+                                   "public_key": public_key_text(key.public_key()),
+                                   "fingerprint": fingerprint(key.public_key())}, separators=(",", ":"))
         self.publisher = OutboxPublisher(sink, self.link, inflight_max=mqtt.inflight_max, alarms=self.alarms,
-                                         app_ack_timeout_s=mqtt.app_ack_timeout_s if mqtt.app_ack else None)
+                                         app_ack_timeout_s=mqtt.app_ack_timeout_s if mqtt.app_ack else None,
+                                         seal=partial(seal, key=key), key_document=key_document)
         return self.publisher
 
     def _open_lists(self, cfg: Config, clock: Clock, link: MqttLink | None) -> GateLists | None:

@@ -28,6 +28,20 @@ def new_event_id(wall_s: float, random_bytes: bytes) -> str:
     return f"{ms:012x}{random_bytes[:10].hex()}"
 
 
+def venue_code_hash(code_sha256: str, secret: bytes) -> str:
+    """The ``code_sha256`` an event publishes: HMAC-SHA256 of the payload's SHA-256 with the
+    venue secret (64 hex), so one pass gives unrelated values at different venues and cannot
+    link a person across them. Without a secret (tools, benches) the plain hash is returned.
+
+    Args:
+        code_sha256: hex SHA-256 of the QR payload.
+        secret: the per-venue HMAC secret (``privacy.hmac_secret_file``).
+    """
+    if not secret:
+        return code_sha256
+    return hmac.new(secret, b"qrgate.code/1\n" + code_sha256.encode("ascii"), "sha256").hexdigest()
+
+
 def protect_subject(subject: str | None, mode: str, secret: bytes) -> str | None:
     """Apply the privacy setting to a person id.
 
@@ -99,7 +113,7 @@ class EventFactory:
             subject=protect_subject(decision.subject, self._subject_mode_for(decision), self.secret),
             display=decision.display,
             latency_ms=decision.latency_ms,
-            code_sha256=decision.code_sha256,
+            code_sha256=venue_code_hash(decision.code_sha256, self.secret),
             code=code_text if self.publish_codes else None,
         )
 
@@ -111,14 +125,17 @@ class EventFactory:
         return self.subject_mode
 
     def build_record(self, *, decision: str, reason: str, credential: str, code_sha256: str, wall_s: float,
-                     time_synced: bool, subject: str | None = None, display: str = "") -> ScanEvent:
+                     time_synced: bool, subject: str | None = None, display: str = "",
+                     prov_nonce: str | None = None, device_key: str | None = None) -> ScanEvent:
         """Return an event that is not a scan decision (``provisioned``, a remote open...).
 
         ``subject`` is published as given: pass only ids that are not personal data.
+        ``prov_nonce`` and ``device_key`` go only on the ``provisioned`` event (enrolment).
         """
         identity = self.identity.current
         return ScanEvent(
             device_id=self.device_id, venue_id=identity.venue_id, direction=identity.direction,
             ts=rfc3339_ms(wall_s), time_synced=time_synced, boot_id=self.boot_id,
             decision=decision, reason=reason, credential=credential, subject=subject,
-            display=display, latency_ms=0.0, code_sha256=code_sha256, code=None)
+            display=display, latency_ms=0.0, code_sha256=code_sha256, code=None,
+            prov_nonce=prov_nonce, device_key=device_key if prov_nonce is not None else None)

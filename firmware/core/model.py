@@ -245,6 +245,9 @@ class ScanEvent:
         code: the raw payload text, only when ``privacy.publish_codes`` is set.
         event_id: unique id, sortable by time.
         seq: per-device sequence number, strictly increasing, never reused.
+        prov_nonce: only on the ``provisioned`` event: the provisioning code's nonce (hex),
+            so whoever made the code can enrol the key below (``firmware.core.event_signature``).
+        device_key: only with ``prov_nonce``: the gate's Ed25519 public key (raw, base64url).
     """
 
     device_id: str
@@ -264,10 +267,12 @@ class ScanEvent:
     event_id: str | None = None
     seq: int | None = None
     schema: str = EVENT_SCHEMA
+    prov_nonce: str | None = None
+    device_key: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the event as the JSON object published on ``<prefix>/<device>/scan``."""
-        return {
+        doc: dict[str, Any] = {
             "schema": self.schema,
             "event_id": self.event_id,
             "seq": self.seq,
@@ -287,6 +292,10 @@ class ScanEvent:
             "code_sha256": self.code_sha256,
             "code": self.code,
         }
+        if self.prov_nonce is not None:  # only the enrolment event carries these two
+            doc["prov_nonce"] = self.prov_nonce
+            doc["device_key"] = self.device_key
+        return doc
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> ScanEvent:
@@ -313,6 +322,8 @@ class ScanEvent:
             event_id=data.get("event_id"),
             seq=data.get("seq"),
             schema=str(data.get("schema", EVENT_SCHEMA)),
+            prov_nonce=data.get("prov_nonce"),
+            device_key=data.get("device_key"),
         )
 
 

@@ -278,7 +278,7 @@ class CommandVerifier:
             return reject(Reject.MALFORMED, f"envelope is {len(payload)} bytes, over {MAX_ENVELOPE_BYTES}")
         try:
             env = loads_json_strict(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting is a refusal too
             return reject(Reject.UNSIGNED if len(payload) < 64 and b"{" not in payload else Reject.MALFORMED,
                           "payload is not a signed JSON envelope")
         if not isinstance(env, dict):
@@ -293,7 +293,7 @@ class CommandVerifier:
         try:
             body_bytes, sig = unb64url(body_text), unb64url(sig_text)
             body = loads_json_strict(body_bytes.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
             return reject(Reject.MALFORMED, f"payload or sig is not base64url of JSON ({str(err)[:80]})")
         problem, tx = _body_problem(body)
         if problem:

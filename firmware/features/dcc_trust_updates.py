@@ -99,6 +99,10 @@ class DccTrustUpdates:
             log.error("DCC trust list update on %s could not be stored: %s", topic, err)
             self.reply("error", {"kind": KIND}, f"storage: {err}", None)
             return
+        except Exception as err:  # hostile input is a refusal with a reason, whatever it holds
+            log.warning("DCC trust list update on %s refused: malformed (%s)", topic, type(err).__name__)
+            self.reply("error", {"kind": KIND}, f"malformed: unreadable message ({type(err).__name__})", None)
+            return
         log.info("DCC trust list now version %d with %d DSC(s)%s", store.version, len(store),
                  ", venue-wide" if venue_topic else "")
         self.reply("ok", {"kind": KIND, "version": store.version, "count": len(store), "countries": store.countries(),
@@ -118,7 +122,7 @@ class DccTrustUpdates:
         out = ImportedList()
         try:
             json_entries(json.loads(msg.body_json.decode("utf-8")), out)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
             raise TrustMessageError("malformed", f"body is not a JSON DSC list ({err})", msg.transaction) from err
         for problem in out.problems:
             log.warning("DCC trust list version %d: skipped %s", msg.version, problem)

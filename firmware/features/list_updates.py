@@ -88,6 +88,10 @@ class ListUpdates:
             log.error("list update on %s could not be stored: %s", topic, err)
             self.reply("error", {"kind": kind}, f"storage: {err}", msg.transaction)
             return
+        except Exception as err:  # hostile input is a refusal with a reason, whatever it holds
+            log.warning("list update on %s refused: malformed (%s)", topic, type(err).__name__)
+            self.reply("error", {"kind": kind}, f"malformed: unreadable message ({type(err).__name__})", None)
+            return
         log.info("%s list now version %d with %d entries (%s%s)", kind, snap.info.version, snap.info.count,
                  msg.mode, ", venue-wide" if venue_topic else "")
         data = {"kind": kind, "version": snap.info.version, "count": snap.info.count, "mode": msg.mode,

@@ -68,6 +68,8 @@ class ProvisioningSettings:
         allow_reprovision: accept codes on a provisioned gate (setting or pin held at boot).
         repeat_window_s: a payload held in view is handled once per window.
         clock_skew_s: tolerance on the code's validity window.
+        device_key: the gate's Ed25519 public key (raw, base64url): the ``provisioned`` event
+            carries it with the code's nonce, so the history can enrol it (empty: not carried).
     """
 
     device_id: str
@@ -75,6 +77,7 @@ class ProvisioningSettings:
     allow_reprovision: bool = False
     repeat_window_s: float = 5.0
     clock_skew_s: float = 0.0
+    device_key: str = ""
 
 
 class GateProvisioning:
@@ -169,7 +172,7 @@ class GateProvisioning:
                  result.venue_id, result.direction, result.broker or "-", len(result.issuer_keys_der),
                  result.authority_kid_hex)
         self.outputs.confirm(True)
-        self._record(sha, now, PROVISIONED, "ok")
+        self._record(sha, now, PROVISIONED, "ok", prov_nonce=nonce_hex)
         self.last = IntakeResult(True, "ok", result)
         return True
 
@@ -192,10 +195,13 @@ class GateProvisioning:
         self._record(sha, now, "denied", reason)
         self.last = IntakeResult(False, reason)
 
-    def _record(self, sha: str, now: Moment, decision: str, reason: str) -> None:
+    def _record(self, sha: str, now: Moment, decision: str, reason: str, prov_nonce: str | None = None) -> None:
+        enrol = prov_nonce is not None and bool(self.settings.device_key)
         event = self.events.build_record(decision=decision, reason=reason,
                                          credential=CredentialType.PROVISIONING.value, code_sha256=sha,
-                                         wall_s=now.wall_s, time_synced=now.wall_trusted)
+                                         wall_s=now.wall_s, time_synced=now.wall_trusted,
+                                         prov_nonce=prov_nonce if enrol else None,
+                                         device_key=self.settings.device_key if enrol else None)
         try:
             self.recorder.append(event)
         except StoreError as err:

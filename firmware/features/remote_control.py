@@ -22,7 +22,7 @@ from firmware.core.device_state import DeviceState
 from firmware.core.errors import StoreError
 from firmware.core.events import EventFactory
 from firmware.core.model import CredentialType, Reason
-from firmware.core.remote_command import Command, CommandVerifier, Verdict, response_body
+from firmware.core.remote_command import Command, CommandVerifier, Reject, Verdict, response_body
 from firmware.ports import Clock, GateControl, Link, NonceStore, Outputs, Recorder, Republisher
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,11 @@ class RemoteControl:
     def handle(self, topic: str, payload: bytes, retained: bool, props: dict[str, Any]) -> None:
         """One command message (MQTT worker thread)."""
         name = topic.rsplit("/", 1)[-1]
-        verdict = self.verifier.verify(name, payload, retained, self.clock.wall(), self.clock.monotonic(),
-                                       self.clock.wall_trusted())
+        try:
+            verdict = self.verifier.verify(name, payload, retained, self.clock.wall(), self.clock.monotonic(),
+                                           self.clock.wall_trusted())
+        except Exception as err:  # hostile input is a refusal with a reason, whatever it holds
+            verdict = Verdict(None, Reject.MALFORMED, f"unreadable command ({type(err).__name__})", None)
         if not verdict.ok:
             assert verdict.reject is not None
             self.rejected[verdict.reject.value] = self.rejected.get(verdict.reject.value, 0) + 1

@@ -118,6 +118,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--reason", required=True, help="why these scans are lost for good")
     w.set_defaults(func=write_off_command)
 
+    d = hsub.add_parser("device", help="register the gates' signing keys: the collector stores only events they sign",
+                        description="The collector accepts a scan event only when it verifies against the key "
+                        "registered for its device_id; the rest goes to the quarantine table. A key is registered "
+                        "here, or by enrolment (`qrgate provision qr --register DB`). Compare the fingerprint "
+                        "with the gate's retained <prefix>/<device>/key message before adding a key.")
+    dsub = d.add_subparsers(dest="device_command", required=True)
+    da = dsub.add_parser("add", help="register (or replace) a gate's public key")
+    _add_db(da)
+    da.add_argument("--device", required=True, help="the gate's device id")
+    da.add_argument("--key", required=True, metavar="PUB.pem",
+                    help="the gate's Ed25519 public key: a PEM file (device-key.pub.pem in its state "
+                    "directory) or the public_key text of its retained key message")
+    da.set_defaults(func=device_add_command)
+    dl = dsub.add_parser("list", help="show each registered gate, its key fingerprint and how it was added")
+    _add_db(dl)
+    dl.set_defaults(func=device_list_command)
+    dr = dsub.add_parser("remove", help="forget a gate's key (a stolen gate): its events are quarantined from then on")
+    _add_db(dr)
+    dr.add_argument("--device", required=True, help="the gate's device id")
+    dr.set_defaults(func=device_remove_command)
+    qq = hsub.add_parser("quarantine", help="list the newest quarantined messages and why they were not stored")
+    _add_db(qq)
+    qq.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    qq.set_defaults(func=quarantine_command)
+
 
 def _add_db(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
@@ -379,6 +404,93 @@ def write_off_command(args: argparse.Namespace) -> int:
         store.close()
     print(f"written off seq {_span(done.first_seq, done.last_seq)} of {done.device_id} ({done.count} scans); "
           "the collector acknowledges past it on the gate's next publish")
+    return 0
+
+
+def read_device_key(text: str) -> str:
+    """A gate's public key as the registry keeps it (raw Ed25519, base64url), from a PEM file
+    or from the ``public_key`` text of the gate's retained key message.
+
+    Raises:
+        ConfigError: neither a readable Ed25519 public key file nor a key text.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from firmware.core.event_signature import SignatureError, public_key_from_text, public_key_text
+
+    path = Path(text)
+    if path.is_file():
+        try:
+            key = load_pem_public_key(path.read_bytes())
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"--key {text}: not a PEM public key ({err})") from err
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigError(f"--key {text}: a device key is Ed25519, this is {type(key).__name__}")
+        return public_key_text(key)
+    try:
+        return public_key_text(public_key_from_text(text.strip()))
+    except (SignatureError, ValueError) as err:
+        raise ConfigError(f"--key {text!r} is neither a PEM file nor a base64url Ed25519 key ({err})") from err
+
+
+def device_add_command(args: argparse.Namespace) -> int:
+    from firmware.core.event_signature import fingerprint, public_key_from_text
+    from provisioning.history.store import open_store
+
+    _apply_backoffice_config(args)
+    key = read_device_key(args.key)
+    store = open_store(args.db)
+    try:
+        store.register_device(args.device, key, "qrgate history device add", int(time.time() * 1000))
+    finally:
+        store.close()
+    print(f"registered {args.device}: {fingerprint(public_key_from_text(key))}")
+    return 0
+
+
+def device_list_command(args: argparse.Namespace) -> int:
+    from firmware.core.event_signature import fingerprint, public_key_from_text
+    from provisioning.history.store import open_store
+
+    _apply_backoffice_config(args)
+    store = open_store(args.db, readonly=True)
+    try:
+        for device, key, source, added_ms in store.devices():
+            added = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(added_ms / 1000))
+            print(f"{device:32} {fingerprint(public_key_from_text(key))}  {added}  {source}")
+    finally:
+        store.close()
+    return 0
+
+
+def device_remove_command(args: argparse.Namespace) -> int:
+    from provisioning.history.store import open_store
+
+    _apply_backoffice_config(args)
+    store = open_store(args.db)
+    try:
+        removed = store.remove_device(args.device)
+    finally:
+        store.close()
+    if not removed:
+        print(f"{args.device} has no registered key", file=sys.stderr)
+        return 1
+    print(f"removed {args.device}: its events go to the quarantine until a key is registered again")
+    return 0
+
+
+def quarantine_command(args: argparse.Namespace) -> int:
+    from provisioning.history.store import open_store
+
+    _apply_backoffice_config(args)
+    store = open_store(args.db, readonly=True)
+    try:
+        for received_ms, topic, device, reason, size in store.quarantined(max(1, args.limit)):
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(received_ms / 1000))
+            print(f"{when}  {device or '-':24} {size:6d} B  {topic}: {reason}")
+    finally:
+        store.close()
     return 0
 
 

@@ -91,6 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--png", required=True, help="PNG file to write")
     q.add_argument("--svg", default=None, help="also write an SVG")
     q.add_argument("--print", dest="print_text", action="store_true", help="print the code text on stdout")
+    q.add_argument("--register", default=None, metavar="DB",
+                   help="history database (path, sqlite:///... or postgresql://...): record the code's nonce, "
+                   "so the collector registers the key of the gate that uses this code first")
     q.set_defaults(func=cmd_qr)
 
 
@@ -185,6 +188,15 @@ def cmd_qr(args: argparse.Namespace) -> int:
     issuers = [load_public_key(p) for p in args.trust_issuer]
     made = make_code(key, record, direction=args.direction, broker=args.broker, now_s=time.time(),
                      valid_minutes=args.valid_minutes, issuer_keys=issuers, device_id=args.device_id)
+    if args.register:
+        from provisioning.history.store import open_store
+
+        store = open_store(args.register)
+        try:
+            store.add_enrolment(made.claims["nonce"].hex(), args.device_id or "", record["venue_id"],
+                                int(time.time() * 1000))
+        finally:
+            store.close()
     save_png(made.text, args.png)
     if args.svg:
         save_svg(made.text, args.svg)

@@ -225,16 +225,25 @@ def bench_collector(host: str, port: int, events: int, end_ms: int, folder: str 
             pub.max_inflight_messages_set(1000)
             pub.connect(host, port)
             pub.loop_start()
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            from firmware.core.event_signature import public_key_text, seal
+
             payloads = []
+            keys: dict[str, Ed25519PrivateKey] = {}  # each synthetic gate signs, as real gates do
             for chunk in synthetic_batches(events, 1000, end_ms):
                 for ev in chunk:
-                    payloads.append((f"{prefix}/{ev.device_id}/scan", json.dumps({
+                    if ev.device_id not in keys:
+                        keys[ev.device_id] = Ed25519PrivateKey.generate()
+                        store.register_device(ev.device_id, public_key_text(keys[ev.device_id].public_key()),
+                                              "bench", end_ms)
+                    payloads.append((f"{prefix}/{ev.device_id}/scan", seal(json.dumps({
                         "schema": "qrgate.scan/1", "event_id": ev.event_id, "seq": ev.seq, "boot_id": ev.boot_id,
                         "device_id": ev.device_id, "venue_id": ev.venue_id, "direction": ev.direction,
                         "ts": ev.ts, "time_synced": True, "decision": ev.decision, "event_type": ev.decision,
                         "reason": ev.reason, "credential": ev.credential, "subject": ev.subject,
                         "display": ev.display, "latency_ms": ev.latency_ms, "code_sha256": ev.code_sha256,
-                        "code": None}, ensure_ascii=False).encode()))
+                        "code": None}, ensure_ascii=False, separators=(",", ":")).encode(), keys[ev.device_id])))
             t0 = time.perf_counter()
             for topic, body in payloads:
                 pub.publish(topic, body, qos=1)

@@ -12,6 +12,16 @@ is committed, so a collector killed between receive and store gets the message a
 its next connection. paho's callbacks only put items on a queue; the thread calling
 ``run`` parses, stores in batches, acknowledges, logs sequence gaps and runs retention.
 
+Only signed events are stored (issue 10): each message must carry the gate's Ed25519
+signature over its exact bytes (``firmware.core.event_signature``) and verify with the key
+registered for the topic's ``device_id`` (``qrgate history device add``, or enrolment: the
+``provisioned`` event names a provisioning nonce recorded by ``qrgate provision qr --register``
+and the key it is signed with). Every field is then validated (``parse_scan``). Whatever
+fails (unsigned, unknown device, bad signature, invalid field, or an event the database still
+refuses while it answers other queries) goes to the ``quarantine`` table with the reason and
+is acknowledged to the broker, so one message never holds back the ones after it; it is
+never among the events and never counted in the gate's app-level ack.
+
 Application-level acks for gates with ``mqtt.app_ack``: after each committed batch, for each
 device with events in it (new or duplicates), the collector publishes a retained QoS 1
 ``<prefix>/<device_id>/ack``, JSON ``{"device_id": ..., "acked_through": N, "ts": ...}``,
@@ -24,6 +34,7 @@ because an ack was lost (a broker restarted without persistence) is acknowledged
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -38,14 +49,23 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from firmware.core import event_signature
 from firmware.core.errors import StoreError
-from provisioning.history.events import HistoryEvent, Rejected, parse_scan
+from provisioning.history.events import HistoryEvent, Rejected, enrolment_of, parse_scan
 from provisioning.history.store import HistoryStore
 
 log = logging.getLogger(__name__)
 lifecycle = logging.getLogger(__name__ + ".lifecycle")  # start, connect, reconnect: shown without -v
 
 DAY_MS = 86_400_000
+
+
+# A scan event is well under 2 KiB; anything much longer is quarantined unparsed.
+MAX_PAYLOAD_BYTES = 16 * 1024
+
+
+# Registered keys are read again at least this often (a `device remove` takes effect).
+KEYS_REFRESH_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,8 @@ class CollectorStats:
     stored: int = 0
     duplicates: int = 0
     malformed: int = 0
+    quarantined: int = 0
+    enrolled: int = 0
     gaps: int = 0
     store_errors: int = 0
     acks_published: int = 0
@@ -153,6 +175,8 @@ class ScanCollector:
         self._ack_due: set[str] = set()          # devices whose ack is held back by the rate limit
         self._ack_next_s: dict[str, float] = {}  # device -> monotonic time its next ack may go
         self._ack_through: dict[str, int] = {}   # device -> last acked_through (where the next scan starts)
+        self._keys: dict[str, str] = {}
+        self._keys_read_s: float | None = None
         self.stats = CollectorStats()
         self.changed = changed or threading.Condition()
         self._client = self._make_client()
@@ -281,38 +305,147 @@ class ScanCollector:
     def _handle(self, messages: list[_Incoming], stop: threading.Event) -> None:
         received_ms = self._now_ms()
         good: list[HistoryEvent] = []
-        malformed = 0
+        source: dict[str, _Incoming] = {}
+        quarantine: list[tuple[int, str, str, str, bytes]] = []
+        enrolled = 0
         for msg in messages:
-            device = self._device_of(msg.topic)
-            result = (parse_scan(device, msg.payload, received_ms) if device is not None
-                      else Rejected("topic is not <prefix>/<device>/scan"))
+            result = self._check(msg, received_ms, stop)
+            if result is None:  # stopping while the database was away: leave the batch unacked
+                return
+            if isinstance(result, tuple):
+                result, enrolled = result[0], enrolled + 1
             if isinstance(result, Rejected):
-                malformed += 1
-                log.warning("skipped a message on %s: %s (%d bytes, sha256 %s)", msg.topic, result.problem,
-                            len(msg.payload), hashlib.sha256(msg.payload).hexdigest()[:12])
+                log.warning("quarantined a message on %s: %s (%d bytes, sha256 %s)", _safe(msg.topic),
+                            result.problem, len(msg.payload), hashlib.sha256(msg.payload).hexdigest()[:12])
+                quarantine.append((received_ms, msg.topic, self._device_of(msg.topic) or "", result.problem,
+                                   msg.payload))
             else:
                 good.append(result)
+                source.setdefault(result.event_id, msg)
         for device in {ev.device_id for ev in good} - self._high_seq.keys():
             self._high_seq[device] = self._retry(lambda d=device: self._store.max_seq(d), stop)
-        fresh = self._retry(lambda: self._store.add(good), stop) if good else []
-        if fresh is None:  # stopping before the database took the batch: leave it unacked
+        stored = self._store_batch(good, stop) if good else ([], [])
+        if stored is None:  # stopping before the database took the batch: leave it unacked
+            return
+        fresh, poison = stored
+        for ev, problem in poison:
+            msg = source[ev.event_id]
+            quarantine.append((received_ms, msg.topic, ev.device_id, problem, msg.payload))
+        if quarantine and self._retry(lambda: self._store.quarantine(quarantine) or True, stop) is None:
             return
         self._note_gaps(fresh)
         for msg in messages:
             if msg.generation == self._generation:
                 self._client.ack(msg.mid, msg.qos)
+        poisoned = {ev.event_id for ev, _ in poison}
+        kept = [ev for ev in good if ev.event_id not in poisoned]
         if self.settings.publish_acks:
-            self._ack_due.update(ev.device_id for ev in good)
+            self._ack_due.update(ev.device_id for ev in kept)
             self._publish_acks(stop)
         with self.changed:
             self.stats.received += len(messages)
-            self.stats.malformed += malformed
+            self.stats.malformed += len(quarantine) - len(poison)
+            self.stats.quarantined += len(quarantine)
+            self.stats.enrolled += enrolled
             self.stats.stored += len(fresh)
-            self.stats.duplicates += len(good) - len(fresh)
+            self.stats.duplicates += len(kept) - len(fresh)
             self.changed.notify_all()
-        if fresh:
-            log.info("stored %d new events (%d duplicates, %d skipped)", len(fresh), len(good) - len(fresh),
-                     malformed)
+        if fresh or quarantine:
+            log.info("stored %d new events (%d duplicates, %d quarantined)", len(fresh), len(kept) - len(fresh),
+                     len(quarantine))
+
+    def _check(self, msg: _Incoming, received_ms: int,
+               stop: threading.Event) -> HistoryEvent | Rejected | tuple[HistoryEvent, bool] | None:
+        """Verify and validate one message. A (event, True) tuple is an event that enrolled its
+        device's key; None means stop was set while the database was unreachable."""
+        device = self._device_of(msg.topic)
+        if device is None:
+            return Rejected("topic is not <prefix>/<device>/scan")
+        if len(msg.payload) > MAX_PAYLOAD_BYTES:
+            return Rejected(f"longer than {MAX_PAYLOAD_BYTES} bytes")
+        try:
+            sealed = event_signature.unseal(msg.payload)
+        except event_signature.SignatureError as err:
+            return Rejected(f"unsigned: {err}")
+        event = parse_scan(device, sealed.body, received_ms)
+        if isinstance(event, Rejected):
+            return event
+        keys = self._registered_keys(device, stop)
+        if keys is None:
+            return None
+        registered = keys.get(device)
+        if registered is not None and _verifies(sealed, registered):
+            return event
+        enrolment = enrolment_of(sealed.body)
+        if enrolment is not None and enrolment.public_key != registered and _verifies(sealed, enrolment.public_key):
+            claimed = self._retry(lambda: self._store.claim_enrolment(
+                enrolment.nonce_hex, device, enrolment.public_key, received_ms), stop)
+            if claimed is None:
+                return None
+            if claimed:
+                self._keys[device] = enrolment.public_key
+                log.warning("enrolled %s with key %s (provisioning nonce %s...)", device,
+                            event_signature.fingerprint(event_signature.public_key_from_text(enrolment.public_key)),
+                            enrolment.nonce_hex[:8])
+                return event, True
+            return Rejected(f"enrolment of {device} refused: provisioning nonce unknown, used, or for another gate")
+        if registered is None:
+            return Rejected(f"no key registered for device {device} (`qrgate history device add`)")
+        return Rejected(f"signature does not verify with the key registered for {device}")
+
+    def _registered_keys(self, device: str, stop: threading.Event) -> dict[str, str] | None:
+        """The registered keys, read whole at most every ``KEYS_REFRESH_S`` (so a removal takes
+        effect) and one device at a time on a miss (a flood of unknown device ids costs one
+        indexed read each, never a table scan)."""
+        now_s = self._monotonic_s()
+        if self._keys_read_s is None or now_s - self._keys_read_s > KEYS_REFRESH_S:
+            keys = self._retry(self._store.device_keys, stop)
+            if keys is None:
+                return None
+            self._keys, self._keys_read_s = keys, now_s
+        elif device not in self._keys:
+            found = self._retry(lambda: (self._store.device_key(device),), stop)
+            if found is None:
+                return None
+            if found[0] is not None:
+                self._keys[device] = found[0]
+        return self._keys
+
+    def _store_batch(self, good: list[HistoryEvent],
+                     stop: threading.Event) -> tuple[list[HistoryEvent], list[tuple[HistoryEvent, str]]] | None:
+        """Store a batch; if the database refuses it, store event by event and return the
+        events it refuses while it still answers (poison) apart. None if stopping first."""
+        try:
+            return self._store.add(good), []
+        except StoreError as err:
+            log.error("%s; storing the batch event by event", err)
+            with self.changed:
+                self.stats.store_errors += 1
+        fresh: list[HistoryEvent] = []
+        poison: list[tuple[HistoryEvent, str]] = []
+        for ev in good:
+            while True:
+                try:
+                    fresh.extend(self._store.add([ev]))
+                    break
+                except StoreError as err:
+                    if self._store_answers(ev.device_id):
+                        log.error("the database refuses event seq %d of %s (%s); it goes to the quarantine",
+                                  ev.seq, ev.device_id, str(err)[:200])
+                        poison.append((ev, f"refused by the database: {str(err)[:200]}"))
+                        break
+                    log.error("%s; retrying in %.0f s (events stay unacknowledged)", err,
+                              self.settings.store_retry_s)
+                    if stop.wait(self.settings.store_retry_s):
+                        return None
+        return fresh, poison
+
+    def _store_answers(self, device: str) -> bool:
+        try:
+            self._store.max_seq(device)
+            return True
+        except StoreError:
+            return False
 
     def _publish_acks(self, stop: threading.Event) -> None:
         """Publish the retained ack of every due device whose rate limit allows it."""
@@ -370,3 +503,21 @@ class ScanCollector:
             self._store.optimize()
         except StoreError as err:
             log.error("retention failed: %s; will try again later", err)
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key(text: str) -> Any:
+    return event_signature.public_key_from_text(text)
+
+
+def _verifies(sealed: event_signature.Sealed, public_key: str) -> bool:
+    try:
+        event_signature.verify(sealed, _public_key(public_key))
+        return True
+    except (event_signature.SignatureError, ValueError):
+        return False
+
+
+def _safe(text: str) -> str:
+    """A topic as it may go into a log line: no control characters, at most 200 characters."""
+    return "".join(c if c.isprintable() else "?" for c in text[:200])

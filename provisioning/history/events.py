@@ -9,17 +9,26 @@ payload, which may carry a name, a phone number or a raw code).
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from firmware.core.model import EVENT_SCHEMA, ScanEvent
+from firmware.core.model import EVENT_SCHEMA
 
 MAX_ID_CHARS = 128
 MAX_TEXT_CHARS = 512
+MAX_SEQ = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER on SQLite
+MAX_LATENCY_MS = 86_400_000.0
+MIN_TS_MS = 0  # 1970: a gate whose clock was never set still sends its events
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z: any time zone can still show it
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_WORD = re.compile(r"^[a-z0-9_]{1,64}$")
+_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
+_NONCE = re.compile(r"^[0-9a-f]{32}$")
+_KEY = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,19 @@ def format_ts(ts_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"the JSON holds {name}, which is not a number an event may carry")
+
+
+def _clean(value: str, key: str) -> str:
+    """Refuse text that either database or a page could choke on: control characters (NUL
+    included: PostgreSQL refuses it in text) and lone surrogates (not encodable as UTF-8)."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValueError(f"field {key!r} holds a control or surrogate character (U+{ord(char):04X})")
+    return value
+
+
 def _text(data: dict[str, Any], key: str, limit: int = MAX_TEXT_CHARS, required: bool = True) -> str:
     value = data.get(key)
     if value is None and not required:
@@ -122,51 +144,115 @@ def _text(data: dict[str, Any], key: str, limit: int = MAX_TEXT_CHARS, required:
         raise ValueError(f"field {key!r} is missing or not a string")
     if len(value) > limit:
         raise ValueError(f"field {key!r} is longer than {limit} characters")
-    return value
+    return _clean(value, key)
+
+
+def load_json(payload: bytes) -> Any:
+    """Parse a message body as strict JSON.
+
+    Raises:
+        ValueError: not UTF-8 JSON, NaN or Infinity, an integer too long to read, or nesting
+            too deep (the parser's RecursionError is turned into this refusal).
+    """
+    try:
+        return json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError("not UTF-8 JSON") from err
+    except RecursionError as err:
+        raise ValueError("JSON nested too deeply") from err
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """The enrolment fields of a ``provisioned`` event: the code's nonce and the gate's key."""
+
+    nonce_hex: str
+    public_key: str
+
+
+def enrolment_of(body: bytes) -> Enrolment | None:
+    """The ``prov_nonce`` and ``device_key`` of an event body, or None if it has none (or bad ones)."""
+    try:
+        data = load_json(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    nonce, key = data.get("prov_nonce"), data.get("device_key")
+    if not isinstance(nonce, str) or not _NONCE.match(nonce) or not isinstance(key, str) or not _KEY.match(key):
+        return None
+    return Enrolment(nonce, key)
 
 
 def parse_scan(topic_device: str, payload: bytes, received_ms: int) -> HistoryEvent | Rejected:
-    """Validate one message from ``<prefix>/<topic_device>/scan``.
+    """Validate one event body from ``<prefix>/<topic_device>/scan``.
+
+    Every field is checked for type, range and content, so that what is returned fits both
+    databases and every page and export: integers within 64 bits, finite numbers, timestamps
+    from 1970 to 2100 (``MIN_TS_MS``, ``MAX_TS_MS``; a gate's clock may be wrong, but
+    a page in any time zone can still show the time), text without control
+    characters and within its length. Never raises.
 
     Args:
         topic_device: the device id taken from the topic.
-        payload: the raw message body.
+        payload: the event's JSON (the signed body, without its ``sig`` member).
         received_ms: the collector's wall clock, Unix ms.
 
     Returns:
         The event to store, or ``Rejected`` with a reason safe to log.
     """
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return Rejected("not UTF-8 JSON")
+        return _parse_scan(topic_device, payload, received_ms)
+    except Exception as err:  # hostile input: a refusal with a reason, never a crash
+        return Rejected(f"unreadable event ({type(err).__name__})")
+
+
+def _parse_scan(topic_device: str, payload: bytes, received_ms: int) -> HistoryEvent | Rejected:
+    try:
+        data = load_json(payload)
+    except ValueError as err:
+        return Rejected(str(err)[:120])
     if not isinstance(data, dict):
         return Rejected("JSON is not an object")
     schema = data.get("schema", EVENT_SCHEMA)
     if schema != EVENT_SCHEMA:
-        return Rejected(f"unknown schema {str(schema)[:40]!r}; this collector reads {EVENT_SCHEMA}")
+        return Rejected(f"unknown schema {_clean_quote(schema)}; this collector reads {EVENT_SCHEMA}")
     try:
-        scan = ScanEvent.from_json_dict(data)
         event_id = _text(data, "event_id", MAX_ID_CHARS)
         device_id = _text(data, "device_id", MAX_ID_CHARS)
         seq = data.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise ValueError("field 'seq' is missing or not a whole number >= 0")
-        for key in ("venue_id", "direction", "boot_id", "decision", "reason", "credential",
-                    "code_sha256"):
-            _text(data, key)
+        if seq > MAX_SEQ:
+            raise ValueError(f"field 'seq' is above {MAX_SEQ}, the largest a database column holds")
+        texts = {key: _text(data, key) for key in ("venue_id", "direction", "boot_id", "decision", "reason",
+                                                   "credential", "code_sha256", "ts")}
+        for key in ("decision", "reason", "credential"):
+            if not _WORD.match(texts[key]):
+                raise ValueError(f"field {key!r} is not a lower-case word")
         display = _text(data, "display", required=False)
         subject = data.get("subject")
-        if subject is not None and (not isinstance(subject, str) or len(subject) > MAX_TEXT_CHARS):
-            raise ValueError("field 'subject' is not a string or null")
+        if subject is not None:
+            if not isinstance(subject, str) or len(subject) > MAX_TEXT_CHARS:
+                raise ValueError("field 'subject' is not a string or null")
+            _clean(subject, "subject")
         latency = data.get("latency_ms", 0.0)
         if isinstance(latency, bool) or not isinstance(latency, (int, float)):
             raise ValueError("field 'latency_ms' is not a number")
-        ts_ms = parse_ts_ms(scan.ts)
+        if not (math.isfinite(latency) and 0 <= latency <= MAX_LATENCY_MS):
+            raise ValueError(f"field 'latency_ms' is not a finite number from 0 to {MAX_LATENCY_MS}")
+        time_synced = data.get("time_synced", False)
+        if not isinstance(time_synced, bool):
+            raise ValueError("field 'time_synced' is not true or false")
+        ts_ms = parse_ts_ms(texts["ts"])
+        if not _TS.match(texts["ts"]):
+            raise ValueError("field 'ts' is not an RFC 3339 time like 2026-11-26T13:40:01.123Z")
+        if not MIN_TS_MS <= ts_ms < MAX_TS_MS:
+            raise ValueError("field 'ts' is not between 1970 and 2100")
     except (KeyError, TypeError) as err:
-        return Rejected(f"missing or bad field ({type(err).__name__}: {str(err)[:60]})")
-    except ValueError as err:
-        return Rejected(str(err)[:120])
+        return Rejected(f"missing or bad field ({type(err).__name__})")
+    except (ValueError, OverflowError) as err:
+        return Rejected(str(err)[:160])
     if not event_id:
         return Rejected("field 'event_id' is empty")
     if not _DEVICE_ID.match(device_id):
@@ -174,9 +260,14 @@ def parse_scan(topic_device: str, payload: bytes, received_ms: int) -> HistoryEv
     if device_id != topic_device:
         return Rejected("device_id does not match the topic's device")
     return HistoryEvent(
-        event_id=event_id, device_id=device_id, venue_id=scan.venue_id, direction=scan.direction,
-        ts=scan.ts, ts_ms=ts_ms, seq=seq, boot_id=scan.boot_id, time_synced=bool(data.get("time_synced")),
-        decision=scan.decision, reason=scan.reason, credential=scan.credential, subject=subject,
+        event_id=event_id, device_id=device_id, venue_id=texts["venue_id"], direction=texts["direction"],
+        ts=texts["ts"], ts_ms=ts_ms, seq=seq, boot_id=texts["boot_id"], time_synced=time_synced,
+        decision=texts["decision"], reason=texts["reason"], credential=texts["credential"], subject=subject,
         display=display, person_key=person_key(display), latency_ms=float(latency),
-        code_sha256=scan.code_sha256, received_ms=received_ms,
+        code_sha256=texts["code_sha256"], received_ms=received_ms,
     )
+
+
+def _clean_quote(value: Any) -> str:
+    text = str(value)[:40]
+    return repr("".join(c if unicodedata.category(c) not in ("Cc", "Cs") else "?" for c in text))

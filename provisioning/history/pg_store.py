@@ -35,6 +35,14 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS written_off ("
     " device_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,"
     " reason TEXT NOT NULL, written_ms BIGINT NOT NULL, PRIMARY KEY (device_id, first_seq))",
+    "CREATE TABLE IF NOT EXISTS devices ("
+    " device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, source TEXT NOT NULL, added_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS enrolments ("
+    " nonce TEXT PRIMARY KEY, device_id TEXT NOT NULL, venue_id TEXT NOT NULL, created_ms BIGINT NOT NULL,"
+    " used_ms BIGINT, used_key TEXT, used_by TEXT)",
+    "CREATE TABLE IF NOT EXISTS quarantine ("
+    " id BIGSERIAL PRIMARY KEY, received_ms BIGINT NOT NULL, topic TEXT NOT NULL,"
+    " device_id TEXT NOT NULL, reason TEXT NOT NULL, payload BYTEA NOT NULL, payload_bytes INTEGER NOT NULL)",
 )
 _PG_TYPES = {
     "ts_ms": "bigint", "seq": "bigint", "received_ms": "bigint", "time_synced": "boolean",
@@ -116,6 +124,16 @@ class PostgresHistoryStore(SqlHistoryStore):
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         try:
             return self._conn().execute(_pg(sql), list(params)).rowcount
+        except psycopg.Error as err:
+            raise StoreError(f"history write failed on PostgreSQL: {err}") from err
+
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            conn = self._conn()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(_pg(sql), [list(r) for r in rows])
         except psycopg.Error as err:
             raise StoreError(f"history write failed on PostgreSQL: {err}") from err
 

@@ -95,6 +95,18 @@ INDEXES = (
 )
 
 
+# A quarantined message keeps at most this many bytes of its payload (its length is kept too).
+QUARANTINE_PAYLOAD_MAX = 16 * 1024
+
+
+def _printable(text: str, limit: int) -> str:
+    """Text safe for both databases and for a terminal: control and surrogate characters
+    replaced by U+FFFD, cut to ``limit`` characters."""
+    import unicodedata
+
+    return "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cs") else c for c in text[:limit])
+
+
 # Up to this many allowed venues, a page is read venue by venue (see _page_query).
 MERGE_VENUES_MAX = 50
 
@@ -173,6 +185,10 @@ class SqlHistoryStore:
 
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         """Run one writing statement (committed on its own) and return its row count."""
+        raise NotImplementedError
+
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one writing statement for each row, all in one committed transaction."""
         raise NotImplementedError
 
     # -- shared queries -------------------------------------------------------------------
@@ -293,6 +309,86 @@ class SqlHistoryStore:
                 from_seq = int(found[0][0])
             found = self._fetch(_CONTIGUOUS, [device, from_seq, device, from_seq, device, device])
         return None if not found or found[0][0] is None else int(found[0][0])
+
+    # -- device keys, enrolments and the quarantine (issue 10) -------------------------------
+    def device_keys(self) -> dict[str, str]:
+        """Return every registered device's public key (raw Ed25519, base64url), by device id."""
+        with self._lock:
+            found = self._fetch("SELECT device_id, public_key FROM devices")
+        return {str(d): str(k) for d, k in found}
+
+    def device_key(self, device: str) -> str | None:
+        """Return one device's registered public key, or None (one indexed read)."""
+        with self._lock:
+            found = self._fetch("SELECT public_key FROM devices WHERE device_id = ?", [device])
+        return str(found[0][0]) if found else None
+
+    def devices(self) -> list[tuple[str, str, str, int]]:
+        """Return (device_id, public_key, source, added_ms) of every registered device, sorted."""
+        with self._lock:
+            found = self._fetch("SELECT device_id, public_key, source, added_ms FROM devices ORDER BY device_id")
+        return [(str(d), str(k), str(s), int(a)) for d, k, s, a in found]
+
+    def register_device(self, device: str, public_key: str, source: str, now_ms: int) -> None:
+        """Register (or replace) the key the device's events must verify with."""
+        with self._lock:
+            self._write("INSERT INTO devices (device_id, public_key, source, added_ms) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key,"
+                        " source = excluded.source, added_ms = excluded.added_ms",
+                        [device, public_key, source[:200], now_ms])
+        log.warning("device %s registered with key %s... (%s)", device, public_key[:8], source[:200])
+
+    def remove_device(self, device: str) -> bool:
+        """Forget a device's key (its events are quarantined from then on). True if it had one."""
+        with self._lock:
+            removed = self._write("DELETE FROM devices WHERE device_id = ?", [device]) == 1
+        if removed:
+            log.warning("device %s removed from the registry", device)
+        return removed
+
+    def add_enrolment(self, nonce_hex: str, device: str, venue_id: str, now_ms: int) -> None:
+        """Record a provisioning code's nonce: the gate that shows it first (in a ``provisioned``
+        event signed with the key it carries) gets that key registered. ``device`` empty: any id."""
+        with self._lock:
+            self._write("INSERT INTO enrolments (nonce, device_id, venue_id, created_ms) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (nonce) DO NOTHING", [nonce_hex, device, venue_id, now_ms])
+
+    def claim_enrolment(self, nonce_hex: str, device: str, public_key: str, now_ms: int) -> bool:
+        """Use a recorded nonce for this device and key, and register the key. True if it was
+        free (or already used by this very device and key: a duplicate of the same event)."""
+        with self._lock:
+            claimed = self._write(
+                "UPDATE enrolments SET used_ms = ?, used_key = ?, used_by = ? WHERE nonce = ?"
+                " AND (device_id = '' OR device_id = ?) AND (used_ms IS NULL OR (used_key = ? AND used_by = ?))",
+                [now_ms, public_key, device, nonce_hex, device, public_key, device]) == 1
+            if claimed:
+                self.register_device(device, public_key, f"enrolled by provisioning nonce {nonce_hex[:8]}...",
+                                     now_ms)
+        return claimed
+
+    def quarantine(self, rows: Sequence[tuple[int, str, str, str, bytes]]) -> None:
+        """Keep messages that are not stored as events: (received_ms, topic, device, reason, payload).
+
+        Text is stored without control characters and the payload as bytes (at most
+        ``QUARANTINE_PAYLOAD_MAX`` of them), so whatever arrived fits both databases."""
+        with self._lock:
+            self._write_many("INSERT INTO quarantine (received_ms, topic, device_id, reason, payload, payload_bytes)"
+                             " VALUES (?, ?, ?, ?, ?, ?)",
+                             [[received_ms, _printable(topic, 256), _printable(device, 128), _printable(reason, 300),
+                               bytes(payload[:QUARANTINE_PAYLOAD_MAX]), len(payload)]
+                              for received_ms, topic, device, reason, payload in rows])
+
+    def quarantined(self, limit: int = 100) -> list[tuple[int, str, str, str, int]]:
+        """The newest quarantined messages: (received_ms, topic, device_id, reason, payload_bytes)."""
+        with self._lock:
+            found = self._fetch("SELECT received_ms, topic, device_id, reason, payload_bytes FROM quarantine"
+                                " ORDER BY id DESC LIMIT ?", [limit])
+        return [(int(r), str(t), str(d), str(why), int(n)) for r, t, d, why, n in found]
+
+    def quarantine_count(self) -> int:
+        """How many messages are in the quarantine."""
+        with self._lock:
+            return int(self._fetch("SELECT count(*) FROM quarantine")[0][0])
 
     def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
         """Delete events older than ``before_ms`` in batches, one commit per batch; an event stamped

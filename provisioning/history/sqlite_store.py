@@ -36,6 +36,14 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS written_off ("
     " device_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
     " reason TEXT NOT NULL, written_ms INTEGER NOT NULL, PRIMARY KEY (device_id, first_seq))",
+    "CREATE TABLE IF NOT EXISTS devices ("
+    " device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, source TEXT NOT NULL, added_ms INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS enrolments ("
+    " nonce TEXT PRIMARY KEY, device_id TEXT NOT NULL, venue_id TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    " used_ms INTEGER, used_key TEXT, used_by TEXT)",
+    "CREATE TABLE IF NOT EXISTS quarantine ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL, topic TEXT NOT NULL,"
+    " device_id TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL, payload_bytes INTEGER NOT NULL)",
 )
 _INSERT = ("INSERT INTO events (" + ", ".join(COLUMNS) + ") VALUES (" + ", ".join("?" for _ in COLUMNS)
            + ") ON CONFLICT (event_id) DO NOTHING")
@@ -102,6 +110,18 @@ class SqliteHistoryStore(SqlHistoryStore):
             cur = self._db.execute(sql, list(params))
             return cur.rowcount
         except sqlite3.Error as err:
+            raise StoreError(f"history write failed on {self.path}: {err}") from err
+
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(sql, [list(r) for r in rows])
+            self._db.execute("COMMIT")
+        except sqlite3.Error as err:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise StoreError(f"history write failed on {self.path}: {err}") from err
 
     def add(self, events: Sequence[HistoryEvent]) -> list[HistoryEvent]:

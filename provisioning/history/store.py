@@ -88,6 +88,31 @@ class HistoryStore(Protocol):
         """
         ...
 
+    def device_keys(self) -> dict[str, str]:
+        """Return every registered device's public key (raw Ed25519, base64url), by device id."""
+        ...
+
+    def device_key(self, device: str) -> str | None:
+        """Return one device's registered public key, or None."""
+        ...
+
+    def register_device(self, device: str, public_key: str, source: str, now_ms: int) -> None:
+        """Register (or replace) the key the device's scan events must verify with."""
+        ...
+
+    def claim_enrolment(self, nonce_hex: str, device: str, public_key: str, now_ms: int) -> bool:
+        """Use a provisioning nonce recorded by ``add_enrolment`` for this device, registering
+        its key. False if unknown, bound to another device, or used by another device or key."""
+        ...
+
+    def quarantine(self, rows: Sequence[tuple[int, str, str, str, bytes]]) -> None:
+        """Keep messages that are not stored as events, with the reason (never among the events).
+
+        Args:
+            rows: (received_ms, topic, device_id from the topic, reason, payload).
+        """
+        ...
+
     def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
         """Delete events older than ``before_ms`` in batches of ``batch_rows``, one commit each.
 
