@@ -1,4 +1,4 @@
-"""`qrgate history collect|query|serve|prune|write-off|token`: the scan history service (provisioning.history)."""
+"""`qrgate history collect|query|serve|prune|write-off|token|trace`: the scan history service (provisioning.history)."""
 
 from __future__ import annotations
 
@@ -109,6 +109,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--seq", required=True, metavar="FIRST[-LAST]", help="the missing seq range, e.g. 11-12")
     w.add_argument("--reason", required=True, help="why these scans are lost for good")
     w.set_defaults(func=write_off_command)
+
+    from provisioning.cli.history_trace import register_trace
+
+    register_trace(hsub, _add_db, _add_tz, trace_command)
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -355,6 +359,14 @@ def write_off_command(args: argparse.Namespace) -> int:
     print(f"written off seq {_span(done.first_seq, done.last_seq)} of {done.device_id} ({done.count} scans); "
           "the collector acknowledges past it on the gate's next publish")
     return 0
+
+
+def trace_command(args: argparse.Namespace) -> int:
+    """`qrgate history trace` (provisioning.cli.history_trace)."""
+    from provisioning.cli.history_trace import trace_command as run
+
+    _apply_backoffice_config(args)
+    return run(args, resolve_tz(args.tz), hashed_person, _private)
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -236,7 +236,11 @@ def trace(case_scans: Iterable[Presence], venue_scans: Iterable[Presence], case_
         case_subjects: the subjects the case is known by.
         since_ms, until_ms: the trace window.
         rules: dwell and overlap settings.
+
+    Returns:
+        The case's visits by start time, and the contacts (see ``find_contacts``).
     """
-    visits = in_window(presence_intervals(case_scans, rules), since_ms, until_ms)
+    visits = sorted(in_window(presence_intervals(case_scans, rules), since_ms, until_ms),
+                    key=lambda v: (v.from_ms, v.venue_id, v.to_ms))
     others = presence_intervals((s for s in venue_scans if s.subject not in case_subjects), rules)
     return TraceResult(visits, find_contacts(visits, others, case_subjects, rules))
