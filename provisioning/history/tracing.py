@@ -167,7 +167,11 @@ def presence_intervals(scans: Iterable[Presence], rules: TraceRules) -> list[Vis
             groups.setdefault((scan.subject, scan.venue_id), []).append(scan)
     visits: list[Visit] = []
     for key in sorted(groups):
-        visits.extend(_merge(_raw_intervals(sorted(groups[key], key=_order), rules)))
+        group = groups[key]
+        if len(group) == 1:  # most people at a venue in a trace's span: one scan, one visit
+            visits.extend(_raw_intervals(group, rules))
+        else:
+            visits.extend(_merge(_raw_intervals(sorted(group, key=_order), rules)))
     return visits
 
 
@@ -192,13 +196,15 @@ def find_contacts(case_visits: Iterable[Visit], others: Iterable[Visit], case_su
     by_venue: dict[str, list[Visit]] = {}
     for v in case_visits:
         by_venue.setdefault(v.venue_id, []).append(v)
+    least = max(1, rules.min_overlap_ms)  # touching intervals (overlap 0) are never contacts
     found: list[Contact] = []
     for other in others:
         if other.subject in case_subjects:
             continue
         for case in by_venue.get(other.venue_id, ()):
-            start, end = max(case.from_ms, other.from_ms), min(case.to_ms, other.to_ms)
-            if end - start >= rules.min_overlap_ms and end > start:
+            start = case.from_ms if case.from_ms > other.from_ms else other.from_ms
+            end = case.to_ms if case.to_ms < other.to_ms else other.to_ms
+            if end - start >= least:
                 found.append(Contact(other.subject, other.venue_id, start, end))
     found.sort(key=lambda c: (c.from_ms, c.venue_id, c.subject, c.to_ms))
     return found
