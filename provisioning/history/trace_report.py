@@ -32,6 +32,10 @@ def _rfc3339(ts_ms: int) -> str:
     return format_ts(ts_ms).replace(".000Z", "Z")
 
 
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
 def trace_report(found: TraceFound, case_subjects: frozenset[str], since_ms: int, until_ms: int,
                  rules: TraceRules) -> dict[str, Any]:
     """The JSON-ready answer of a trace (see module docstring)."""
@@ -43,8 +47,9 @@ def trace_report(found: TraceFound, case_subjects: frozenset[str], since_ms: int
         "case": {
             "subjects": sorted(case_subjects), "display": case_display,
             "since": _rfc3339(since_ms), "until": _rfc3339(until_ms),
-            "min_overlap_min": rules.min_overlap_ms / 60_000, "default_dwell_min": rules.default_dwell_ms / 60_000,
-            "max_dwell_h": rules.max_dwell_ms / 3_600_000,
+            "min_overlap_min": _number(rules.min_overlap_ms / 60_000),
+            "default_dwell_min": _number(rules.default_dwell_ms / 60_000),
+            "max_dwell_h": _number(rules.max_dwell_ms / 3_600_000),
             "venues": sorted({v.venue_id for v in result.visits}),
         },
         "visits": [{"venue_id": v.venue_id, "from": _rfc3339(v.from_ms), "to": _rfc3339(v.to_ms),
