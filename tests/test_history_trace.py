@@ -175,3 +175,22 @@ def test_bad_options_are_refused_with_a_reason(tmp_path, capsys, argv, message):
     url = str(tmp_path / "history.sqlite")
     assert main(["history", "trace", "--db", url, "--subject", "case", *argv]) == 78
     assert message in capsys.readouterr().err
+
+
+def test_bench_case_is_traced_alike_on_both_databases(pg_url, tmp_path):  # noqa: F811
+    from provisioning.history.bench import TRACE_DAYS, bench_trace, synthetic_batches
+
+    figures = []
+    for url in (str(tmp_path / "bench.sqlite"), pg_url):
+        store = open_store(url)
+        try:
+            for chunk in synthetic_batches(20_000, 1000, T0):
+                store.add(chunk)
+            figures.append(bench_trace(store, T0, 1))
+        finally:
+            store.close()
+    lite, pg = figures
+    assert lite["visits"] == TRACE_DAYS and lite["venues"] == 3
+    assert lite["contacts"] > 0 and lite["rows_read"] > lite["contacts"]
+    assert {k: lite[k] for k in ("visits", "contacts", "people", "rows_read")} == \
+        {k: pg[k] for k in ("visits", "contacts", "people", "rows_read")}
