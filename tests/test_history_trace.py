@@ -194,3 +194,33 @@ def test_bench_case_is_traced_alike_on_both_databases(pg_url, tmp_path):  # noqa
     assert lite["contacts"] > 0 and lite["rows_read"] > lite["contacts"]
     assert {k: lite[k] for k in ("visits", "contacts", "people", "rows_read")} == \
         {k: pg[k] for k in ("visits", "contacts", "people", "rows_read")}
+
+
+@pytest.mark.parametrize("rules", [TraceRules(), TraceRules(default_dwell_ms=20 * MINUTE_MS, max_dwell_ms=3 * 3600_000,
+                                                             min_overlap_ms=5 * MINUTE_MS)])
+def test_the_narrowed_read_finds_what_reading_everything_finds(tmp_path, rules):
+    """The database picks the candidate subjects (trace_store._VISIT_SCANS); the contacts must be exactly
+    those the pure rules find over every stored event."""
+    from provisioning.history.bench import case_events, synthetic_batches
+    from provisioning.history.query import Filter
+    from provisioning.history.tracing import presence_of, trace
+
+    end = T0
+    store = open_store(str(tmp_path / "h.sqlite"))
+    try:  # dense: 5 venues, 300 people, 10 days, so long stays and orphan outs are common
+        for chunk in synthetic_batches(30_000, 2000, end, days=10, venues=5, people=300):
+            store.add(chunk)
+        case = [e for e in case_events(end, days=8) if e.venue_id in ("v003",)]
+        store.add(case)
+        subjects = frozenset({case[0].subject or ""})
+        since, until = end - 9 * 86_400_000, end
+        narrowed = run_trace(store, subjects, since, until, rules)
+        every = [presence_of(e.subject, e.venue_id, e.direction, e.decision, e.ts_ms, e.event_id)
+                 for e in store.rows(Filter())]
+        scans = [p for p in every if p is not None]
+    finally:
+        store.close()
+    full = trace([p for p in scans if p.subject in subjects], scans, subjects, since, until, rules)
+    assert narrowed.result.visits == full.visits and len(full.visits) >= 2
+    assert narrowed.result.contacts == full.contacts and len(full.contacts) > 20
+    assert narrowed.rows_read < len(scans) / 3

@@ -83,6 +83,8 @@ def case_subjects(args: argparse.Namespace, store, hashed_person) -> frozenset[s
     if args.subject:
         if args.hmac_secret_file:
             raise ConfigError("--hmac-secret-file goes with --person-id")
+        if not args.subject.strip():
+            raise ConfigError("--subject is empty")
         return frozenset({args.subject.strip()})
     person_id = args.person_id.strip()
     if not person_id:

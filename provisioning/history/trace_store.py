@@ -6,9 +6,9 @@ becomes ``%s`` on PostgreSQL). A trace reads only:
 1. the case's granted scans (index ``events_subject``) from ``reach`` before the window to
    ``reach`` after it, ``reach`` being the longest possible interval
    (``TraceRules.reach_ms``);
-2. the granted scans with a subject at the case's venues only, from ``reach`` before each of
-   the case's visits to ``reach`` after it (index ``events_venue_ts``; overlapping spans of a
-   venue are read once).
+2. at the case's venues only, from ``reach`` before each of the case's visits to ``reach``
+   after it (index ``events_venue_ts``), the granted scans of the subjects who can have an
+   interval overlapping the visit (``_VISIT_SCANS``: the subjects are chosen in the database).
 
 Every trace and every quarantine appends one row to ``trace_audit`` (who, when, what for,
 what was searched, what was found). The table refuses ``UPDATE`` and ``DELETE`` (and
@@ -25,7 +25,7 @@ from typing import Any
 
 from firmware.core.errors import StoreError
 from provisioning.history.sql_store import SqlHistoryStore
-from provisioning.history.tracing import Presence, TraceResult, TraceRules, Visit, presence_of, trace
+from provisioning.history.tracing import Presence, TraceResult, TraceRules, Visit, trace
 
 SUBJECTS_PER_QUERY = 500
 _AUDIT_LOCK_KEY = 0x71726761746541
@@ -125,28 +125,43 @@ def audit_records(store: SqlHistoryStore) -> list[AuditRecord]:
 
 
 def _scans(rows: Iterable[Sequence[Any]], displays: dict[tuple[str, str], tuple[int, str]]) -> list[Presence]:
+    """Presences of rows already limited to granted scans with a subject (the hot loop of a trace)."""
     found = []
     for subject, venue_id, direction, ts_ms, event_id, display in rows:
-        p = presence_of(subject, venue_id, direction, "granted", int(ts_ms), event_id)
-        if p is None:
+        if not subject or (direction != "in" and direction != "out"):
             continue
-        found.append(p)
-        key = (p.subject, p.venue_id)
-        if key not in displays or displays[key][0] <= p.ts_ms:
-            displays[key] = (p.ts_ms, str(display))
+        ts_ms = int(ts_ms)
+        found.append(Presence(subject, venue_id, direction, ts_ms, event_id))
+        key = (subject, venue_id)
+        seen = displays.get(key)
+        if seen is None or seen[0] <= ts_ms:
+            displays[key] = (ts_ms, display)
     return found
 
 
-def merged_spans(visits: Iterable[Visit], reach_ms: int) -> list[tuple[str, int, int]]:
-    """Per venue, the spans ``[from - reach, to + reach]`` of the visits, overlapping ones merged."""
-    spans: list[tuple[str, int, int]] = []
-    for v in sorted(visits, key=lambda v: (v.venue_id, v.from_ms)):
-        start, end = v.from_ms - reach_ms, v.to_ms + reach_ms
-        if spans and spans[-1][0] == v.venue_id and start <= spans[-1][2]:
-            spans[-1] = (v.venue_id, spans[-1][1], max(spans[-1][2], end))
-        else:
-            spans.append((v.venue_id, start, end))
-    return spans
+# The scans of one case visit [a, b] at a venue that can make an overlapping interval: every scan
+# from a - reach to b + reach of the subjects who have (1) a scan from a - dwell to b + dwell (an
+# interval started by an in in that range, or an out-only interval [o - dwell, o] that overlaps), or
+# (2) an in from a - reach to a - dwell and an out after a within the maximum dwell of it (a long
+# stay ended by an out). Any interval that overlaps [a, b] is one of these (see the README), and
+# the subjects are filtered in the database, so only the few candidates' scans reach Python.
+_VISIT_SCANS = (
+    f"SELECT {_SCAN_COLUMNS} FROM events WHERE venue_id = ? AND ts_ms >= ? AND ts_ms <= ?"
+    " AND decision = 'granted' AND subject IN ("
+    " SELECT subject FROM events WHERE venue_id = ? AND ts_ms >= ? AND ts_ms <= ? AND decision = 'granted'"
+    " AND subject IS NOT NULL"
+    " UNION SELECT i.subject FROM events i JOIN events o ON o.subject = i.subject"
+    " WHERE i.venue_id = ? AND i.ts_ms >= ? AND i.ts_ms < ? AND i.direction = 'in' AND i.decision = 'granted'"
+    " AND i.subject IS NOT NULL AND o.venue_id = ? AND o.direction = 'out' AND o.decision = 'granted'"
+    " AND o.ts_ms > ? AND o.ts_ms <= i.ts_ms + ?)"
+)
+
+
+def visit_scan_params(visit: Visit, rules: TraceRules) -> list[Any]:
+    """The parameters of ``_VISIT_SCANS`` for one case visit."""
+    a, b, v = visit.from_ms, visit.to_ms, visit.venue_id
+    reach, dwell = rules.reach_ms, rules.default_dwell_ms
+    return [v, a - reach, b + reach, v, a - dwell, b + dwell, v, a - reach, a - dwell, v, a, rules.max_dwell_ms]
 
 
 def run_trace(store: SqlHistoryStore, case_subjects: frozenset[str], since_ms: int, until_ms: int,
@@ -165,18 +180,16 @@ def run_trace(store: SqlHistoryStore, case_subjects: frozenset[str], since_ms: i
             chunk = subjects[i:i + SUBJECTS_PER_QUERY]
             marks = ", ".join("?" for _ in chunk)
             rows = store._fetch(f"SELECT {_SCAN_COLUMNS} FROM events WHERE subject IN ({marks})"
-                                " AND ts_ms >= ? AND ts_ms < ? AND decision = 'granted'",
+                                " AND ts_ms >= ? AND ts_ms < ? AND decision = 'granted' AND subject IS NOT NULL",
                                 [*chunk, since_ms - reach, until_ms + reach])
             case_scans.extend(_scans(rows, displays))
         first = trace(case_scans, [], case_subjects, since_ms, until_ms, rules)
-        venue_scans: list[Presence] = []
-        for venue_id, start, end in merged_spans(first.visits, reach):
-            rows = store._fetch(f"SELECT {_SCAN_COLUMNS} FROM events WHERE venue_id = ? AND ts_ms >= ?"
-                                " AND ts_ms <= ? AND decision = 'granted' AND subject IS NOT NULL",
-                                [venue_id, start, end])
-            venue_scans.extend(_scans(rows, displays))
-    result = trace(case_scans, venue_scans, case_subjects, since_ms, until_ms, rules)
-    return TraceFound(result, {k: d for k, (_, d) in displays.items()}, len(case_scans) + len(venue_scans))
+        by_id: dict[str, Presence] = {}
+        for visit in first.visits:  # visits close together read some scans twice: kept once
+            for p in _scans(store._fetch(_VISIT_SCANS, visit_scan_params(visit, rules)), displays):
+                by_id[p.event_id] = p
+    result = trace(case_scans, by_id.values(), case_subjects, since_ms, until_ms, rules)
+    return TraceFound(result, {k: d for k, (_, d) in displays.items()}, len(case_scans) + len(by_id))
 
 
 def venue_secrets(store: SqlHistoryStore) -> dict[str, bytes]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -62,9 +63,8 @@ class TraceRules:
         return max(self.default_dwell_ms, self.max_dwell_ms)
 
 
-@dataclass(frozen=True)
-class Presence:
-    """One granted scan that says where a person was.
+class Presence(NamedTuple):
+    """One granted scan that says where a person was (a tuple: a trace builds tens of thousands).
 
     Attributes:
         subject: the person as stored (HMAC per venue, or the raw id).
@@ -81,8 +81,7 @@ class Presence:
     event_id: str
 
 
-@dataclass(frozen=True)
-class Visit:
+class Visit(NamedTuple):
     """A presence interval ``[from_ms, to_ms]`` of one subject at one venue."""
 
     subject: str
@@ -93,8 +92,7 @@ class Visit:
     ended_by: str  # "out" or "default_dwell"
 
 
-@dataclass(frozen=True)
-class Contact:
+class Contact(NamedTuple):
     """One overlap of another subject's visit with one of the case's visits."""
 
     subject: str
