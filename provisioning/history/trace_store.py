@@ -142,18 +142,19 @@ def _scans(rows: Iterable[Sequence[Any]], displays: dict[tuple[str, str], tuple[
 # The scans of one case visit [a, b] at a venue that can make an overlapping interval: every scan
 # from a - reach to b + reach of the subjects who have (1) a scan from a - dwell to b + dwell (an
 # interval started by an in in that range, or an out-only interval [o - dwell, o] that overlaps), or
-# (2) an in from a - reach to a - dwell and an out after a within the maximum dwell of it (a long
-# stay ended by an out). Any interval that overlaps [a, b] is one of these (see the README), and
+# (2) an in from a - reach to a - dwell and an out after a but before a - dwell + max dwell (a long
+# stay ended by an out; pairing is left to the rules). Any interval that overlaps [a, b] is one of these (see the README), and
 # the subjects are filtered in the database, so only the few candidates' scans reach Python.
 _VISIT_SCANS = (
     f"SELECT {_SCAN_COLUMNS} FROM events WHERE venue_id = ? AND ts_ms >= ? AND ts_ms <= ?"
     " AND decision = 'granted' AND subject IN ("
     " SELECT subject FROM events WHERE venue_id = ? AND ts_ms >= ? AND ts_ms <= ? AND decision = 'granted'"
     " AND subject IS NOT NULL"
-    " UNION SELECT i.subject FROM events i JOIN events o ON o.subject = i.subject"
-    " WHERE i.venue_id = ? AND i.ts_ms >= ? AND i.ts_ms < ? AND i.direction = 'in' AND i.decision = 'granted'"
-    " AND i.subject IS NOT NULL AND o.venue_id = ? AND o.direction = 'out' AND o.decision = 'granted'"
-    " AND o.ts_ms > ? AND o.ts_ms <= i.ts_ms + ?)"
+    " UNION SELECT subject FROM ("
+    " SELECT subject FROM events WHERE venue_id = ? AND ts_ms >= ? AND ts_ms < ? AND direction = 'in'"
+    " AND decision = 'granted' AND subject IS NOT NULL"
+    " INTERSECT SELECT subject FROM events WHERE venue_id = ? AND ts_ms > ? AND ts_ms < ? AND direction = 'out'"
+    " AND decision = 'granted' AND subject IS NOT NULL) AS long_stays)"
 )
 
 
@@ -161,7 +162,9 @@ def visit_scan_params(visit: Visit, rules: TraceRules) -> list[Any]:
     """The parameters of ``_VISIT_SCANS`` for one case visit."""
     a, b, v = visit.from_ms, visit.to_ms, visit.venue_id
     reach, dwell = rules.reach_ms, rules.default_dwell_ms
-    return [v, a - reach, b + reach, v, a - dwell, b + dwell, v, a - reach, a - dwell, v, a, rules.max_dwell_ms]
+    # A long stay: an in at s < a - dwell, its out o > a with o <= s + max dwell < a - dwell + max dwell.
+    return [v, a - reach, b + reach, v, a - dwell, b + dwell, v, a - reach, a - dwell,
+            v, a, a - dwell + rules.max_dwell_ms]
 
 
 def run_trace(store: SqlHistoryStore, case_subjects: frozenset[str], since_ms: int, until_ms: int,
