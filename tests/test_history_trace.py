@@ -224,3 +224,10 @@ def test_the_narrowed_read_finds_what_reading_everything_finds(tmp_path, rules):
     assert narrowed.result.visits == full.visits and len(full.visits) >= 2
     assert narrowed.result.contacts == full.contacts and len(full.contacts) > 20
     assert narrowed.rows_read < len(scans) / 3
+
+
+def test_a_missing_sqlite_file_is_refused_not_created(tmp_path, capsys):
+    missing = tmp_path / "typo.sqlite"
+    assert main(["history", "trace", "--db", str(missing), "--subject", "case", "--since", "2026-07-01",
+                 "--until", "2026-07-02"]) == 78
+    assert "does not exist" in capsys.readouterr().err and not missing.exists()

@@ -12,6 +12,7 @@ import getpass
 import math
 import sys
 import time
+from pathlib import Path
 
 from firmware.core.errors import ConfigError
 
@@ -104,7 +105,7 @@ def trace_command(args: argparse.Namespace, tz, hashed_person, private_opener) -
         private_opener: the ``open`` opener that makes files 0600.
     """
     from provisioning.history.query import day_after, parse_time
-    from provisioning.history.store import open_store
+    from provisioning.history.store import open_store, parse_db_url
     from provisioning.history.trace_report import trace_report, write_trace
     from provisioning.history.trace_store import append_audit, run_trace
 
@@ -120,6 +121,9 @@ def trace_command(args: argparse.Namespace, tz, hashed_person, private_opener) -
         raise ConfigError(f"the window is longer than {MAX_WINDOW_DAYS} days; trace a shorter time")
     if args.format == "xlsx" and not args.out and sys.stdout.isatty():
         raise ConfigError("--format xlsx is a binary file; add --out FILE.xlsx")
+    kind, target = parse_db_url(args.db)
+    if kind == "sqlite" and not Path(target).exists():
+        raise ConfigError(f"history database {target} does not exist; check --db")
     store = open_store(args.db)
     try:
         subjects = case_subjects(args, store, hashed_person)
