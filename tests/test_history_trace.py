@@ -123,6 +123,12 @@ def test_person_id_hashed_with_each_venue_secret_follows_the_case(tmp_path):
     store.close()
     report = trace_json(url, tmp_path, "--person-id", "079123456789")
     assert [v["venue_id"] for v in report["visits"]] == ["v-1", "v-2", "v-3"]
+    assert "079123456789" not in json.dumps(report) and sorted(report["case"]["subjects"]) == sorted(at.values())
+    store = open_store(url)
+    try:
+        assert "079123456789" not in json.dumps([r.searched for r in audit_records(store)])
+    finally:
+        store.close()
     assert [(c["subject"], c["venue_id"]) for c in report["contacts"]] == [(friend["v-3"], "v-3")]
     # One venue's secret file only: only that venue's visits.
     (tmp_path / "v2.secret").write_text(secrets["v-2"].hex())

@@ -130,8 +130,10 @@ def trace_command(args: argparse.Namespace, tz, hashed_person, private_opener) -
         started = time.perf_counter()
         found = run_trace(store, subjects, since_ms, until_ms, rules)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        report = trace_report(found, subjects, since_ms, until_ms, rules)
-        searched = {"subjects": sorted(subjects), "by": "person_id" if args.person_id else "subject",
+        # A --person-id is never written out in clear (report or audit): only its hashed forms.
+        shown = subjects - {args.person_id.strip()} if args.person_id else subjects
+        report = trace_report(found, shown, since_ms, until_ms, rules)
+        searched = {"subjects": sorted(shown), "by": "person_id" if args.person_id else "subject",
                     "since": report["case"]["since"], "until": report["case"]["until"],
                     "min_overlap_min": report["case"]["min_overlap_min"],
                     "default_dwell_min": report["case"]["default_dwell_min"],
