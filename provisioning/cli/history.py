@@ -1,4 +1,4 @@
-"""`qrgate history collect|query|serve|prune|write-off|token`: the scan history service (provisioning.history)."""
+"""`qrgate history collect|query|serve|prune|write-off|token|trace|import`: the scan history service (provisioning.history)."""
 
 from __future__ import annotations
 
@@ -142,6 +142,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(qq)
     qq.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     qq.set_defaults(func=quarantine_command)
+    from provisioning.cli.history_trace import register_trace
+
+    register_trace(hsub, _add_db, _add_tz, trace_command)
+
+    from provisioning.cli.history_import import register_import
+
+    register_import(hsub, _add_db, import_command)
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -492,6 +499,22 @@ def quarantine_command(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def trace_command(args: argparse.Namespace) -> int:
+    """`qrgate history trace` (provisioning.cli.history_trace)."""
+    from provisioning.cli.history_trace import trace_command as run
+
+    _apply_backoffice_config(args)
+    return run(args, resolve_tz(args.tz), hashed_person, _private)
+
+
+def import_command(args: argparse.Namespace) -> int:
+    """`qrgate history import` (provisioning.cli.history_import)."""
+    from provisioning.cli.history_import import import_command as run
+
+    _apply_backoffice_config(args)
+    return run(args)
 
 
 def serve_command(args: argparse.Namespace) -> int:
