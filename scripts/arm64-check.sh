@@ -265,7 +265,9 @@ report() {
         done
         if [ -s "$CACHE/demo.out" ]; then
             echo "EMULATED figures (qemu-user on $(uname -m); not Raspberry Pi timings):"
-            grep -iE 'ms|fps|frame|decision' "$CACHE/demo.out" | tail -n 4 | sed 's/^/  demo:  /'
+            grep -E 'granted, .* denied' "$CACHE/demo.out" | tail -n 1 | sed 's/^/  demo:  /'
+            grep -oE '[0-9.]+ ms from frame to decision' "$CACHE/demo.out" | awk '{n++; s+=$1; if ($1>m) m=$1}
+                END {if (n) printf "  demo:  %d decisions, frame to decision mean %.1f ms, max %.1f ms\n", n, s/n, m}'
         fi
         if [ -s "$CACHE/bench.out" ]; then grep -v '^$' "$CACHE/bench.out" | tail -n 8 | sed 's/^/  bench: /'; fi
         echo "Not checked without a Pi: the camera (picamera2/libcamera, python3-picamera2 from the"
