@@ -30,8 +30,10 @@ STAMP="$ROOTFS/.qrgate-arm64-root"
 REPORT="$CACHE/last-report.txt"
 SRC_IN_ROOT=/src/qrgate
 TEST_VENV=/opt/qrgate-test
-# Everything the root needs, so that apt never runs inside the emulated root on a reuse.
-INCLUDE=python3,python3-venv,python3-pip,python3-dev,gcc,libc6-dev,libzbar-dev,pkg-config,mosquitto,systemd,passwd,ca-certificates,procps
+# debootstrap's --include resolves no alternatives (libzbar-dev's GTK chain then fails to
+# configure), so it gets the short list and apt-get installs the rest inside, once.
+INCLUDE=python3,python3-venv,python3-pip
+PACKAGES=(python3-dev gcc libc6-dev libzbar-dev pkg-config mosquitto systemd passwd ca-certificates procps)
 # The suite's parts that depend on the architecture (byte order, word size, wheels, C builds).
 TESTS=(
     tests/test_credentials_qg1.py tests/test_credentials_cccd.py tests/test_credentials_dcc.py
@@ -130,6 +132,13 @@ build_root() {
         mkdir -p "$CACHE"
         say "debootstrap --arch=arm64 --variant=minbase bookworm from $mirror (about 7 minutes)"
         "${LOW[@]}" debootstrap --arch=arm64 --variant=minbase --include="$INCLUDE" bookworm "$new" "$mirror"
+        cp /etc/resolv.conf "$new/etc/resolv.conf" 2>/dev/null || true
+        mount -t proc proc "$new/proc"
+        local rc=0
+        "${LOW[@]}" chroot "$new" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" || rc=$?
+        umount "$new/proc"
+        [ "$rc" -eq 0 ] || return "$rc"
         rm -rf "$ROOTFS"
         mv "$new" "$ROOTFS"
         printf 'bookworm arm64 from %s on %s\n' "$mirror" "$(date -u +%Y-%m-%dT%H:%MZ)" > "$STAMP"
