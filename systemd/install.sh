@@ -141,10 +141,16 @@ if ! cmp -s "$SRC_DIR/systemd/qrgate.service" "$UNIT_DIR/qrgate.service"; then
     install -m 0644 "$SRC_DIR/systemd/qrgate.service" "$UNIT_DIR/qrgate.service"
 fi
 if [ "${QRGATE_SKIP_SYSTEMCTL:-0}" != 1 ] && [ -z "$ROOT" ]; then
-    systemctl daemon-reload
+    # `enable` works offline; reload and restart need systemd running as PID 1, which a chroot
+    # or an image build (and the arm64 check) does not have: /run/systemd/system tells (sd_booted).
+    if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
     systemctl enable qrgate.service
     if [ "$START" = yes ]; then
-        systemctl restart qrgate.service
+        if [ -d /run/systemd/system ]; then
+            systemctl restart qrgate.service
+        else
+            say "not started: systemd is not running here (a chroot or an image build)"
+        fi
     fi
 fi
 
