@@ -33,7 +33,7 @@ TEST_VENV=/opt/qrgate-test
 # debootstrap's --include resolves no alternatives (libzbar-dev's GTK chain then fails to
 # configure), so it gets the issue's short list and apt-get installs the rest inside, once.
 INCLUDE=python3,python3-venv,python3-pip
-PACKAGES=(python3-dev gcc libc6-dev libzbar-dev pkg-config mosquitto systemd passwd ca-certificates procps)
+PACKAGES=(python3-numpy python3-dev gcc libc6-dev libzbar-dev pkg-config mosquitto systemd passwd ca-certificates procps)
 # The suite's parts that depend on the architecture (byte order, word size, wheels, C builds).
 TESTS=(
     tests/test_credentials_qg1.py tests/test_credentials_cccd.py tests/test_credentials_dcc.py
@@ -189,6 +189,9 @@ pi_install() {
     in_root sh -c 'userdel qrgate 2>/dev/null; groupdel qrgate 2>/dev/null;
         rm -rf /opt/qrgate /etc/qrgate /etc/systemd/system/qrgate.service /etc/systemd/system/multi-user.target.wants/qrgate.service; true'
     in_root apt-get update -q >/dev/null || return 1
+    # python3-picamera2 brings apt's numpy on a Pi, and the venv (--system-site-packages) then
+    # uses it instead of a PyPI wheel; the same here, so the venv sees the Pi's numpy (1.24).
+    in_root apt-get install -y -q --no-install-recommends python3-numpy >/dev/null || return 1
     in_root sh "$SRC_IN_ROOT/systemd/install.sh" --skip-pi-archive || return 1
     # what a Pi would have after the installer, checked inside the root
     # shellcheck disable=SC2016
@@ -202,7 +205,7 @@ pi_install() {
         test -d /etc/qrgate/issuers && test -d /etc/qrgate/authority && test -d /etc/qrgate/commands
         cmp /src/qrgate/systemd/qrgate.service /etc/systemd/system/qrgate.service
         test -L /etc/systemd/system/multi-user.target.wants/qrgate.service
-        /opt/qrgate/venv/bin/python -c "import numpy, zxingcpp, cryptography, gpiozero; print(\"venv imports: numpy\", numpy.__version__, \"zxing-cpp\", zxingcpp.__version__, \"cryptography\", cryptography.__version__)"
+        /opt/qrgate/venv/bin/python -c "import numpy, zxingcpp, cryptography, gpiozero; from importlib.metadata import version as v; print(\"venv imports:\", *(p + \" \" + v(p) for p in (\"numpy\", \"zxing-cpp\", \"cryptography\", \"gpiozero\")))"
         /opt/qrgate/venv/bin/qrgate config template | /opt/qrgate/venv/bin/python -c "import sys, tomllib; tomllib.loads(sys.stdin.read()); print(\"config template: valid TOML\")"
         echo "installed: user, groups, venv (--system-site-packages), /etc/qrgate/qrgate.toml, enabled unit"'
 }
@@ -219,7 +222,7 @@ test_venv() {
         test -x $TEST_VENV/bin/python || python3 -m venv $TEST_VENV
         $TEST_VENV/bin/python -m pip install -q --upgrade pip
         $TEST_VENV/bin/python -m pip install -q -e '${SRC_IN_ROOT}[test]'
-        $TEST_VENV/bin/python -c 'import zbar, zxingcpp; print(\"zbar-py\", zbar.__file__); print(\"zxing-cpp\", zxingcpp.__version__)'
+        $TEST_VENV/bin/python -c 'import zbar, zxingcpp; from importlib.metadata import version as v; print(\"zbar-py\", v(\"zbar-py\"), zbar.__file__); print(\"zxing-cpp\", v(\"zxing-cpp\"))'
         $TEST_VENV/bin/python -m pip download -q --no-deps --only-binary=:all: -d /tmp/wheel-probe zbar-py 2>/dev/null \
             && echo 'zbar-py: a wheel exists' || echo 'zbar-py: no aarch64 wheel, built from source against libzbar-dev'"
 }
