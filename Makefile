@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench lint clean install fuzz
+.PHONY: demo test venv bench lint clean install fuzz arm64-check
 
 $(STAMP): setup.py pyproject.toml
 	scripts/ensure-system-deps.sh demo
@@ -37,6 +37,11 @@ bench: $(STAMP)
 # Install as a systemd service (root): user, /opt/qrgate/venv, /etc/qrgate/qrgate.toml, unit. Idempotent.
 install:
 	systemd/install.sh
+
+# The Raspberry Pi path on arm64 Debian bookworm under qemu-user (root; opt-in, slow, never in
+# `make test` or CI): installer, unit, the architecture-relevant tests, demo and bench. README, "Raspberry Pi".
+arm64-check:
+	scripts/arm64-check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

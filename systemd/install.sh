@@ -4,6 +4,8 @@
 #
 #   sudo systemd/install.sh            # from a source checkout (or: sudo make install)
 #   sudo systemd/install.sh --start    # also start the service now
+#   sudo systemd/install.sh --skip-pi-archive   # plain Debian arm64: without python3-picamera2
+#                                      # and python3-lgpio, which only the Raspberry Pi archive has
 #
 # Environment (for packaging and tests): ROOT (install below this directory instead of /),
 # QRGATE_USER (default qrgate), QRGATE_PYTHON (default python3), QRGATE_SKIP_APT=1,
@@ -19,10 +21,12 @@ VENV="$PREFIX/venv"
 ETC="$ROOT/etc/qrgate"
 UNIT_DIR="$ROOT/etc/systemd/system"
 START=no
+SKIP_PI_ARCHIVE=no
 for arg in "$@"; do
     case "$arg" in
         --start) START=yes ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --skip-pi-archive) SKIP_PI_ARCHIVE=yes ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -35,11 +39,38 @@ if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
 fi
 
 # 1. apt packages that must not come from PyPI (CONVENTIONS.md section 1 and 3).
+#    python3-picamera2 and python3-lgpio come from the Raspberry Pi archive
+#    (archive.raspberrypi.com, configured on Raspberry Pi OS), not from Debian. One counts as
+#    missing when `apt-cache policy` shows no candidate version for it. A missing one is skipped
+#    with a note saying so, except on an arm machine (a Pi) without --skip-pi-archive: there it
+#    stops the install, since a gate without them has no camera and no pins.
+pi_archive_missing=""
 if [ "${QRGATE_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
     want="python3-venv"
     for pkg in python3-lgpio python3-picamera2; do
-        if apt-cache show "$pkg" >/dev/null 2>&1; then want="$want $pkg"; fi
+        candidate=$(apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: *//p')
+        if [ -n "$candidate" ] && [ "$candidate" != "(none)" ]; then
+            want="$want $pkg"
+        else
+            pi_archive_missing="$pi_archive_missing $pkg"
+        fi
     done
+    if [ -n "$pi_archive_missing" ]; then
+        case "$(uname -m)" in
+            aarch64|arm*) on_arm=yes ;;
+            *) on_arm=no ;;
+        esac
+        if [ "$on_arm" = yes ] && [ "$SKIP_PI_ARCHIVE" != yes ]; then
+            echo "install.sh:$pi_archive_missing: no apt candidate (apt-cache policy); these come from the" >&2
+            echo "  Raspberry Pi archive, which Raspberry Pi OS has. Use Raspberry Pi OS (64-bit), or run" >&2
+            echo "  with --skip-pi-archive to install without the camera and the pins (plain Debian arm64)." >&2
+            exit 1
+        fi
+        for pkg in $pi_archive_missing; do
+            say "skipping $pkg: no apt candidate (apt-cache policy), it comes from the Raspberry Pi archive"
+        done
+        say "without them this install has no camera (picamera2) and no lgpio pins; replay sources and mock pins work"
+    fi
     missing=""
     for pkg in $want; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
@@ -50,7 +81,9 @@ if [ "${QRGATE_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
     fi
 fi
 
-# 2. The service user, in the gpio and video groups where they exist.
+# 2. The service user, in the gpio and video groups where they exist. Raspberry Pi OS has a gpio
+#    group (owning /dev/gpiochip*); plain Debian has none. The unit names no group: the drop-in
+#    written below lists only the groups this system has, so the service starts on both.
 if [ "${QRGATE_SKIP_USER:-0}" != 1 ]; then
     if ! id "$USER_NAME" >/dev/null 2>&1; then
         say "creating system user $USER_NAME"
@@ -126,10 +159,16 @@ else
     rm -f "$UNIT_DIR/qrgate.service.d/groups.conf.new"
 fi
 if [ "${QRGATE_SKIP_SYSTEMCTL:-0}" != 1 ] && [ -z "$ROOT" ]; then
-    systemctl daemon-reload
+    # `enable` works offline; reload and restart need systemd running as PID 1, which a chroot
+    # or an image build (and the arm64 check) does not have: /run/systemd/system tells (sd_booted).
+    if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
     systemctl enable qrgate.service
     if [ "$START" = yes ]; then
-        systemctl restart qrgate.service
+        if [ -d /run/systemd/system ]; then
+            systemctl restart qrgate.service
+        else
+            say "not started: systemd is not running here (a chroot or an image build)"
+        fi
     fi
 fi
 
