@@ -18,10 +18,10 @@ from typing import Any
 
 import cbor2
 
-from firmware.core.cose import CoseError, loads_strict, parse1, sign1, verify1
+from firmware.core.cose import CoseError, loads_strict, sign1, verify1
 from firmware.core.credentials.dcc_trust import Dsc, DscError, parse_dsc
 from firmware.core.credentials.trust import TrustStore
-from firmware.core.list_message import MAX_VALIDITY_S
+from firmware.core.list_message import MAX_VALIDITY_S, open_signed_body, unverified_transaction
 from firmware.core.numbers import MAX_LIST_VERSION, is_time_s
 
 KIND = "dcc"
@@ -87,7 +87,7 @@ def decode_trust_message(payload: bytes, keys: TrustStore, *, device_id: str, ve
     try:
         claims = loads_strict(verify1(manifest, keys.keys_for).payload, "manifest")
     except CoseError as err:
-        raise TrustMessageError(err.reason.value, err.detail, _unverified_transaction(manifest)) from err
+        raise TrustMessageError(err.reason.value, err.detail, unverified_transaction(manifest)) from err
     if not isinstance(claims, dict) or claims.get("t") != TRUST_TYPE:
         raise TrustMessageError("malformed", f"manifest type is not {TRUST_TYPE}")
     transaction = claims.get("transaction") if isinstance(claims.get("transaction"), str) else None
@@ -108,30 +108,10 @@ def decode_trust_message(payload: bytes, keys: TrustStore, *, device_id: str, ve
         raise fail("wrong_venue", "a venue-wide trust list must name its venue_id in the signed manifest")
     if claimed_venue is not None and (not venue_id or claimed_venue != venue_id):
         raise fail("wrong_venue", f"message is for venue {claimed_venue!r}, this gate is in {venue_id or 'no venue'!r}")
-    if now_s < iat - 300:
-        raise fail("not_yet_valid", "issued in the future; check the clocks")
-    if now_s >= exp:
-        raise fail("expired", "the message expired; send a new one")
-    if claims.get("sha256") != hashlib.sha256(body).digest():
-        raise fail("bad_signature", "the body does not match the signed hash")
-    inflater = zlib.decompressobj()
-    try:
-        text = inflater.decompress(body, MAX_BODY_BYTES + 1)
-    except zlib.error as err:
-        raise fail("malformed", f"body is not zlib data ({err})") from err
-    if len(text) > MAX_BODY_BYTES or not inflater.eof:
-        raise fail("malformed", f"body is truncated or inflates beyond {MAX_BODY_BYTES} bytes")
+    text = open_signed_body(claims, body, iat=iat, exp=exp, now_s=now_s, max_bytes=MAX_BODY_BYTES, fail=fail)
     return TrustMessage(version, iat, exp, text, transaction, claimed_venue)
 
 
-def _unverified_transaction(manifest: bytes) -> str | None:
-    """The transaction of a manifest that failed verification, only to correlate the answer."""
-    try:
-        claims = loads_strict(parse1(manifest).payload, "manifest")
-    except CoseError:
-        return None
-    value = claims.get("transaction") if isinstance(claims, dict) else None
-    return value if isinstance(value, str) and len(value) <= 64 else None
 
 
 @dataclass

@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +157,7 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
         verified = verify1(manifest, keys.keys_for)
         claims = loads_strict(verified.payload, "manifest")
     except CoseError as err:
-        raise ListMessageError(err.reason.value, err.detail, _unverified_transaction(manifest)) from err
+        raise ListMessageError(err.reason.value, err.detail, unverified_transaction(manifest)) from err
     if not isinstance(claims, dict) or claims.get("t") != LIST_TYPE:
         raise ListMessageError("malformed", f"manifest type is not {LIST_TYPE}")
     transaction = claims.get("transaction") if isinstance(claims.get("transaction"), str) else None
@@ -194,19 +195,7 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
                    f"{venue_id or 'no venue'!r}")
     if venue_topic and mode != "full":
         raise fail("wrong_mode", "a venue-wide list is a full list; send deltas to each gate")
-    if now_s < iat - 300:
-        raise fail("not_yet_valid", "issued in the future; check the clocks")
-    if now_s >= exp:
-        raise fail("expired", "the message expired; send a new one")
-    if claims.get("sha256") != hashlib.sha256(body).digest():
-        raise fail("bad_signature", "the body does not match the signed hash")
-    inflater = zlib.decompressobj()
-    try:
-        text_b = inflater.decompress(body, MAX_BODY_BYTES + 1)
-    except zlib.error as err:
-        raise fail("malformed", f"body is not zlib data ({err})") from err
-    if len(text_b) > MAX_BODY_BYTES or not inflater.eof:
-        raise fail("malformed", f"body is truncated or inflates beyond {MAX_BODY_BYTES} bytes")
+    text_b = open_signed_body(claims, body, iat=iat, exp=exp, now_s=now_s, max_bytes=MAX_BODY_BYTES, fail=fail)
     try:
         lines = [line for line in text_b.decode("utf-8").split("\n") if line.strip()]
     except UnicodeDecodeError as err:
@@ -227,7 +216,36 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
                        claims.get("venue_id"), stripped)
 
 
-def _unverified_transaction(manifest: bytes) -> str | None:
+def open_signed_body(claims: dict[Any, Any], body: bytes, *, iat: int, exp: int, now_s: float, max_bytes: int,
+                     fail: Callable[[str, str], Exception]) -> bytes:
+    """The checks every signed ``[manifest, body]`` message shares (lists, DCC trust lists): the
+    validity window, the body's hash against the signed ``sha256``, and a bounded inflate.
+
+    Returns:
+        The inflated body.
+
+    Raises:
+        The exception ``fail(reason, detail)`` makes: ``not_yet_valid``, ``expired``,
+        ``bad_signature`` (the body is not the signed one) or ``malformed`` (not zlib, truncated,
+        or inflating beyond max_bytes).
+    """
+    if now_s < iat - 300:
+        raise fail("not_yet_valid", "issued in the future; check the clocks")
+    if now_s >= exp:
+        raise fail("expired", "the message expired; send a new one")
+    if claims.get("sha256") != hashlib.sha256(body).digest():
+        raise fail("bad_signature", "the body does not match the signed hash")
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as err:
+        raise fail("malformed", f"body is not zlib data ({err})") from err
+    if len(text) > max_bytes or not inflater.eof:
+        raise fail("malformed", f"body is truncated or inflates beyond {max_bytes} bytes")
+    return text
+
+
+def unverified_transaction(manifest: bytes) -> str | None:
     """The transaction of a manifest that failed verification, only to correlate the answer."""
     try:
         claims = loads_strict(parse1(manifest).payload, "manifest")
