@@ -798,3 +798,33 @@ def read_events(path: Path) -> list[dict]:
             conn.close()
     except sqlite3.Error as err:
         raise StoreError(f"cannot read the outbox {path} ({err})") from err
+
+
+def export_rows(path: Path, undelivered_only: bool = False) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(seq, event JSON bytes)`` of an outbox file in seq order, read-only, for recovery
+    (``qrgate outbox export``): works on a quarantined file as far as its table can be read.
+
+    Rows are read through the table itself (never an index, which may be the damaged part).
+    ``undelivered_only`` keeps the rows not known to be delivered: not PUBACKed (``sent`` 0)
+    or awaiting the consumer's ack (2).
+
+    Raises:
+        StoreError: the file is missing, cannot be opened, or a row cannot be read (the rows
+            yielded before stay valid; the message gives the last seq read).
+    """
+    if not Path(path).is_file():
+        raise StoreError(f"outbox {path} does not exist")
+    last = 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            for seq, sent, body in conn.execute("SELECT seq, sent, body FROM events NOT INDEXED ORDER BY seq"):
+                last = seq
+                if not undelivered_only or sent != SENT_DONE:
+                    yield int(seq), str(body).encode("utf-8")
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot read the outbox {path} after seq {last} ({err}); the events up to it are "
+                         "exported; sqlite3's .recover may save more") from err
