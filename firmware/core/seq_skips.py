@@ -153,8 +153,9 @@ def describe(skip: SeqSkip) -> str:
             else "new outbox (the old database was missing or empty)")
     if skip.exact:
         return f"{what}; it held no seq above {skip.first_seq - 1}"
-    return (f"{what}; unverified: the old database could not be read, so this is the last "
-            "reservation block from its start and scans it held in the range are lost with it")
+    why = "could not be read" if skip.cause == "quarantined_outbox" else "was gone"
+    return (f"{what}; unverified: the old database {why}, so this is the last reservation block "
+            "from its start and scans it held in the range are lost with it")
 
 
 def document_body(device_id: str, skips: Sequence[SeqSkip]) -> bytes:

@@ -109,8 +109,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     tl.set_defaults(func=token_list_command)
 
     w = hsub.add_parser("write-off", help="declare a seq gap lost for good, so it stops holding back acks",
-                        description="Declare a hole in a device's seq numbers lost for good (a quarantined "
-                        "outbox, scans lost before app acks were on). It stops counting as a gap, and a "
+                        description="Declare a hole in a device's seq numbers lost for good (scans lost before "
+                        "app acks were on, events of a quarantined outbox that could not be recovered; the "
+                        "seq numbers a fresh outbox skips are written off by the gate's own signed "
+                        "declaration, reason 'skipped reservation'). It stops counting as a gap, and a "
                         "gate with mqtt.app_ack gets acks past it again. The reason is kept for the audit "
                         "trail. `qrgate history query --gaps` lists the holes and the write-offs.")
     _add_db(w)
@@ -397,7 +399,7 @@ def _print_gaps(store, device: str, as_json: bool = False) -> int:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return 0
     if skipped:
-        print(f"{'device':<24} {'skipped reservation':<24} {'count':>7}  why (seq numbers the gate never used)")
+        print(f"{'device':<24} {'skipped reservation':<24} {'count':>7}  declared by the gate")
         for k in skipped:
             print(f"{k.device_id:<24} {_span(k.first_seq, k.last_seq):<24} {k.count:>7}  {_skip_text(k)}")
         print(f"{len(skipped)} skipped reservations declared by the gates (signed): "
@@ -422,16 +424,21 @@ def _print_gaps(store, device: str, as_json: bool = False) -> int:
 
 def _skip_text(skip) -> str:
     """What the gate declared, in words (the --gaps report)."""
-    what = (f"outbox quarantined on the gate ({skip.file})" if skip.cause == "quarantined_outbox" and skip.file
-            else "outbox quarantined on the gate" if skip.cause == "quarantined_outbox"
+    quarantined = skip.cause == "quarantined_outbox"
+    what = (f"outbox quarantined on the gate ({skip.file})" if quarantined and skip.file
+            else "outbox quarantined on the gate" if quarantined
             else "new outbox on the gate (the old one was missing)")
     if skip.exact:
         text = f"{what}; the old outbox was read: no seq of the range was ever used"
+        if quarantined:
+            text += (f"; scans missing below seq {skip.first_seq} may be in that file "
+                     "(`qrgate outbox export --undelivered`, then `qrgate history import`)")
         if skip.stored:
             text += f"; yet {skip.stored} events are stored in it (check the gate)"
         return text
-    return (f"{what}; UNVERIFIED: the old outbox could not be read, so this is its whole last reservation "
-            f"block; {skip.stored} of it stored, the other {skip.not_stored} never used or lost with that outbox")
+    why = "could not be read" if quarantined else "was gone"
+    return (f"{what}; UNVERIFIED: the old outbox {why}, so this is its whole last reservation block; "
+            f"{skip.stored} of it stored, the other {skip.not_stored} never used or lost with that outbox")
 
 
 def write_off_command(args: argparse.Namespace) -> int:
