@@ -70,6 +70,7 @@ The alarm ``outbox_quarantined`` is raised at start while a quarantined file is 
 directory; while it is there the gate fails closed (``firmware.features.device_monitor``: every code refused
 with ``fail_closed``). An operator clears it by moving the file away once it has been
 recovered (seen at the next start, or on ``reload``, which calls ``quarantined_files()``).
+``export_rows`` reads a quarantined file's events read-only for that (``qrgate outbox export``).
 
 Threads: one writer (the scan loop) and the publisher thread share one connection behind
 a lock; every critical section is one short transaction. ``stats()`` is called several
@@ -233,7 +234,8 @@ class SqliteOutbox:
         app_ack: a PUBACK leaves a row awaiting the consumer's ack (config ``mqtt.app_ack``).
 
     Raises:
-        StoreError: the state directory is unusable, or a bad database could not be moved aside.
+        StoreError: the state directory is unusable, a bad database could not be moved aside,
+            or the seq range a fresh database skips could not be recorded in ``outbox.skips``.
     """
 
     def __init__(self, path: Path, *, max_events: int = 300_000, retention_s: float = 7 * 86400.0,
