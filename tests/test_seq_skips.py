@@ -411,3 +411,33 @@ def test_an_unreadable_outbox_is_declared_as_an_unverified_block_into_postgresql
     finally:
         collector.close()
         store.close()
+
+
+@pytest.mark.broker
+def test_the_collector_logs_a_declared_jump_as_a_skip_and_an_event_inside_it_as_a_warning(
+        tmp_path, shared_broker, topic_prefix, caplog):
+    from tests.test_history_collector import Publisher
+
+    caplog.set_level("INFO")
+    store = open_store(str(tmp_path / "h.sqlite"))
+    collector = RunningCollector(store, settings(shared_broker, topic_prefix))
+    pub = Publisher(shared_broker, topic_prefix)
+    try:
+        publish_once(shared_broker, f"{topic_prefix}/gate-1/skips", sealed_document("gate-1", [skip(6, 1000)], KEY),
+                     retain=True)
+        collector.wait(lambda st: st.skips_recorded == 1, "recorded the skip")
+        for seq in (1, 2, 3, 1001, 7):  # 4-5 lost; 7 lies inside the declared skip
+            pub.send("gate-1", scan_dict("gate-1", seq, BASE_MS + seq))
+        collector.wait(lambda st: st.stored == 5, "stored the five events")
+        assert collector.collector.stats.gaps == 1
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "seq gap on gate-1: 4..5 missing (2 scans)" in logged
+        assert "seq 7 of gate-1 arrived inside seq 6..1000, which the gate declared skipped" in logged
+        assert [(k.first_seq, k.last_seq, k.stored) for k in store.skipped()] == [(6, 1000, 1)]
+        assert [(g.first_missing, g.last_missing) for g in store.gaps()] == [(4, 5)]
+    finally:
+        pub.close()
+        collector.close()
+        # the retained document would reach the next test's collector on this topic prefix
+        publish_once(shared_broker, f"{topic_prefix}/gate-1/skips", b"", retain=True)
+        store.close()
