@@ -14,7 +14,7 @@ What a gate publishes in ``contact_sealed`` (base64url, no padding)::
     info = "qrgate.contact/1" LF device_id LF event_id      (binds the blob to its event)
     aad  = ""                                                (info already enters the key schedule)
     plaintext = {"id": ..., "name": ..., "phone": ...} (compact JSON, UTF-8), then spaces up to
-                a multiple of 64 bytes, so the length says little about the name
+                a multiple of 128 bytes, so the length says little about the name
 
 A blob copied onto another event (another ``event_id`` or ``device_id``) derives another key and
 fails to open, as does any changed byte, a truncated blob or another recipient key.
@@ -46,7 +46,7 @@ N_N = 12
 TAG_BYTES = 16
 IKM_BYTES = 32
 CONTEXT = b"qrgate.contact/1"
-PAD_BYTES = 64
+PAD_BYTES = 128
 MAX_PLAINTEXT_BYTES = 1536
 MIN_SEALED_BYTES = N_ENC + PAD_BYTES + TAG_BYTES
 MAX_SEALED_BYTES = N_ENC + MAX_PLAINTEXT_BYTES + TAG_BYTES
