@@ -198,3 +198,14 @@ def test_retention_deletes_sealed_contacts_with_their_events(db_url, office):
         assert remaining == {events[k].event_id for k in ("u_in", "u_out", "a_later_in", "a_later_out")}
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("value", [123, "", "not base64!" * 30, "A" * 100, "A" * 3000, None])
+def test_the_collector_refuses_a_sealed_contact_that_cannot_be_one(value):
+    data = scan_dict("gate-1", 1, T0)
+    data["contact_sealed"] = value
+    parsed = parse_scan("gate-1", json.dumps(data).encode(), T0)
+    if value is None:  # an explicit null is no sealed contact
+        assert isinstance(parsed, HistoryEvent) and parsed.contact_sealed is None
+    else:
+        assert not isinstance(parsed, HistoryEvent) and "contact_sealed" in parsed.problem
