@@ -20,7 +20,7 @@ from gpiozero.pins.mock import MockFactory
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware.adapters.mqtt_link import MqttLink, MqttSettings, release_paho_sockets
-from firmware.adapters.outbox import SEQ_RESERVE_BLOCK, SqliteOutbox, export_rows, highest_seq_in
+from firmware.adapters.outbox import SEQ_RESERVE_BLOCK, SqliteOutbox, highest_seq_in, read_bodies
 from firmware.adapters.publisher import OutboxPublisher
 from firmware.app.builder import GateApp
 from firmware.cli import main
@@ -155,8 +155,7 @@ def test_a_readable_quarantined_outbox_narrows_the_skip_to_what_it_never_used(tm
     assert again.append(scan_event()).seq == 1002
     again.close()
     assert highest_seq_in(quarantined) == 5
-    assert [seq for seq, _ in export_rows(quarantined, undelivered_only=True)] == [4, 5]
-    assert [json.loads(body)["seq"] for _, body in export_rows(quarantined)] == [1, 2, 3, 4, 5]
+    assert [json.loads(body)["seq"] for _, body in read_bodies(quarantined)] == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "wrong_schema"])
@@ -337,14 +336,14 @@ def test_a_quarantined_outbox_shows_as_a_skipped_reservation_and_a_forged_skip_w
             assert sum(why.startswith("skips refused: not signed") for _, _, _, why, _ in store.quarantined()) == 3
             assert app.publisher.acked_through < 1001  # the hole at 3-4 still holds the ack back
 
-            # recovery: the unsent events of the quarantined file go into the history
+            # recovery: the events of the quarantined file, signed by the gate's key, go into the history
             [quarantined] = app.publisher.outbox.quarantined_files()
             export = tmp_path / "recovered.jsonl"
-            assert main(["outbox", "export", str(base.state_dir / quarantined), "--undelivered",
-                         "--out", str(export)]) == 0
-            assert [json.loads(line)["seq"] for line in export.read_text().splitlines()] == [3, 4]
+            assert main(["outbox", "export", "--state-dir", str(base.state_dir),
+                         "--outbox", str(base.state_dir / quarantined), "--out", str(export)]) == 0
+            assert [json.loads(line)["seq"] for line in export.read_text().splitlines()] == [1, 2, 3, 4]
             assert stat.S_IMODE(os.stat(export).st_mode) == 0o600
-            assert main(["history", "import", "--db", db, str(export), "--unverified"]) == 0
+            assert main(["history", "import", "--db", db, str(export)]) == 0  # verified with the gate's key
             assert store.gaps() == []
             assert "no open gaps" in gaps_report(db, capsys)
             # the gate publishes its unacknowledged rows again and the ack now passes the skip

@@ -70,7 +70,7 @@ The alarm ``outbox_quarantined`` is raised at start while a quarantined file is 
 directory; while it is there the gate fails closed (``firmware.features.device_monitor``: every code refused
 with ``fail_closed``). An operator clears it by moving the file away once it has been
 recovered (seen at the next start, or on ``reload``, which calls ``quarantined_files()``).
-``export_rows`` reads a quarantined file's events read-only for that (``qrgate outbox export``).
+``read_bodies`` reads a quarantined file's events read-only for that (``qrgate outbox export``).
 
 Threads: one writer (the scan loop) and the publisher thread share one connection behind
 a lock; every critical section is one short transaction. ``stats()`` is called several
@@ -802,31 +802,22 @@ def read_events(path: Path) -> list[dict]:
         raise StoreError(f"cannot read the outbox {path} ({err})") from err
 
 
-def export_rows(path: Path, undelivered_only: bool = False) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(seq, event JSON bytes)`` of an outbox file in seq order, read-only, for recovery
-    (``qrgate outbox export``): works on a quarantined file as far as its table can be read.
-
-    Rows are read through the table itself (never an index, which may be the damaged part).
-    ``undelivered_only`` keeps the rows not known to be delivered: not PUBACKed (``sent`` 0)
-    or awaiting the consumer's ack (2).
+def read_bodies(path: Path) -> list[tuple[int, str]]:
+    """Every event stored in an outbox file as ``(seq, body)``, the body being the exact JSON text
+    the publisher signs, in seq order (``qrgate outbox export``). Opens the file read-only; never
+    modifies or quarantines it, so a quarantined ``outbox.sqlite.corrupt-*`` can be read too.
 
     Raises:
-        StoreError: the file is missing, cannot be opened, or a row cannot be read (the rows
-            yielded before stay valid; the message gives the last seq read).
+        StoreError: the file is missing or unreadable.
     """
     if not Path(path).is_file():
         raise StoreError(f"outbox {path} does not exist")
-    last = 0
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            conn.execute("PRAGMA query_only = 1")
-            for seq, sent, body in conn.execute("SELECT seq, sent, body FROM events NOT INDEXED ORDER BY seq"):
-                last = seq
-                if not undelivered_only or sent != SENT_DONE:
-                    yield int(seq), str(body).encode("utf-8")
+            return [(int(seq), str(body)) for seq, body in conn.execute("SELECT seq, body FROM events ORDER BY seq")]
         finally:
             conn.close()
     except sqlite3.Error as err:
-        raise StoreError(f"cannot read the outbox {path} after seq {last} ({err}); the events up to it are "
-                         "exported; sqlite3's .recover may save more") from err
+        raise StoreError(f"cannot read the outbox {path} ({err}); if it is damaged, copy what SQLite can still "
+                         "read with `sqlite3 FILE .recover | sqlite3 RECOVERED` and export that") from err

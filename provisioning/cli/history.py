@@ -432,7 +432,7 @@ def _skip_text(skip) -> str:
         text = f"{what}; the old outbox was read: no seq of the range was ever used"
         if quarantined:
             text += (f"; scans missing below seq {skip.first_seq} may be in that file "
-                     "(`qrgate outbox export --undelivered`, then `qrgate history import`)")
+                     "(`qrgate outbox export --outbox FILE`, then `qrgate history import`)")
         if skip.stored:
             text += f"; yet {skip.stored} events are stored in it (check the gate)"
         return text
