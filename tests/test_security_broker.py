@@ -102,8 +102,10 @@ def test_attack1_broker_acl_a_gate_cannot_publish_as_another_gate_or_write_an_ac
         # a leaked gate password: only its own topics
         assert gate.publish(f"{p}/gate-1/scan") < 0x80
         assert gate.publish(f"{p}/gate-1/key") < 0x80
+        assert gate.publish(f"{p}/gate-1/skips") < 0x80
         assert gate.publish(f"{p}/gate-1/response/open") < 0x80
-        for foreign in (f"{p}/gate-2/scan", f"{p}/gate-2/state", f"{p}/gate-2/key", f"{p}/gate-1/ack",
+        for foreign in (f"{p}/gate-2/scan", f"{p}/gate-2/state", f"{p}/gate-2/key", f"{p}/gate-2/skips",
+                        f"{p}/gate-1/ack",
                         f"{p}/gate-2/ack", f"{p}/gate-1/cmd/open", f"{p}/gate-2/cmd/open", f"{p}/gate-1/lists/deny",
                         f"{p}/venues/v-0123456789ab/lists/deny"):
             assert gate.publish(foreign) == NOT_AUTHORIZED, foreign
@@ -119,13 +121,19 @@ def test_attack1_broker_acl_a_gate_cannot_publish_as_another_gate_or_write_an_ac
         assert gate.received(f"{p}/gate-1/cmd/marker") == [f"{p}/gate-1/cmd/marker"]
         # the collector reads every scan and writes acks, nothing else
         assert collector.subscribe(f"{p}/+/scan") < 0x80
+        assert collector.subscribe(f"{p}/+/skips") < 0x80
+        assert gate.publish(f"{p}/gate-1/skips", b"declared") < 0x80
+        assert gate.publish(f"{p}/gate-1/scan", b"after") < 0x80
+        assert collector.received(f"{p}/gate-1/scan")[-2:] == [f"{p}/gate-1/skips", f"{p}/gate-1/scan"]
         assert collector.publish(f"{p}/gate-1/ack") < 0x80
         assert collector.publish(f"{p}/gate-1/scan") == NOT_AUTHORIZED
+        assert collector.publish(f"{p}/gate-1/skips") == NOT_AUTHORIZED
         assert collector.publish(f"{p}/gate-1/cmd/open") == NOT_AUTHORIZED
         # a compromised dashboard sends (signed) commands and lists, never events or acks
         assert backoffice.publish(f"{p}/gate-1/cmd/open") < 0x80
         assert backoffice.publish(f"{p}/venues/v-0123456789ab/lists/deny") < 0x80
         assert backoffice.publish(f"{p}/gate-1/scan") == NOT_AUTHORIZED
+        assert backoffice.publish(f"{p}/gate-1/skips") == NOT_AUTHORIZED
         assert backoffice.publish(f"{p}/gate-1/ack") == NOT_AUTHORIZED
     finally:
         for client in (gate, collector, backoffice):

@@ -38,8 +38,21 @@ delivered ones (that is what a PUBACK means without app_ack).
 ``seq`` never goes backwards and is never reused: the ``meta`` table keeps its high-water
 mark across pruning, and a small file beside the database (``outbox.seq``, written
 atomically) reserves seq numbers in blocks of ``SEQ_RESERVE_BLOCK``. A fresh database
-(first start, deleted or quarantined file) starts above that reservation, so a consumer
-sees a gap, never a repeated ``seq``.
+(deleted or quarantined file) starts above that reservation, so a consumer sees a gap,
+never a repeated ``seq``.
+
+Skipped reservations: when a fresh database jumps over a reservation, the range it will
+never use is recorded, before the jump is committed, in ``outbox.skips`` beside it (JSON,
+written atomically, 0600; ``firmware.core.seq_skips``): ``quarantined_outbox`` when the old
+file was just quarantined, ``new_outbox`` when it was missing or empty. A quarantined file is
+read read-only (``highest_seq_in``): if its highest seq H (events and ``meta``) can be read,
+the skip is ``H+1..reserved`` and exact, and its unsent events up to H are not part of it
+(they are recoverable from the file); if it cannot be read, or the file was gone, the skip is
+the whole last block (``reserved - SEQ_RESERVE_BLOCK + 1 .. reserved``), marked not exact.
+The jump and the schema of the fresh database are one transaction, so a crash in between
+never lets seq restart at 1; a skip already recorded for the same reservation is not recorded
+twice. ``skips`` lists them (at most ``MAX_SKIPS``, oldest dropped); the publisher publishes
+them signed (``<prefix>/<device_id>/skips``).
 
 Budget: ``max_events`` counts stored rows, sent and unsent. Delivered rows are pruned first
 (oldest first); when the undelivered rows alone fill the budget, ``append`` raises
@@ -57,6 +70,7 @@ The alarm ``outbox_quarantined`` is raised at start while a quarantined file is 
 directory; while it is there the gate fails closed (``firmware.features.device_monitor``: every code refused
 with ``fail_closed``). An operator clears it by moving the file away once it has been
 recovered (seen at the next start, or on ``reload``, which calls ``quarantined_files()``).
+``read_bodies`` reads a quarantined file's events read-only for that (``qrgate outbox export``).
 
 Threads: one writer (the scan loop) and the publisher thread share one connection behind
 a lock; every critical section is one short transaction. ``stats()`` is called several
@@ -84,8 +98,9 @@ from pathlib import Path
 
 from firmware.adapters.atomic_files import fsync_dir, write_atomic
 from firmware.core.errors import StoreError
-from firmware.core.events import new_event_id
+from firmware.core.events import new_event_id, rfc3339_ms
 from firmware.core.model import OutboxStats, ScanEvent
+from firmware.core.seq_skips import MAX_SKIPS, SeqSkip, SkipsError, describe, skipped_range
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +163,60 @@ def write_seq_reservation(path: Path, seq: int) -> None:
     write_atomic(path, f"{seq}\n".encode(), mode=0o600)
 
 
+def read_seq_skips(path: Path) -> tuple[SeqSkip, ...]:
+    """Return the skips recorded in ``outbox.skips`` (none if missing).
+
+    A damaged file is logged and read as empty: the skips it held cannot be published again,
+    and the history shows those ranges as gaps (nothing is ever written off by mistake).
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, list):
+            raise SkipsError("not a list")
+        return tuple(SeqSkip.from_json_dict(item) for item in doc)
+    except FileNotFoundError:
+        return ()
+    except (OSError, ValueError, RecursionError) as err:
+        log.error("seq skips file %s is unreadable (%s); the skips it held are no longer published, "
+                  "so the history shows them as gaps", path, err)
+        return ()
+
+
+def write_seq_skips(path: Path, skips: Iterable[SeqSkip]) -> None:
+    """Atomically replace ``outbox.skips`` with skips (temp file, fsync, rename, fsync dir; 0600).
+
+    Raises:
+        OSError: it could not be written.
+    """
+    text = json.dumps([s.to_json_dict() for s in skips], separators=(",", ":"), indent=None)
+    write_atomic(path, (text + "\n").encode("utf-8"), mode=0o600)
+
+
+def highest_seq_in(path: Path) -> int | None:
+    """The highest seq an outbox file ever assigned (its events and its ``meta`` high-water
+    mark, so pruned rows count), read without modifying it; None if that cannot be read.
+
+    The file may be damaged (a quarantined outbox): only the table's rightmost path and the
+    ``meta`` row are read, so a damaged index or an unrelated damaged page does not hide the
+    answer, while a damaged path to it raises and gives None.
+    """
+    if not Path(path).is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            highest = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+            meta = conn.execute("SELECT value FROM meta WHERE key = 'seq_high'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    if meta is None or (highest is not None and type(highest) is not int) or type(meta[0]) is not int:
+        return None  # without its high-water mark, pruned rows could hide higher seqs
+    return max(highest or 0, meta[0])
+
+
 class SqliteOutbox:
     """The durable EventSink and publish queue. See the module docstring for the policies.
 
@@ -158,17 +227,20 @@ class SqliteOutbox:
         wall: wall clock (Unix seconds) for event ids, ``created_s`` and the quarantine name.
         random_bytes: randomness for event ids.
         seq_file: the seq reservation file (default ``outbox.seq`` beside ``path``).
+        skips_file: where skipped reservations are recorded (default ``outbox.skips`` beside
+            ``path``).
         on_alarm: called with (name, text or None) when an alarm is raised or cleared;
             it runs on the calling thread and must return quickly.
         app_ack: a PUBACK leaves a row awaiting the consumer's ack (config ``mqtt.app_ack``).
 
     Raises:
-        StoreError: the state directory is unusable, or a bad database could not be moved aside.
+        StoreError: the state directory is unusable, a bad database could not be moved aside,
+            or the seq range a fresh database skips could not be recorded in ``outbox.skips``.
     """
 
     def __init__(self, path: Path, *, max_events: int = 300_000, retention_s: float = 7 * 86400.0,
                  wall: Callable[[], float] = time.time, random_bytes: Callable[[int], bytes] = os.urandom,
-                 seq_file: Path | None = None,
+                 seq_file: Path | None = None, skips_file: Path | None = None,
                  on_alarm: Callable[[str, str | None], None] | None = None,
                  app_ack: bool = False) -> None:
         self.path = Path(path)
@@ -180,6 +252,7 @@ class SqliteOutbox:
         self._wall = wall
         self._random = random_bytes
         self._seq_file = seq_file or self.path.with_name("outbox.seq")
+        self._skips_file = skips_file or self.path.with_name("outbox.skips")
         self._on_alarm = on_alarm
         self._lock = threading.Lock()
         self._closed = False
@@ -197,19 +270,21 @@ class SqliteOutbox:
             raise StoreError(f"cannot create the state directory {self.path.parent} ({err.strerror}); "
                              "check device.state_dir and its permissions") from err
         self._reserved = read_seq_reservation(self._seq_file)
+        self.skips = read_seq_skips(self._skips_file)
+        self.skipped_now: SeqSkip | None = None
         try:
-            self._conn, fresh = self._open()
+            self._conn = self._open()
         except sqlite3.DatabaseError as err:
             if _is_busy(err):
                 raise StoreError(f"outbox {self.path} is locked by another process; stop it "
                                  "(another qrgate daemon or tool)") from err
             self.quarantined_now = self._quarantine(err)
             try:
-                self._conn, fresh = self._open()
+                self._conn = self._open()
             except sqlite3.DatabaseError as err2:
                 raise StoreError(f"cannot create a fresh outbox at {self.path} ({err2}); check the "
                                  "state directory (disk full, read-only?)") from err2
-        self._load_counters(fresh)
+        self._load_counters()
         self._update_alarm()
         self._publish_figures()
         quarantined = self.quarantined_files()
@@ -220,8 +295,9 @@ class SqliteOutbox:
 
     # ------------------------------------------------------------------ opening
 
-    def _open(self) -> tuple[sqlite3.Connection, bool]:
-        """Open (creating if needed) and verify the database. Returns (connection, was_fresh)."""
+    def _open(self) -> sqlite3.Connection:
+        """Open (creating if needed) and verify the database; a fresh one jumps over the
+        reservation (``_jump_over_reservation``)."""
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
@@ -256,11 +332,44 @@ class SqliteOutbox:
                 # A file from before published_high: one scan at this open, then kept up to date.
                 conn.execute("INSERT INTO meta(key, value) SELECT 'published_high', coalesce(max(seq), 0) "
                              "FROM events WHERE sent != 0 OR published_s IS NOT NULL")
+            if fresh:
+                self._jump_over_reservation(conn)
             conn.execute("COMMIT")
-            return conn, fresh
+            return conn
         except BaseException:
             conn.close()
             raise
+
+    def _jump_over_reservation(self, conn: sqlite3.Connection) -> None:
+        """A fresh database: record the range it will never use, then start seq above it.
+
+        Runs inside the schema transaction, so the jump commits with the schema or not at all.
+
+        Raises:
+            StoreError: the skip could not be recorded (the transaction is rolled back).
+        """
+        old = self.quarantined_now
+        highest = highest_seq_in(old) if old is not None else None
+        if highest is not None and highest > self._reserved:
+            self._reserved = highest  # a reservation file older than the database: never reuse
+        found = skipped_range(self._reserved, SEQ_RESERVE_BLOCK, highest)
+        if found is not None and not any(s.last_seq == self._reserved for s in self.skips):
+            first, last, exact = found
+            skip = SeqSkip(first_seq=first, last_seq=last, exact=exact,
+                           cause="quarantined_outbox" if old is not None else "new_outbox",
+                           file=old.name if old is not None else "", declared_at=rfc3339_ms(self._wall()))
+            skips = (*self.skips, skip)[-MAX_SKIPS:]
+            try:
+                write_seq_skips(self._skips_file, skips)
+            except OSError as err:
+                raise StoreError(f"cannot record the skipped seq {first}..{last} in {self._skips_file} "
+                                 f"({err.strerror or err}); check free space and permissions on the "
+                                 "state partition") from err
+            self.skips, self.skipped_now = skips, skip
+            log.warning("fresh outbox: seq %d..%d will never be used (%s); declared to the history as a "
+                        "skipped reservation", first, last, describe(skip))
+        if self._reserved > 0:
+            conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'seq_high'", (self._reserved,))
 
     def _quarantine(self, err: Exception) -> Path:
         stamp = _utc_stamp(self._wall())
@@ -294,7 +403,7 @@ class SqliteOutbox:
         self._quarantined = found
         return found
 
-    def _load_counters(self, fresh: bool) -> None:
+    def _load_counters(self) -> None:
         c = self._conn
         self._stored = c.execute("SELECT count(*) FROM events").fetchone()[0]
         self._unsent = c.execute("SELECT count(*) FROM events WHERE sent = 0").fetchone()[0]
@@ -305,11 +414,6 @@ class SqliteOutbox:
         self._seq_high = max(meta_high, max_seq)
         self._published_high = int(c.execute("SELECT value FROM meta WHERE key = 'published_high'").fetchone()[0])
         self._oldest_unsent = self._query_oldest_unsent()
-        if fresh and self._reserved > self._seq_high:
-            # A new database after a lost or quarantined one: never reuse a seq it may have held.
-            log.warning("fresh outbox: seq continues above the reserved high-water mark %d", self._reserved)
-            self._seq_high = self._reserved
-            c.execute("UPDATE meta SET value = ? WHERE key = 'seq_high'", (self._seq_high,))
 
     # ------------------------------------------------------------------ the sink
 

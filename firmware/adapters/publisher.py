@@ -39,7 +39,10 @@ PUBACKed rows not acknowledged within ``app_ack_timeout_s`` are published again 
 Signed events: with a ``seal`` function (the device key, ``firmware.core.event_signature``)
 every scan event is published as its stored body sealed with the gate's signature, and the
 gate's public key document is published retained on ``<prefix>/<device_id>/key`` after every
-connect.
+connect. Skipped reservations (``firmware.core.seq_skips``): the signed document listing the
+seq ranges the outbox jumped over is published retained on ``<prefix>/<device_id>/skips``
+after every connect, so the consumer gets it whenever it (re)subscribes, until the gate's
+skips file no longer holds them.
 
 The publisher also prunes the outbox periodically and ticks the ``StateReporter``.
 """
@@ -57,6 +60,7 @@ from typing import Any
 from firmware.adapters.outbox import SqliteOutbox
 from firmware.alarms import Alarms
 from firmware.core.errors import StoreError
+from firmware.core.seq_skips import SKIPS_SUBTOPIC
 from firmware.ports import StatusSource
 
 log = logging.getLogger(__name__)
@@ -167,6 +171,8 @@ class OutboxPublisher:
             signature, ``firmware.core.event_signature.seal``); None publishes bodies as stored.
         key_document: the JSON published retained on ``<prefix>/<device_id>/key`` after each
             connect (the device's public key), or None.
+        skips_document: the signed seq skips document (``seq_skips.sealed_document``) published
+            retained on ``<prefix>/<device_id>/skips`` after each connect, or None (no skips).
     """
 
     def __init__(self, outbox: SqliteOutbox, link: Any, *, inflight_max: int = 100,
@@ -175,10 +181,11 @@ class OutboxPublisher:
                  wall: Callable[[], float] = time.time,
                  app_ack_timeout_s: float | None = None,
                  seal: Callable[[bytes], bytes] | None = None,
-                 key_document: str | None = None) -> None:
+                 key_document: str | None = None, skips_document: bytes | None = None) -> None:
         self.outbox = outbox
         self._seal = seal
         self.key_document = key_document
+        self.skips_document = skips_document
         self.link = link
         self.inflight_max = inflight_max
         self.alarms = alarms or Alarms()
@@ -341,6 +348,9 @@ class OutboxPublisher:
                 self._connected_since = self._monotonic()
                 if self.key_document is not None:
                     self.link.publish("key", self.key_document, qos=1, retain=True)
+                if self.skips_document is not None:
+                    # before the events: a consumer then knows the skips when it sees the jump
+                    self.link.publish(SKIPS_SUBTOPIC, self.skips_document, qos=1, retain=True)
                 if self.state is not None:
                     self.state.force()
         if acked:

@@ -55,6 +55,7 @@ from firmware.core.dcc_rules import dcc_rules_from
 from firmware.core.effective import EffectiveConfig, effective_config
 from firmware.core.errors import StoreError
 from firmware.core.event_signature import fingerprint, public_key_text, seal
+from firmware.core.seq_skips import sealed_document
 from firmware.core.events import EventFactory
 from firmware.core.gatekeeper import Gatekeeper, LoopStats
 from firmware.core.identity import GateIdentity, IdentityCell
@@ -397,9 +398,11 @@ class GateApp:
         key_document = json.dumps({"device_id": self.cfg.device.id, "alg": "Ed25519",
                                    "public_key": public_key_text(key.public_key()),
                                    "fingerprint": fingerprint(key.public_key())}, separators=(",", ":"))
+        skips_document = sealed_document(self.cfg.device.id, sink.skips, key) if sink.skips else None
         self.publisher = OutboxPublisher(sink, self.link, inflight_max=mqtt.inflight_max, alarms=self.alarms,
                                          app_ack_timeout_s=mqtt.app_ack_timeout_s if mqtt.app_ack else None,
-                                         seal=partial(seal, key=key), key_document=key_document)
+                                         seal=partial(seal, key=key), key_document=key_document,
+                                         skips_document=skips_document)
         return self.publisher
 
     def _open_lists(self, cfg: Config, clock: Clock, link: MqttLink | None) -> GateLists | None:

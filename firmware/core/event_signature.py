@@ -10,7 +10,8 @@ is ``B`` with one more member appended at the end::
 so the message stays readable JSON, and a verifier recovers ``B`` exactly by cutting the last
 ``,"sig":"...`` member off (``unseal``), without any canonical JSON: what is verified is the
 very bytes the gate wrote. ``SCAN_CONTEXT`` keeps a signature over an event from being valid
-for anything else signed with the same key.
+for anything else signed with the same key; the gate's declaration of skipped seq numbers
+(``firmware.core.seq_skips``) uses the same envelope with its own context.
 
 Enrolment: the first event after a provisioning QR (``provisioned``) also carries
 ``prov_nonce`` (the code's 16-byte nonce, hex) and ``device_key`` (the raw 32-byte Ed25519
@@ -89,19 +90,21 @@ def fingerprint(key: Ed25519PublicKey) -> str:
     return "SHA256:" + ":".join(digest[i:i + 4] for i in range(0, 32, 4))
 
 
-def seal(body: bytes, key: Ed25519PrivateKey) -> bytes:
+def seal(body: bytes, key: Ed25519PrivateKey, context: bytes = SCAN_CONTEXT) -> bytes:
     """Return the published payload: ``body`` with its ``"sig"`` member appended.
 
     Args:
         body: a compact JSON object (UTF-8), ending with ``}``, without a ``sig`` member.
         key: the gate's device key.
+        context: what the signature is for (``SCAN_CONTEXT`` for scan events; another
+            document signed with the same key, such as the seq skips, has its own).
 
     Raises:
         SignatureError: body is not a JSON object's text.
     """
     if not body.startswith(b"{") or not body.endswith(b"}") or len(body) < 3:
         raise SignatureError("an event body must be a non-empty JSON object")
-    return body[:-1] + SIG_MARKER + b64url(key.sign(SCAN_CONTEXT + body)).encode("ascii") + b'"}'
+    return body[:-1] + SIG_MARKER + b64url(key.sign(context + body)).encode("ascii") + b'"}'
 
 
 @dataclass(frozen=True)
@@ -125,14 +128,14 @@ def unseal(payload: bytes) -> Sealed:
     return Sealed(body=payload[:at] + b"}", signature=signature)
 
 
-def verify(sealed: Sealed, key: Ed25519PublicKey) -> bytes:
-    """Return the signed body if ``sealed`` was signed by ``key``.
+def verify(sealed: Sealed, key: Ed25519PublicKey, context: bytes = SCAN_CONTEXT) -> bytes:
+    """Return the signed body if ``sealed`` was signed by ``key`` for ``context``.
 
     Raises:
         SignatureError: the signature does not verify.
     """
     try:
-        key.verify(sealed.signature, SCAN_CONTEXT + sealed.body)
+        key.verify(sealed.signature, context + sealed.body)
     except InvalidSignature as err:
         raise SignatureError("the signature does not verify with the device's key") from err
     return sealed.body

@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder of venue records (`qrgate provision venue --out DIR`): venue names in the "
                    "table and a venue_name column in exports (the ids are kept)")
     q.add_argument("--gaps", action="store_true",
-                   help="list the holes in each device's seq numbers (lost scans) instead of events")
+                   help="list the holes in each device's seq numbers (lost scans) instead of events, with "
+                   "the reservations gates declared skipped and the write-offs (text, or --format json)")
     _add_tz(q)
     q.set_defaults(func=query_command)
 
@@ -108,8 +109,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     tl.set_defaults(func=token_list_command)
 
     w = hsub.add_parser("write-off", help="declare a seq gap lost for good, so it stops holding back acks",
-                        description="Declare a hole in a device's seq numbers lost for good (a quarantined "
-                        "outbox, scans lost before app acks were on). It stops counting as a gap, and a "
+                        description="Declare a hole in a device's seq numbers lost for good (scans lost before "
+                        "app acks were on, events of a quarantined outbox that could not be recovered; the "
+                        "seq numbers a fresh outbox skips are written off by the gate's own signed "
+                        "declaration, reason 'skipped reservation'). It stops counting as a gap, and a "
                         "gate with mqtt.app_ack gets acks past it again. The reason is kept for the audit "
                         "trail. `qrgate history query --gaps` lists the holes and the write-offs.")
     _add_db(w)
@@ -312,7 +315,9 @@ def query_command(args: argparse.Namespace) -> int:
     store = open_store(args.db, readonly=True)
     try:
         if args.gaps:
-            return _print_gaps(store, args.device)
+            if args.format not in ("table", "json"):
+                raise ConfigError("--gaps prints a text report or JSON: give --format table or --format json")
+            return _print_gaps(store, args.device, as_json=args.format == "json")
         if person_needs_secret and store.page(flt, 1, 1).total == 0:
             # gates with privacy.subject = hmac store the id hashed: a raw match finds nothing
             raise ConfigError("no scan stores this person id as it is; gates with privacy.subject = hmac store "
@@ -372,15 +377,40 @@ def _span(first: int, last: int) -> str:
     return f"{first}" if first == last else f"{first}..{last}"
 
 
-def _print_gaps(store, device: str) -> int:
-    gaps, written = store.gaps(device), store.write_offs(device)
+def _print_gaps(store, device: str, as_json: bool = False) -> int:
+    from provisioning.history.sql_store import SKIP_REASON
+
+    gaps, skipped = store.gaps(device), store.skipped(device)
+    written = [w for w in store.write_offs(device) if w.reason != SKIP_REASON]
+    if as_json:
+        import json
+
+        doc = {"gaps": [{"device_id": g.device_id, "first_missing": g.first_missing, "last_missing": g.last_missing,
+                         "missing": g.missing, "after_ts": g.after_ts or None, "before_ts": g.before_ts}
+                        for g in gaps],
+               "missing": sum(g.missing for g in gaps),
+               "skipped_reservations": [{"device_id": k.device_id, "first_seq": k.first_seq,
+                                         "last_seq": k.last_seq, "count": k.count, "stored": k.stored,
+                                         "not_stored": k.not_stored, "cause": k.cause, "exact": k.exact,
+                                         "file": k.file or None, "declared_at": k.declared_at,
+                                         "reason": SKIP_REASON} for k in skipped],
+               "write_offs": [{"device_id": w.device_id, "first_seq": w.first_seq, "last_seq": w.last_seq,
+                               "count": w.count, "reason": w.reason} for w in written]}
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+        return 0
+    if skipped:
+        print(f"{'device':<24} {'skipped reservation':<24} {'count':>7}  declared by the gate")
+        for k in skipped:
+            print(f"{k.device_id:<24} {_span(k.first_seq, k.last_seq):<24} {k.count:>7}  {_skip_text(k)}")
+        print(f"{len(skipped)} skipped reservations declared by the gates (signed): "
+              f"{sum(k.not_stored for k in skipped)} seq numbers without a scan, not counted as missing")
     if written:
         print(f"{'device':<24} {'written-off seq':<24} {'count':>7}  reason")
         for w in written:
             print(f"{w.device_id:<24} {_span(w.first_seq, w.last_seq):<24} {w.count:>7}  {w.reason}")
         print(f"{len(written)} write-offs, {sum(w.count for w in written)} events lost for good")
     if not gaps:
-        print("no gaps: every device's seq numbers are contiguous" if not written else
+        print("no gaps: every device's seq numbers are contiguous" if not written and not skipped else
               "no open gaps: every other seq number is stored")
         return 0
     print(f"{'device':<24} {'missing seq':<24} {'count':>7}  between")
@@ -390,6 +420,25 @@ def _print_gaps(store, device: str) -> int:
         print(f"{g.device_id:<24} {_span(g.first_missing, g.last_missing):<24} {g.missing:>7}  {between}")
     print(f"{len(gaps)} gaps, {sum(g.missing for g in gaps)} events missing")
     return 0
+
+
+def _skip_text(skip) -> str:
+    """What the gate declared, in words (the --gaps report)."""
+    quarantined = skip.cause == "quarantined_outbox"
+    what = (f"outbox quarantined on the gate ({skip.file})" if quarantined and skip.file
+            else "outbox quarantined on the gate" if quarantined
+            else "new outbox on the gate (the old one was missing)")
+    if skip.exact:
+        text = f"{what}; the old outbox was read: no seq of the range was ever used"
+        if quarantined:
+            text += (f"; scans missing below seq {skip.first_seq} may be in that file "
+                     "(`qrgate outbox export --outbox FILE`, then `qrgate history import`)")
+        if skip.stored:
+            text += f"; yet {skip.stored} events are stored in it (check the gate)"
+        return text
+    why = "could not be read" if quarantined else "was gone"
+    return (f"{what}; UNVERIFIED: the old outbox {why}, so this is its whole last reservation block; "
+            f"{skip.stored} of it stored, the other {skip.not_stored} never used or lost with that outbox")
 
 
 def write_off_command(args: argparse.Namespace) -> int:

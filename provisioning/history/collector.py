@@ -22,6 +22,17 @@ refuses while it answers other queries) goes to the ``quarantine`` table with th
 is acknowledged to the broker, so one message never holds back the ones after it; it is
 never among the events and never counted in the gate's app-level ack.
 
+Skipped reservations (``firmware.core.seq_skips``): the collector also subscribes (never
+shared, so every collector sees them) to the retained ``<prefix>/+/skips``, where a gate whose
+fresh outbox jumped over a seq reservation declares the ranges it will never use. A document is
+accepted only when it verifies with the key registered for the topic's device, for skips (its
+own signature context), and names that device; each range is then kept (``record_skip``:
+``seq_skips`` plus a write-off with reason "skipped reservation", idempotent) and the device's
+ack is recomputed. Anything else is refused with the reason, logged and kept in the
+``quarantine`` table; it writes nothing off, so the hole stays a gap. A gap the collector sees
+inside a declared range is logged as a skip, not as missing scans; an event that arrives inside
+a declared range (which a gate never does) is stored as usual and logged as a warning.
+
 Application-level acks for gates with ``mqtt.app_ack``: after each committed batch, for each
 device with events in it (new or duplicates), the collector publishes a retained QoS 1
 ``<prefix>/<device_id>/ack``, JSON ``{"device_id": ..., "acked_through": N, "ts": ...}``,
@@ -49,9 +60,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from firmware.core import event_signature
+from firmware.core import event_signature, seq_skips
 from firmware.core.errors import StoreError
+from firmware.core.seq_skips import SKIPS_SUBTOPIC
 from provisioning.history.events import HistoryEvent, Rejected, enrolment_of, parse_scan
+from provisioning.history.sql_store import SKIP_REASON
 from provisioning.history.store import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -119,6 +132,12 @@ class CollectorSettings:
         base = f"{self.prefix}/+/scan"
         return f"$share/{self.shared_group}/{base}" if self.shared_group else base
 
+    @property
+    def skips_topic(self) -> str:
+        """The gates' retained skips documents: never a shared subscription, so every collector
+        gets them, retained ones included (MQTT 5 sends no retained message to a shared one)."""
+        return f"{self.prefix}/+/{SKIPS_SUBTOPIC}"
+
 
 @dataclass
 class CollectorStats:
@@ -133,6 +152,8 @@ class CollectorStats:
     gaps: int = 0
     store_errors: int = 0
     acks_published: int = 0
+    skips_recorded: int = 0
+    skips_refused: int = 0
     connected: bool = False
     subscribed: bool = False
 
@@ -177,6 +198,7 @@ class ScanCollector:
         self._ack_through: dict[str, int] = {}   # device -> last acked_through (where the next scan starts)
         self._keys: dict[str, str] = {}
         self._keys_read_s: float | None = None
+        self._skips: dict[str, list[tuple[int, int]]] = {}  # device -> ranges it declared skipped
         self.stats = CollectorStats()
         self.changed = changed or threading.Condition()
         self._client = self._make_client()
@@ -276,7 +298,7 @@ class ScanCollector:
                 return
             lifecycle.info("connected to %s:%d (session %s); subscribing to %s", self.settings.host,
                      self.settings.port, "resumed" if session_present else "new", self.settings.topic)
-            self._client.subscribe(self.settings.topic, qos=1)
+            self._client.subscribe([(self.settings.topic, 1), (self.settings.skips_topic, 1)])
             with self.changed:
                 self.stats.connected = True
                 self.changed.notify_all()
@@ -295,8 +317,8 @@ class ScanCollector:
                 self.stats.connected = self.stats.subscribed = False
                 self.changed.notify_all()
 
-    def _device_of(self, topic: str) -> str | None:
-        head, tail = self.settings.prefix + "/", "/scan"
+    def _device_of(self, topic: str, tail: str = "/scan") -> str | None:
+        head = self.settings.prefix + "/"
         if topic.startswith(head) and topic.endswith(tail):
             device = topic[len(head):-len(tail)]
             return device if device and "/" not in device else None
@@ -304,11 +326,72 @@ class ScanCollector:
 
     def _handle(self, messages: list[_Incoming], stop: threading.Event) -> None:
         received_ms = self._now_ms()
+        skips_tail = "/" + SKIPS_SUBTOPIC
+        declarations = [m for m in messages if m.topic.endswith(skips_tail)]
+        if declarations and not self._handle_skips(declarations, received_ms, stop):
+            return  # stopping while the database was away: leave the batch unacked
+        scans = [m for m in messages if not m.topic.endswith(skips_tail)]
+        if not scans:
+            for msg in declarations:
+                if msg.generation == self._generation:
+                    self._client.ack(msg.mid, msg.qos)
+            self._publish_acks(stop)
+            return
+        self._handle_scans(messages, scans, received_ms, stop)
+
+    def _handle_skips(self, messages: list[_Incoming], received_ms: int, stop: threading.Event) -> bool:
+        """Verify and keep the skips documents; False if stop was set while the database was away."""
+        refused: list[tuple[int, str, str, str, bytes]] = []
+        recorded = 0
+        for msg in messages:
+            device = self._device_of(msg.topic, "/" + SKIPS_SUBTOPIC)
+            if not msg.payload:
+                continue  # a retained document being cleared
+            keys = self._registered_keys(device, stop) if device else {}
+            if keys is None:
+                return False
+            problem, skips = _open_skips(device, msg.payload, keys.get(device or ""))
+            if problem is not None:
+                log.warning("refused a skips message on %s: %s (%d bytes, sha256 %s); nothing is written off",
+                            _safe(msg.topic), problem, len(msg.payload), hashlib.sha256(msg.payload).hexdigest()[:12])
+                refused.append((received_ms, msg.topic, device or "", f"skips refused: {problem}", msg.payload))
+                continue
+            assert device is not None
+            for skip in skips:
+                done = self._retry(lambda d=device, sk=skip: self._store.record_skip(
+                    d, sk.first_seq, sk.last_seq, sk.cause, sk.exact, sk.file, sk.declared_at, received_ms), stop)
+                if done is None:
+                    return False
+                new, stored_inside = done
+                ranges = self._skips.setdefault(device, [])
+                if (skip.first_seq, skip.last_seq) not in ranges:
+                    ranges.append((skip.first_seq, skip.last_seq))
+                if new:
+                    recorded += 1
+                    log.warning("%s declared seq %d..%d skipped (%s): written off as %r, not missing scans",
+                                device, skip.first_seq, skip.last_seq, seq_skips.describe(skip), SKIP_REASON)
+                    if stored_inside and skip.exact:
+                        log.warning("%d stored events of %s lie inside seq %d..%d, which the gate declared it never "
+                                    "used: they stay stored; check the gate's outbox files", stored_inside, device,
+                                    skip.first_seq, skip.last_seq)
+            if self.settings.publish_acks:
+                self._ack_due.add(device)  # the write-off may let the ack move past the hole
+        if refused and self._retry(lambda: self._store.quarantine(refused) or True, stop) is None:
+            return False
+        with self.changed:
+            self.stats.skips_recorded += recorded
+            self.stats.skips_refused += len(refused)
+            self.changed.notify_all()
+        return True
+
+    def _handle_scans(self, messages: list[_Incoming], scans: list[_Incoming], received_ms: int,
+                      stop: threading.Event) -> None:
+        """Store the scan events of a batch; ``messages`` (scans and skips) are acked after the commit."""
         good: list[HistoryEvent] = []
         source: dict[str, _Incoming] = {}
         quarantine: list[tuple[int, str, str, str, bytes]] = []
         enrolled = 0
-        for msg in messages:
+        for msg in scans:
             result = self._check(msg, received_ms, stop)
             if result is None:  # stopping while the database was away: leave the batch unacked
                 return
@@ -324,6 +407,11 @@ class ScanCollector:
                 source.setdefault(result.event_id, msg)
         for device in {ev.device_id for ev in good} - self._high_seq.keys():
             self._high_seq[device] = self._retry(lambda d=device: self._store.max_seq(d), stop)
+            declared = self._retry(lambda d=device: self._store.skipped(d), stop)
+            if declared is None:
+                return
+            ranges = self._skips.setdefault(device, [])
+            ranges.extend((k.first_seq, k.last_seq) for k in declared if (k.first_seq, k.last_seq) not in ranges)
         stored = self._store_batch(good, stop) if good else ([], [])
         if stored is None:  # stopping before the database took the batch: leave it unacked
             return
@@ -343,7 +431,7 @@ class ScanCollector:
             self._ack_due.update(ev.device_id for ev in kept)
             self._publish_acks(stop)
         with self.changed:
-            self.stats.received += len(messages)
+            self.stats.received += len(scans)
             self.stats.malformed += len(quarantine) - len(poison)
             self.stats.quarantined += len(quarantine)
             self.stats.enrolled += enrolled
@@ -487,11 +575,22 @@ class ScanCollector:
     def _note_gaps(self, fresh: list[HistoryEvent]) -> None:
         for ev in fresh:  # arrival order: a late event is one below what arrived before it
             high = self._high_seq.get(ev.device_id)
-            if high is not None and ev.seq > high + 1:
+            declared = self._skips.get(ev.device_id, [])
+            inside = [r for r in declared if r[0] <= ev.seq <= r[1]]
+            if inside:
+                log.warning("seq %d of %s arrived inside seq %d..%d, which the gate declared skipped (a gate "
+                            "never does that): stored; check the gate's outbox files", ev.seq, ev.device_id,
+                            *inside[0])
+            missing = _uncovered(high + 1, ev.seq - 1, declared) if high is not None and ev.seq > high + 1 else []
+            if missing:
                 with self.changed:
                     self.stats.gaps += 1
-                log.warning("seq gap on %s: %d..%d missing (%d scans); `qrgate history query --gaps` "
-                            "lists the holes still open", ev.device_id, high + 1, ev.seq - 1, ev.seq - high - 1)
+                log.warning("seq gap on %s: %s missing (%d scans); `qrgate history query --gaps` lists the holes "
+                            "still open", ev.device_id, ", ".join(f"{a}..{b}" for a, b in missing),
+                            sum(b - a + 1 for a, b in missing))
+            elif high is not None and ev.seq > high + 1:
+                log.info("seq %d..%d of %s: a reservation the gate declared skipped, not missing scans",
+                         high + 1, ev.seq - 1, ev.device_id)
             elif high is not None and ev.seq < high:
                 log.info("late event on %s: seq %d arrived after %d", ev.device_id, ev.seq, high)
             self._high_seq[ev.device_id] = ev.seq if high is None else max(high, ev.seq)
@@ -516,6 +615,33 @@ def _verifies(sealed: event_signature.Sealed, public_key: str) -> bool:
         return True
     except (event_signature.SignatureError, ValueError):
         return False
+
+
+def _uncovered(first: int, last: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of first..last outside every range of ``ranges``."""
+    parts, start = [], first
+    for low, high in sorted(ranges):
+        if high < start or low > last:
+            continue
+        if low > start:
+            parts.append((start, low - 1))
+        start = max(start, high + 1)
+    if start <= last:
+        parts.append((start, last))
+    return parts
+
+
+def _open_skips(device: str | None, payload: bytes,
+                public_key: str | None) -> tuple[str | None, tuple[seq_skips.SeqSkip, ...]]:
+    """(None, skips) for a document that verifies, else (the reason it is refused, ())."""
+    if device is None:
+        return f"topic is not <prefix>/<device>/{SKIPS_SUBTOPIC}", ()
+    if public_key is None:
+        return f"no key registered for device {device} (`qrgate history device add`)", ()
+    try:
+        return None, seq_skips.open_document(device, payload, _public_key(public_key))
+    except (seq_skips.SkipsError, event_signature.SignatureError, ValueError) as err:
+        return str(err)[:200], ()
 
 
 def _safe(text: str) -> str:

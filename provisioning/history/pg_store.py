@@ -16,7 +16,14 @@ import psycopg
 
 from firmware.core.errors import StoreError
 from provisioning.history.events import COLUMNS, HistoryEvent
-from provisioning.history.sql_store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, contact_rows, source_updates
+from provisioning.history.sql_store import (
+    INDEXES,
+    SCHEMA_VERSION,
+    SHARED_TABLES,
+    SqlHistoryStore,
+    contact_rows,
+    source_updates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +104,7 @@ class PostgresHistoryStore(SqlHistoryStore):
             try:
                 with self._db.transaction():
                     self._db.execute("SELECT pg_advisory_xact_lock(%s)", [_DDL_LOCK_KEY])
-                    for ddl in (*_TABLES, *INDEXES):
+                    for ddl in (*_TABLES, *SHARED_TABLES, *INDEXES):
                         self._db.execute(ddl)
                     self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
                                      " ON CONFLICT (key) DO NOTHING", [str(SCHEMA_VERSION)])

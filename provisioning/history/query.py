@@ -104,6 +104,45 @@ class WriteOff:
 
 
 @dataclass(frozen=True)
+class SkippedReservation:
+    """A seq range a gate declared it will never use (a signed ``qrgate.seq-skips/1`` record,
+    ``firmware.core.seq_skips``): not lost scans. Written off with reason "skipped reservation".
+
+    Attributes:
+        device_id: the device.
+        first_seq, last_seq: the declared range, inclusive.
+        cause: ``new_outbox`` or ``quarantined_outbox``.
+        exact: True if the gate read its old outbox and no seq of the range was ever used;
+            False if the old outbox could not be read and the range is its last reservation
+            block, so scans that outbox held in the range (not stored here) are lost with it.
+        file: the quarantined outbox file's name on the gate, or "".
+        declared_at: when the gate recorded it (RFC 3339).
+        received_ms: when the collector first stored it (Unix ms).
+        stored: how many stored events lie inside the range (expected only when not exact).
+    """
+
+    device_id: str
+    first_seq: int
+    last_seq: int
+    cause: str
+    exact: bool
+    file: str
+    declared_at: str
+    received_ms: int
+    stored: int = 0
+
+    @property
+    def count(self) -> int:
+        """How many seq numbers the range covers."""
+        return self.last_seq - self.first_seq + 1
+
+    @property
+    def not_stored(self) -> int:
+        """Seq numbers of the range with no stored event."""
+        return self.count - self.stored
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of results with the total count.
 

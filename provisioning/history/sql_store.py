@@ -12,9 +12,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from firmware.core.errors import ConfigError
+from firmware.core.errors import ConfigError, StoreError
 from provisioning.history.events import COLUMNS, HistoryEvent
-from provisioning.history.query import Filter, Gap, Page, WriteOff, build_where
+from provisioning.history.query import Filter, Gap, Page, SkippedReservation, WriteOff, build_where
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,27 @@ _WRITE_OFF = (
 
 
 _WRITE_OFFS = "SELECT device_id, first_seq, last_seq, reason, written_ms FROM written_off{where}"
+
+
+# The reason of the write-off that stands for a gate's signed skip declaration. Reserved: a
+# person's write-off may not use it, so the report can tell the two apart.
+SKIP_REASON = "skipped reservation"
+
+
+# Tables both databases create the same way (BIGINT is an integer in SQLite too).
+SHARED_TABLES = (
+    "CREATE TABLE IF NOT EXISTS seq_skips ("
+    " device_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, cause TEXT NOT NULL,"
+    " exact INTEGER NOT NULL, file TEXT NOT NULL, declared_at TEXT NOT NULL, received_ms BIGINT NOT NULL,"
+    " PRIMARY KEY (device_id, first_seq))",
+)
+
+
+_SKIPPED = (
+    "SELECT s.device_id, s.first_seq, s.last_seq, s.cause, s.exact, s.file, s.declared_at, s.received_ms,"
+    " (SELECT count(*) FROM events e WHERE e.device_id = s.device_id AND e.seq BETWEEN s.first_seq AND s.last_seq)"
+    " FROM seq_skips s{where} ORDER BY s.device_id, s.first_seq"
+)
 
 
 _PRUNE = ("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
@@ -260,6 +281,9 @@ class SqlHistoryStore:
         reason = " ".join(reason.split())
         if not reason:
             raise ConfigError("give a --reason: it is kept with the write-off for whoever audits the history")
+        if reason.lower().startswith(SKIP_REASON):
+            raise ConfigError(f"the reason {SKIP_REASON!r} is kept for the ranges a gate declares skipped in "
+                              "its signed skips message; describe in other words why these scans are lost")
         if not 1 <= first_seq <= last_seq:
             raise ConfigError(f"seq range {first_seq}..{last_seq} is empty or below 1; give FIRST-LAST "
                               "with FIRST <= LAST, as `qrgate history query --gaps` lists them")
@@ -292,6 +316,49 @@ class SqlHistoryStore:
         with self._lock:
             found = self._fetch(_WRITE_OFFS.format(where=where) + " ORDER BY device_id, first_seq", params)
         return [WriteOff(str(d), int(f), int(last), str(r), int(w)) for d, f, last, r, w in found]
+
+    def record_skip(self, device: str, first_seq: int, last_seq: int, cause: str, exact: bool, file: str,
+                    declared_at: str, now_ms: int) -> tuple[bool, int]:
+        """Keep a skip the gate declared (its signature already verified) and write the range off
+        with reason ``SKIP_REASON``, so it is not a gap and does not hold back the acks.
+
+        Idempotent on (device, first_seq). Unlike a person's write-off, the range needs no
+        stored event around it and may hold stored events (the gate's word is the authority;
+        stored events stay stored). The write-off goes first, so a kept skip always has it.
+
+        Returns:
+            (True if the skip was new, how many stored events lie inside the range).
+
+        Raises:
+            StoreError: the database refused.
+        """
+        with self._lock:
+            self._write("INSERT INTO written_off (device_id, first_seq, last_seq, reason, written_ms)"
+                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, first_seq) DO NOTHING",
+                        [device, first_seq, last_seq, SKIP_REASON, now_ms])
+            new = self._write("INSERT INTO seq_skips (device_id, first_seq, last_seq, cause, exact, file,"
+                              " declared_at, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                              " ON CONFLICT (device_id, first_seq) DO NOTHING",
+                              [device, first_seq, last_seq, cause, int(exact), _printable(file, 120),
+                               _printable(declared_at, 40), now_ms]) == 1
+            stored = self._fetch("SELECT count(*) FROM events WHERE device_id = ? AND seq BETWEEN ? AND ?",
+                                 [device, first_seq, last_seq])
+        return new, int(stored[0][0])
+
+    def skipped(self, device: str = "") -> list[SkippedReservation]:
+        """Return the skips gates declared (all devices if empty), by device and seq, each with
+        the number of stored events inside it. Empty on a database from before skips existed
+        (opened read-only, the table could not be created)."""
+        where, params = (" WHERE s.device_id = ?", [device]) if device else ("", [])
+        with self._lock:
+            try:
+                found = self._fetch(_SKIPPED.format(where=where), params)
+            except StoreError as err:
+                if "seq_skips" in str(err):
+                    return []
+                raise
+        return [SkippedReservation(str(d), int(f), int(last), str(c), bool(x), str(fl), str(at), int(r), int(n))
+                for d, f, last, c, x, fl, at, r, n in found]
 
     def sources(self) -> list[tuple[str, str]]:
         """Return the (venue_id, device_id) pairs ever stored, sorted."""

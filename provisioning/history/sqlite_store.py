@@ -15,7 +15,14 @@ from typing import Any
 
 from firmware.core.errors import StoreError
 from provisioning.history.events import COLUMNS, HistoryEvent
-from provisioning.history.sql_store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, contact_rows, source_updates
+from provisioning.history.sql_store import (
+    INDEXES,
+    SCHEMA_VERSION,
+    SHARED_TABLES,
+    SqlHistoryStore,
+    contact_rows,
+    source_updates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +104,7 @@ class SqliteHistoryStore(SqlHistoryStore):
             else:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = FULL")
-                for ddl in (*_TABLES, *INDEXES):
+                for ddl in (*_TABLES, *SHARED_TABLES, *INDEXES):
                     self._db.execute(ddl)
                 self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
                                  " ON CONFLICT (key) DO NOTHING", [str(SCHEMA_VERSION)])

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from firmware.core.errors import ConfigError
 from provisioning.history.events import HistoryEvent
-from provisioning.history.query import Filter, Gap, Page, WriteOff
+from provisioning.history.query import Filter, Gap, Page, SkippedReservation, WriteOff
 from provisioning.history.sql_store import SqlHistoryStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,23 @@ class HistoryStore(Protocol):
 
     def write_offs(self, device: str = "") -> list[WriteOff]:
         """Return the written-off ranges, by device and seq (all devices if empty)."""
+        ...
+
+    def record_skip(self, device: str, first_seq: int, last_seq: int, cause: str, exact: bool, file: str,
+                    declared_at: str, now_ms: int) -> tuple[bool, int]:
+        """Keep a skipped reservation a gate declared in a verified skips document, and write
+        the range off with reason "skipped reservation". Idempotent on (device, first_seq).
+
+        Returns:
+            (True if it was new, how many stored events lie inside the range).
+
+        Raises:
+            StoreError: the database refused.
+        """
+        ...
+
+    def skipped(self, device: str = "") -> list[SkippedReservation]:
+        """Return the skipped reservations gates declared, by device and seq (all if empty)."""
         ...
 
     def sources(self) -> list[tuple[str, str]]:
