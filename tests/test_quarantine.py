@@ -223,7 +223,7 @@ def test_a_quarantine_reaches_the_gates_and_keeps_contacts_out_until_the_end_dat
         assert q1.show("A-merged", passes[CONTACT_A]) == ("denied", "denied")
 
         # Attacks on the gate: a forged list that drops the entries, an unsigned one, and the real
-        # list with its ends pushed to 2099: each refused, the quarantine stays as it was.
+        # list with its ends pushed to 2096: each refused, the quarantine stays as it was.
         topic = venue_list_topic(topic_prefix, "v-q1", "deny")
         assert retained.wait_until(lambda ms: len([m for m in ms if m.topic == topic]) >= 2, WAIT_S)
         manifest, body = cbor2.loads([m.payload for m in retained.messages if m.topic == topic][-1])  # the merged
