@@ -336,3 +336,8 @@ def test_list_command_add_until_and_show_check_follow_the_end(tmp_path, capsys):
     assert "version 2, 2 ids (1 with an end, 2 in force now)" in out and out.strip().endswith("listed")
     assert main(["list", "deny", "add", "X", "--until", "2020-01-01", "--config", str(config)]) == 78
     assert "--until '2020-01-01' is already past" in capsys.readouterr().err
+
+
+def test_a_name_column_in_another_encoding_stays_ignored_on_the_first_line():
+    result = parse_csv_bytes("079111111111,Nguy\u1ec5n\n".encode("utf-8").replace(b"\xe1\xbb\x85", b"\xe9"))
+    assert result.ids == [b"079111111111"] and result.report() == []

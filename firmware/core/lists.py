@@ -463,12 +463,15 @@ class _Parser:
             cells_b = raw.rstrip(b"\r").split(b",") if self.first or self.until_column is not None \
                 else [raw.split(b",", 1)[0]]
         try:
-            cells = [c.decode("utf-8") for c in cells_b]
+            first = cells_b[0].decode("utf-8")
         except UnicodeDecodeError:
             result.rows += 1
             result.problem(line, "is not UTF-8 text; save the file as UTF-8")
             return
-        raw_value = cells[0].strip()
+        # Other columns are read only for the header and the ``until`` cell; a name column in
+        # another encoding stays ignored, and a broken ``until`` cell is reported as not a time.
+        cells = [first, *(c.decode("utf-8", "replace") for c in cells_b[1:])]
+        raw_value = first.strip()
         if self.header(raw_value, cells):
             return
         result.rows += 1
