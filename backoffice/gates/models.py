@@ -67,3 +67,11 @@ class QuarantineEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} quarantine at {self.venue.venue_id} until {self.until_s}"
+
+    @classmethod
+    def in_force(cls, venue: Venue, now_s: float) -> dict[str, int]:
+        """The venue's entries that have not ended at now_s: entry -> the latest until (Unix seconds)."""
+        found: dict[str, int] = {}
+        for entry, until_s in cls.objects.filter(venue=venue, until_s__gt=int(now_s)).values_list("entry", "until_s"):
+            found[entry] = max(int(until_s), found.get(entry, 0))
+        return found

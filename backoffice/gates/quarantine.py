@@ -119,15 +119,6 @@ def may_quarantine(user: Any) -> bool:
     return bool(user is not None and user.is_active and (user.is_staff or user.is_superuser))
 
 
-def entries_in_force(venue: Venue, now_s: float) -> dict[str, int]:
-    """The venue's quarantine entries that have not ended at now_s: entry -> the latest until."""
-    found: dict[str, int] = {}
-    rows = QuarantineEntry.objects.filter(venue=venue, until_s__gt=int(now_s)).values_list("entry", "until_s")
-    for entry, until_s in rows:
-        found[entry] = max(int(until_s), found.get(entry, 0))
-    return found
-
-
 def _people_index(venue_ids: Iterable[str], secrets: dict[str, bytes]) -> dict[tuple[str, str], tuple[str, ...]]:
     """(venue_id, subject) -> the ids (pass ``sub``, CCCD number) of the back office's people, for
     the venues of a trace: a subject is matched as the HMAC with the venue's secret or as the raw id."""

@@ -27,7 +27,7 @@ from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
 
 from backoffice import site
-from backoffice.gates.models import Gate, VenueList
+from backoffice.gates.models import Gate, QuarantineEntry, VenueList
 from backoffice.venues import services
 from backoffice.venues.models import Venue
 from firmware.core.errors import ConfigError, QrGateError
@@ -328,14 +328,13 @@ def publish_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *
     ends: dict[str, int] = {}
     revoked = 0
     if current.kind == VenueList.DENY:
-        from backoffice.gates.quarantine import entries_in_force
         from backoffice.personal.revocations import revoked_ids
 
         passes = [i for i in revoked_ids(now_s) if i not in ids]
         revoked = len(passes)
         published += passes
         listed = {normalise_id(i) for i in published}
-        ends = {e: u for e, u in entries_in_force(venue, now_s).items() if normalise_id(e) not in listed}
+        ends = {e: u for e, u in QuarantineEntry.in_force(venue, now_s).items() if normalise_id(e) not in listed}
         published += list(ends)
     answer = "stored; no broker configured"
     gates = len(_devices(venue)) if wait_for_gates else 0
