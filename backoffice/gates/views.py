@@ -351,7 +351,9 @@ def publish_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *
                            response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=payload,
                            transaction=tx, timeout_s=ANSWER_TIMEOUT_S, what="the list",
                            client_id_prefix="qrgate-bo-list-", retain=True,
-                           enough=lambda got: not wait_for_gates or (bool(gates) and len(got) >= gates))
+                           # a venue without a known gate has nobody to wait for (a quarantine publishes
+                           # many venues' lists in a row)
+                           enough=lambda got: not wait_for_gates or len(got) >= gates)
             answers = [(topic.split("/")[-3], a) for topic, a in got]
             ok = sum(1 for _d, a in answers if a.get("status") == "ok")
             answer = f"published; {ok} of {len(answers)} gate(s) took it" if wait_for_gates else "published"
