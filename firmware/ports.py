@@ -8,7 +8,7 @@ Ports import only ``firmware.core``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -420,8 +420,9 @@ class ListFiles(Protocol):
         ...
 
     def replace(self, kind: str, ids: Iterable[str], *, updated_s: float, source: str,
-                version: int | None = None, current: ListSnapshot | None = None) -> ListSnapshot:
-        """Write a whole new list.
+                version: int | None = None, current: ListSnapshot | None = None,
+                ends: Mapping[str, int] | None = None) -> ListSnapshot:
+        """Write a whole new list; ``ends`` holds the ``until`` (Unix seconds) of entries that end.
 
         Raises:
             ValueError: the version is not above the current one.
@@ -431,8 +432,8 @@ class ListFiles(Protocol):
 
     def apply_delta(self, kind: str, *, add: Iterable[str], remove: Iterable[str], updated_s: float,
                     source: str, version: int | None = None, base_version: int | None = None,
-                    current: ListSnapshot | None = None) -> ListSnapshot:
-        """Write the list with ids added and removed.
+                    current: ListSnapshot | None = None, ends: Mapping[str, int] | None = None) -> ListSnapshot:
+        """Write the list with ids added (with their ``until`` from ``ends``, or none) and removed.
 
         Raises:
             ValueError: the base or new version does not fit the current list.

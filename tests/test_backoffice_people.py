@@ -384,10 +384,10 @@ def test_a_revoked_pass_id_on_the_deny_list_refuses_that_pass_only():
         def __init__(self, ids: set[str]) -> None:
             self.ids = ids
 
-        def is_denied(self, subject: str) -> bool:
+        def is_denied(self, subject: str, now_s: float | None = None) -> bool:
             return subject in self.ids
 
-        def is_allowed(self, subject: str) -> bool:
+        def is_allowed(self, subject: str, now_s: float | None = None) -> bool:
             return False
 
     old, new = b"\x01" * 16, b"\x02" * 16

@@ -237,4 +237,4 @@ def test_bench_lists_command_reports_its_figures(capsys):
     assert main(["bench", "lists", "--rows", "2000", "--lookups", "200", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == 2000 and report["hits"] == 100
-    assert report["import_s"] >= 0 and report["lookup_us"] > 0
+    assert report["import_s"] >= 0 and report["lookup_us"] > 0 and report["gate_lookup_us"] > 0

@@ -17,10 +17,10 @@ class SetLists:
     def __init__(self, denied=(), allowed=()) -> None:
         self.denied, self.allowed = set(denied), set(allowed)
 
-    def is_denied(self, subject: str) -> bool:
+    def is_denied(self, subject: str, now_s: float | None = None) -> bool:
         return subject in self.denied
 
-    def is_allowed(self, subject: str) -> bool:
+    def is_allowed(self, subject: str, now_s: float | None = None) -> bool:
         return subject in self.allowed
 
 

@@ -1,7 +1,8 @@
-"""Gates known to the back office and the venue-wide deny and allow lists."""
+"""Gates known to the back office, the venue-wide deny and allow lists, and the quarantines on them."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from backoffice.venues.models import Venue
@@ -37,3 +38,40 @@ class VenueList(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} list of {self.venue.venue_id} v{self.version}"
+
+
+class QuarantineEntry(models.Model):
+    """One deny-list entry of a quarantine (Cách ly), in force until ``until_s``.
+
+    ``entry`` is what the venue's gates match: a person's subject at this venue (the HMAC the
+    scan events carry), or a person id (only the case's, when it was traced by id). Every
+    publish of the venue's deny list adds the entries still in force, each with its end, next
+    to the managers' ids and the revoked passes; an ended entry leaves the list at the next
+    publish. Rows are kept after they end: they are the record of who was kept out, when and why.
+    """
+
+    CASE, CONTACT = "case", "contact"
+    venue = models.ForeignKey(Venue, on_delete=models.CASCADE, related_name="quarantine")
+    entry = models.CharField(max_length=128)
+    role = models.CharField(max_length=8, choices=[(CASE, CASE), (CONTACT, CONTACT)])
+    until_s = models.BigIntegerField(help_text="Unix seconds; the gates ignore the entry from then on")
+    reason = models.CharField(max_length=200)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    operator = models.CharField(max_length=100, blank=True, help_text="who ran the command (no back office user)")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["venue", "until_s"], name="quarantine_in_force")]
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.role} quarantine at {self.venue.venue_id} until {self.until_s}"
+
+    @classmethod
+    def in_force(cls, venue: Venue, now_s: float) -> dict[str, int]:
+        """The venue's entries that have not ended at now_s: entry -> the latest until (Unix seconds)."""
+        found: dict[str, int] = {}
+        for entry, until_s in cls.objects.filter(venue=venue, until_s__gt=int(now_s)).values_list("entry", "until_s"):
+            found[entry] = max(int(until_s), found.get(entry, 0))
+        return found

@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
@@ -26,7 +27,7 @@ from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
 
 from backoffice import site
-from backoffice.gates.models import Gate, VenueList
+from backoffice.gates.models import Gate, QuarantineEntry, VenueList
 from backoffice.venues import services
 from backoffice.venues.models import Venue
 from firmware.core.errors import ConfigError, QrGateError
@@ -276,52 +277,90 @@ def _publish(request: HttpRequest, venue: Venue, current: VenueList, ids: list[s
     return publish_venue_list(request.user, venue, current, ids)
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What publishing a venue list did.
+
+    Attributes:
+        version: the list version sent.
+        answer: the one-line outcome written to the audit log.
+        gates: (device_id, the gate's answer on ``response/lists``) in the order they came.
+        quarantined: quarantine entries in force that went out with the list.
+    """
+
+    version: int
+    answer: str
+    gates: tuple[tuple[str, dict[str, Any]], ...] = ()
+    quarantined: int = 0
+
+
 def publish_venue_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *,
                        wait_for_gates: bool = True, action: str = "") -> str:
+    """Store the venue's list and publish it (``publish_list``); returns the answer for the audit log."""
+    return publish_list(actor, venue, current, ids, wait_for_gates=wait_for_gates, action=action).answer
+
+
+def publish_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *,
+                 wait_for_gates: bool = True, action: str = "", now_s: float | None = None) -> Publication:
     """Store the venue's list (``ids``, the managers' entries) and publish it signed and retained.
 
     A deny list goes out with the revoked personal passes (``pass:<cti hex>``, until they
-    expire) added to the managers' ids. With ``wait_for_gates`` the answers of the venue's
-    gates are awaited (up to a few seconds); without, it returns once the broker took it.
+    expire) and the venue's quarantine entries still in force (each with its ``until``;
+    ``backoffice.gates.quarantine``) added to the managers' ids; an id a manager listed keeps
+    no end. With ``wait_for_gates`` the answers of the venue's gates are awaited (up to a few
+    seconds); without, it returns once the broker took it.
 
     Returns:
-        The answer for the audit log.
+        The version, the answer for the audit log and each gate's answer.
     """
     from backoffice.gates.live import broker_of
     from firmware.core.list_message import MAX_VALIDITY_S, encode_message, venue_list_topic
+    from firmware.core.lists import normalise_id
     from provisioning.keys import load_private_key
     from provisioning.mqtt_request import exchange
 
     cfg = site.current()
-    now_s = time.time()
+    now_s = time.time() if now_s is None else now_s
     version = max(int(now_s), current.version + 1)
     current.ids, current.version, current.published = ids, version, timezone.now()
     current.save()
     published = list(ids)
+    ends: dict[str, int] = {}
+    revoked = 0
     if current.kind == VenueList.DENY:
         from backoffice.personal.revocations import revoked_ids
 
-        published += [i for i in revoked_ids(now_s) if i not in ids]
+        passes = [i for i in revoked_ids(now_s) if i not in ids]
+        revoked = len(passes)
+        published += passes
+        listed = {normalise_id(i) for i in published}
+        ends = {e: u for e, u in QuarantineEntry.in_force(venue, now_s).items() if normalise_id(e) not in listed}
+        published += list(ends)
     answer = "stored; no broker configured"
     gates = len(_devices(venue)) if wait_for_gates else 0
+    answers: list[tuple[str, dict[str, Any]]] = []
     if cfg.mqtt.host:
         try:
             key = load_private_key(cfg.keys.command_key)
             tx = secrets.token_hex(6)
             payload = encode_message(key, kind=current.kind, version=version, now_s=now_s, ids=published,
                                      venue_id=venue.venue_id, transaction=tx, valid_s=MAX_VALIDITY_S,
-                                     prefix=cfg.mqtt.prefix)
-            answers = exchange(broker_of(cfg.mqtt), request_topic=venue_list_topic(cfg.mqtt.prefix, venue.venue_id,
-                                                                                     current.kind),
-                               response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=payload,
-                               transaction=tx, timeout_s=ANSWER_TIMEOUT_S, what="the list",
-                               client_id_prefix="qrgate-bo-list-", retain=True,
-                               enough=lambda got: not wait_for_gates or (bool(gates) and len(got) >= gates))
-            ok = sum(1 for _t, a in answers if a.get("status") == "ok")
+                                     prefix=cfg.mqtt.prefix, ends=ends)
+            got = exchange(broker_of(cfg.mqtt), request_topic=venue_list_topic(cfg.mqtt.prefix, venue.venue_id,
+                                                                                 current.kind),
+                           response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=payload,
+                           transaction=tx, timeout_s=ANSWER_TIMEOUT_S, what="the list",
+                           client_id_prefix="qrgate-bo-list-", retain=True,
+                           # a venue without a known gate has nobody to wait for (a quarantine publishes
+                           # many venues' lists in a row)
+                           enough=lambda got: not wait_for_gates or len(got) >= gates)
+            answers = [(topic.split("/")[-3], a) for topic, a in got]
+            ok = sum(1 for _d, a in answers if a.get("status") == "ok")
             answer = f"published; {ok} of {len(answers)} gate(s) took it" if wait_for_gates else "published"
         except (ConfigError, QrGateError) as err:
             answer = f"stored, not published: {err}"
-    services.audit(actor, action or f"list_{current.kind}_published", venue.venue_id,
-                   detail=f"version {version}, {len(ids)} ids, {len(published) - len(ids)} revoked passes",
-                   answer=answer)
-    return answer
+    detail = f"version {version}, {len(ids)} ids, {revoked} revoked passes"
+    if ends:
+        detail += f", {len(ends)} quarantine entries"
+    services.audit(actor, action or f"list_{current.kind}_published", venue.venue_id, detail=detail, answer=answer)
+    return Publication(version, answer, tuple(answers), len(ends))

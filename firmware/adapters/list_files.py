@@ -1,12 +1,14 @@
-"""The deny and allow list files: one compact file per list (``core.lists`` format), replaced
-atomically, a damaged file moved aside; and CSV import into them."""
+"""The deny and allow list files: one compact file per list (``core.lists`` format: ``QGL2``
+written, ``QGL1`` still read), replaced atomically, a damaged file moved aside; and CSV import
+into them."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,10 @@ from firmware.core.lists import (
     ListInfo,
     ListSnapshot,
     MemoryLists,
+    SubjectOf,
     decode_list,
     encode_list,
+    entry_keys,
     keys_of,
     parse_csv,
 )
@@ -77,22 +81,27 @@ class ListStore:
         os.replace(p, dest)
         return dest
 
-    def _write(self, kind: str, info: ListInfo, salt: bytes, keys: Iterable[int]) -> ListSnapshot:
+    def _write(self, kind: str, info: ListInfo, salt: bytes, keys: Iterable[int],
+               ends: Mapping[int, int] | None = None) -> ListSnapshot:
         keys = keys if isinstance(keys, (set, frozenset)) else set(keys)
-        data, info = encode_list(info, salt, keys)
+        ends = {k: u for k, u in (ends or {}).items() if k not in keys}
+        data, info = encode_list(info, salt, keys, ends)
         try:
             write_atomic(self.path(kind), data, mode=0o640)
         except OSError as err:
             raise StoreError(f"cannot write list file {self.path(kind)} ({err.strerror}); check the disk") from err
-        return ListSnapshot(info, salt, keys)
+        return ListSnapshot(info, salt, keys, ends)
 
     def replace(self, kind: str, ids: Iterable[str], *, updated_s: float, source: str,
-                version: int | None = None, current: ListSnapshot | None = None) -> ListSnapshot:
+                version: int | None = None, current: ListSnapshot | None = None,
+                ends: Mapping[str, int] | None = None) -> ListSnapshot:
         """Replace a whole list atomically with a new salt. The version must go up.
 
         Args:
             version: the new version; default: the current one plus 1.
             current: the list now in force (default: read from disk).
+            ends: the ``until`` (Unix seconds) of the entries of ``ids`` that end
+                (``core.lists.entry_keys``; ids and ends may also be normalised UTF-8 bytes).
 
         Raises:
             ValueError: version not above the current one.
@@ -107,13 +116,17 @@ class ListStore:
             if new_version > MAX_LIST_VERSION:
                 raise ValueError(f"version {new_version} is above the largest allowed, {MAX_LIST_VERSION}")
             salt = os.urandom(SALT_BYTES)
-            keys = keys_of(ids, salt)
-            return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source), salt, keys)
+            keys, timed = entry_keys(ids, ends, salt)
+            return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source), salt, keys, timed)
 
     def apply_delta(self, kind: str, *, add: Iterable[str], remove: Iterable[str], updated_s: float,
                     source: str, version: int | None = None, base_version: int | None = None,
-                    current: ListSnapshot | None = None) -> ListSnapshot:
+                    current: ListSnapshot | None = None, ends: Mapping[str, int] | None = None) -> ListSnapshot:
         """Add and remove ids, keeping the salt; writes a new version atomically.
+
+        An added entry takes the end given in ``ends`` (Unix seconds), or none: adding an entry
+        that is already there sets its end anew (so a quarantine can be shortened or made
+        permanent).
 
         Args:
             base_version: if given, must equal the current version (else ValueError).
@@ -134,10 +147,19 @@ class ListStore:
             if new_version > MAX_LIST_VERSION:
                 raise ValueError(f"version {new_version} is above the largest allowed, {MAX_LIST_VERSION}")
             salt, form = current.salt, current.info.id_form  # a list keeps the id form it was made in
-            keys = set(current.keys)
-            keys.update(keys_of(add, salt, form))
-            keys.difference_update(keys_of(remove, salt, form))
-            return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source, id_form=form), salt, keys)
+            keys, timed = set(current.keys), dict(current.ends)
+            added, added_timed = entry_keys(list(add), ends, salt, form)
+            keys.difference_update(added_timed)
+            keys.update(added)
+            for key in added:
+                timed.pop(key, None)
+            timed.update(added_timed)
+            gone = keys_of(remove, salt, form)
+            keys.difference_update(gone)
+            for key in gone:
+                timed.pop(key, None)
+            return self._write(kind, ListInfo(kind, new_version, updated_s, 0, source, id_form=form), salt, keys,
+                               timed)
 
     def _load_or_empty(self, kind: str) -> ListSnapshot:
         try:
@@ -146,10 +168,14 @@ class ListStore:
             return ListSnapshot.empty(kind)
 
 
-def open_lists(directory: Path, alarms: Any = None) -> tuple[ListStore, MemoryLists]:
+def open_lists(directory: Path, alarms: Any = None, subject_of: SubjectOf | None = None) -> tuple[ListStore,
+                                                                                                  MemoryLists]:
     """Open the list store and load both lists into memory. A damaged file is quarantined,
     an alarm ``lists_damaged`` raised, and the list counts as unavailable (``MemoryLists.damaged``)
     until a valid one is installed, also after a restart (the quarantined copy marks it).
+
+    Args:
+        subject_of: the person's subject at this venue, so lookups match subjects too.
 
     Raises:
         StoreError: the lists directory cannot be created.
@@ -176,14 +202,17 @@ def open_lists(directory: Path, alarms: Any = None) -> tuple[ListStore, MemoryLi
                 alarms.set("lists_damaged", f"{kind} list file was damaged and moved to {moved}")
             snaps[kind] = ListSnapshot.empty(kind)
             damaged.add(kind)
-    lists = MemoryLists(snaps["deny"], snaps["allow"])
+    lists = MemoryLists(snaps["deny"], snaps["allow"], subject_of=subject_of)
     lists.damaged = damaged
     return store, lists
 
 
 def import_csv_file(store: ListStore, kind: str, path: str | Path, *, now_s: float, skip_bad_rows: bool = False,
-                    version: int | None = None) -> tuple[ListSnapshot | None, CsvResult]:
+                    version: int | None = None, tz: tzinfo | None = None) -> tuple[ListSnapshot | None, CsvResult]:
     """Parse a CSV file and replace the list with it, unless rows are broken (see module doc).
+
+    Args:
+        tz: the zone of the dates in an ``until`` column (an ``until`` already past is a broken row).
 
     Returns:
         The new snapshot (None when refused) and the parse result with its report.
@@ -195,10 +224,11 @@ def import_csv_file(store: ListStore, kind: str, path: str | Path, *, now_s: flo
     p = Path(path)
     try:
         with open(p, "rb", buffering=1024 * 1024) as f:
-            result = parse_csv(f)
+            result = parse_csv(f, tz=tz, now_s=now_s)
     except OSError as err:
         raise StoreError(f"cannot read {p} ({err.strerror})") from err
     if result.bad_rows and not skip_bad_rows:
         return None, result
-    snap = store.replace(kind, result.ids, updated_s=now_s, source=f"csv:{p.name}", version=version)
+    snap = store.replace(kind, result.ids, updated_s=now_s, source=f"csv:{p.name}", version=version,
+                         ends=result.ends)
     return snap, result

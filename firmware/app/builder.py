@@ -55,14 +55,14 @@ from firmware.core.dcc_rules import dcc_rules_from
 from firmware.core.effective import EffectiveConfig, effective_config
 from firmware.core.errors import StoreError
 from firmware.core.event_signature import fingerprint, public_key_text, seal
-from firmware.core.seq_skips import sealed_document
-from firmware.core.events import EventFactory
+from firmware.core.events import EventFactory, protect_subject
 from firmware.core.gatekeeper import Gatekeeper, LoopStats
 from firmware.core.identity import GateIdentity, IdentityCell
 from firmware.core.model import Credential, Rejection, ScanEvent
 from firmware.core.passage import PassageWatch
 from firmware.core.policy import GateMemory, Lists, Rules
 from firmware.core.remote_command import CommandVerifier
+from firmware.core.seq_skips import sealed_document
 from firmware.features.dcc_trust_updates import DccTrustUpdates
 from firmware.features.device_monitor import BrokerInputs, DeviceMonitor, MonitorSettings, OutboxInputs
 from firmware.features.home_assistant import HomeAssistantDiscovery, RelayTopic, discovery_payload, discovery_topic
@@ -272,7 +272,7 @@ class GateApp:
         if watch is not None:
             passage = self.passage = PassageCheck(clock=clock, recorder=recorder, memory=memory, passback=passback,
                                                   watch=watch)
-        gate_lists = self._open_lists(cfg, clock, link)
+        gate_lists = self._open_lists(cfg, clock, link, secret)
         self.dcc_trust = LiveDscStore(load_trust_list(cfg.dcc_trust_list, missing_ok=True))
         gatekeeper = Gatekeeper(identity, CredentialCheck(self.dcc_trust), lists=gate_lists.lists if gate_lists else self._lists,
                                 memory=memory)
@@ -405,10 +405,13 @@ class GateApp:
                                          skips_document=skips_document)
         return self.publisher
 
-    def _open_lists(self, cfg: Config, clock: Clock, link: MqttLink | None) -> GateLists | None:
+    def _open_lists(self, cfg: Config, clock: Clock, link: MqttLink | None, secret: bytes) -> GateLists | None:
         if self._lists is not None:
             return None
-        store, lists = open_lists(cfg.state_dir / "lists", self.alarms)
+        # Lookups match an entry written as the person's id or as their subject at this venue
+        # (the HMAC the events carry), whatever privacy.subject says.
+        store, lists = open_lists(cfg.state_dir / "lists", self.alarms,
+                                  subject_of=partial(protect_subject, mode="hmac", secret=secret))
         command_keys = load_trust_dir(cfg.command_keys_dir, missing_ok=True) if link is not None else None
         self.lists = GateLists(store=store, lists=lists, alarms=self.alarms, wall=clock.wall, link=link,
                                command_keys=command_keys,

@@ -232,10 +232,10 @@ def demo_command(args: argparse.Namespace) -> int:
                 labels[DecodedCode(text.encode("utf-8")).sha256] = label
 
         class DemoLists:
-            def is_denied(self, subject: str) -> bool:
+            def is_denied(self, subject: str, now_s: float | None = None) -> bool:
                 return subject in denied
 
-            def is_allowed(self, subject: str) -> bool:
+            def is_allowed(self, subject: str, now_s: float | None = None) -> bool:
                 return True
 
         lists: Lists = DemoLists()

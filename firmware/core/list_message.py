@@ -11,7 +11,9 @@ Message (binary payload): the CBOR array ``[manifest, body]``.
 
 - ``manifest`` is a COSE_Sign1 (``firmware.core.cose``) signed by a **remote command key**
   (trust directory ``keys.command_dir``, the same keys that sign remote commands; see
-  README "Provisioning" for why). Its payload is a CBOR map: ``t`` = ``"qrgate.list/1"``,
+  README "Provisioning" for why). Its payload is a CBOR map: ``t`` = ``"qrgate.list/1"``
+  (no entry ends) or ``"qrgate.list/2"`` (entries may carry an end; a gate that only knows
+  ``/1`` refuses it as ``malformed`` rather than misreading it),
   ``kind`` (``deny``/``allow``, must match the topic), ``mode`` (``full``/``delta``),
   ``version`` (int from 1 to 10^12, must be above the gate's), ``base_version`` (delta only:
   must equal the gate's version), ``iat``, ``exp`` (Unix seconds between 2001 and 2100, at
@@ -22,7 +24,9 @@ Message (binary payload): the CBOR array ``[manifest, body]``.
   of the same id; optional
   ``device_id``, ``transaction`` (text), and ``sha256`` of ``body``.
 - ``body`` is zlib-compressed UTF-8 text: for ``full`` one id per line; for ``delta``
-  lines ``+id`` (add) and ``-id`` (remove).
+  lines ``+id`` (add) and ``-id`` (remove). In ``/2`` an entry (a full line or a ``+`` line)
+  may end with a TAB and its ``until``, whole Unix seconds from 2001 to 2100
+  (``NV-0042\t1767225600``); an entry is a person id or a person's subject at the venue.
 
 The manifest stays small (under the COSE size cap) whatever the list size; the body is
 bound to it by its hash. A forged, unsigned, expired, misdirected or older message
@@ -43,7 +47,8 @@ import hashlib
 import logging
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
@@ -57,7 +62,8 @@ from firmware.core.text import count_invisible
 log = logging.getLogger(__name__)
 
 
-LIST_TYPE = "qrgate.list/1"
+LIST_TYPE_V1 = "qrgate.list/1"  # no entry ends; what gates before ``until`` read
+LIST_TYPE = "qrgate.list/2"  # entries may end: ``entry\tuntil``
 RESPONSE_TOPIC = "response/lists"  # where a gate answers every list message
 
 
@@ -92,6 +98,7 @@ class ListMessage:
     remove: list[str]
     venue_id: str | None = None
     stripped: int = 0  # ids that held invisible, bidi or control characters (removed when hashed)
+    ends: dict[str, int] = field(default_factory=dict)  # the until of the entries (of ids or add) that end
 
 
 class ListMessageError(ValueError):
@@ -105,16 +112,35 @@ class ListMessageError(ValueError):
 def encode_message(private_key: Any, *, kind: str, version: int, now_s: float, ids: list[str] | None = None,
                    add: list[str] | None = None, remove: list[str] | None = None,
                    base_version: int | None = None, valid_s: int = 3600, device_id: str | None = None,
-                   transaction: str | None = None, venue_id: str | None = None, prefix: str | None = None) -> bytes:
+                   transaction: str | None = None, venue_id: str | None = None, prefix: str | None = None,
+                   ends: Mapping[str, int] | None = None) -> bytes:
     """Build a signed list message (full when ``ids`` is given, else delta); with venue_id, only
-    gates of that venue accept it (required on the venue-wide topic)."""
+    gates of that venue accept it (required on the venue-wide topic).
+
+    Args:
+        ends: the ``until`` (Unix seconds) of entries of ``ids`` or ``add`` that end; with any,
+            the message is a ``qrgate.list/2``, else a ``/1`` every gate reads.
+
+    Raises:
+        ValueError: an ``until`` outside 2001-2100.
+    """
+    ends = dict(ends or {})
+    if any(not is_time_s(u) for u in ends.values()):
+        raise ValueError("an entry's until must be Unix seconds from 2001 to 2100")
+
+    def entry(i: str) -> str:
+        until = ends.get(i)
+        return normalise_id(i) if until is None else f"{normalise_id(i)}\t{int(until)}"
+
     if ids is not None:
-        mode, text = "full", "\n".join(normalise_id(i) for i in ids)
+        mode, text = "full", "\n".join(entry(i) for i in ids)
     else:
         mode = "delta"
-        text = "\n".join([f"+{normalise_id(i)}" for i in add or []] + [f"-{normalise_id(i)}" for i in remove or []])
+        text = "\n".join([f"+{entry(i)}" for i in add or []] + [f"-{normalise_id(i)}" for i in remove or []])
     body = zlib.compress(text.encode("utf-8"), 6)
-    claims: dict[str, Any] = {"t": LIST_TYPE, "kind": kind, "mode": mode, "version": int(version),
+    timed = any(i in ends for i in (ids if ids is not None else add or []))
+    claims: dict[str, Any] = {"t": LIST_TYPE if timed else LIST_TYPE_V1, "kind": kind, "mode": mode,
+                              "version": int(version),
                               "iat": int(now_s), "exp": int(now_s) + int(valid_s),
                               "sha256": hashlib.sha256(body).digest()}
     if base_version is not None:
@@ -158,8 +184,9 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
         claims = loads_strict(verified.payload, "manifest")
     except CoseError as err:
         raise ListMessageError(err.reason.value, err.detail, unverified_transaction(manifest)) from err
-    if not isinstance(claims, dict) or claims.get("t") != LIST_TYPE:
-        raise ListMessageError("malformed", f"manifest type is not {LIST_TYPE}")
+    if not isinstance(claims, dict) or claims.get("t") not in (LIST_TYPE, LIST_TYPE_V1):
+        raise ListMessageError("malformed", f"manifest type is not {LIST_TYPE} or {LIST_TYPE_V1}")
+    may_end = claims["t"] == LIST_TYPE
     transaction = claims.get("transaction") if isinstance(claims.get("transaction"), str) else None
 
     def fail(reason: str, detail: str) -> ListMessageError:
@@ -201,19 +228,35 @@ def decode_message(payload: bytes, keys: TrustStore, *, topic_kind: str, device_
     except UnicodeDecodeError as err:
         raise fail("malformed", "body is not UTF-8") from err
     ids, add, remove = [], [], []
+    ends: dict[str, int] = {}
+    without_end: set[str] = set()
+
+    def entry(line: str) -> str:
+        if not may_end or "\t" not in line:
+            without_end.add(line)
+            return line
+        name, _, until_text = line.partition("\t")
+        until = int(until_text) if until_text.isascii() and until_text.isdigit() else None
+        if until is None or not is_time_s(until):
+            raise fail("malformed", "an entry's until must be whole Unix seconds from 2001 to 2100")
+        ends[name] = max(until, ends.get(name, 0))
+        return name
+
     if mode == "full":
-        ids = lines
+        ids = [entry(line) for line in lines]
     else:
         for line in lines:
             if line[0] == "+":
-                add.append(line[1:])
+                add.append(entry(line[1:]))
             elif line[0] == "-":
                 remove.append(line[1:])
             else:
                 raise fail("malformed", "delta lines must start with + or -")
+    for name in without_end.intersection(ends):
+        del ends[name]  # an entry also listed without an end has none
     stripped = sum(1 for i in (*ids, *add, *remove) if count_invisible(i))
     return ListMessage(kind, mode, version, base, iat, exp, claims.get("device_id"), transaction, ids, add, remove,
-                       claims.get("venue_id"), stripped)
+                       claims.get("venue_id"), stripped, ends)
 
 
 def open_signed_body(claims: dict[Any, Any], body: bytes, *, iat: int, exp: int, now_s: float, max_bytes: int,

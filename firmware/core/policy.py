@@ -13,7 +13,9 @@ Order of checks for one code (first failure wins):
    the result names the credential type in the event even when the gate is blocked;
 3. the gate is blocked (lockdown, not provisioned, storage full...): denied with that reason;
 4. CCCD without ``accept_unsigned_id``: ``unsigned_not_allowed``;
-5. deny list: ``denied`` (the holder's id, or ``pass:<cti hex>`` for one revoked pass);
+5. deny list: ``denied`` (the holder's id or its subject at this venue, or ``pass:<cti hex>``
+   for one revoked pass; an entry with an end counts until it, by the trusted wall time, and
+   always while the wall clock is not trusted);
 6. a ``QG1:`` pass without ``exp`` under ``require_expiry`` (the default): ``no_expiry``;
    time checks, only for credentials that carry times: untrusted wall clock gives
    ``clock_unsynced``; ``now < nbf - skew`` gives ``not_yet_valid``; ``now >= exp + skew``
@@ -77,24 +79,28 @@ class Rules:
 
 
 class Lists(Protocol):
-    """Deny and allow lists, looked up in O(1)."""
+    """Deny and allow lists, looked up in O(1).
 
-    def is_denied(self, subject: str) -> bool:
-        """True if the person is on the deny (quarantine) list."""
+    ``now_s`` is the decision's wall time (Unix seconds), or None when the wall clock is not
+    trusted: entries that end (``until``) count on the deny list and not on the allow list then.
+    """
+
+    def is_denied(self, subject: str, now_s: float | None = None) -> bool:
+        """True if the person is on the deny (quarantine) list at now_s."""
         ...
 
-    def is_allowed(self, subject: str) -> bool:
-        """True if the person is on the allow (employees) list."""
+    def is_allowed(self, subject: str, now_s: float | None = None) -> bool:
+        """True if the person is on the allow (employees) list at now_s."""
         ...
 
 
 class EmptyLists:
     """Lists with nobody on them."""
 
-    def is_denied(self, subject: str) -> bool:
+    def is_denied(self, subject: str, now_s: float | None = None) -> bool:
         return False
 
-    def is_allowed(self, subject: str) -> bool:
+    def is_allowed(self, subject: str, now_s: float | None = None) -> bool:
         return False
 
 
@@ -195,15 +201,16 @@ def decide(
         paired = True  # a CCCD card is then used for what it proves: who the DCC's holder is
     if cred.type is CredentialType.CCCD and not rules.accept_unsigned_id and not paired:
         return out(Verdict.DENIED, Reason.UNSIGNED_NOT_ALLOWED, cred.type, cred)
-    if lists.is_denied(cred.subject) or (cred.token_id is not None
-                                         and lists.is_denied(REVOKED_PASS_PREFIX + cred.token_id)):
+    list_time_s = now.wall_s if now.wall_trusted else None  # an untrusted clock never ends a quarantine
+    if lists.is_denied(cred.subject, list_time_s) or (
+            cred.token_id is not None and lists.is_denied(REVOKED_PASS_PREFIX + cred.token_id, list_time_s)):
         return out(Verdict.DENIED, Reason.DENIED, cred.type, cred)
     time_reason = _time_reason(cred, now, rules)
     if time_reason is None and cred.dcc is not None:
         time_reason = dcc_reason(cred.dcc, now.wall_s, rules.dcc, rules.clock_skew_s)
     if time_reason is not None:
         return out(Verdict.DENIED, time_reason, cred.type, cred)
-    if rules.allow_list_required and not lists.is_allowed(cred.subject):
+    if rules.allow_list_required and not lists.is_allowed(cred.subject, list_time_s):
         return out(Verdict.DENIED, Reason.NOT_ALLOWED, cred.type, cred)
     if cred.dcc is not None and rules.dcc.require_second_credential:
         return out(Verdict.DENIED, Reason.DCC_IDENTITY_REQUIRED, cred.type, cred)

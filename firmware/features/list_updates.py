@@ -96,6 +96,8 @@ class ListUpdates:
                  msg.mode, ", venue-wide" if venue_topic else "")
         data = {"kind": kind, "version": snap.info.version, "count": snap.info.count, "mode": msg.mode,
                 "scope": "venue" if venue_topic else "device"}
+        if snap.info.timed:
+            data["timed"] = snap.info.timed  # entries with an end (within count)
         if msg.stripped:
             # reported, not refused: the ids are hashed in their canonical form without those characters
             log.warning("%s list version %d: %d id(s) held invisible or control characters, removed",
@@ -118,13 +120,14 @@ class ListUpdates:
         try:
             if msg.mode == "full":
                 snap = self.store.replace(msg.kind, msg.ids, updated_s=float(msg.issued_at_s), source=source,
-                                          version=msg.version, current=current)
+                                          version=msg.version, current=current, ends=msg.ends)
             else:
                 if msg.base_version is None:  # decode_message refuses these; never apply a delta blind
                     raise ValueError("a delta must name its base_version")
                 snap = self.store.apply_delta(msg.kind, add=msg.add, remove=msg.remove,
                                               updated_s=float(msg.issued_at_s), source=source,
-                                              version=msg.version, base_version=msg.base_version, current=current)
+                                              version=msg.version, base_version=msg.base_version, current=current,
+                                              ends=msg.ends)
         except ValueError as err:
             raise ListMessageError("base_version", str(err), msg.transaction) from err
         self.lists.swap(msg.kind, snap)

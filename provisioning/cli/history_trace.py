@@ -3,6 +3,12 @@
 Registered under `qrgate history` by ``provisioning.cli.history``. Every run appends a row to
 the history database's ``trace_audit`` before anything is shown; if the audit cannot be
 written, nothing is shown.
+
+``--quarantine-days N`` (with the back office's ``--config`` and a ``--reason``) then hands the
+trace to ``backoffice.gates.quarantine.quarantine_contacts``: the case and the contacts go on
+the deny lists of the venues where they might go until now + N days, the lists are published
+to the gates, and each gate's answer is printed (on stderr, so stdout stays the report).
+Exit status 1 when a list could not be published or a gate refused it.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def register_trace(hsub: argparse._SubParsersAction, add_db, add_tz, func) -> No
     t.add_argument("--out", default="", help="write to this file (created 0600) instead of stdout")
     t.add_argument("--operator", default="", help="who traces, for the audit (default: the OS user)")
     t.add_argument("--reason", default="", help="why (the case's file number...), for the audit; required "
-                   "with --reveal")
+                   "with --reveal and --quarantine-days")
     t.add_argument("--reveal", action="store_true",
                    help="health office only: open the sealed contacts (name, full phone, id) of the case's and "
                    "the contacts' events with --escrow-key; audited with the events opened before anything "
@@ -57,6 +63,10 @@ def register_trace(hsub: argparse._SubParsersAction, add_db, add_tz, func) -> No
     t.add_argument("--escrow-key", action="append", default=[], metavar="FILE",
                    help="the health office's X25519 private key (PEM, from `qrgate keys escrow-new`); repeat "
                    "to try an old and a new key")
+    t.add_argument("--quarantine-days", type=int, default=0, metavar="N",
+                   help="with --config and --reason: put the case and every contact on the deny list of every "
+                   "venue where they might go for N days (1-60), publish those lists to the gates and print "
+                   "each gate's answer")
     add_tz(t)
     t.set_defaults(func=func)
 
@@ -135,6 +145,9 @@ def trace_command(args: argparse.Namespace, tz, hashed_person, private_opener) -
 
     rules = make_rules(args)
     escrow_keys = _escrow_keys(args)
+    quarantine_days = getattr(args, "quarantine_days", 0)
+    if quarantine_days:
+        _check_quarantine(args, quarantine_days)
     now_ms = int(time.time() * 1000)
     since_ms = parse_time(args.since, now_ms, tz)
     until_ms = parse_time(args.until, now_ms, tz)
@@ -187,4 +200,41 @@ def trace_command(args: argparse.Namespace, tz, hashed_person, private_opener) -
         sys.stdout.flush()
         write_trace(args.format, report, sys.stdout.buffer, tz)
         sys.stdout.buffer.flush()
+    if quarantine_days:
+        return _quarantine(args, found.result, quarantine_days)
     return 0
+
+
+def _check_quarantine(args: argparse.Namespace, days: int) -> None:
+    """Refuse a quarantine that cannot be done before tracing (so nothing is half done)."""
+    from provisioning.history.quarantine_plan import MAX_QUARANTINE_DAYS
+
+    if not 1 <= days <= MAX_QUARANTINE_DAYS:
+        raise ConfigError(f"--quarantine-days must be 1 to {MAX_QUARANTINE_DAYS}")
+    if not getattr(args, "config", ""):
+        raise ConfigError("--quarantine-days needs the back office's --config: it stores the quarantine and "
+                          "publishes the venues' deny lists")
+    if not " ".join(args.reason.split()):
+        raise ConfigError("--quarantine-days needs --reason (the case's file number...), for the audit")
+
+
+def _quarantine(args: argparse.Namespace, result, days: int) -> int:
+    """Record the quarantine in the back office and publish the lists; print each gate's answer."""
+    from backoffice.config import load_config
+    from backoffice.site import configure
+
+    configure(load_config(args.config))
+    from backoffice.gates.quarantine import QuarantineRefused, quarantine_contacts
+    from firmware.core.events import rfc3339_ms
+
+    try:
+        outcome = quarantine_contacts(None, result, days, args.reason, person_id=args.person_id.strip(),
+                                      operator=args.operator or getpass.getuser())
+    except QuarantineRefused as err:
+        print(f"no quarantine: {err}", file=sys.stderr)
+        return 1
+    print(f"quarantine until {rfc3339_ms(outcome.until_s)} ({days} days): the case and {outcome.contacts} "
+          f"contact(s), {outcome.named} named by the back office", file=sys.stderr)
+    for line in outcome.lines():
+        print(line, file=sys.stderr)
+    return 0 if outcome.ok else 1

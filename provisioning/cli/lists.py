@@ -28,8 +28,10 @@ EXIT_NO_ANSWER = 4
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="manage the deny (quarantine) and allow (employees) lists",
-                       description="Lists hold person ids (first CSV column). A CSV with broken rows is "
-                       "refused unless --skip-bad-rows. With the daemon running, use --remote.")
+                       description="Lists hold person ids or subjects (first CSV column), each with an "
+                       "optional end (a column headed `until`: RFC 3339 or a date, read in this machine's "
+                       "time zone). A CSV with broken rows is refused unless --skip-bad-rows. With the daemon "
+                       "running, use --remote.")
     p.add_argument("kind", choices=("deny", "allow"), help="which list")
     acts = p.add_subparsers(dest="list_command", metavar="ACTION", required=True)
 
@@ -62,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, help_text in (("add", "add person ids"), ("remove", "remove person ids")):
         a = acts.add_parser(name, help=help_text)
         a.add_argument("ids", nargs="+", metavar="ID")
+        if name == "add":
+            a.add_argument("--until", default="", metavar="TIME",
+                           help="the entries end then (RFC 3339, or a date: when that day ends here); "
+                           "default: no end")
         common(a)
         a.set_defaults(func=cmd_change)
     show = acts.add_parser("show", help="version, size, age of the list; --check ID tells if ID is on it")
@@ -82,6 +88,12 @@ def _local_store(cfg, kind: str):
     return ListStore(cfg.state_dir / "lists")
 
 
+def _local_zone():
+    from datetime import datetime
+
+    return datetime.now().astimezone().tzinfo
+
+
 def _print_problems(result) -> None:
     for line in result.report():
         print(f"  {line}", file=sys.stderr)
@@ -95,7 +107,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.remote:
         with open(args.file, "rb") as f:
-            result = parse_csv(f)
+            result = parse_csv(f, tz=_local_zone(), now_s=time.time())
         if result.bad_rows:
             print(f"{args.file}: {result.bad_rows} broken row(s):", file=sys.stderr)
             _print_problems(result)
@@ -103,12 +115,13 @@ def cmd_import(args: argparse.Namespace) -> int:
                 print("nothing sent; fix the rows or pass --skip-bad-rows", file=sys.stderr)
                 return 1
         ids = [i.decode("utf-8") for i in result.ids]
-        return _send(args, cfg, ids=ids, version=args.version)
+        ends = {i.decode("utf-8"): until for i, until in result.ends.items()}
+        return _send(args, cfg, ids=ids, version=args.version, ends=ends)
     store = _local_store(cfg, args.kind)
     if store is None:
         return 1
     snap, result = import_csv_file(store, args.kind, args.file, now_s=time.time(), skip_bad_rows=args.skip_bad_rows,
-                                   version=args.version)
+                                   version=args.version, tz=_local_zone())
     if result.bad_rows:
         print(f"{args.file}: {result.bad_rows} broken row(s)" + (", skipped:" if snap else ":"), file=sys.stderr)
         _print_problems(result)
@@ -116,7 +129,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"{args.kind} list unchanged; fix the rows or pass --skip-bad-rows", file=sys.stderr)
         return 1
     print(f"{args.kind} list version {snap.info.version}: {snap.info.count} ids from {result.rows} rows "
-          f"({result.duplicates} duplicates, {result.bad_rows} skipped) in {time.perf_counter() - started:.2f} s")
+          f"({result.duplicates} duplicates, {result.bad_rows} skipped, {snap.info.timed} with an end) in "
+          f"{time.perf_counter() - started:.2f} s")
     return 0
 
 
@@ -129,8 +143,20 @@ def cmd_change(args: argparse.Namespace) -> int:
         print(f"{odd} id(s) held invisible, bidi or control characters; they are removed (ids are compared "
               "in their canonical form)", file=sys.stderr)
     adding = args.list_command == "add"
+    ends = {}
+    if adding and args.until:
+        from firmware.core.lists import parse_until
+
+        try:
+            until = parse_until(args.until, _local_zone())
+        except ValueError as err:
+            raise ConfigError(f"--until {args.until!r} is not a date or an RFC 3339 time ({err})") from err
+        if until <= time.time():
+            raise ConfigError(f"--until {args.until!r} is already past")
+        ends = {i: until for i in args.ids}
     if args.remote:
-        return _send(args, cfg, add=args.ids if adding else [], remove=[] if adding else args.ids, version=None)
+        return _send(args, cfg, add=args.ids if adding else [], remove=[] if adding else args.ids, version=None,
+                     ends=ends)
     store = _local_store(cfg, args.kind)
     if store is None:
         return 1
@@ -138,7 +164,7 @@ def cmd_change(args: argparse.Namespace) -> int:
     # A hand edit does not make the list fresher; a first list starts its age now.
     updated_s = current.info.updated_s if current.info.version else time.time()
     snap = store.apply_delta(args.kind, add=args.ids if adding else [], remove=[] if adding else args.ids,
-                             updated_s=updated_s, source=f"cli:{args.list_command}", current=current)
+                             updated_s=updated_s, source=f"cli:{args.list_command}", current=current, ends=ends)
     print(f"{args.kind} list version {snap.info.version}: {snap.info.count} ids")
     return 0
 
@@ -158,18 +184,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         age_h = (info.age_s(time.time()) or 0.0) / 3600.0
         max_age = cfg.lists.max_age_h
         stale = " STALE" if max_age and age_h > max_age else ""
-        print(f"{args.kind} list: version {info.version}, {info.count} ids, issued {issued} "
+        print(f"{args.kind} list: version {info.version}, {info.count} ids ({info.timed} with an end, "
+              f"{snap.in_force(time.time())} in force now), issued {issued} "
               f"({age_h:.1f} h ago{stale}), source {info.source}")
     if state_dir_in_use(cfg.state_dir):
         print("(the daemon is running: it holds the list in memory as shown)", file=sys.stderr)
     if args.check is not None:
-        listed = snap.contains(args.check)
+        listed = snap.contains(args.check, time.time())
         print(f"{'listed' if listed else 'not listed'}")
         return 0 if listed else 1
     return 0
 
 
-def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, version=None) -> int:
+def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, version=None, ends=None) -> int:
     from firmware.core.list_message import encode_message
     from provisioning.keys import load_private_key
     from provisioning.list_remote import send_list
@@ -185,7 +212,7 @@ def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, ver
     transaction = secrets.token_hex(6)
     now = time.time()
     if args.venue:
-        return _send_venue(args, cfg, broker, key, ids, version, transaction, now)
+        return _send_venue(args, cfg, broker, key, ids, version, transaction, now, ends)
     device_id = args.device or cfg.device.id
     base_version = None
     if ids is None:
@@ -202,7 +229,7 @@ def _send(args: argparse.Namespace, cfg, *, ids=None, add=None, remove=None, ver
         # Versions only go up: Unix seconds, or one above the base if that is already later.
         version = version or max(int(now), base_version + 1)
     message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids, add=add,
-                             remove=remove, base_version=base_version, device_id=device_id,
+                             remove=remove, base_version=base_version, device_id=device_id, ends=ends,
                              transaction=transaction, venue_id=cfg.device.venue_id or None, prefix=cfg.mqtt.prefix)
     answer = send_list(Target(broker, device_id, cfg.mqtt.prefix), args.kind,
                        message, transaction, timeout_s=args.timeout_s)
@@ -238,7 +265,7 @@ def _gate_list_version(broker, prefix: str, device_id: str, kind: str, timeout_s
 
 
 def _send_venue(args: argparse.Namespace, cfg, broker, key, ids: list[str], version: int | None,
-                transaction: str, now: float) -> int:
+                transaction: str, now: float, ends: dict[str, int] | None = None) -> int:
     """Publish a full list retained on the venue-wide topic and print each gate's answer."""
     from firmware.core.list_message import MAX_VALIDITY_S, encode_message, venue_list_topic
     from provisioning.mqtt_request import exchange
@@ -246,7 +273,7 @@ def _send_venue(args: argparse.Namespace, cfg, broker, key, ids: list[str], vers
     # Valid for the longest allowed: the retained copy must still verify for gates that come late.
     message = encode_message(key, kind=args.kind, version=version or int(now), now_s=now, ids=ids,
                              venue_id=args.venue, transaction=transaction, valid_s=MAX_VALIDITY_S,
-                             prefix=cfg.mqtt.prefix)
+                             prefix=cfg.mqtt.prefix, ends=ends)
     answers = exchange(broker, request_topic=venue_list_topic(cfg.mqtt.prefix, args.venue, args.kind),
                        response_filter=f"{cfg.mqtt.prefix}/+/response/lists", payload=message,
                        transaction=transaction, timeout_s=args.timeout_s, what="the list",
