@@ -1,6 +1,6 @@
 """The back office's TOML configuration, parsed once into frozen dataclasses.
 
-Pure apart from reading the one file: every problem is collected and raised together as a
+Pure apart from reading the file (and the escrow key, below): every problem is collected and raised together as a
 ``ConfigError`` (the CLI exits 78). Relative paths are resolved against the config file's
 folder. Example::
 
