@@ -1,6 +1,6 @@
 """The back office's TOML configuration, parsed once into frozen dataclasses.
 
-Pure apart from reading the one file: every problem is collected and raised together as a
+Pure apart from reading the file (and the escrow key, below): every problem is collected and raised together as a
 ``ConfigError`` (the CLI exits 78). Relative paths are resolved against the config file's
 folder. Example::
 
@@ -25,6 +25,12 @@ folder. Example::
     [mqtt]
     host = ""                               # empty: no broker (gates page shows no live state)
     port = 1883
+
+    [privacy]
+    escrow_key = "health-office.pub.pem"    # phone check-ins carry the contact sealed to it
+
+Apart from the TOML, it reads the one key file the back office must hold in memory from start
+(``privacy.escrow_key``), so a bad key is a config problem at start, never an error at check-in.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from firmware.core.errors import ConfigError
 
@@ -52,6 +60,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
              "password_file"),
     "people": ("pass_valid_days", "health_hotline", "declaration_fresh_h", "checkin_repeat_s",
                "declaration_retention_days"),
+    "privacy": ("escrow_key",),
 }
 SMS_BACKENDS = ("console", "http")
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
@@ -145,6 +154,21 @@ class PeopleSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """``[privacy]``: the contact escrow of phone check-ins.
+
+    Attributes:
+        escrow_key: the health office's X25519 public key file (PEM, the ``.pub.pem`` of
+            ``qrgate keys escrow-new``, the same file as the gates' ``privacy.escrow_key``), or
+            None: phone check-ins then carry no sealed contact.
+        escrow_public_key: that key, read and checked once at start.
+    """
+
+    escrow_key: Path | None = None
+    escrow_public_key: X25519PublicKey | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class BackofficeConfig:
     """The whole back office configuration.
 
@@ -161,6 +185,7 @@ class BackofficeConfig:
     keys: KeySettings
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     people: PeopleSettings = field(default_factory=PeopleSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @property
     def is_postgres(self) -> bool:
@@ -360,10 +385,28 @@ def parse_config(data: dict[str, Any], base: Path, path: Path) -> BackofficeConf
                             checkin_repeat_s=pp.number("checkin_repeat_s", 300, 0, 86400),
                             declaration_retention_days=pp.number("declaration_retention_days", 30, 1, 3650))
 
+    privacy = _privacy(section("privacy"), base, problems)
+
     if problems:
         raise ConfigError(problems)
     return BackofficeConfig(path=path, site=site, database_url=database_url, sms=sms, otp=otp, keys=keys,
-                            mqtt=mqtt, people=people)
+                            mqtt=mqtt, people=people, privacy=privacy)
+
+
+def _privacy(section: _Reader, base: Path, problems: list[str]) -> PrivacySettings:
+    """``[privacy]``: read the escrow public key now, so a missing, private, foreign or unusable
+    key stops the start with the others' problems instead of failing at a check-in."""
+    text = section.text("escrow_key", "").strip()
+    if not text:
+        return PrivacySettings()
+    from firmware.adapters.escrow_key import load_escrow_public_key
+
+    path = _path(base, text)
+    try:
+        return PrivacySettings(escrow_key=path, escrow_public_key=load_escrow_public_key(path, "privacy.escrow_key"))
+    except ConfigError as err:
+        problems.extend(err.problems)
+        return PrivacySettings()
 
 
 def load_config(path: str | Path) -> BackofficeConfig:

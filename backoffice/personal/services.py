@@ -2,6 +2,9 @@
 
 Every function takes ``now_s`` from its caller (the view reads the clock once).
 
+Phone check-ins carry the person's contact sealed to the health office's key when
+``[privacy] escrow_key`` is set, exactly as a gate seals it (``sealed_contact``).
+
 Revocation: a reissued or lost pass gets ``revoked_s``; every venue's deny list is then
 published again (signed by the command key, retained on the venue-wide topic the gates
 read) with ``pass:<cti hex>`` for each revoked pass that has not expired yet, next to the
@@ -23,6 +26,7 @@ from backoffice import site
 from backoffice.personal.models import CheckIn, HealthDeclaration, PersonalPass, PersonProfile, VenueSecret, WebSequence
 from backoffice.venues.models import Venue
 from firmware.core.credentials import cccd, qg1
+from firmware.core.escrow import IKM_BYTES, Contact, EscrowError, seal_contact
 from firmware.core.events import protect_subject
 from firmware.core.masking import display
 
@@ -210,12 +214,41 @@ def _next_seq() -> int:
         return int(row.last_seq)
 
 
+def contact_of(profile: PersonProfile) -> Contact:
+    """What a gate seals for this person's pass: full name, full phone (E.164, as in the pass) and
+    the pass ``sub`` (the CCCD number typed in the profile is not part of it, as it is not in the pass)."""
+    return Contact(name=profile.full_name, phone=profile.user.get_username(), id=profile.subject)
+
+
+def sealed_contact(profile: PersonProfile, event_id: str) -> str | None:
+    """The person's contact sealed to ``[privacy] escrow_key`` for the phone check-in ``event_id``.
+
+    The same construction as a gate's ``contact_sealed`` (``firmware.core.escrow``: HPKE bound to
+    ``device_id`` ``web`` and the event id, the JSON padded to 128 bytes), so ``qrgate history
+    trace --reveal`` opens it like a gate's.
+
+    Returns:
+        The base64url blob, or None when no escrow key is configured, or (never expected: the key
+        was checked at start and a profile's name fits) when sealing fails; the check-in is then
+        kept without it, since losing the presence would be worse.
+    """
+    recipient = site.current().privacy.escrow_public_key
+    if recipient is None:
+        return None
+    try:
+        return seal_contact(contact_of(profile), recipient, WEB_DEVICE, event_id, secrets.token_bytes(IKM_BYTES))
+    except EscrowError as err:
+        log.error("phone check-in %s stored without a sealed contact: %s", event_id, err)
+        return None
+
+
 def check_in(profile: PersonProfile, venue: Venue, direction: str, now_s: float) -> CheckedIn:
     """Record a phone check-in (or check-out) as a scan event of the venue in the history.
 
     The event: ``device_id`` ``web``, credential ``self``, granted, ``ok``, the person's
-    subject for this venue (HMAC with the venue secret), their masked name and phone. One a
-    person, venue and direction per ``[people] checkin_repeat_s``.
+    subject for this venue (HMAC with the venue secret), their masked name and phone, and with
+    ``[privacy] escrow_key`` their contact sealed to it (``event_contacts``). One a person,
+    venue and direction per ``[people] checkin_repeat_s``.
     """
     from provisioning.history.events import HistoryEvent, format_ts, person_key
 
@@ -235,7 +268,8 @@ def check_in(profile: PersonProfile, venue: Venue, direction: str, now_s: float)
         ts=format_ts(ts_ms), ts_ms=ts_ms, seq=seq, boot_id=WEB_BOOT_ID, time_synced=True, decision="granted",
         reason="ok", credential=SELF_CREDENTIAL, subject=subject_at(venue, profile), display=shown,
         person_key=person_key(shown), latency_ms=0.0,
-        code_sha256=hashlib.sha256(f"self:{event_id}".encode()).hexdigest(), received_ms=ts_ms)
+        code_sha256=hashlib.sha256(f"self:{event_id}".encode()).hexdigest(), received_ms=ts_ms,
+        contact_sealed=sealed_contact(profile, event_id))
     writer().add([event])
     log.info("phone check-in at %s (seq %d)", venue.venue_id, seq)
     return CheckedIn(True, event_id=event_id)

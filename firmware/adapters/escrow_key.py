@@ -37,7 +37,7 @@ def load_escrow_public_key(path: Path, what: str = "privacy.escrow_key") -> X255
     """Read the health office's X25519 public key.
 
     Raises:
-        ConfigError: missing, unreadable, not PEM, or not an X25519 public key.
+        ConfigError: missing, unreadable, not PEM, not an X25519 public key, or a low-order point.
     """
     data = _read(path, what)
     try:
@@ -48,6 +48,13 @@ def load_escrow_public_key(path: Path, what: str = "privacy.escrow_key") -> X255
     if not isinstance(key, X25519PublicKey):
         raise ConfigError(f"{what} {path} holds a {type(key).__name__.lstrip('_')}, not an X25519 public key; "
                           f"{_MAKE_ONE}")
+    try:
+        # A low-order point parses as a key, but every seal to it fails (RFC 9180 aborts on the
+        # all-zero shared secret): refuse it here, at start, rather than at each scan or check-in.
+        X25519PrivateKey.generate().exchange(key)
+    except ValueError as err:
+        raise ConfigError(f"{what} {path} is a low-order X25519 point, to which no contact can be sealed; "
+                          f"{_MAKE_ONE}") from err
     return key
 
 

@@ -141,9 +141,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(dr)
     dr.add_argument("--device", required=True, help="the gate's device id")
     dr.set_defaults(func=device_remove_command)
-    qq = hsub.add_parser("quarantine", help="list the newest quarantined messages and why they were not stored")
+    qq = hsub.add_parser("quarantine", help="list the newest quarantined messages and why they were not stored",
+                         description="List the messages the collector kept aside, or with --recheck verify them "
+                         "again against the gates' keys registered now and store those that verify.")
     _add_db(qq)
     qq.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    qq.add_argument("--recheck", action="store_true",
+                    help="verify every quarantined message again with the keys registered now (`device add`): "
+                    "store those that verify (once by event_id), keep the rest with the reason found now")
+    qq.add_argument("--device", default="", help="with --recheck: only this gate's messages")
     qq.set_defaults(func=quarantine_command)
     from provisioning.cli.history_trace import register_trace
 
@@ -540,11 +546,37 @@ def quarantine_command(args: argparse.Namespace) -> int:
     from provisioning.history.store import open_store
 
     _apply_backoffice_config(args)
+    if args.recheck:
+        return _recheck_quarantine(args)
+    if args.device:
+        raise ConfigError("--device goes with --recheck")
     store = open_store(args.db, readonly=True)
     try:
         for received_ms, topic, device, reason, size in store.quarantined(max(1, args.limit)):
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(received_ms / 1000))
             print(f"{when}  {device or '-':24} {size:6d} B  {topic}: {reason}")
+    finally:
+        store.close()
+    return 0
+
+
+def _recheck_quarantine(args: argparse.Namespace) -> int:
+    """`qrgate history quarantine --recheck [--device D]`: store what verifies now, report the rest and the gaps."""
+    from provisioning.history.recheck import recheck_quarantine
+    from provisioning.history.store import open_store
+
+    store = open_store(args.db)
+    try:
+        done = recheck_quarantine(store, args.device)
+        print(f"rechecked {done.checked} quarantined messages: {done.stored} events stored, "
+              f"{done.duplicates} already in the history, {done.kept} kept")
+        for reason, count in done.kept_reasons.most_common():
+            print(f"  kept {count:6d}  {reason}")
+        for device in sorted(done.devices):
+            gaps = store.gaps(device)
+            holes = ", ".join(_span(g.first_missing, g.last_missing) for g in gaps[:10])
+            print(f"{device}: " + (f"{len(gaps)} gaps still open, {sum(g.missing for g in gaps)} events missing "
+                                   f"(seq {holes}{', ...' if len(gaps) > 10 else ''})" if gaps else "no open gaps"))
     finally:
         store.close()
     return 0

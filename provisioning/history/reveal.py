@@ -23,7 +23,8 @@ from provisioning.history.sql_store import SqlHistoryStore
 from provisioning.history.trace_store import TraceFound, append_audit
 from provisioning.history.tracing import Presence, TraceRules, Visit, presence_intervals
 
-NO_SEALED_CONTACT = "no sealed contact stored (the gate had no privacy.escrow_key, or a phone check-in)"
+NO_SEALED_CONTACT = ("no sealed contact stored (the gate, or the back office for a phone check-in, had no"
+                     " privacy.escrow_key then)")
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,28 @@ INDEXES = (
 QUARANTINE_PAYLOAD_MAX = 16 * 1024
 
 
+@dataclasses.dataclass(frozen=True)
+class QuarantinedMessage:
+    """A message the collector could not store, as the ``quarantine`` table keeps it.
+
+    Attributes:
+        id: its row.
+        received_ms: when the collector received it (Unix ms).
+        topic, device_id: where it came from (``device_id`` from the topic; empty if none).
+        reason: why it was not stored.
+        payload: its first ``QUARANTINE_PAYLOAD_MAX`` bytes.
+        payload_bytes: its whole length (more than ``len(payload)``: it was cut).
+    """
+
+    id: int
+    received_ms: int
+    topic: str
+    device_id: str
+    reason: str
+    payload: bytes
+    payload_bytes: int
+
+
 def _printable(text: str, limit: int) -> str:
     """Text safe for both databases and for a terminal: control and surrogate characters
     replaced by U+FFFD, cut to ``limit`` characters."""
@@ -462,6 +484,32 @@ class SqlHistoryStore:
         """How many messages are in the quarantine."""
         with self._lock:
             return int(self._fetch("SELECT count(*) FROM quarantine")[0][0])
+
+    def quarantined_messages(self, after_id: int = 0, device: str = "", limit: int = 500) -> list[QuarantinedMessage]:
+        """Quarantined messages with their payload, oldest first: those with an id above ``after_id``
+        (one device's if ``device`` is given), at most ``limit``. Used to re-check them."""
+        where, params = (" AND device_id = ?", [device]) if device else ("", [])
+        with self._lock:
+            rows = self._fetch("SELECT id, received_ms, topic, device_id, reason, payload, payload_bytes FROM quarantine"
+                               f" WHERE id > ?{where} ORDER BY id LIMIT ?", [after_id, *params, limit])
+        return [QuarantinedMessage(int(i), int(r), str(t), str(d), str(why), bytes(b), int(n))
+                for i, r, t, d, why, b, n in rows]
+
+    def release_quarantined(self, ids: Sequence[int]) -> int:
+        """Delete quarantined messages whose events are now stored; returns how many were deleted."""
+        deleted = 0
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i:i + 500])
+            with self._lock:
+                deleted += self._write("DELETE FROM quarantine WHERE id IN (" + ", ".join("?" for _ in chunk) + ")",
+                                       chunk)
+        return deleted
+
+    def set_quarantine_reasons(self, reasons: Sequence[tuple[int, str]]) -> None:
+        """Replace the reason of quarantined messages: (id, reason) pairs, in one transaction."""
+        with self._lock:
+            self._write_many("UPDATE quarantine SET reason = ? WHERE id = ?",
+                             [[_printable(reason, 300), i] for i, reason in reasons])
 
     def prune(self, before_ms: int, batch_rows: int = 5000) -> int:
         """Delete events older than ``before_ms`` in batches, one commit per batch; an event stamped
