@@ -22,10 +22,11 @@ import pytest
 from firmware.core.events import protect_subject
 from provisioning.history.events import HistoryEvent, parse_scan
 from provisioning.history.store import open_store
-from provisioning.history.trace_store import audit_records, run_trace
+from provisioning.history.trace_store import audit_records, ensure_audit_table, run_trace
 from provisioning.history.tracing import MINUTE_MS, TraceRules
 from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, BackofficeSite, WebClient, chromium_or_fail, qrgate
 from tests.history_support import BASE_MS, pg_server_url, pg_url, scan_dict  # noqa: F401 - fixtures
+from tests.test_backoffice_web import shot
 
 T0 = BASE_MS  # 2026-07-02 11:00 UTC, 18:00 in Asia/Ho_Chi_Minh
 VENUE_A, VENUE_B = "v-a1a1a1a1a1a1", "v-b2b2b2b2b2b2"
@@ -83,13 +84,15 @@ for venue_id, name, phone, secret in (({VENUE_A!r}, {NAME_A!r}, {e164(MANAGER_A)
     Management.objects.create(venue=venue, user=user, role=Management.REGISTRANT)
     VenueSecret.objects.create(venue=venue, secret_hex=secret)
 user_for_phone({e164(NOBODY)!r}, "Người dân")
+import json
+print(json.dumps({{u.username: u.pk for u in (user_for_phone(p) for p in {[e164(p) for p in (HEALTH, MANAGER_A)]!r})}}))
 """
 
 
 def make_world(folder: Path, database_url: str | None) -> BackofficeSite:
     site = BackofficeSite(folder, database_url, otp={"per_client_per_hour": 500, "per_phone_per_hour": 50})
     site.init()
-    site.django(SETUP)
+    site.pks = json.loads(site.django(SETUP).stdout)  # type: ignore[attr-defined]
     done = qrgate("backoffice", "healthoffice", "--config", str(site.config), "--phone", HEALTH, "--name", "Bác sĩ Lan")
     assert done.returncode == 0, done.stderr
     store = open_store(site.database_url_for_tests)
@@ -102,9 +105,7 @@ def make_world(folder: Path, database_url: str | None) -> BackofficeSite:
 
 
 def user_pk(site: BackofficeSite, phone: str) -> int:
-    done = site.django(f"from django.contrib.auth import get_user_model\n"
-                       f"print(get_user_model().objects.get(username={e164(phone)!r}).pk)\n")
-    return int(done.stdout.strip())
+    return int(site.pks[e164(phone)])  # type: ignore[attr-defined]
 
 
 def audits(site: BackofficeSite):
@@ -209,8 +210,12 @@ def test_health_office_traces_across_venues_and_a_manager_only_within_their_own(
                                        [PHAM_SHOWN, NAME_B, "2026-07-02 22:10", "2026-07-02 23:00", "50", "1"]]
     assert staff.inner_text("#contact-count") == "Người tiếp xúc: 2 người (2 lượt)"
     assert TRAN_SHOWN not in staff.content()  # 10 min together is not a contact
-    assert CASE_ID not in staff.inner_text("#result") and staff.input_value("#case") == CASE_ID
+    # The typed id is nowhere in the answer: the form holds it sealed, and shows its last digits.
+    assert CASE_ID not in staff.content() and staff.input_value("#case") == ""
+    assert "***234" in staff.get_attribute("#case", "placeholder")
+    token = staff.get_attribute("#case_token", "value")
     assert staff.locator("#trace-actions").count() == 1  # the place of "Cách ly" and the reveal
+    shot(staff, "trace", site)
     # The audit row was written, naming the logged-in person (masked phone, never the full one).
     records = audits(site)
     assert len(records) == before + 1
@@ -233,8 +238,15 @@ def test_health_office_traces_across_venues_and_a_manager_only_within_their_own(
     assert len(audits(site)) == before + 2 and audits(site)[-1].searched["format"] == "csv"
     staff.close()
 
-    # The manager of venue A: the same case, only venue A's visit and contact.
+    # The manager of venue A: the health office's sealed id does not open for them.
     manager = login(browser, site, MANAGER_A)
+    fill_trace(manager, site, case="")
+    manager.evaluate(f"document.querySelector('form').insertAdjacentHTML('beforeend', "
+                     f"'<input type=hidden name=case_token value={token}>')")
+    with manager.expect_response(lambda r: r.url.endswith("/trace/") and r.request.method == "POST") as answer:
+        manager.click("#trace")
+    assert answer.value.status == 400 and "Bạn vui lòng nhập thông tin Mã định danh" in manager.inner_text("main")
+    # The same case typed by the manager: only venue A's visit and contact.
     fill_trace(manager, site)
     assert [o.get_attribute("value") for o in manager.locator("#venue option").all()] == ["", VENUE_A]
     manager.click("#trace")
@@ -256,6 +268,10 @@ def test_health_office_traces_across_venues_and_a_manager_only_within_their_own(
     book = load_workbook(io.BytesIO(Path(download.value.path()).read_bytes()))
     contacts = list(book["contacts"].values)
     assert contacts[0][1] == "subject" and [r[1] for r in contacts[1:]] == [None] and contacts[1][2] == LE_SHOWN
+    # In English (the locale file), the same page.
+    manager.goto(site.base + "/trace/?lang=en")
+    assert manager.inner_text("h1") == "Contact tracing" and manager.inner_text("#nav-trace") == "Contact tracing"
+    assert manager.inner_text("label[for=reason]") == "Reason for the trace *"
     manager.close()
 
 
@@ -403,6 +419,28 @@ def test_an_injection_in_the_reason_is_kept_as_text_and_shown_escaped(browser, w
     staff.close()
 
 
+def test_no_audit_row_no_answer(world):
+    """If the audit row cannot be written (here a trigger refuses it), the page shows no contact."""
+    site = world
+    store = open_store(site.database_url_for_tests)
+    try:
+        ensure_audit_table(store)
+        store._write("CREATE TRIGGER refuse_audit BEFORE INSERT ON trace_audit"
+                     " BEGIN SELECT RAISE(ABORT, 'disk full'); END", [])
+        try:
+            status, body, _ = _staff_client(site).post("/trace/", trace_fields())
+            csv_status, csv_body, headers = _staff_client(site).post("/trace/", trace_fields(export="csv"))
+        finally:
+            store._write("DROP TRIGGER refuse_audit", [])
+    finally:
+        store.close()
+    assert status == 503 and "không có kết quả nào được hiển thị" in body
+    assert LE_SHOWN not in body and PHAM_SHOWN not in body and 'id="result"' not in body
+    assert csv_status == 503 and "attachment" not in headers.get("Content-Disposition", "") and LE_SHOWN not in csv_body
+    status, body, _ = _staff_client(site).post("/trace/", trace_fields())
+    assert status == 200 and LE_SHOWN in body  # the same trace, once the audit takes rows again
+
+
 # --------------------------------------------------------------------------- what a manager's trace reads
 
 def test_a_trace_limited_to_some_venues_reads_no_event_of_the_others(tmp_path):
@@ -425,3 +463,17 @@ def test_a_trace_limited_to_some_venues_reads_no_event_of_the_others(tmp_path):
     granted_at_a = [e for e in SCENARIO if e.venue_id == VENUE_A and e.decision == "granted"]
     assert mine.rows_read == 2 + len(granted_at_a) < everywhere.rows_read  # the case's 2, then the visit's
     assert nothing.result.visits == [] and nothing.rows_read == 0
+
+
+def test_the_sealed_case_opens_only_for_its_person_with_its_key_and_in_time():
+    from backoffice.tracing.case_token import TOKEN_TTL_S, open_case, seal_case
+
+    key, now = "k" * 50, 1_782_990_000.0
+    token = seal_case(key, "person_id", CASE_ID, 7, now)
+    assert CASE_ID not in token and open_case(key, token, 7, now + 60) == ("person_id", CASE_ID)
+    assert open_case(key, token, 8, now) is None  # another person
+    assert open_case("x" * 50, token, 7, now) is None  # another site
+    assert open_case(key, token, 7, now + TOKEN_TTL_S + 1) is None and open_case(key, token, 7, now - 5) is None
+    flipped = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
+    for forged in (flipped, "", "!!!", "QUJD", "A" * 600, token[:10]):
+        assert open_case(key, forged, 7, now) is None, forged

@@ -7,8 +7,9 @@ events the collector stores in this database. Who may trace, and where, is
 venues (only those venues' events are read). Every trace, on the page or as a file, appends
 one row to ``trace_audit`` (operator: the logged-in person) **before** anything is shown; if
 the row cannot be written, nothing is shown. The form is sent by POST only, so a person id
-never lands in a URL or a proxy log; the typed id stays only in its own field of the answer
-(so that "Xuất file" sends it again), never in the results, the audit, a log or a file.
+never lands in a URL or a proxy log, and the answer never holds the typed id: its form carries
+it sealed (``case_token``) so that "Xuất file" can trace again, and shows only its last three
+characters. The id is never in the results, the audit, a log or a file.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 
 from backoffice import site
 from backoffice.tracing.access import HEALTH_OFFICE, TraceScope, scope_of
+from backoffice.tracing.case_token import open_case, seal_case
 from backoffice.tracing.inputs import BY_PERSON_ID, BY_SUBJECT, EXPORT_FORMATS, TraceRequest, parse_trace_form
 from backoffice.venues.models import Venue
 from firmware.core.errors import ConfigError, QrGateError
@@ -103,20 +105,41 @@ def _venue_choices(scope: TraceScope) -> list[tuple[str, str]]:
 
 
 def _form_echo(form: Mapping[str, str]) -> dict[str, str]:
-    """The form's values to put back in its fields (escaped by the template)."""
-    return {k: str(form.get(k, "")) for k in ("by", "case", "since", "until", "venue", "min_overlap_min",
+    """The form's values to put back in its fields (escaped by the template); never the case's id."""
+    return {k: str(form.get(k, "")) for k in ("by", "since", "until", "venue", "min_overlap_min",
                                               "default_dwell_min", "max_dwell_h", "reason")}
 
 
 def _page(request: HttpRequest, scope: TraceScope, form: Mapping[str, str], status: int = 200,
-          **extra: Any) -> HttpResponse:
+          case: tuple[str, str] | None = None, **extra: Any) -> HttpResponse:
+    """The page; ``case`` (by, id) goes into the form sealed, with only its last characters shown."""
     defaults = {"by": BY_PERSON_ID, "min_overlap_min": f"{DEFAULT_MIN_OVERLAP_MIN:g}",
                 "default_dwell_min": f"{DEFAULT_DWELL_MIN:g}", "max_dwell_h": f"{DEFAULT_MAX_DWELL_H:g}"}
     echo = {**defaults, **{k: v for k, v in _form_echo(form).items() if v or k not in defaults}}
+    if case is not None:
+        echo["by"] = case[0]
+        extra["case_token"] = seal_case(settings.SECRET_KEY, case[0], case[1], request.user.pk, time.time())
+        extra["case_hint"] = mask_id(case[1])
     context = {"active": "trace", "form": echo, "scope": scope, "venues": _venue_choices(scope),
                "formats": EXPORT_FORMATS, "by_subject": BY_SUBJECT, "by_person_id": BY_PERSON_ID,
                "health_office": scope.role == HEALTH_OFFICE, **extra}
     return render(request, "tracing/trace.html", context, status=status)
+
+
+def _with_sealed_case(request: HttpRequest, now_s: float) -> tuple[Mapping[str, str], tuple[str, str] | None]:
+    """The submitted form, with the case's id from ``case_token`` when its field was left empty.
+
+    Returns:
+        The form to check, and the (by, id) the token held if it opened (for the next answer).
+    """
+    form = request.POST.copy()
+    if (form.get("case") or "").strip():
+        return form, None
+    opened = open_case(settings.SECRET_KEY, form.get("case_token", ""), request.user.pk, now_s)
+    if opened is None or opened[0] != form.get("by", BY_PERSON_ID):
+        return form, None  # then "Bạn vui lòng nhập thông tin Mã định danh..."
+    form["case"] = opened[1]
+    return form, opened
 
 
 def _search(request: TraceRequest, subjects: frozenset[str], venues: frozenset[str] | None, scope: TraceScope,
@@ -139,20 +162,22 @@ def trace_page(request: HttpRequest) -> HttpResponse:
     a manager asking for a venue they do not manage gets 403 too (and the refusal is audited).
     """
     scope = scope_of(request.user)
-    if scope is None:
-        raise PermissionDenied("not a health office member nor a venue manager")
+    if scope is None:  # rendered here, not raised: a refusal is one log line, not a traceback
+        log.warning("trace refused: user %s is neither on the health office's staff nor a venue manager",
+                    request.user.pk)
+        return render(request, "403.html", {"active": "trace"}, status=403)
     if request.method != "POST":
         return _page(request, scope, {})
     cfg = site.current()
     now_ms = int(time.time() * 1000)
-    form = request.POST
+    form, sealed = _with_sealed_case(request, now_ms / 1000)
     fmt = form.get("export", "") or "page"
     try:
         if fmt != "page" and fmt not in EXPORT_FORMATS:
             raise ConfigError(_("Định dạng tệp không đúng; chọn CSV hoặc XLSX"))
         asked = parse_trace_form(form, now_ms, cfg.tz)
     except ConfigError as err:
-        return _page(request, scope, form, status=400, errors=err.problems)
+        return _page(request, scope, form, status=400, case=sealed, errors=err.problems)
     try:
         venues = scope.narrowed(asked.venue_id)
     except PermissionError:
@@ -177,7 +202,7 @@ def trace_page(request: HttpRequest) -> HttpResponse:
                                       | {c["venue_id"] for c in report["contacts"]}).values_list("venue_id", "name"))
     if fmt in EXPORT_FORMATS:
         return _export(fmt, shared_report(report, scope), cfg)
-    return _page(request, scope, form, **_result_context(found, report, names, cfg.tz))
+    return _page(request, scope, form, case=(asked.by, asked.case), **_result_context(found, report, names, cfg.tz))
 
 
 def _refuse_venue(request: HttpRequest, scope: TraceScope, asked: TraceRequest, now_ms: int) -> HttpResponse:
