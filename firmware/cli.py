@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "provisioning.cli.provision",
     "provisioning.cli.lists",
     "firmware.commands.status",
+    "firmware.commands.outbox",
     "provisioning.cli.cmd",
     "provisioning.cli.history",
     "provisioning.cli.backoffice",  # parser only; Django is imported when it runs

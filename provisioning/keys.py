@@ -100,6 +100,43 @@ def new_keypair(out: str | Path, alg: str = "ed25519", *, force: bool = False) -
     return NewKey(kid_for(key.public_key()).hex(), ALG_NAMES[alg_for(key)], private_path, public_path)
 
 
+@dataclass(frozen=True)
+class NewEscrowKey:
+    """An escrow key pair written by ``new_escrow_keypair``."""
+
+    fingerprint: str
+    private_path: Path
+    public_path: Path
+
+
+def new_escrow_keypair(out: str | Path, *, force: bool = False) -> NewEscrowKey:
+    """Generate the health office's X25519 escrow pair: private key at out (PKCS#8 PEM, 0600), public
+    key beside it as NAME.pub.pem (0644), for the gates' ``privacy.escrow_key``.
+
+    Raises:
+        KeyFileError: a file that exists (unless force), or a directory that cannot be written.
+    """
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from firmware.core.escrow import escrow_fingerprint
+
+    private_path = Path(out)
+    public_path = public_path_for(private_path)
+    if not force:
+        for p in (private_path, public_path):
+            if p.exists():
+                raise KeyFileError(f"{p} already exists; choose another --out or pass --force to replace it "
+                                   "(a replaced private key can no longer open what was sealed to it)")
+    key = X25519PrivateKey.generate()
+    try:
+        private_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(private_path, private_pem(key), mode=0o600)
+        write_atomic(public_path, public_pem(key), mode=0o644)
+    except OSError as err:
+        raise KeyFileError(f"cannot write {private_path} ({err.strerror}); check the directory") from err
+    return NewEscrowKey(escrow_fingerprint(key.public_key()), private_path, public_path)
+
+
 def _read(path: str | Path, what: str) -> bytes:
     p = Path(path)
     try:

@@ -13,7 +13,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def test_every_command_module_registers_in_table_order():
     assert list(_subcommands(build_parser())) == ["run", "demo", "decode", "keys", "pass", "dcc", "bench",
-                                                  "config", "provision", "list", "status", "cmd", "history",
+                                                  "config", "provision", "list", "status", "outbox", "cmd", "history",
                                                   "backoffice"]
 
 

@@ -1,6 +1,7 @@
-"""`qrgate history import` on a real SQLite file and a real PostgreSQL: idempotent by event_id, refused
-without --unverified (events are unsigned in this version), broken lines refused with their numbers,
-every imported event marked, and a traced scenario loaded from a file."""
+"""`qrgate history import` on a real SQLite file and a real PostgreSQL: idempotent by event_id, unsigned
+events refused without --unverified, broken lines refused with their numbers, every imported event
+marked, and a traced scenario loaded from a file. Signed events (`qrgate outbox export`): verified,
+unverifiable and forged lines, in tests/test_history_import_signed.py."""
 
 from __future__ import annotations
 
@@ -50,9 +51,9 @@ def test_import_is_refused_without_unverified_then_idempotent_and_marked(db_url,
     assert "--unverified" in capsys.readouterr().err
     assert stored_ids(db_url) == []
     assert main(["history", "import", "--db", db_url, str(path), "--unverified", "--operator", "it-hcm"]) == 0
-    assert "3 events read, 3 stored" in capsys.readouterr().out
+    assert "3 events read (0 verified, 3 unverified), 3 stored" in capsys.readouterr().out
     assert main(["history", "import", "--db", db_url, str(path), "--unverified"]) == 0
-    assert "0 stored (marked unverified), 3 already stored" in capsys.readouterr().out
+    assert "0 stored, 3 already stored" in capsys.readouterr().out
     assert stored_ids(db_url) == sorted(e["event_id"] for e in SCENARIO)
     store = open_store(db_url)
     try:
@@ -92,7 +93,7 @@ def test_broken_lines_refuse_the_file_with_their_numbers(tmp_path, capsys):
     assert ":5: not UTF-8 JSON" in err and ":6: line longer than" in err and "nothing was imported" in err
     assert stored_ids(url) == []
     assert main(["history", "import", "--db", url, str(path), "--unverified", "--skip-bad-lines"]) == 0
-    assert "2 events read, 2 stored" in capsys.readouterr().out
+    assert "2 events read (0 verified, 2 unverified), 2 stored" in capsys.readouterr().out
     assert stored_ids(url) == sorted([SCENARIO[0]["event_id"], SCENARIO[1]["event_id"]])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,8 @@ def test_stored_events_match_the_schema_for_every_privacy_mode(tmp_path, mode):
 def test_schema_lists_exactly_the_fields_the_model_publishes():
     factory = EventFactory.fixed(device_id="g", venue_id="v", direction="out", boot_id="0123456789abcdef")
     doc = factory.build(decision(Verdict.DENIED, Reason.UNKNOWN_FORMAT, None), 1.7e9, True).to_json_dict()
-    # the optional fields: the signature added when publishing, and the enrolment pair
-    optional = ["device_key", "prov_nonce", "sig"]
+    # the optional fields: the signature added when publishing, the enrolment pair, the sealed contact
+    optional = ["contact_sealed", "device_key", "prov_nonce", "sig"]
     assert sorted(SCHEMA["required"]) == sorted(doc) == sorted(set(SCHEMA["properties"]) - set(optional))
 
 
@@ -83,6 +84,26 @@ def test_a_published_enrolment_event_with_its_signature_matches_the_schema():
     body = json.dumps({**event.to_json_dict(), "event_id": "0" * 32, "seq": 1}, separators=(",", ":"))
     published = json.loads(seal(body.encode(), key))
     assert problems(published) == [] and list(published)[-1] == "sig"
+
+
+def test_a_published_event_with_a_sealed_contact_matches_the_schema():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from firmware.core.event_signature import seal
+    from firmware.core.events import ENTROPY_BYTES
+    from firmware.core.model import Credential, CredentialType
+
+    office = X25519PrivateKey.generate().public_key()
+    factory = EventFactory.fixed(device_id="g", venue_id="v", direction="in", boot_id="0123456789abcdef",
+                                 escrow_key=office)
+    person = Credential(type=CredentialType.QG1, subject="079200001234", name="TRẦN THỊ BÍCH NGỌC",
+                        phone="0987654321", signed=True)
+    granted = replace(decision(Verdict.GRANTED, Reason.OK, "079200001234"), credential=person)
+    event = factory.build(granted, 1.7e9, True, entropy=bytes(range(ENTROPY_BYTES)))
+    body = json.dumps({**event.to_json_dict(), "seq": 1}, ensure_ascii=False, separators=(",", ":"))
+    published = json.loads(seal(body.encode(), Ed25519PrivateKey.generate()))
+    assert problems(published) == [] and "contact_sealed" in published and list(published)[-1] == "sig"
 
 
 def test_the_checker_rejects_bad_documents():

@@ -696,3 +696,24 @@ def read_events(path: Path) -> list[dict]:
             conn.close()
     except sqlite3.Error as err:
         raise StoreError(f"cannot read the outbox {path} ({err})") from err
+
+
+def read_bodies(path: Path) -> list[tuple[int, str]]:
+    """Every event stored in an outbox file as ``(seq, body)``, the body being the exact JSON text
+    the publisher signs, in seq order (``qrgate outbox export``). Opens the file read-only; never
+    modifies or quarantines it, so a quarantined ``outbox.sqlite.corrupt-*`` can be read too.
+
+    Raises:
+        StoreError: the file is missing or unreadable.
+    """
+    if not Path(path).is_file():
+        raise StoreError(f"outbox {path} does not exist")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return [(int(seq), str(body)) for seq, body in conn.execute("SELECT seq, body FROM events ORDER BY seq")]
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot read the outbox {path} ({err}); if it is damaged, copy what SQLite can still "
+                         "read with `sqlite3 FILE .recover | sqlite3 RECOVERED` and export that") from err

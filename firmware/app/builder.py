@@ -30,6 +30,7 @@ from firmware.adapters.clock import SystemClock
 from firmware.adapters.dcc_keystore import DccTrustListFile, load_trust_list
 from firmware.adapters.device_key import DEVICE_KEY_FILE, load_or_create_device_key
 from firmware.adapters.effective_config import file_keys
+from firmware.adapters.escrow_key import load_escrow_public_key
 from firmware.adapters.keystore import load_trust_dir
 from firmware.adapters.list_files import open_lists
 from firmware.adapters.mode_file import MODE_FILE, ModeFile
@@ -259,9 +260,11 @@ class GateApp:
         self.shutdown.add("close passback store", passback.close)
         self.passback = passback
         stats = LoopStats()
+        escrow_key = (load_escrow_public_key(cfg.resolve(cfg.privacy.escrow_key, cfg.privacy.escrow_key))
+                      if cfg.privacy.escrow_key else None)
         events = EventFactory(device_id=cfg.device.id, identity=identity, boot_id=self.boot_id,
                               subject_mode=cfg.privacy.subject, secret=secret,
-                              publish_codes=cfg.privacy.publish_codes)
+                              publish_codes=cfg.privacy.publish_codes, escrow_key=escrow_key)
         watch = PassageWatch(cfg.commands.pass_timeout_s) if g.passage_sensor_pin >= 0 else None
         memory = GateMemory(passages=passback.load(clock.wall()), on_passage=PassageLog(passback, watch))
         passage = None

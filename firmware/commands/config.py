@@ -55,10 +55,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     if cfg.commands.enabled and cfg.command_keys_dir.exists():
         commands, command_problems = read_trust_dir(cfg.command_keys_dir)
         problems += command_problems
+    escrow = None
+    if cfg.privacy.escrow_key:
+        from firmware.adapters.escrow_key import load_escrow_public_key
+
+        try:
+            escrow = load_escrow_public_key(cfg.resolve(cfg.privacy.escrow_key, cfg.privacy.escrow_key))
+        except ConfigError as err:
+            problems += err.problems
     if problems:
         raise ConfigError(problems)
     if args.json:
-        print(json.dumps({**masked_dump(cfg), "sources": dict(eff.sources)}, indent=1, sort_keys=True))
+        from firmware.core.escrow import escrow_fingerprint
+
+        print(json.dumps({**masked_dump(cfg), "sources": dict(eff.sources),
+                          "escrow_key_fingerprint": escrow_fingerprint(escrow) if escrow is not None else None},
+                         indent=1, sort_keys=True))
     else:
         print(f"{args.config}: OK (device {cfg.device.id}, venue {cfg.device.venue_id or 'not provisioned'}, "
               f"{len(issuers)} issuer key(s), {len(commands) if commands is not None else 0} command key(s))")
@@ -66,6 +78,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(line)
         print(f"  {'issuer keys':<17} {len(config_issuers)} from {cfg.issuers_dir}, "
               f"{len(eff.record_issuer_ders)} from the provisioning record")
+        if escrow is not None:
+            from firmware.core.escrow import escrow_fingerprint
+
+            print(f"  {'escrow key':<17} {escrow_fingerprint(escrow)} from "
+                  f"{cfg.resolve(cfg.privacy.escrow_key, cfg.privacy.escrow_key)}: contacts are sealed in events")
+        else:
+            print(f"  {'escrow key':<17} none: events carry no sealed contact")
     return 0
 
 

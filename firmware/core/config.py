@@ -178,6 +178,10 @@ class PrivacyConfig:
     publish_codes: bool = opt(False, "Include the raw QR payload in events (off by default).", False)
     cccd_id_digits: int = opt(0, "How many trailing digits of a CCCD id an event's display shows "
                               "(0: none, the default; at most 3).", 0, min=0, max=3)
+    escrow_key: str = opt("", "The health office's X25519 public key (PEM, from `qrgate keys escrow-new`): each "
+                          "scan event of a person then carries their contact (name, full phone, id) sealed to it "
+                          "(`contact_sealed`), which only `qrgate history trace --reveal` with the private key "
+                          "opens. Relative to the config file. Empty: no sealed contact.", "health-office.pub.pem")
 
 
 @dataclass(frozen=True)
@@ -456,6 +460,9 @@ def _cross_checks(cfg: Config) -> list[str]:
             c in cfg.mqtt.prefix for c in "#+"):
         problems.append(f"mqtt.prefix = {cfg.mqtt.prefix!r} must be a topic prefix without wildcards or "
                         "leading/trailing '/', for example \"qrgate\"")
+    if cfg.privacy.escrow_key and not cfg.resolve(cfg.privacy.escrow_key, cfg.privacy.escrow_key).is_file():
+        problems.append(f"privacy.escrow_key = {cfg.privacy.escrow_key!r} does not exist or is not a file; copy the "
+                        "health office's .pub.pem there (`qrgate keys escrow-new` makes one) or clear the setting")
     if cfg.mqtt.host:
         for key in ("ca_file", "cert_file", "key_file", "password_file"):
             value = getattr(cfg.mqtt, key)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from firmware.core.escrow import IKM_BYTES, Contact, seal_contact
 from firmware.core.identity import GateIdentity, IdentityCell
 from firmware.core.model import CredentialType, Decision, ScanEvent
 from firmware.core.policy import Rules
+
+EVENT_ID_RANDOM_BYTES = 10
+# What ``EventFactory.build`` takes from the caller's random source: the event id's random part,
+# then the ephemeral key material of the sealed contact.
+ENTROPY_BYTES = EVENT_ID_RANDOM_BYTES + IKM_BYTES
 
 
 def rfc3339_ms(wall_s: float) -> str:
@@ -58,6 +66,16 @@ def protect_subject(subject: str | None, mode: str, secret: bytes) -> str | None
     return hmac.new(secret, subject.encode("utf-8"), "sha256").hexdigest()[:32]
 
 
+def contact_of(decision: Decision) -> Contact | None:
+    """The contact a decision's verified credential carries (full name, full phone, raw id), or
+    None when the gate read no identity."""
+    credential = decision.credential
+    if credential is None:
+        return None
+    contact = Contact(name=credential.name or "", phone=credential.phone or "", id=credential.subject or "")
+    return None if contact.empty else contact
+
+
 @dataclass(frozen=True)
 class EventFactory:
     """Builds ScanEvents for one gate. Pure.
@@ -72,6 +90,9 @@ class EventFactory:
         subject_mode: privacy.subject (``raw``, ``hmac``, ``none``).
         secret: the per-venue HMAC secret.
         publish_codes: include the raw payload text (privacy.publish_codes).
+        escrow_key: the health office's X25519 public key (privacy.escrow_key): events of a decision
+            with a verified credential then carry the person's contact sealed to it
+            (``contact_sealed``), and get their ``event_id`` here, since the seal is bound to it.
     """
 
     device_id: str
@@ -80,6 +101,7 @@ class EventFactory:
     subject_mode: str = "hmac"
     secret: bytes = b""
     publish_codes: bool = False
+    escrow_key: X25519PublicKey | None = None
 
     @classmethod
     def fixed(cls, *, device_id: str, venue_id: str, direction: str, boot_id: str, **options: Any) -> EventFactory:
@@ -97,10 +119,22 @@ class EventFactory:
         """The direction in force."""
         return self.identity.current.direction
 
-    def build(self, decision: Decision, wall_s: float, time_synced: bool, code_text: str | None = None) -> ScanEvent:
-        """Return the event for one decision (``event_id`` and ``seq`` still None)."""
+    def build(self, decision: Decision, wall_s: float, time_synced: bool, code_text: str | None = None,
+              entropy: bytes = b"") -> ScanEvent:
+        """Return the event for one decision (``seq`` still None).
+
+        Without an escrow key, or without a person's contact in the decision, ``event_id`` is
+        None too (the event sink gives it). With both, the event gets its ``event_id`` from
+        ``wall_s`` and ``entropy[:10]`` and its ``contact_sealed`` from ``entropy[10:42]``.
+
+        Args:
+            entropy: ``ENTROPY_BYTES`` fresh random bytes (needed only with an escrow key).
+
+        Raises:
+            ValueError: an escrow key is set and entropy is shorter than ``ENTROPY_BYTES``.
+        """
         identity = self.identity.current
-        return ScanEvent(
+        event = ScanEvent(
             device_id=self.device_id,
             venue_id=identity.venue_id,
             direction=identity.direction,
@@ -116,6 +150,15 @@ class EventFactory:
             code_sha256=venue_code_hash(decision.code_sha256, self.secret),
             code=code_text if self.publish_codes else None,
         )
+        contact = contact_of(decision)
+        if self.escrow_key is None or contact is None:
+            return event
+        if len(entropy) < ENTROPY_BYTES:
+            raise ValueError(f"sealing a contact needs {ENTROPY_BYTES} random bytes, got {len(entropy)}")
+        event_id = new_event_id(wall_s, entropy[:EVENT_ID_RANDOM_BYTES])
+        sealed = seal_contact(contact, self.escrow_key, self.device_id, event_id,
+                              entropy[EVENT_ID_RANDOM_BYTES:ENTROPY_BYTES])
+        return replace(event, event_id=event_id, contact_sealed=sealed)
 
     def _subject_mode_for(self, decision: Decision) -> str:
         # A COVID certificate's subject is its identifier (ci), a health record id: never

@@ -248,6 +248,8 @@ class ScanEvent:
         prov_nonce: only on the ``provisioned`` event: the provisioning code's nonce (hex),
             so whoever made the code can enrol the key below (``firmware.core.event_signature``).
         device_key: only with ``prov_nonce``: the gate's Ed25519 public key (raw, base64url).
+        contact_sealed: with ``privacy.escrow_key``: the person's contact (name, full phone, id)
+            sealed to the health office's key and bound to this event (``firmware.core.escrow``).
     """
 
     device_id: str
@@ -269,6 +271,7 @@ class ScanEvent:
     schema: str = EVENT_SCHEMA
     prov_nonce: str | None = None
     device_key: str | None = None
+    contact_sealed: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the event as the JSON object published on ``<prefix>/<device>/scan``."""
@@ -295,6 +298,8 @@ class ScanEvent:
         if self.prov_nonce is not None:  # only the enrolment event carries these two
             doc["prov_nonce"] = self.prov_nonce
             doc["device_key"] = self.device_key
+        if self.contact_sealed is not None:  # only with privacy.escrow_key, on events with a person
+            doc["contact_sealed"] = self.contact_sealed
         return doc
 
     @classmethod
@@ -324,6 +329,7 @@ class ScanEvent:
             schema=str(data.get("schema", EVENT_SCHEMA)),
             prov_nonce=data.get("prov_nonce"),
             device_key=data.get("device_key"),
+            contact_sealed=data.get("contact_sealed"),
         )
 
 

@@ -81,5 +81,6 @@ class PassageWatch:
 
 def not_passed_event(grant: ScanEvent, wall_s: float, time_synced: bool) -> ScanEvent:
     """The ``not_passed`` event for an unused grant: same person and code, new time, new id."""
+    # The grant's sealed contact is bound to the grant's event id: it stays on the grant only.
     return replace(grant, decision=NOT_PASSED, reason=NOT_PASSED, ts=rfc3339_ms(wall_s),
-                   time_synced=time_synced, latency_ms=0.0, event_id=None, seq=None)
+                   time_synced=time_synced, latency_ms=0.0, event_id=None, seq=None, contact_sealed=None)

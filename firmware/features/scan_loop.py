@@ -16,6 +16,7 @@ Tests drive ``step()`` directly; ``run()`` stays a thin wrapper.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import zlib
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from firmware.core.errors import DecodeError, StoreError
-from firmware.core.events import EventFactory
+from firmware.core.events import ENTROPY_BYTES, EventFactory
 from firmware.core.gatekeeper import Gatekeeper, LoopStats
 from firmware.core.model import DecodedCode, Frame, Moment, Reason, ScanEvent, Verdict
 from firmware.ports import (
@@ -112,6 +113,7 @@ class GateService:
         stats: the loop statistics (shared read-only with the device monitor and status).
         interceptors: see CodeInterceptor (provisioning codes).
         observers: loop-thread features: told of each scan event and called after each step.
+        random_bytes: the random source for sealed contacts (``privacy.escrow_key``); os.urandom.
 
     With a live frame source (``FrameSource.live``), a frame identical to the one before
     counts as no frame (``LoopStats``): a frozen capture faults like a silent camera.
@@ -119,8 +121,10 @@ class GateService:
 
     def __init__(self, *, frames: FrameSource, decoder: Decoder, outputs: Outputs, recorder: EventRecorder,
                  clock: Clock, gatekeeper: Gatekeeper, events: EventFactory, stats: LoopStats | None = None,
-                 interceptors: Sequence[CodeInterceptor] = (), observers: Sequence[LoopObserver] = ()) -> None:
+                 interceptors: Sequence[CodeInterceptor] = (), observers: Sequence[LoopObserver] = (),
+                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.frames, self.decoder, self.outputs, self.recorder = frames, decoder, outputs, recorder
+        self._random = random_bytes
         self.clock, self.gatekeeper, self.events = clock, gatekeeper, events
         self.stats = stats if stats is not None else LoopStats()
         self._interceptors = tuple(interceptors)
@@ -164,7 +168,8 @@ class GateService:
         decision = self.gatekeeper.decide(code, now, frame.captured_mono_s)
         if decision is None:
             return
-        event = self.events.build(decision, now.wall_s, now.wall_trusted, code.text)
+        entropy = self._random(ENTROPY_BYTES) if self.events.escrow_key is not None else b""
+        event = self.events.build(decision, now.wall_s, now.wall_trusted, code.text, entropy)
         memory = self.gatekeeper.memory
         if decision.granted:
             try:

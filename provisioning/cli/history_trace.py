@@ -48,7 +48,15 @@ def register_trace(hsub: argparse._SubParsersAction, add_db, add_tz, func) -> No
                    help="output format (default: %(default)s)")
     t.add_argument("--out", default="", help="write to this file (created 0600) instead of stdout")
     t.add_argument("--operator", default="", help="who traces, for the audit (default: the OS user)")
-    t.add_argument("--reason", default="", help="why (the case's file number...), for the audit")
+    t.add_argument("--reason", default="", help="why (the case's file number...), for the audit; required "
+                   "with --reveal")
+    t.add_argument("--reveal", action="store_true",
+                   help="health office only: open the sealed contacts (name, full phone, id) of the case's and "
+                   "the contacts' events with --escrow-key; audited with the events opened before anything "
+                   "is shown")
+    t.add_argument("--escrow-key", action="append", default=[], metavar="FILE",
+                   help="the health office's X25519 private key (PEM, from `qrgate keys escrow-new`); repeat "
+                   "to try an old and a new key")
     add_tz(t)
     t.set_defaults(func=func)
 
@@ -96,6 +104,22 @@ def case_subjects(args: argparse.Namespace, store, hashed_person) -> frozenset[s
     return frozenset({person_id, *hashed} - {""})
 
 
+def _escrow_keys(args: argparse.Namespace) -> list:
+    """The private keys of a --reveal, read before anything is traced (a bad key file stops the run)."""
+    if not args.reveal:
+        if args.escrow_key:
+            raise ConfigError("--escrow-key goes with --reveal")
+        return []
+    if not " ".join(args.reason.split()):
+        raise ConfigError("--reveal needs --reason (the case's file number, the order...): it is kept in the "
+                          "audit with the events opened")
+    if not args.escrow_key:
+        raise ConfigError("--reveal needs --escrow-key FILE, the health office's private key")
+    from firmware.adapters.escrow_key import load_escrow_private_key
+
+    return [load_escrow_private_key(Path(path)) for path in args.escrow_key]
+
+
 def trace_command(args: argparse.Namespace, tz, hashed_person, private_opener) -> int:
     """Run a trace (``--config`` already applied to ``args``).
 
@@ -110,6 +134,7 @@ def trace_command(args: argparse.Namespace, tz, hashed_person, private_opener) -
     from provisioning.history.trace_store import append_audit, run_trace
 
     rules = make_rules(args)
+    escrow_keys = _escrow_keys(args)
     now_ms = int(time.time() * 1000)
     since_ms = parse_time(args.since, now_ms, tz)
     until_ms = parse_time(args.until, now_ms, tz)
@@ -138,10 +163,19 @@ def trace_command(args: argparse.Namespace, tz, hashed_person, private_opener) -
                     "min_overlap_min": report["case"]["min_overlap_min"],
                     "default_dwell_min": report["case"]["default_dwell_min"],
                     "max_dwell_h": report["case"]["max_dwell_h"]}
-        append_audit(store, at_ms=now_ms, operator=args.operator or getpass.getuser(), action="trace",
-                     reason=" ".join(args.reason.split()), searched=searched,
-                     result={"visits": len(report["visits"]), "contacts": report["people"],
-                             "contact_subjects": sorted({c["subject"] for c in report["contacts"]})})
+        audited = {"visits": len(report["visits"]), "contacts": report["people"],
+                   "contact_subjects": sorted({c["subject"] for c in report["contacts"]})}
+        operator = args.operator or getpass.getuser()
+        if args.reveal:
+            from provisioning.history.reveal import reveal
+            from provisioning.history.trace_report import revealed_rows
+
+            opened = reveal(store, found, subjects, rules, escrow_keys, at_ms=now_ms, operator=operator,
+                            reason=args.reason, searched=searched, result=audited)
+            report["revealed"] = revealed_rows(opened)
+        else:
+            append_audit(store, at_ms=now_ms, operator=operator, action="trace",
+                         reason=" ".join(args.reason.split()), searched=searched, result=audited)
     finally:
         store.close()
     if args.out:

@@ -44,6 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="device config (default: %(default)s)")
     ls.set_defaults(func=cmd_list)
 
+    w = ks.add_parser("escrow-new", help="make the health office's X25519 escrow key pair (contact tracing)",
+                      description="Write the health office's X25519 key pair: the private key (0600) opens the "
+                      "contacts sealed in scan events (`qrgate history trace --reveal --escrow-key FILE`); the "
+                      "public key NAME.pub.pem goes to every gate as privacy.escrow_key.")
+    w.add_argument("--out", required=True, help="private key file to write (0600), e.g. health-office.pem")
+    w.add_argument("--force", action="store_true", help="replace existing files")
+    w.set_defaults(func=cmd_escrow_new)
+
     e = ks.add_parser("export", help="print the public key PEM of a private key")
     e.add_argument("privfile", metavar="PRIVFILE", help="private key PEM")
     e.set_defaults(func=cmd_export)
@@ -61,6 +69,18 @@ def cmd_new(args: argparse.Namespace) -> int:
     print(f"{args.role} key {made.alg}: private {made.private_path} (0600, keep it secret), "
           f"public {made.public_path}", file=sys.stderr)
     print(f"next: qrgate keys trust {made.public_path} --config CONFIG --role {args.role}", file=sys.stderr)
+    return 0
+
+
+def cmd_escrow_new(args: argparse.Namespace) -> int:
+    from provisioning.keys import new_escrow_keypair
+
+    made = new_escrow_keypair(args.out, force=args.force)
+    print(made.fingerprint)
+    print(f"escrow key X25519: private {made.private_path} (0600: only the health office keeps it), "
+          f"public {made.public_path}", file=sys.stderr)
+    print(f"next: copy {made.public_path} to each gate and set [privacy] escrow_key = \"{made.public_path.name}\"",
+          file=sys.stderr)
     return 0
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from firmware.core.escrow import EscrowError, decode_sealed
 from firmware.core.model import EVENT_SCHEMA
 
 MAX_ID_CHARS = 128
@@ -53,6 +54,8 @@ class HistoryEvent:
         latency_ms: frame to decision at the gate.
         code_sha256: hash of the payload.
         received_ms: when the collector stored it (Unix ms, collector clock).
+        contact_sealed: the person's contact sealed to the health office's key (base64url), or
+            None; kept in its own table (``event_contacts``), never in pages or exports.
     """
 
     event_id: str
@@ -73,13 +76,17 @@ class HistoryEvent:
     latency_ms: float
     code_sha256: str
     received_ms: int
+    contact_sealed: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the fields as a plain dict (JSON-ready)."""
-        return asdict(self)
+        """Return the fields of the ``events`` table as a plain dict (JSON-ready; no sealed contact)."""
+        values = asdict(self)
+        del values["contact_sealed"]
+        return values
 
 
-COLUMNS: tuple[str, ...] = tuple(HistoryEvent.__dataclass_fields__)
+# The columns of the ``events`` table (the sealed contact lives in ``event_contacts``).
+COLUMNS: tuple[str, ...] = tuple(name for name in HistoryEvent.__dataclass_fields__ if name != "contact_sealed")
 
 
 @dataclass(frozen=True)
@@ -244,6 +251,12 @@ def _parse_scan(topic_device: str, payload: bytes, received_ms: int) -> HistoryE
         time_synced = data.get("time_synced", False)
         if not isinstance(time_synced, bool):
             raise ValueError("field 'time_synced' is not true or false")
+        sealed = data.get("contact_sealed")
+        if sealed is not None:
+            try:
+                decode_sealed(sealed)
+            except EscrowError as err:
+                raise ValueError(f"field 'contact_sealed': {err}") from err
         ts_ms = parse_ts_ms(texts["ts"])
         if not _TS.match(texts["ts"]):
             raise ValueError("field 'ts' is not an RFC 3339 time like 2026-11-26T13:40:01.123Z")
@@ -264,7 +277,7 @@ def _parse_scan(topic_device: str, payload: bytes, received_ms: int) -> HistoryE
         ts=texts["ts"], ts_ms=ts_ms, seq=seq, boot_id=texts["boot_id"], time_synced=time_synced,
         decision=texts["decision"], reason=texts["reason"], credential=texts["credential"], subject=subject,
         display=display, person_key=person_key(display), latency_ms=float(latency),
-        code_sha256=texts["code_sha256"], received_ms=received_ms,
+        code_sha256=texts["code_sha256"], received_ms=received_ms, contact_sealed=sealed,
     )
 
 

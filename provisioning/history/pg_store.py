@@ -16,7 +16,7 @@ import psycopg
 
 from firmware.core.errors import StoreError
 from provisioning.history.events import COLUMNS, HistoryEvent
-from provisioning.history.sql_store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, source_updates
+from provisioning.history.sql_store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, contact_rows, source_updates
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS enrolments ("
     " nonce TEXT PRIMARY KEY, device_id TEXT NOT NULL, venue_id TEXT NOT NULL, created_ms BIGINT NOT NULL,"
     " used_ms BIGINT, used_key TEXT, used_by TEXT)",
+    # The sealed contacts (privacy.escrow_key): own table, deleted with their event (retention).
+    "CREATE TABLE IF NOT EXISTS event_contacts (event_id TEXT PRIMARY KEY"
+    " REFERENCES events (event_id) ON DELETE CASCADE, contact_sealed TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS quarantine ("
     " id BIGSERIAL PRIMARY KEY, received_ms BIGINT NOT NULL, topic TEXT NOT NULL,"
     " device_id TEXT NOT NULL, reason TEXT NOT NULL, payload BYTEA NOT NULL, payload_bytes INTEGER NOT NULL)",
@@ -53,6 +56,8 @@ _INSERT = (
     + ", ".join(f"%s::{_PG_TYPES.get(c, 'text')}[]" for c in COLUMNS)
     + ") ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
+_INSERT_CONTACTS = ("INSERT INTO event_contacts (event_id, contact_sealed) SELECT * FROM unnest(%s::text[], %s::text[])"
+                    " ON CONFLICT (event_id) DO NOTHING")
 _UPSERT_SOURCE = (
     "INSERT INTO sources (venue_id, device_id, first_ms, last_ms, last_received_ms)"
     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (venue_id, device_id) DO UPDATE SET"
@@ -156,6 +161,9 @@ class PostgresHistoryStore(SqlHistoryStore):
                     if fresh:
                         with conn.cursor() as upsert:
                             upsert.executemany(_UPSERT_SOURCE, source_updates(fresh))
+                    contacts = contact_rows(events)
+                    if contacts:
+                        conn.execute(_INSERT_CONTACTS, [[e for e, _ in contacts], [c for _, c in contacts]])
             except psycopg.Error as err:
                 raise StoreError(f"cannot store {len(events)} events in PostgreSQL: {err}") from err
         return fresh

@@ -168,6 +168,12 @@ def source_updates(events: Sequence[HistoryEvent]) -> list[tuple[str, str, int, 
     return [(v, d, *vals) for (v, d), vals in seen.items()]  # type: ignore[misc]
 
 
+def contact_rows(events: Sequence[HistoryEvent]) -> list[tuple[str, str]]:
+    """The (event_id, contact_sealed) rows of a batch, for ``event_contacts``, each event once."""
+    return list({ev.event_id: (ev.event_id, ev.contact_sealed) for ev in events
+                 if ev.contact_sealed is not None}.values())  # type: ignore[misc]
+
+
 class SqlHistoryStore:
     """The queries both databases share.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from firmware.core.errors import StoreError
 from provisioning.history.events import COLUMNS, HistoryEvent
-from provisioning.history.sql_store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, source_updates
+from provisioning.history.sql_store import INDEXES, SCHEMA_VERSION, SqlHistoryStore, contact_rows, source_updates
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,18 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS enrolments ("
     " nonce TEXT PRIMARY KEY, device_id TEXT NOT NULL, venue_id TEXT NOT NULL, created_ms INTEGER NOT NULL,"
     " used_ms INTEGER, used_key TEXT, used_by TEXT)",
+    # The sealed contacts (privacy.escrow_key): own table, deleted with their event (retention).
+    "CREATE TABLE IF NOT EXISTS event_contacts (event_id TEXT PRIMARY KEY, contact_sealed TEXT NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS events_drop_contact AFTER DELETE ON events"
+    " BEGIN DELETE FROM event_contacts WHERE event_id = OLD.event_id; END",
     "CREATE TABLE IF NOT EXISTS quarantine ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL, topic TEXT NOT NULL,"
     " device_id TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL, payload_bytes INTEGER NOT NULL)",
 )
 _INSERT = ("INSERT INTO events (" + ", ".join(COLUMNS) + ") VALUES (" + ", ".join("?" for _ in COLUMNS)
            + ") ON CONFLICT (event_id) DO NOTHING")
+_INSERT_CONTACT = ("INSERT INTO event_contacts (event_id, contact_sealed) VALUES (?, ?)"
+                   " ON CONFLICT (event_id) DO NOTHING")
 _UPSERT_SOURCE = (
     "INSERT INTO sources (venue_id, device_id, first_ms, last_ms, last_received_ms) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (venue_id, device_id) DO UPDATE SET first_ms = min(first_ms, excluded.first_ms),"
@@ -138,6 +144,7 @@ class SqliteHistoryStore(SqlHistoryStore):
                         fresh.append(ev)
                 if fresh:
                     self._db.executemany(_UPSERT_SOURCE, source_updates(fresh))
+                self._db.executemany(_INSERT_CONTACT, contact_rows(events))
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 if self._db.in_transaction:

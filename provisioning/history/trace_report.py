@@ -26,6 +26,8 @@ from provisioning.history.tracing import TraceRules
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("kind", "subject", "display", "venue_id", "from", "to", "overlap_s", "started_by", "ended_by",
                "overlaps")
+# With --reveal: one row per opened event (kind "opened"; "from" is the scan's time).
+REVEAL_COLUMNS = ("role", "event_id", "name", "phone", "id", "problem")
 
 
 def _rfc3339(ts_ms: int) -> str:
@@ -63,6 +65,16 @@ def trace_report(found: TraceFound, case_subjects: frozenset[str], since_ms: int
     }
 
 
+def revealed_rows(opened: list[Any]) -> list[dict[str, Any]]:
+    """The JSON-ready rows of a reveal (``reveal.OpenedContact`` list), times in RFC 3339."""
+    rows = []
+    for item in opened:
+        row = item.as_dict()
+        row["ts"] = _rfc3339(row.pop("ts_ms"))
+        rows.append(row)
+    return rows
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
@@ -73,7 +85,14 @@ def _rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [{"kind": "visit", "subject": "", "display": report["case"]["display"], **v, "overlap_s": "",
              "overlaps": ""} for v in report["visits"]]
     rows += [{"kind": "contact", **c, "started_by": "", "ended_by": ""} for c in report["contacts"]]
+    rows += [{"kind": "opened", "subject": r["subject"], "display": r["display"], "venue_id": r["venue_id"],
+              "from": r["ts"], "to": "", "overlap_s": "", "started_by": "", "ended_by": "", "overlaps": "",
+              **{c: r[c] or "" for c in REVEAL_COLUMNS}} for r in report.get("revealed", ())]
     return rows
+
+
+def _columns(report: dict[str, Any]) -> tuple[str, ...]:
+    return CSV_COLUMNS + REVEAL_COLUMNS if "revealed" in report else CSV_COLUMNS
 
 
 def write_trace(fmt: str, report: dict[str, Any], out: IO[bytes], tz: tzinfo) -> None:
@@ -83,9 +102,10 @@ def write_trace(fmt: str, report: dict[str, Any], out: IO[bytes], tz: tzinfo) ->
     elif fmt == "csv":
         text = io.TextIOWrapper(out, encoding="utf-8-sig", newline="", write_through=True)
         writer = csv.writer(text)
-        writer.writerow(CSV_COLUMNS)
+        columns = _columns(report)
+        writer.writerow(columns)
         for row in _rows(report):
-            writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+            writer.writerow([_cell(row.get(c, "")) for c in columns])
         text.flush()
         text.detach()
     elif fmt == "xlsx":
@@ -101,14 +121,17 @@ def _write_xlsx(report: dict[str, Any], out: IO[bytes]) -> None:
     from openpyxl.cell import WriteOnlyCell
 
     book = Workbook(write_only=True)
-    for title, kind in (("visits", "visit"), ("contacts", "contact")):
+    sheets = [("visits", "visit", CSV_COLUMNS), ("contacts", "contact", CSV_COLUMNS)]
+    if "revealed" in report:
+        sheets.append(("opened", "opened", ("subject", "display", "venue_id", "from", *REVEAL_COLUMNS)))
+    for title, kind, columns in sheets:
         sheet = book.create_sheet(title)
-        sheet.append(list(CSV_COLUMNS))
+        sheet.append(list(columns))
         for row in _rows(report):
             if row["kind"] != kind:
                 continue
             cells = []
-            for col in CSV_COLUMNS:
+            for col in columns:
                 cell = WriteOnlyCell(sheet, value=row[col])
                 if isinstance(row[col], str):
                     cell.data_type = "s"  # never a formula
@@ -137,4 +160,17 @@ def render_table(report: dict[str, Any], tz: tzinfo) -> str:
                      f"{c['overlap_s'] // 60:>5}  {c['overlaps']}")
     lines.append(f"{report['count']} overlaps, {report['people']} people (at least "
                  f"{case['min_overlap_min']:g} min together)")
+    if "revealed" in report:
+        opened = report["revealed"]
+        lines.append("")
+        lines.append(f"contacts opened (audited): {sum(1 for r in opened if r['problem'] is None)} of {len(opened)} "
+                     "events")
+        lines.append(f"{'role':<8} {'venue':<14} {'time':<16}  {'name':<28} {'phone':<14} id")
+        for r in opened:
+            if r["problem"] is None:
+                lines.append(f"{r['role']:<8} {r['venue_id']:<14} {local(r['ts'])}  {r['name'][:28]:<28} "
+                             f"{r['phone'][:14]:<14} {r['id']}")
+            else:
+                lines.append(f"{r['role']:<8} {r['venue_id']:<14} {local(r['ts'])}  not opened: {r['problem']} "
+                             f"(event {r['event_id']})")
     return "\n".join(lines) + "\n"

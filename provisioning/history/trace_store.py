@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.core.errors import StoreError
@@ -73,11 +73,14 @@ class TraceFound:
         result: the visits and contacts.
         displays: (subject, venue_id) -> the latest masked display seen in the scans read.
         rows_read: how many scans the trace read (for the benchmark and the audit).
+        scans: the scans the intervals were made of (the case's, then the others'), so a reveal
+            can tell which events make up each visit.
     """
 
     result: TraceResult
     displays: dict[tuple[str, str], str]
     rows_read: int
+    scans: tuple[Presence, ...] = field(default=(), repr=False)
 
 
 def _is_postgres(store: SqlHistoryStore) -> bool:
@@ -203,7 +206,8 @@ def run_trace(store: SqlHistoryStore, case_subjects: frozenset[str], since_ms: i
             for p in _scans(store._fetch(_VISIT_SCANS, visit_scan_params(visit, rules)), displays):
                 by_id[p.event_id] = p
     result = trace(case_scans, by_id.values(), case_subjects, since_ms, until_ms, rules)
-    return TraceFound(result, {k: d for k, (_, d) in displays.items()}, len(case_scans) + len(by_id))
+    return TraceFound(result, {k: d for k, (_, d) in displays.items()}, len(case_scans) + len(by_id),
+                      scans=(*case_scans, *by_id.values()))
 
 
 def venue_secrets(store: SqlHistoryStore) -> dict[str, bytes]:
