@@ -1,4 +1,4 @@
-"""`qrgate backoffice init|serve|createstaff --config F`: the back office's composition root.
+"""`qrgate backoffice init|serve|createstaff|healthoffice --config F`: the back office's composition root.
 
 Imported only when one of these subcommands runs (``firmware/commands/backoffice.py``
 imports it lazily), so the gate never loads Django.
@@ -65,6 +65,9 @@ def init(cfg: BackofficeConfig, announce=print) -> None:
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
+    from backoffice.people.roles import ensure_groups
+
+    ensure_groups()
     from provisioning.history.store import open_store
 
     open_store(cfg.database_url).close()  # the scan history's tables, beside Django's
@@ -89,13 +92,51 @@ def createstaff(cfg: BackofficeConfig, phone_text: str, name: str, announce=prin
     configure(cfg)
     from backoffice.venues.services import audit, user_for_phone
 
+    from backoffice.people.roles import set_health_office
+
     user = user_for_phone(phone, name)
     user.is_staff = True
     user.is_superuser = True
     user.save(update_fields=["is_staff", "is_superuser"])
+    set_health_office(user, True)
     audit(None, "staff_created", detail=f"user {user.pk}")
     announce(f"staff account {phone[:6]}*** ready; log in at {cfg.site.base_url}/login/ with an SMS code, "
-             "then open /admin/")
+             "then open /admin/ or /trace/")
+
+
+def healthoffice(cfg: BackofficeConfig, phone_text: str, name: str, revoke: bool, announce=print) -> None:
+    """Grant (or with ``revoke`` take back) the health office role: tracing across every venue
+    on the "Truy vết" page, without the admin rights of ``createstaff``.
+
+    Raises:
+        ConfigError: the phone is not a Vietnamese mobile number, or (revoke) nobody has it.
+    """
+    from provisioning.venues import normalise_phone
+
+    phone = normalise_phone(phone_text)
+    if phone is None:
+        raise ConfigError(f"--phone {phone_text!r} is not a Vietnamese mobile number, e.g. 0912 345 678")
+    from backoffice.site import configure
+
+    configure(cfg)
+    from django.contrib.auth import get_user_model
+
+    from backoffice.people.roles import set_health_office
+    from backoffice.venues.services import audit, user_for_phone
+
+    if revoke:
+        user = get_user_model().objects.filter(username=phone).first()
+        if user is None:
+            raise ConfigError(f"nobody logs in with {phone[:6]}***; nothing to revoke")
+    else:
+        user = user_for_phone(phone, name)
+    changed = set_health_office(user, not revoke)
+    action = "health_office_revoked" if revoke else "health_office_granted"
+    if changed:
+        audit(None, action, detail=f"user {user.pk}")
+    state = "no longer has" if revoke else "has"
+    announce(f"{phone[:6]}*** {state} the health office role{'' if changed else ' (unchanged)'}"
+             + ("" if revoke else f"; they log in at {cfg.site.base_url}/login/ and open /trace/"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.backoffice_command == "createstaff":
         createstaff(cfg, args.phone, args.name)
+        return 0
+    if args.backoffice_command == "healthoffice":
+        healthoffice(cfg, args.phone, args.name, args.revoke)
         return 0
     if args.backoffice_command == "serve":
         from backoffice.server import serve

@@ -66,11 +66,15 @@ def site_context(request: HttpRequest) -> dict[str, Any]:
     code = getattr(request, "LANGUAGE_CODE", "vi")
     user = getattr(request, "user", None)
     phone = ""
-    manages = False
+    manages = traces = False
     if user is not None and user.is_authenticated:
+        from backoffice.people.roles import is_health_office
+
         phone = mask_phone(user.get_username())
         # A person who manages no venue (the people's side) gets a shorter menu on their phone.
-        manages = user.is_staff or user.managements.exists()
+        has_venues = user.managements.exists()
+        manages = user.is_staff or has_venues
+        traces = has_venues or is_health_office(user)
     return {"lang": code, "other_lang": "en" if code == "vi" else "vi",
             "other_lang_name": "English" if code == "vi" else "Tiếng Việt", "my_phone": phone,
-            "manages": manages}
+            "manages": manages, "traces": traces}

@@ -95,7 +95,7 @@ def django_settings(cfg: BackofficeConfig, secret_key: str) -> dict[str, Any]:
             "django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
             "django.contrib.sessions", "django.contrib.messages", "django.contrib.staticfiles",
             "backoffice.people", "backoffice.venues", "backoffice.history", "backoffice.gates",
-            "backoffice.personal",
+            "backoffice.personal", "backoffice.tracing",
         ],
         "MIDDLEWARE": [
             "django.middleware.security.SecurityMiddleware",

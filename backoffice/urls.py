@@ -8,6 +8,7 @@ from backoffice.gates import views as gates
 from backoffice.history import views as history
 from backoffice.people import views as people
 from backoffice.personal import views as personal
+from backoffice.tracing import views as tracing
 from backoffice.venues import views as venues
 
 
@@ -41,6 +42,7 @@ urlpatterns = [
     path("venues/<str:venue_id>/", venues.venue_detail, name="venue"),
     path("venues/<str:venue_id>/poster.<str:fmt>", venues.poster, name="poster"),
     path("history/", history.history, name="history"),
+    path("trace/", tracing.trace_page, name="trace"),
     path("gates/", gates.gate_list, name="gates"),
     path("gates/<str:venue_id>/", gates.venue_gates, name="venue-gates"),
     path("gates/<str:venue_id>/add/", gates.add_gate, name="gate-add"),

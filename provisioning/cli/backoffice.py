@@ -1,4 +1,4 @@
-"""`qrgate backoffice init|serve|createstaff --config F`: the back office (Django).
+"""`qrgate backoffice init|serve|createstaff|healthoffice --config F`: the back office (Django).
 
 Only the parser lives here; the work is in ``backoffice.cli``, imported when the command
 runs, so the gate's own commands never import Django.
@@ -19,7 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = ps.add_parser("createstaff", help="make a health office staff account (Django admin)")
     c.add_argument("--phone", required=True, help="the staff member's mobile number; they log in by SMS code")
     c.add_argument("--name", default="", help="their full name")
-    for a in (i, s, c):
+    h = ps.add_parser("healthoffice", help="grant (or revoke) the health office role: tracing across every venue",
+                      description="The health office's staff trace contacts across every venue on the "
+                      "back office's \"Truy vết\" page; venue managers trace only within their own venues.")
+    h.add_argument("--phone", required=True, help="the staff member's mobile number; they log in by SMS code")
+    h.add_argument("--name", default="", help="their full name (for a new account)")
+    h.add_argument("--revoke", action="store_true", help="take the role back")
+    for a in (i, s, c, h):
         a.add_argument("--config", required=True, help="the back office TOML config")
         a.set_defaults(func=_run)
 

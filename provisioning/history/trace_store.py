@@ -5,7 +5,8 @@ becomes ``%s`` on PostgreSQL). A trace reads only:
 
 1. the case's granted scans (index ``events_subject``) from ``reach`` before the window to
    ``reach`` after it, ``reach`` being the longest possible interval
-   (``TraceRules.reach_ms``);
+   (``TraceRules.reach_ms``), at the given venues only when ``run_trace`` gets ``venues``
+   (a venue manager's trace);
 2. at the case's venues only, from ``reach`` before each of the case's visits to ``reach``
    after it (index ``events_venue_ts``), the granted scans of the subjects who can have an
    interval overlapping the visit (``_VISIT_SCANS``: the subjects are chosen in the database).
@@ -171,8 +172,12 @@ def visit_scan_params(visit: Visit, rules: TraceRules) -> list[Any]:
 
 
 def run_trace(store: SqlHistoryStore, case_subjects: frozenset[str], since_ms: int, until_ms: int,
-              rules: TraceRules) -> TraceFound:
+              rules: TraceRules, venues: frozenset[str] | None = None) -> TraceFound:
     """Find the case's visits in ``[since_ms, until_ms)`` and their contacts (see module docstring).
+
+    Args:
+        venues: read only these venues' events (a venue manager's trace: the case's scans
+            elsewhere and the contacts there are neither read nor shown); None reads every venue.
 
     Raises:
         StoreError: the database refused.
@@ -181,13 +186,19 @@ def run_trace(store: SqlHistoryStore, case_subjects: frozenset[str], since_ms: i
     reach = rules.reach_ms
     subjects = sorted(case_subjects)
     case_scans: list[Presence] = []
+    if venues is not None and not venues:
+        return TraceFound(trace([], [], case_subjects, since_ms, until_ms, rules), {}, 0)
+    where_venue, venue_params = "", []
+    if venues is not None:
+        where_venue = " AND venue_id IN (" + ", ".join("?" for _ in venues) + ")"
+        venue_params = sorted(venues)
     with store._lock:
         for i in range(0, len(subjects), SUBJECTS_PER_QUERY):
             chunk = subjects[i:i + SUBJECTS_PER_QUERY]
             marks = ", ".join("?" for _ in chunk)
-            rows = store._fetch(f"SELECT {_SCAN_COLUMNS} FROM events WHERE subject IN ({marks})"
+            rows = store._fetch(f"SELECT {_SCAN_COLUMNS} FROM events WHERE subject IN ({marks}){where_venue}"
                                 " AND ts_ms >= ? AND ts_ms < ? AND decision = 'granted' AND subject IS NOT NULL",
-                                [*chunk, since_ms - reach, until_ms + reach])
+                                [*chunk, *venue_params, since_ms - reach, until_ms + reach])
             case_scans.extend(_scans(rows, displays))
         first = trace(case_scans, [], case_subjects, since_ms, until_ms, rules)
         by_id: dict[str, Presence] = {}
