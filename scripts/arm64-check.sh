@@ -192,6 +192,9 @@ pi_install() {
     # python3-picamera2 brings apt's numpy on a Pi, and the venv (--system-site-packages) then
     # uses it instead of a PyPI wheel; the same here, so the venv sees the Pi's numpy (1.24).
     in_root apt-get install -y -q --no-install-recommends python3-numpy >/dev/null || return 1
+    # Raspberry Pi OS has a gpio group (it owns /dev/gpiochip*); a debootstrapped Debian has
+    # none. Make it as the Pi image does, so the installer takes the Pi's path for the groups.
+    in_root sh -c 'getent group gpio >/dev/null || groupadd --system gpio' || return 1
     in_root sh "$SRC_IN_ROOT/systemd/install.sh" --skip-pi-archive || return 1
     # what a Pi would have after the installer, checked inside the root
     # shellcheck disable=SC2016
@@ -199,6 +202,7 @@ pi_install() {
         id qrgate
         id -nG qrgate | tr " " "\n" | grep -qx video || { echo "qrgate is not in video"; exit 1; }
         id -nG qrgate | tr " " "\n" | grep -qx gpio || { echo "qrgate is not in gpio"; exit 1; }
+        grep -qx "SupplementaryGroups=gpio video" /etc/systemd/system/qrgate.service.d/groups.conf || { echo "the groups drop-in does not name gpio and video"; exit 1; }
         grep -qx "include-system-site-packages = true" /opt/qrgate/venv/pyvenv.cfg
         test "$(stat -c "%a %U:%G" /etc/qrgate/qrgate.toml)" = "640 root:qrgate"
         test "$(stat -c "%a %U:%G" /etc/qrgate)" = "750 root:qrgate"
