@@ -46,8 +46,7 @@ from backoffice.tracing.key_upload import (KEY_FIELD, MAX_REVEAL_REQUEST_BYTES, 
                                            read_uploaded_key)
 from backoffice.tracing.opened import (CASE, CONTACT, DOES_NOT_OPEN, NOT_SEALED, group_opened,
                                        write_opened_csv)
-from backoffice.tracing.views import (audit_result, audit_searched, auditor, operator_of, reader, traced,
-                                      venue_names)
+from backoffice.tracing.views import audit_result, audit_searched, auditor, operator_of, traced, venue_names
 from firmware.core.errors import QrGateError
 from provisioning.history.export import local_time
 from provisioning.history.trace_store import append_audit
