@@ -46,6 +46,7 @@ from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, BackofficeSite, We
 from tests.daemon_support import trust_new_key, valid_pass
 from tests.history_support import BASE_MS, scan_dict
 from tests.mqtt_support import Collector, publish_raw
+from tests.test_backoffice_web import shot
 from tests.test_quarantine import (CASE_ID, CONTACT_A, CONTACT_C, NAMED_B, SECRETS, Gate, backoffice_data,
                                    subject)
 
@@ -289,6 +290,7 @@ def test_the_health_office_quarantines_from_the_page_and_real_gates_keep_the_con
         assert "deny list version" in venues["v-q1"].locator("li[data-gate=gate-q1]").inner_text()
         assert [li.get_attribute("data-state") for li in venues["v-q2"].locator("li[data-gate]").all()] == ["took"]
         assert CASE_ID not in staff.content() and CONTACT_A not in staff.content()
+        shot(staff, "trace-quarantine", site)
         staff.close()
 
         # The published list holds the case and the contacts, each with its end 14 days on.
@@ -400,6 +402,7 @@ def test_the_health_office_opens_exactly_the_traced_peoples_contacts_with_its_up
         ("Người tiếp xúc", a.name, a.phone, a.id, "Chợ v-q1"),
     ]
     assert [r[7] for r in rows(staff, "opened")] == ["2", "1", "2"]  # scans opened per person
+    shot(staff, "trace-reveal", site)
     body = staff.content()
     for closed in (CONTACT_C, UNRELATED):  # same venue after the case left; same time elsewhere
         assert PEOPLE[closed].name not in body and PEOPLE[closed].phone not in body and closed not in body
