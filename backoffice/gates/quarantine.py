@@ -202,10 +202,11 @@ def quarantine_contacts(actor: Any, trace_result: TraceResult, days: int, reason
         operator: who, for the trace audit (default: the actor's user id).
         now_s: the time (default: the clock), for tests.
         wait_for_gates: wait a few seconds per venue for its gates' answers.
-        wait_budget_s: stop waiting for answers once this much time (monotonic seconds) has been
-            spent publishing; the later venues' lists are still published, unawaited. The page
-            sets it so that a quarantine of many venues with silent gates ends within the web
-            server's request timeout. None: no budget (the command line).
+        wait_budget_s: no venue starts waiting for its gates' answers once this many seconds
+            (monotonic) have passed since the first publish; the later venues' lists are still
+            published, unawaited. The page sets it so that a quarantine of many venues with
+            silent gates ends within the web server's request timeout. None: no budget (the
+            command line).
 
     Returns:
         Each venue's publication with its gates' answers.
