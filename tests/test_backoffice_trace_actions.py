@@ -619,3 +619,19 @@ def test_opened_contacts_are_one_row_per_person_and_the_csv_runs_no_formula():
     assert [(r["ROLE"], r["NAME"], r["PHONE"], r["PROBLEM"]) for r in table] == [
         ("F0", "'=CMD()", "'+84966", ""), ("F1", "", "", "other key"), ("F1", "'@SUM(A1)", "'+84901", ""),
         ("F1", "", "", "none")]
+
+
+def test_with_a_spent_wait_budget_the_lists_are_still_published_without_waiting_for_gates(world):
+    """The page's bound on waiting (gunicorn ends a request at 30 s): venues after the budget are
+    published unawaited, so a silent gate costs no time and is not reported as silent."""
+    done = world.site.django(
+        "import json\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from backoffice.gates.quarantine import quarantine_contacts\n"
+        "from provisioning.history.tracing import Contact, TraceResult, Visit\n"
+        f"result = TraceResult(visits=[Visit({subject(CASE_ID, 'v-q1')!r}, 'v-q1', 0, 10, 'in', 'out')],\n"
+        f"                     contacts=[Contact({subject(CONTACT_C, 'v-q1')!r}, 'v-q1', 2, 9)])\n"
+        f"user = get_user_model().objects.get(username={e164(HEALTH)!r})\n"
+        "outcome = quarantine_contacts(user, result, 1, 'budget', operator='test', wait_budget_s=0.0)\n"
+        "print(json.dumps([(v.venue_id, v.awaited, v.silent, v.published, len(v.gates)) for v in outcome.venues]))\n")
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [["v-q1", False, [], True, 0]]
