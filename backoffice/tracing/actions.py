@@ -39,6 +39,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from backoffice import site
+from backoffice.gates.quarantine import MAX_DAYS, QuarantineRefused, may_quarantine, quarantine_contacts
 from backoffice.tracing.access import TraceScope, scope_of
 from backoffice.tracing.case_token import open_trace
 from backoffice.tracing.inputs import BY_PERSON_ID, TraceRequest, parse_days, parse_reason, request_of
@@ -49,6 +50,7 @@ from backoffice.tracing.opened import (CASE, CONTACT, DOES_NOT_OPEN, NOT_SEALED,
 from backoffice.tracing.views import audit_result, audit_searched, auditor, operator_of, traced, venue_names
 from firmware.core.errors import QrGateError
 from provisioning.history.export import local_time
+from provisioning.history.reveal import reveal as open_sealed
 from provisioning.history.trace_store import append_audit
 
 log = logging.getLogger(__name__)
@@ -105,8 +107,6 @@ def _sealed_trace(request: HttpRequest) -> tuple[TraceRequest, dict[str, Any]] |
 @require_POST
 def quarantine(request: HttpRequest) -> HttpResponse:
     """Cách ly: confirm (first POST), then put the case and the contacts on the deny lists (``confirm=yes``)."""
-    from backoffice.gates.quarantine import MAX_DAYS, QuarantineRefused, may_quarantine, quarantine_contacts
-
     scope = scope_of(request.user)
     if scope is None or not may_quarantine(request.user):
         return _refused(request, scope, "quarantine", request.POST.get("reason", ""))
@@ -211,8 +211,6 @@ def _reveal(request: HttpRequest) -> HttpResponse:
     cfg = site.current()
     now_ms = int(time.time() * 1000)
     try:
-        from provisioning.history.reveal import reveal as open_sealed
-
         venues = scope.narrowed(asked.venue_id)
         subjects, found, report = traced(asked, venues)
         opened = open_sealed(auditor(), found, subjects, asked.rules, [key], at_ms=now_ms,
