@@ -44,7 +44,7 @@ from provisioning.history.trace_store import audit_records
 from provisioning.history.tracing import MINUTE_MS
 from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, BackofficeSite, WebClient, chromium_or_fail, qrgate
 from tests.daemon_support import trust_new_key, valid_pass
-from tests.history_support import BASE_MS, scan_dict
+from tests.history_support import BASE_MS, pg_server_url, pg_url, scan_dict  # noqa: F401 - fixtures
 from tests.mqtt_support import Collector, publish_raw
 from tests.test_backoffice_web import shot
 from tests.test_quarantine import (CASE_ID, CONTACT_A, CONTACT_C, NAMED_B, SECRETS, Gate, backoffice_data,
@@ -103,16 +103,17 @@ def scenario(public) -> dict[str, HistoryEvent]:
 
 
 class World:
-    """The back office (SQLite) on the shared broker, its data, the health office's key pair."""
+    """The back office (SQLite, or the PostgreSQL URL given) on the shared broker (or none), its
+    data, the health office's key pair."""
 
-    def __init__(self, folder: Path, broker) -> None:
+    def __init__(self, folder: Path, broker, database_url: str | None = None) -> None:
         self.folder = folder
         self.prefix = f"t{os.getpid()}_pageactions_{random.token_hex(3)}"
         (folder / "bo").mkdir()
         self.tmpdir = folder / "server-tmp"
         self.tmpdir.mkdir()
-        self.site = BackofficeSite(folder / "bo", mqtt={"host": broker.host, "port": broker.port,
-                                                        "prefix": self.prefix},
+        mqtt = {"host": broker.host, "port": broker.port, "prefix": self.prefix} if broker else {"host": ""}
+        self.site = BackofficeSite(folder / "bo", database_url, mqtt=mqtt,
                                    otp={"per_client_per_hour": 500, "per_phone_per_hour": 50})
         self.site.init()
         backoffice_data(self.site)
@@ -635,3 +636,26 @@ def test_with_a_spent_wait_budget_the_lists_are_still_published_without_waiting_
         "outcome = quarantine_contacts(user, result, 1, 'budget', operator='test', wait_budget_s=0.0)\n"
         "print(json.dumps([(v.venue_id, v.awaited, v.silent, v.published, len(v.gates)) for v in outcome.venues]))\n")
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [["v-q1", False, [], True, 0]]
+
+
+def test_both_actions_on_postgresql(tmp_path, request):
+    """The same actions with the back office and the history on PostgreSQL (no broker: the lists
+    are stored and reported as not sent)."""
+    made = World(tmp_path, None, request.getfixturevalue("pg_url"))
+    try:
+        client = http_login(made.site, HEALTH)
+        token = trace_token(client)
+        status, body, headers = post_reveal(client, token, made.office.private_path.read_bytes())
+        assert status == 200 and "no-store" in headers["Cache-Control"], body[:500]
+        for person in (CASE_ID, CONTACT_A, NAMED_B):
+            assert PEOPLE[person].phone in body and PEOPLE[person].name in body
+        for person in (CONTACT_C, UNRELATED):
+            assert PEOPLE[person].phone not in body
+        status, body, _ = client.post("/trace/quarantine/", {"trace_token": token, "days": "7", "reason": REASON,
+                                                             "confirm": "yes"}, token_from="/trace/")
+        assert status == 200 and 'id="quarantine-done"' in body and "Đã lưu, chưa gửi được" in body
+        assert made.quarantine_rows() == 7
+        assert [(r.action, r.operator) for r in made.audits()] == [
+            ("trace", made.operator(HEALTH)), ("reveal", made.operator(HEALTH)), ("quarantine", made.operator(HEALTH))]
+    finally:
+        made.site.stop()
