@@ -8,6 +8,7 @@ from backoffice.gates import views as gates
 from backoffice.history import views as history
 from backoffice.people import views as people
 from backoffice.personal import views as personal
+from backoffice.tracing import actions as trace_actions
 from backoffice.tracing import views as tracing
 from backoffice.venues import views as venues
 
@@ -43,6 +44,8 @@ urlpatterns = [
     path("venues/<str:venue_id>/poster.<str:fmt>", venues.poster, name="poster"),
     path("history/", history.history, name="history"),
     path("trace/", tracing.trace_page, name="trace"),
+    path("trace/quarantine/", trace_actions.quarantine, name="trace-quarantine"),
+    path("trace/reveal/", trace_actions.reveal, name="trace-reveal"),
     path("gates/", gates.gate_list, name="gates"),
     path("gates/<str:venue_id>/", gates.venue_gates, name="venue-gates"),
     path("gates/<str:venue_id>/add/", gates.add_gate, name="gate-add"),

@@ -83,11 +83,16 @@ class BackofficeSite:
         assert done.returncode == 0, done.stderr
         return done
 
-    def start(self) -> None:
-        """Start gunicorn and wait (with a deadline) until /healthz answers; fail fast if it exits."""
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start gunicorn and wait (with a deadline) until /healthz answers; fail fast if it exits.
+
+        Args:
+            env: variables added to the server's environment (``TMPDIR`` to watch its temporary files).
+        """
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "backoffice", "serve", "--config",
-                                      str(self.config)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+                                      str(self.config)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                     env={**os.environ, **env} if env else None)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

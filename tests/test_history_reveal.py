@@ -5,6 +5,7 @@ open gets its reason, refusals without a reason or a key, and retention deleting
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -132,6 +133,10 @@ def test_reveal_opens_only_the_traced_events_after_auditing_them(db_url, tmp_pat
 def test_a_reveal_is_refused_without_a_reason_or_a_key_and_leaves_no_audit(tmp_path, office, capsys):
     url = str(tmp_path / "history.sqlite")
     fill(url, scenario(public_of(office), public_of(office)).values())
+    # A PKCS#8 key naming an algorithm the library does not know (OID 1.2.3.4): a refusal, not a traceback.
+    unknown = tmp_path / "unknown.pem"
+    unknown.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(bytes.fromhex(
+        "302e020100300506032a0304" + "04220420" + "11" * 32)) + b"-----END PRIVATE KEY-----\n")
     refusals = [
         (trace_argv(url, "--reveal", "--escrow-key", str(office.private_path)), "--reveal needs --reason"),
         (trace_argv(url, "--reveal", "--escrow-key", str(office.private_path), "--reason", "   "),
@@ -141,6 +146,7 @@ def test_a_reveal_is_refused_without_a_reason_or_a_key_and_leaves_no_audit(tmp_p
         (trace_argv(url, "--reveal", "--reason", "F0", "--escrow-key", str(office.public_path)),
          "this is the PUBLIC key"),
         (trace_argv(url, "--reveal", "--reason", "F0", "--escrow-key", str(tmp_path / "nope.pem")), "does not exist"),
+        (trace_argv(url, "--reveal", "--reason", "F0", "--escrow-key", str(unknown)), "unknown algorithm"),
     ]
     for argv, message in refusals:
         assert main(argv) == 78

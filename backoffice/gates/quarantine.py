@@ -18,7 +18,8 @@ might go, until an end date, and the lists published to the gates.
    (action ``quarantine``).
 
 The gates ignore an entry from its ``until`` on; the next publish of the venue's list leaves it
-out. The caller decides who may do this (``may_quarantine``: the health office's staff).
+out. The caller decides who may do this (``may_quarantine``: the health office's staff, the
+same rule as the "Truy vết" page's, ``backoffice.people.roles.is_health_office``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class VenueOutcome:
         version: the list version published.
         answer: the publication's outcome (as in the audit log).
         gates: each gate's answer, in the order they came.
+        silent: the venue's known gates that did not answer while we waited (the retained list
+            reaches them when they connect); empty when the answers were not awaited.
+        awaited: whether the gates' answers were awaited.
     """
 
     venue_id: str
@@ -79,6 +83,8 @@ class VenueOutcome:
     version: int
     answer: str
     gates: tuple[GateAnswer, ...]
+    silent: tuple[str, ...] = ()
+    awaited: bool = True
 
     @property
     def published(self) -> bool:
@@ -109,14 +115,18 @@ class QuarantineOutcome:
             out.append(f"{v.venue_id} ({v.name}): {v.added} entries added, {v.in_force} in force, "
                        f"deny list version {v.version}: {v.answer}")
             out.extend(f"  {g.device_id}: {g.text}" for g in v.gates)
+            out.extend(f"  {device_id}: no answer" for device_id in v.silent)
         if self.unknown_venues:
             out.append(f"not published (venues the back office does not know): {', '.join(self.unknown_venues)}")
         return out
 
 
 def may_quarantine(user: Any) -> bool:
-    """Whether a back office user may start a quarantine: the health office's staff only."""
-    return bool(user is not None and user.is_active and (user.is_staff or user.is_superuser))
+    """Whether a back office user may start a quarantine: the health office's staff only (the one
+    rule, ``is_health_office``: an admin account outside the group may not)."""
+    from backoffice.people.roles import is_health_office
+
+    return is_health_office(user)
 
 
 def _people_index(venue_ids: Iterable[str], secrets: dict[str, bytes]) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -177,8 +187,8 @@ def _gate_answer(device_id: str, answer: dict[str, Any]) -> GateAnswer:
 
 
 def quarantine_contacts(actor: Any, trace_result: TraceResult, days: int, reason: str, *, person_id: str = "",
-                        operator: str = "", now_s: float | None = None,
-                        wait_for_gates: bool = True) -> QuarantineOutcome:
+                        operator: str = "", now_s: float | None = None, wait_for_gates: bool = True,
+                        wait_budget_s: float | None = None) -> QuarantineOutcome:
     """Put a trace's case and contacts on the deny lists of the venues where they might go for
     ``days`` days, and publish those lists (see the module docstring).
 
@@ -192,6 +202,11 @@ def quarantine_contacts(actor: Any, trace_result: TraceResult, days: int, reason
         operator: who, for the trace audit (default: the actor's user id).
         now_s: the time (default: the clock), for tests.
         wait_for_gates: wait a few seconds per venue for its gates' answers.
+        wait_budget_s: no venue starts waiting for its gates' answers once this many seconds
+            (monotonic) have passed since the first publish; the later venues' lists are still
+            published, unawaited. The page sets it so that a quarantine of many venues with
+            silent gates ends within the web server's request timeout. None: no budget (the
+            command line).
 
     Returns:
         Each venue's publication with its gates' answers.
@@ -226,12 +241,15 @@ def quarantine_contacts(actor: Any, trace_result: TraceResult, days: int, reason
     from backoffice.gates.views import publish_list
 
     outcomes = []
+    started_s = time.monotonic()
     for venue_id, entries in sorted(plan.entries.items()):
         venue = venues[venue_id]
         deny, _ = VenueList.objects.get_or_create(venue=venue, kind=VenueList.DENY)
-        done = publish_list(actor, venue, deny, list(deny.ids), wait_for_gates=wait_for_gates, action=ACTION,
-                            now_s=now_s)
+        wait = wait_for_gates and (wait_budget_s is None or time.monotonic() - started_s < wait_budget_s)
+        done = publish_list(actor, venue, deny, list(deny.ids), wait_for_gates=wait, action=ACTION, now_s=now_s)
+        answered = {d for d, _a in done.gates}
         outcomes.append(VenueOutcome(venue_id, venue.name, len(entries), done.quarantined, done.version,
-                                     done.answer, tuple(_gate_answer(d, a) for d, a in done.gates)))
+                                     done.answer, tuple(_gate_answer(d, a) for d, a in done.gates),
+                                     tuple(d for d in done.known if d not in answered), wait))
     log.info("quarantine until %s: %d entries at %d venues", rfc3339_ms(until_s), plan.count(), len(outcomes))
     return QuarantineOutcome(until_s, days, plan.contacts, plan.named, tuple(outcomes), plan.unknown_venues)

@@ -286,12 +286,14 @@ class Publication:
         answer: the one-line outcome written to the audit log.
         gates: (device_id, the gate's answer on ``response/lists``) in the order they came.
         quarantined: quarantine entries in force that went out with the list.
+        known: the venue's gates whose answers were awaited (none when not waiting).
     """
 
     version: int
     answer: str
     gates: tuple[tuple[str, dict[str, Any]], ...] = ()
     quarantined: int = 0
+    known: tuple[str, ...] = ()
 
 
 def publish_venue_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *,
@@ -337,7 +339,8 @@ def publish_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *
         ends = {e: u for e, u in QuarantineEntry.in_force(venue, now_s).items() if normalise_id(e) not in listed}
         published += list(ends)
     answer = "stored; no broker configured"
-    gates = len(_devices(venue)) if wait_for_gates else 0
+    known = tuple(_devices(venue)) if wait_for_gates else ()
+    gates = len(known)
     answers: list[tuple[str, dict[str, Any]]] = []
     if cfg.mqtt.host:
         try:
@@ -363,4 +366,4 @@ def publish_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *
     if ends:
         detail += f", {len(ends)} quarantine entries"
     services.audit(actor, action or f"list_{current.kind}_published", venue.venue_id, detail=detail, answer=answer)
-    return Publication(version, answer, tuple(answers), len(ends))
+    return Publication(version, answer, tuple(answers), len(ends), known)

@@ -1,8 +1,8 @@
 """Who may trace, and where (issue 14, item 6).
 
 * The health office's staff (``backoffice.people.roles``) trace across every venue in the
-  database; only they may reveal contact data or quarantine (those actions are not built
-  here: the page leaves their places, see ``trace.html``).
+  database; only they may reveal contact data or quarantine (``backoffice.tracing.actions``,
+  which checks again on every POST).
 * A venue manager (registrant or co-manager) traces within the venues they manage: the
   trace reads only those venues' events, so the case's visits and the contacts elsewhere are
   neither read nor shown. What they see is masked, as everywhere.

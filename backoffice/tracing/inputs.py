@@ -139,3 +139,73 @@ def parse_trace_form(form: Mapping[str, str], now_ms: int, tz: tzinfo) -> TraceR
     if problems or rules is None or since_ms is None or until_ms is None:
         raise ConfigError(problems)
     return TraceRequest(by, case, since_ms, until_ms, rules, venue_id, reason)
+
+
+# --------------------------------------------------------------------------- the health office's actions
+
+MIN_QUARANTINE_DAYS, DEFAULT_QUARANTINE_DAYS = 1, 14
+MAX_ACTION_REASON_CHARS = 200  # as backoffice.gates.quarantine keeps it
+
+
+def trace_fields(asked: TraceRequest, shown: Mapping[str, object]) -> dict[str, object]:
+    """A checked trace as JSON values, for a sealed trace token (``case_token.seal_trace``).
+
+    Args:
+        shown: what the page showed of it (``display``, ``people``, ``visits``...), carried along.
+    """
+    return {"by": asked.by, "case": asked.case, "since_ms": asked.since_ms, "until_ms": asked.until_ms,
+            "default_dwell_ms": asked.rules.default_dwell_ms, "max_dwell_ms": asked.rules.max_dwell_ms,
+            "min_overlap_ms": asked.rules.min_overlap_ms, "venue": asked.venue_id, "reason": asked.reason,
+            "shown": dict(shown)}
+
+
+def request_of(fields: Mapping[str, object]) -> TraceRequest:
+    """The trace a sealed token holds (the inverse of ``trace_fields``).
+
+    Raises:
+        ValueError: a field is missing or of the wrong kind (a token of another version).
+    """
+    def whole(name: str) -> int:
+        value = fields.get(name)
+        if type(value) is not int:
+            raise ValueError(name)
+        return value
+
+    def text(name: str) -> str:
+        value = fields.get(name)
+        if not isinstance(value, str):
+            raise ValueError(name)
+        return value
+
+    by = text("by")
+    if by not in (BY_SUBJECT, BY_PERSON_ID) or not _IDENT.fullmatch(text("case")):
+        raise ValueError("by/case")
+    rules = TraceRules(default_dwell_ms=whole("default_dwell_ms"), max_dwell_ms=whole("max_dwell_ms"),
+                       min_overlap_ms=whole("min_overlap_ms"))
+    if whole("until_ms") <= whole("since_ms"):
+        raise ValueError("window")
+    return TraceRequest(by, text("case"), whole("since_ms"), whole("until_ms"), rules, text("venue"), text("reason"))
+
+
+def parse_reason(raw: str | None, max_chars: int = MAX_ACTION_REASON_CHARS) -> tuple[str, str | None]:
+    """The reason of a reveal or a quarantine, whitespace folded, and the problem with it (or None)."""
+    raw = raw or ""
+    reason = " ".join(raw.split())
+    if any(ord(ch) < 32 and ch not in "\t\r\n" or ord(ch) == 127 for ch in raw):
+        return reason, _("Lý do chứa ký tự điều khiển")
+    if len(reason) < MIN_REASON_CHARS:
+        return reason, _("Bạn vui lòng nhập thông tin Lý do (ví dụ số hồ sơ ca bệnh)")
+    if len(reason) > max_chars:
+        return reason, _("Lý do dài quá %(n)d ký tự") % {"n": max_chars}
+    return reason, None
+
+
+def parse_days(raw: str | None, highest: int) -> tuple[int, str | None]:
+    """The quarantine's length in whole days (``MIN_QUARANTINE_DAYS`` to highest) and the problem (or None)."""
+    text = (raw or "").strip()
+    if not text:
+        return DEFAULT_QUARANTINE_DAYS, None
+    if not re.fullmatch(r"[0-9]{1,3}", text) or not MIN_QUARANTINE_DAYS <= int(text) <= highest:
+        return DEFAULT_QUARANTINE_DAYS, (_("Số ngày cách ly phải là một số nguyên từ %(lo)d đến %(hi)d")
+                                         % {"lo": MIN_QUARANTINE_DAYS, "hi": highest})
+    return int(text), None

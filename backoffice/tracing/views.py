@@ -9,7 +9,9 @@ one row to ``trace_audit`` (operator: the logged-in person) **before** anything 
 the row cannot be written, nothing is shown. The form is sent by POST only, so a person id
 never lands in a URL or a proxy log, and the answer never holds the typed id: its form carries
 it sealed (``case_token``) so that "Xuất file" can trace again, and shows only its last three
-characters. The id is never in the results, the audit, a log or a file.
+characters. The id is never in the results, the audit, a log or a file. For the health office,
+the answer also carries the whole trace sealed (``case_token.seal_trace``) to its actions,
+"Cách ly" and the reveal (``backoffice.tracing.actions``), which trace again from it.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from django.utils.translation import gettext as _
 
 from backoffice import site
 from backoffice.tracing.access import HEALTH_OFFICE, TraceScope, scope_of
-from backoffice.tracing.case_token import open_case, seal_case
-from backoffice.tracing.inputs import BY_PERSON_ID, BY_SUBJECT, EXPORT_FORMATS, TraceRequest, parse_trace_form
+from backoffice.tracing.case_token import open_case, seal_case, seal_trace
+from backoffice.tracing.inputs import (BY_PERSON_ID, BY_SUBJECT, DEFAULT_QUARANTINE_DAYS, EXPORT_FORMATS,
+                                       MAX_ACTION_REASON_CHARS, TraceRequest, parse_trace_form, trace_fields)
 from backoffice.venues.models import Venue
 from firmware.core.errors import ConfigError, QrGateError
 from firmware.core.events import protect_subject
@@ -142,8 +145,10 @@ def _with_sealed_case(request: HttpRequest, now_s: float) -> tuple[Mapping[str, 
     return form, opened
 
 
-def _search(request: TraceRequest, subjects: frozenset[str], venues: frozenset[str] | None, scope: TraceScope,
-            report: dict[str, Any] | None, fmt: str) -> dict[str, Any]:
+def audit_searched(request: TraceRequest, subjects: frozenset[str], venues: frozenset[str] | None,
+                   scope: TraceScope, report: dict[str, Any] | None, fmt: str) -> dict[str, Any]:
+    """The ``searched`` field of a trace's audit row: how, where, which window and settings, the
+    subjects searched (never a typed person id), the format and ``via: "backoffice"``."""
     searched: dict[str, Any] = {
         "by": request.by, "role": scope.role, "venues": sorted(venues) if venues is not None else "all",
         "venue": request.venue_id or None, "format": fmt, "via": "backoffice",
@@ -183,14 +188,10 @@ def trace_page(request: HttpRequest) -> HttpResponse:
     except PermissionError:
         return _refuse_venue(request, scope, asked, now_ms)
     try:
-        subjects = case_subjects(asked, venues, reader())
-        found = run_trace(reader(), subjects, asked.since_ms, asked.until_ms, asked.rules, venues)
-        shown = subjects - {asked.case} if asked.by == BY_PERSON_ID else subjects
-        report = trace_report(found, shown, asked.since_ms, asked.until_ms, asked.rules)
+        subjects, found, report = traced(asked, venues)
         append_audit(auditor(), at_ms=now_ms, operator=operator_of(request.user), action="trace",
-                     reason=asked.reason, searched=_search(asked, subjects, venues, scope, report, fmt),
-                     result={"visits": len(report["visits"]), "contacts": report["people"],
-                             "contact_subjects": sorted({c["subject"] for c in report["contacts"]})})
+                     reason=asked.reason, searched=audit_searched(asked, subjects, venues, scope, report, fmt),
+                     result=audit_result(report))
     except QrGateError as err:
         log.error("trace failed: %s", err)
         return render(request, "refused.html", {"title": _("Truy vết"), "active": "trace",
@@ -198,11 +199,42 @@ def trace_page(request: HttpRequest) -> HttpResponse:
                                                             "không có kết quả nào được hiển thị.")}, status=503)
     log.info("trace by user %s (%s): %d visits, %d contacts", request.user.pk, scope.role, len(report["visits"]),
              report["people"])
-    names = dict(Venue.objects.filter(venue_id__in={v["venue_id"] for v in report["visits"]}
-                                      | {c["venue_id"] for c in report["contacts"]}).values_list("venue_id", "name"))
+    names = venue_names({v["venue_id"] for v in report["visits"]} | {c["venue_id"] for c in report["contacts"]})
     if fmt in EXPORT_FORMATS:
         return _export(fmt, shared_report(report, scope), cfg)
-    return _page(request, scope, form, case=(asked.by, asked.case), **_result_context(found, report, names, cfg.tz))
+    context = _result_context(found, report, names, cfg.tz)
+    if scope.may_reveal or scope.may_quarantine:
+        shown = {"display": context["case_display"], "people": report["people"], "visits": len(report["visits"])}
+        context.update(trace_token=seal_trace(settings.SECRET_KEY, trace_fields(asked, shown), request.user.pk,
+                                              now_ms / 1000),
+                       action_reason=asked.reason[:MAX_ACTION_REASON_CHARS], days=DEFAULT_QUARANTINE_DAYS)
+    return _page(request, scope, form, case=(asked.by, asked.case), **context)
+
+
+def traced(asked: TraceRequest, venues: frozenset[str] | None) -> tuple[frozenset[str], TraceFound, dict[str, Any]]:
+    """Run a checked trace on the history (read-only), as the page shows it.
+
+    Returns:
+        The subjects searched, the trace, and its report (a typed person id left out of it).
+
+    Raises:
+        QrGateError: the database did not answer.
+    """
+    subjects = case_subjects(asked, venues, reader())
+    found = run_trace(reader(), subjects, asked.since_ms, asked.until_ms, asked.rules, venues)
+    shown = subjects - {asked.case} if asked.by == BY_PERSON_ID else subjects
+    return subjects, found, trace_report(found, shown, asked.since_ms, asked.until_ms, asked.rules)
+
+
+def venue_names(venue_ids: set[str]) -> dict[str, str]:
+    """venue_id -> the venue's name, for the venues the back office knows."""
+    return dict(Venue.objects.filter(venue_id__in=venue_ids).values_list("venue_id", "name"))
+
+
+def audit_result(report: dict[str, Any]) -> dict[str, Any]:
+    """The ``result`` field of a trace's audit row: counts and the contacts' subjects."""
+    return {"visits": len(report["visits"]), "contacts": report["people"],
+            "contact_subjects": sorted({c["subject"] for c in report["contacts"]})}
 
 
 def _refuse_venue(request: HttpRequest, scope: TraceScope, asked: TraceRequest, now_ms: int) -> HttpResponse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -58,21 +59,58 @@ def load_escrow_public_key(path: Path, what: str = "privacy.escrow_key") -> X255
     return key
 
 
+class EscrowKeyError(ConfigError):
+    """A private key that is not the health office's kind of key.
+
+    Attributes:
+        kind: how it is wrong, for callers that word it themselves (the back office's page):
+            ``too_large``, ``encrypted``, ``public`` (a public key), ``not_pem`` or ``not_x25519``.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def escrow_private_key_from_pem(data: bytes, what: str = "--escrow-key") -> X25519PrivateKey:
+    """Parse the health office's X25519 private key (PKCS#8 PEM, unencrypted) from bytes in memory.
+
+    Used for a key file (``load_escrow_private_key``) and for a key uploaded to the back office's
+    page, which never writes it to disk. Never raises anything but ``EscrowKeyError`` on hostile
+    bytes (an unknown algorithm, a truncated body, an encrypted key...).
+
+    Args:
+        data: the PEM bytes.
+        what: how the messages name the key (``--escrow-key health-office.pem``).
+
+    Raises:
+        EscrowKeyError: too large, encrypted, not PEM, a public key, or not an X25519 private key.
+    """
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise EscrowKeyError(f"{what} is over {MAX_KEY_FILE_BYTES} bytes: not a key file", "too_large")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError as err:
+        raise EscrowKeyError(f"{what} is encrypted; decrypt it to a 0600 file first "
+                             "(`openssl pkey -in KEY -out PLAIN`)", "encrypted") from err
+    except ValueError as err:
+        if b"PUBLIC KEY" in data:
+            raise EscrowKeyError(f"{what} is not a PEM private key (this is the PUBLIC key: --escrow-key needs "
+                                 "the private one)", "public") from err
+        raise EscrowKeyError(f"{what} is not a PEM private key", "not_pem") from err
+    except UnsupportedAlgorithm as err:  # a PKCS#8 body naming an algorithm the library does not know
+        raise EscrowKeyError(f"{what} holds a key of an unknown algorithm, not an X25519 private key",
+                             "not_x25519") from err
+    if not isinstance(key, X25519PrivateKey):
+        raise EscrowKeyError(f"{what} holds a {type(key).__name__.lstrip('_')}, not an X25519 private key",
+                             "not_x25519")
+    return key
+
+
 def load_escrow_private_key(path: Path, what: str = "--escrow-key") -> X25519PrivateKey:
     """Read the health office's X25519 private key (PKCS#8 PEM, unencrypted).
 
     Raises:
         ConfigError: missing, unreadable, not PEM, encrypted, or not an X25519 private key.
     """
-    data = _read(path, what)
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError as err:
-        raise ConfigError(f"{what} {path} is encrypted; decrypt it to a 0600 file first "
-                          "(`openssl pkey -in KEY -out PLAIN`)") from err
-    except ValueError as err:
-        hint = " (this is the PUBLIC key: --escrow-key needs the private one)" if b"PUBLIC KEY" in data else ""
-        raise ConfigError(f"{what} {path} is not a PEM private key{hint}") from err
-    if not isinstance(key, X25519PrivateKey):
-        raise ConfigError(f"{what} {path} holds a {type(key).__name__.lstrip('_')}, not an X25519 private key")
-    return key
+    return escrow_private_key_from_pem(_read(path, what), f"{what} {path}")
