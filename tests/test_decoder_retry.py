@@ -4,6 +4,7 @@ tests/data/qr-samples, real zxing-cpp and zbar-py."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,19 @@ def test_without_zbar_the_zxing_retries_still_run(images, union_reads):
     assert not any("zbar" in p for p in passes)
     assert reads >= union_reads["local_average"] | {"qrcode-4/09.webp", "qrcode-4/14.webp", HALF_SIZE_ONLY}
     assert "qrcode-4/08.webp" not in reads  # only zbar on the crop reads this one
+
+
+def test_without_zbar_installed_the_factory_still_gives_both_searches_and_the_zxing_retries(
+        monkeypatch, samples_dir):
+    monkeypatch.setitem(sys.modules, "zbar", None)  # `import zbar` now raises ImportError
+    decoder = make_decoder("zxing")
+    assert isinstance(decoder, RetryingDecoder) and decoder.retry and not decoder.has_zbar
+    passes = {}
+    for name in (HALF_SIZE_ONLY, "qrcode-4/09.webp"):
+        want = (samples_dir / name).with_suffix(".txt").read_bytes().decode("utf-8")
+        passes[name] = [p for code, p in decoder.decode_with_passes(frame_of(load_grey_image(samples_dir / name)))
+                        if code.text == want]
+    assert passes == {HALF_SIZE_ONLY: ["zxing-half"], "qrcode-4/09.webp": ["retry-global-histogram"]}
 
 
 def test_the_factory_uses_zbar_for_retries_when_it_is_installed():
