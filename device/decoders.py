@@ -130,8 +130,9 @@ class ZxingDecoder:
         """
         return [s.code for s in self.read_symbols(frame) if s.code is not None]
 
-    def read_symbols(self, frame: Frame, *, binarizer: str | None = None,
-                     with_failures: bool = False) -> list[ZxingSymbol]:
+    def read_symbols(self, frame: Frame, *, binarizer: str | None = None, with_failures: bool = False,
+                     pixel_step: int = 1, try_invert: bool | None = None,
+                     try_downscale: bool | None = None) -> list[ZxingSymbol]:
         """Return the symbols zxing-cpp finds in the frame, with their corners.
 
         Args:
@@ -140,19 +141,37 @@ class ZxingDecoder:
             with_failures: also return symbols that were detected but could not be decoded
                 (zxing-cpp ``return_errors``; their ``code`` is None). It does not change
                 what is decoded, nor the time taken on a frame without any symbol.
+            pixel_step: search only every ``pixel_step``-th pixel of every ``pixel_step``-th
+                row (2: a half-size view of the frame, no copy, no averaging). Corners are
+                still given in the frame's own pixels.
+            try_invert: this call's ``try_invert`` (default: the decoder's own).
+            try_downscale: this call's ``try_downscale`` (default: the decoder's own).
 
         Raises:
             DecodeError: the pixels are not a 2-D uint8 array, or zxing-cpp failed on them.
             ConfigError: binarizer is not one of ``BINARIZERS``.
+            ValueError: pixel_step is not an integer from 1 to 8 (a caller's bug).
         """
         pixels = _grey_pixels(frame, self.name)
         options = self._options
-        if binarizer is not None or with_failures:
-            options = dict(options, return_errors=with_failures)
-            if binarizer is not None:
-                if binarizer not in self._binarizers:
-                    raise ConfigError(f"zxing binarizer {binarizer!r} is not one of {', '.join(self.BINARIZERS)}")
-                options["binarizer"] = self._binarizers[binarizer]
+        overrides: dict[str, Any] = {}
+        if with_failures:
+            overrides["return_errors"] = True
+        if binarizer is not None:
+            if binarizer not in self._binarizers:
+                raise ConfigError(f"zxing binarizer {binarizer!r} is not one of {', '.join(self.BINARIZERS)}")
+            overrides["binarizer"] = self._binarizers[binarizer]
+        if try_invert is not None:
+            overrides["try_invert"] = try_invert
+        if try_downscale is not None:
+            overrides["try_downscale"] = try_downscale
+        if overrides:
+            options = dict(options, **overrides)
+        if not (isinstance(pixel_step, int) and 1 <= pixel_step <= 8):
+            raise ValueError(f"zxing pixel_step {pixel_step!r} must be an integer from 1 to 8")
+        if pixel_step > 1:
+            # a strided view: zxing-cpp reads the strides itself, so nothing is copied
+            pixels = pixels[::pixel_step, ::pixel_step]
         try:
             barcodes = self._zx.read_barcodes(pixels, **options)
         except Exception as err:  # the library's own failure, translated at the edge
@@ -161,8 +180,9 @@ class ZxingDecoder:
         symbols = []
         for barcode in barcodes:
             p = barcode.position
-            corners = ((p.top_left.x, p.top_left.y), (p.top_right.x, p.top_right.y),
-                       (p.bottom_right.x, p.bottom_right.y), (p.bottom_left.x, p.bottom_left.y))
+            corners = tuple((x * pixel_step, y * pixel_step) for x, y in (
+                (p.top_left.x, p.top_left.y), (p.top_right.x, p.top_right.y),
+                (p.bottom_right.x, p.bottom_right.y), (p.bottom_left.x, p.bottom_left.y)))
             code = None
             if barcode.valid:
                 text = None if barcode.content_type == self._binary else barcode.text

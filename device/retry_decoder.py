@@ -1,13 +1,32 @@
-"""qrgate's decoder: zxing-cpp, and a second chance only where zxing-cpp located a code it could not read.
+"""qrgate's decoder: zxing-cpp searching the frame at two sizes, and a second chance only where a code was located but not read.
 
-At a gate most frames hold no code, so nothing may be added to them: the first pass is
-one zxing-cpp call with the gate's options, asked also to return the symbols it *located*
-but could not decode (a checksum or format error: blur, a glare spot, a threshold that did
-not suit the light). A frame without any such symbol costs exactly that one call. For each
-located-but-unread symbol (at most ``MAX_RETRIED_SYMBOLS`` per frame, and no new pass after
-``RETRY_BUDGET_S`` of retrying, so a hostile frame full of damaged codes cannot stall the
-loop) the decoder crops the symbol's region with a margin and tries, in
-order, until one pass reads a code:
+At a gate most frames hold no code, so nothing may be added to them. The first pass costs
+what zxing-cpp alone costs with its defaults (the gate's formats, ``try_rotate``,
+``try_invert``, ``try_downscale`` and the LocalAverage binarizer), but spends it
+differently. zxing-cpp's ``try_downscale`` searches, besides the full-size frame, a copy
+averaged down to a third of its width (only for frames wider or taller than 500 px), both
+in normal and inverted polarity. qrgate instead makes two zxing-cpp calls:
+
+==============  ===========================================================================
+pass            what it searches
+==============  ===========================================================================
+``zxing``       the full-size frame, normal and inverted (light-on-dark screens), no pyramid
+``zxing-half``  every second pixel of every second row (a strided view: no copy, no
+                averaging), normal polarity only; skipped on frames under 42 px a side
+==============  ===========================================================================
+
+On frames without a code the two together take what zxing-cpp's defaults take (the bench
+measures it: ``qrgate bench decode``), and the half-size search reads codes the third-size
+layer misses (mid-sized, blurred or noisy codes, and small photos, which zxing-cpp never
+downscales). Both calls also return the symbols they *located* but could not decode (a
+checksum or format error: blur, a glare spot, a threshold that did not suit the light). A
+frame without any such symbol costs exactly those two calls.
+
+For each located-but-unread symbol (at most ``MAX_RETRIED_SYMBOLS`` per frame, the same
+symbol located by both searches counting once, and no new pass after ``RETRY_BUDGET_S`` of
+retrying, so a hostile frame full of damaged codes cannot stall the loop) the decoder crops
+the symbol's region of the full-size frame with a margin and tries, in order, until one pass
+reads a code:
 
 ==========================  ==========================================================
 pass                        what it does on the crop
@@ -22,9 +41,11 @@ pass                        what it does on the crop
 ``retry-zbar-upscale``      zbar-py on the 2x crop (small symbols, zbar-py installed)
 ==========================  ==========================================================
 
-The decoder reports which pass read each code (``decode_with_passes``; ``zxing`` for the
-first pass), which ``qrgate decode`` prints as the field ``pass``. A code read again by a
-retry (a neighbour inside the margin) is not returned twice.
+Every frame is decoded the same way whatever came before it: nothing is carried from one
+frame to the next. The decoder reports which pass read each code (``decode_with_passes``),
+which ``qrgate decode`` prints as the field ``pass``. A code read again by a later search or
+a retry (the same code at both sizes, a neighbour inside the margin) is not returned twice.
+``retry=False`` gives exactly zxing-cpp's reads with its defaults (one call, pass ``zxing``).
 
 Usage::
 
@@ -37,6 +58,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,6 +70,8 @@ from firmware.core.model import DecodedCode, Frame
 log = logging.getLogger(__name__)
 
 PASS_FIRST = "zxing"
+PASS_HALF_SIZE = "zxing-half"
+HALF_SIZE_MIN_SIDE_PX = 42   # the half-size view of a smaller frame is under 21 px, a version 1 symbol
 MAX_RETRIED_SYMBOLS = 3
 RETRY_BUDGET_S = 0.030       # no new retry pass starts after this much CPU time spent retrying in a frame
 MARGIN_SHARE = 0.25          # of the symbol's side, on each side of its bounding box
@@ -61,10 +85,30 @@ ASSUMED_MODULES = 41         # version 6, pass-sized, when zxing-cpp could not r
 class SymbolReader(Protocol):
     """The zxing-cpp adapter's symbol-level reading (``device.decoders.ZxingDecoder``)."""
 
-    def read_symbols(self, frame: Frame, *, binarizer: str | None = None,
-                     with_failures: bool = False) -> list[Any]:
-        """Symbols with ``code`` (DecodedCode or None), ``corners`` and ``version``."""
+    def read_symbols(self, frame: Frame, *, binarizer: str | None = None, with_failures: bool = False,
+                     pixel_step: int = 1, try_invert: bool | None = None,
+                     try_downscale: bool | None = None) -> list[Any]:
+        """Symbols with ``code`` (DecodedCode or None), ``corners`` (frame pixels) and ``version``."""
         ...
+
+
+@dataclass(frozen=True)
+class SearchLayer:
+    """One zxing-cpp search over the whole frame in the first pass.
+
+    Attributes:
+        pass_name: reported for the codes this search reads.
+        pixel_step: 1 for the full-size frame, 2 for every second pixel of every second row.
+        try_invert: also search light-on-dark codes; None keeps the zxing-cpp adapter's option.
+    """
+
+    pass_name: str
+    pixel_step: int
+    try_invert: bool | None
+
+
+# zxing-cpp's own pyramid (try_downscale) is off in both: the half-size search takes its place.
+SEARCH_LAYERS = (SearchLayer(PASS_FIRST, 1, None), SearchLayer(PASS_HALF_SIZE, 2, False))
 
 
 class FrameDecoder(Protocol):
@@ -76,13 +120,15 @@ class FrameDecoder(Protocol):
 
 
 class RetryingDecoder:
-    """zxing-cpp with a second chance on located but unread symbols (see the module doc).
+    """zxing-cpp at two sizes, with a second chance on located but unread symbols (see the module doc).
 
     Args:
-        zxing: the zxing-cpp adapter (``ZxingDecoder``) whose options make the first pass.
+        zxing: the zxing-cpp adapter (``ZxingDecoder``); its options (formats, binarizer,
+            ``try_rotate``, ``try_invert``) make the full-size search.
         zbar: a zbar-py adapter (``ZbarDecoder``) for the last retries, or None when zbar-py
             is not installed (the zxing-cpp retries still run).
-        retry: False makes this exactly the zxing-cpp adapter (``[decoder] retry = false``).
+        retry: False makes this exactly the zxing-cpp adapter with its own options, one call a
+            frame (``[decoder] retry = false``).
         retry_budget_s: no retry pass starts once the frame's retries have used this much CPU
             time (a pass already running finishes).
         clock: seconds of this thread's CPU time (default ``time.thread_time``), so other
@@ -109,9 +155,10 @@ class RetryingDecoder:
     def decode(self, frame: Frame) -> list[DecodedCode]:
         """Return every QR code read in the frame (empty list if none).
 
-        Blocks for the decode: one zxing-cpp call on a frame with no located symbol; a few
-        more on small crops for each located but unread symbol (at most 3 symbols, and no
-        new pass after ``retry_budget_s`` of retrying).
+        Blocks for the decode: two zxing-cpp calls (full size, half size) on a frame with no
+        located symbol, about what one zxing-cpp call with its defaults takes; a few more on
+        small crops for each located but unread symbol (at most 3 symbols, and no new pass
+        after ``retry_budget_s`` of retrying). With ``retry`` off, one zxing-cpp call.
 
         Raises:
             DecodeError: the pixels are not a 2-D uint8 array, or a library failed on them.
@@ -119,12 +166,30 @@ class RetryingDecoder:
         return [code for code, _ in self.decode_with_passes(frame)]
 
     def decode_with_passes(self, frame: Frame) -> list[tuple[DecodedCode, str]]:
-        """Like ``decode``, with the name of the pass that read each code (``zxing``, ``retry-...``)."""
-        symbols = self._zxing.read_symbols(frame, with_failures=self.retry)
-        found = [(s.code, PASS_FIRST) for s in symbols if s.code is not None]
+        """Like ``decode``, with the name of the pass that read each code (``zxing``, ``zxing-half``, ``retry-...``)."""
         if not self.retry:
-            return found
-        unread = [s for s in symbols if s.code is None and not _inside_any(s, symbols)]
+            return [(s.code, PASS_FIRST) for s in self._zxing.read_symbols(frame) if s.code is not None]
+        found: list[tuple[DecodedCode, str]] = []
+        read: list[Any] = []
+        located: list[Any] = []
+        for layer in _layers_for(frame):
+            symbols = self._zxing.read_symbols(frame, with_failures=True, pixel_step=layer.pixel_step,
+                                               try_invert=layer.try_invert, try_downscale=False)
+            known = {code.payload for code, _ in found}
+            for symbol in symbols:
+                if symbol.code is None:
+                    located.append(symbol)
+                    continue
+                read.append(symbol)
+                # the full-size search returns every symbol it reads, as zxing-cpp does (two
+                # copies of one pass included); a later search adds only codes not yet read
+                if symbol.code.payload not in known:
+                    found.append((symbol.code, layer.pass_name))
+        unread: list[Any] = []
+        for symbol in located:
+            # the same symbol seen by both searches, or a damaged copy of a code that was read
+            if not _inside_any(symbol, read) and not _inside_any(symbol, unread):
+                unread.append(symbol)
         deadline = self._clock() + self._budget_s if unread else 0.0
         for symbol in unread[:MAX_RETRIED_SYMBOLS]:
             known = {code.payload for code, _ in found}
@@ -196,13 +261,20 @@ def _with_pixels(frame: Frame, pixels: np.ndarray) -> Frame:
     return Frame(pixels=pixels, captured_mono_s=frame.captured_mono_s, index=frame.index, origin=frame.origin)
 
 
-def _inside_any(symbol: Any, symbols: Sequence[Any]) -> bool:
-    """True when the unread symbol's centre lies in a decoded symbol's box (the same code seen twice)."""
+def _layers_for(frame: Frame) -> tuple[SearchLayer, ...]:
+    """The first pass's searches for this frame: no half-size search on a tiny frame."""
+    pixels = frame.pixels
+    shape = getattr(pixels, "shape", ())
+    if len(shape) == 2 and min(shape) < HALF_SIZE_MIN_SIDE_PX:
+        return SEARCH_LAYERS[:1]
+    return SEARCH_LAYERS
+
+
+def _inside_any(symbol: Any, others: Sequence[Any]) -> bool:
+    """True when the symbol's centre lies in the bounding box of one of others (the same code seen twice)."""
     cx = sum(x for x, _ in symbol.corners) / 4.0
     cy = sum(y for _, y in symbol.corners) / 4.0
-    for other in symbols:
-        if other.code is None:
-            continue
+    for other in others:
         xs = [x for x, _ in other.corners]
         ys = [y for _, y in other.corners]
         if min(xs) <= cx <= max(xs) and min(ys) <= cy <= max(ys):

@@ -2,8 +2,9 @@
 
 Technicians use it to check a printed or on-screen pass; tests use it on the sample photos.
 Each line is ``{"file": ..., "codes": [{"text": ..., "bytes_b64": ..., "pass": ...}], "ms": ...}``
-(``pass``: which decoder pass read the code, ``zxing`` for zxing-cpp's own read, ``retry-...``
-for a second chance, ``zbar`` with ``--backend zbar``); an
+(``pass``: which decoder pass read the code, ``zxing`` for zxing-cpp on the full-size frame,
+``zxing-half`` for the half-size search, ``retry-...`` for a second chance, ``zbar`` with
+``--backend zbar``); an
 image that cannot be read gives ``{"file": ..., "error": ...}`` and the exit status is 1
 once every image has been tried. Payloads are printed because the operator asked for them;
 nothing here is logged.

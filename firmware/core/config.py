@@ -77,9 +77,13 @@ class CameraConfig:
 class DecoderConfig:
     backend: str = opt("zxing", "QR decoder: `zxing` (zxing-cpp, default: faster and reads more) "
                        "or `zbar` (zbar-py).", "zxing", choices=("zxing", "zbar"))
-    retry: bool = opt(True, "With `zxing`: where zxing-cpp locates a code it cannot read, try again "
-                      "on that region (other binarizers, upscaled, sharpened, contrast-stretched, zbar-py "
-                      "if installed). Frames without a code cost nothing more. No effect with `zbar`.", True)
+    retry: bool = opt(True, "With `zxing`: search each frame at full and at half size (in place of "
+                      "zxing-cpp's third-size layer, for the same work) and, where a code is located but "
+                      "not read, try again on that region (other binarizers, upscaled, sharpened, "
+                      "contrast-stretched, zbar-py if installed). Frames without a code cost about what "
+                      "zxing-cpp alone costs. false: exactly zxing-cpp with its defaults. No effect with "
+                      "`zbar`.",
+                      True)
 
 
 @dataclass(frozen=True)
