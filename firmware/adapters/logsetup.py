@@ -6,8 +6,10 @@ import logging
 import os
 import sys
 
-# Loggers whose INFO lines a person needs without -v: one line each at start, stop and reconnect.
-LIFECYCLE_LOGGERS = ("firmware.commands.run", "provisioning.history.collector.lifecycle")
+# Loggers whose INFO lines a person needs without -v: one line each at start, stop and reconnect,
+# and the gate's provisioning (once in its life, with the venue and broker it got).
+LIFECYCLE_LOGGERS = ("firmware.commands.run", "firmware.features.provisioning",
+                     "provisioning.history.collector.lifecycle")
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 

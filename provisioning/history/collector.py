@@ -471,10 +471,7 @@ class ScanCollector:
             if claimed is None:
                 return None
             if claimed:
-                self._keys[device] = enrolment.public_key
-                log.warning("enrolled %s with key %s (provisioning nonce %s...)", device,
-                            event_signature.fingerprint(event_signature.public_key_from_text(enrolment.public_key)),
-                            enrolment.nonce_hex[:8])
+                self._keys[device] = enrolment.public_key  # the store logged the registration
                 return event, True
             return Rejected(f"enrolment of {device} refused: provisioning nonce unknown, used, or for another gate")
         if registered is None:
