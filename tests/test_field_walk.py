@@ -70,3 +70,13 @@ def test_registering_a_gate_key_logs_one_line_info_first_and_warning_on_replacem
         ("INFO", f"device gate-1 registered with key {fp_first} (enrolled by provisioning nonce 0123abcd...)"),
         ("WARNING", f"device gate-1: key {fp_first} replaced by {fp_second} (qrgate history device add)"),
     ]
+
+
+def test_an_empty_quarantine_says_so_instead_of_printing_nothing(tmp_path, capsys):
+    from firmware.cli import main
+
+    db = tmp_path / "history.sqlite"
+    open_store(str(db)).close()
+    assert main(["history", "quarantine", "--db", str(db)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip() == "nothing quarantined"
