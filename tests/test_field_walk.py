@@ -80,3 +80,17 @@ def test_an_empty_quarantine_says_so_instead_of_printing_nothing(tmp_path, capsy
     assert main(["history", "quarantine", "--db", str(db)]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip() == "nothing quarantined"
+
+
+def test_a_ward_typed_without_diacritics_after_a_prefix_with_them_is_found(tmp_path, capsys):
+    from firmware.cli import main
+
+    common = ["provision", "venue", "--name", "Chợ Bến Thành", "--province", "Hồ Chí Minh", "--address", "Lê Lợi",
+              "--registrant", "Trần B", "--phone", "0912345678", "--no-pdf"]
+    assert main([*common, "--ward", "Phường Bến Thành", "--out", str(tmp_path / "a")]) == 0
+    venue_id = capsys.readouterr().out.strip()
+    assert main([*common, "--ward", "Phường Ben Thanh", "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.strip() == venue_id
+    # a name typed with the wrong marks is still refused, with the right one suggested
+    assert main([*common, "--ward", "Phường Bến Thánh", "--out", str(tmp_path / "c")]) == 78
+    assert "did you mean 'Phường Bến Thành'" in capsys.readouterr().err
