@@ -94,3 +94,32 @@ def test_a_ward_typed_without_diacritics_after_a_prefix_with_them_is_found(tmp_p
     # a name typed with the wrong marks is still refused, with the right one suggested
     assert main([*common, "--ward", "Phường Bến Thánh", "--out", str(tmp_path / "c")]) == 78
     assert "did you mean 'Phường Bến Thành'" in capsys.readouterr().err
+
+
+def test_the_collector_names_both_topics_and_says_when_it_stops(shared_broker, tmp_path):
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware.cli", "history", "collect", "--broker", shared_broker.address,
+         "--db", f"sqlite:///{tmp_path / 'h.sqlite'}", "--client-id", "walk-stop"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        while not any("subscribed to" in line for line in seen):
+            seen.append(lines.get(timeout=30))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
+        proc.stderr.close()
+    while not lines.empty():
+        seen.append(lines.get_nowait())
+    text = "".join(seen)
+    assert "subscribed to qrgate/+/scan and qrgate/+/skips" in text  # the ACL needs both
+    assert "history collector stopping: 0 events stored, 0 duplicates, 0 quarantined since start" in text
