@@ -10,6 +10,7 @@ import json
 import logging
 
 from device.synthetic import write_blank_png
+from firmware.adapters.logsetup import LIFECYCLE_LOGGERS
 from firmware.core.event_signature import fingerprint, public_key_from_text
 from provisioning import keys
 from provisioning.cli.history import read_device_key
@@ -64,6 +65,9 @@ def test_registering_a_gate_key_logs_one_line_info_first_and_warning_on_replacem
     finally:
         store.close()
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("provisioning.history")]
+    assert {r.name for r in caplog.records if r.name.startswith("provisioning.history")} == {
+        "provisioning.history.registry"}  # a lifecycle logger: shown without -v
+    assert "provisioning.history.registry" in LIFECYCLE_LOGGERS
     fp_first = fingerprint(public_key_from_text(text[first]))
     fp_second = fingerprint(public_key_from_text(text[second]))
     assert lines == [

@@ -7,9 +7,10 @@ import os
 import sys
 
 # Loggers whose INFO lines a person needs without -v: one line each at start, stop and reconnect,
-# and the gate's provisioning (once in its life, with the venue and broker it got).
+# the gate's provisioning (once in its life, with the venue and broker it got) and each gate key
+# the history registers (enrolment or `history device add`).
 LIFECYCLE_LOGGERS = ("firmware.commands.run", "firmware.features.provisioning",
-                     "provisioning.history.collector.lifecycle")
+                     "provisioning.history.collector.lifecycle", "provisioning.history.registry")
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 

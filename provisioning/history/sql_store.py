@@ -17,6 +17,8 @@ from provisioning.history.events import COLUMNS, HistoryEvent
 from provisioning.history.query import Filter, Gap, Page, SkippedReservation, WriteOff, build_where
 
 log = logging.getLogger(__name__)
+# who may sign a gate's events: one line per change, shown without -v (firmware.adapters.logsetup)
+registry = logging.getLogger("provisioning.history.registry")
 
 
 SCHEMA_VERSION = 1
@@ -437,17 +439,18 @@ class SqlHistoryStore:
                         " source = excluded.source, added_ms = excluded.added_ms",
                         [device, public_key, source[:200], now_ms])
         if before is None:
-            log.info("device %s registered with key %s (%s)", device, _fingerprint(public_key), source[:200])
+            registry.info("device %s registered with key %s (%s)", device, _fingerprint(public_key),
+                          source[:200])
         elif before != public_key:
-            log.warning("device %s: key %s replaced by %s (%s)", device, _fingerprint(before),
-                        _fingerprint(public_key), source[:200])
+            registry.warning("device %s: key %s replaced by %s (%s)", device, _fingerprint(before),
+                             _fingerprint(public_key), source[:200])
 
     def remove_device(self, device: str) -> bool:
         """Forget a device's key (its events are quarantined from then on). True if it had one."""
         with self._lock:
             removed = self._write("DELETE FROM devices WHERE device_id = ?", [device]) == 1
         if removed:
-            log.warning("device %s removed from the registry", device)
+            registry.warning("device %s removed from the registry", device)
         return removed
 
     def add_enrolment(self, nonce_hex: str, device: str, venue_id: str, now_ms: int) -> None:
