@@ -1,8 +1,9 @@
 """`qrgate provision device`: write or update a gate's TOML config (and its state) for a venue.
 
 The config keeps every setting it already had; the command sets ``device.id``,
-``device.venue_id``, ``device.direction``, optionally ``mqtt.host``/``mqtt.port`` and
-the ``[gpio]`` pins of a pin profile. The result is validated with the same schema as
+``device.venue_id``, ``device.direction``, optionally ``mqtt.host``/``mqtt.port``,
+``camera.source``, ``device.state_dir``, ``device.runtime_dir`` and the ``[gpio]`` pins
+of a pin profile. The result is validated with the same schema as
 the daemon (``firmware.core.config.parse_config``): every problem, such as two roles on one
 pin, is reported at once and nothing is written.
 
@@ -119,7 +120,7 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
                      direction: str | None,
                      broker: str | None = None, pins: str | None = None, camera: str | None = None,
                      venue_secret: str | Path | None = None, state_dir: str | None = None,
-                     for_qr: bool = False, dry_run: bool = False,
+                     runtime_dir: str | None = None, for_qr: bool = False, dry_run: bool = False,
                      now_s: float | None = None) -> DeviceResult:
     """Write or update a gate's config for a venue; see the module docstring.
 
@@ -154,6 +155,8 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
     device["id"] = device_id
     if state_dir is not None:
         device["state_dir"] = state_dir
+    if runtime_dir is not None:
+        device["runtime_dir"] = runtime_dir
     if direction is not None:
         device["direction"] = direction
     if record is not None:
@@ -183,6 +186,9 @@ def provision_device(*, config_path: str | Path, device_id: str, venue_path: str
         raise ConfigError(problems)
     assert cfg is not None
     result = DeviceResult(changes=_diff(old, data), config_path=path, waits_for_qr=not device.get("venue_id"))
+    if state_dir is not None and "runtime_dir" not in device:
+        result.warnings.append(f"device.runtime_dir stays {cfg.device.runtime_dir}: a second gate on this "
+                               "machine needs its own (--runtime-dir DIR), or `qrgate status` mixes them up")
     if "venue_id" in old.get("device", {}) and "venue_id" not in device:
         result.changes.append(f"device.venue_id: {old['device']['venue_id']!r} -> (unset: waits for a QR)")
     if dry_run:

@@ -325,7 +325,8 @@ class NameParts:
         prefix: the unit prefix, folded and spelled out ("thanh pho", "phuong"), or "".
         toned: the rest, lower case, with tones kept (placement-independent).
         folded: the rest without diacritics.
-        has_marks: the text carries Vietnamese diacritics (then a match must keep them).
+        has_marks: the name after its prefix carries Vietnamese diacritics (then a match must
+            keep them); a prefix typed with them ("Phường Ben Thanh") does not count.
     """
 
     prefix: str
@@ -348,8 +349,9 @@ class NameParts:
         # "Phường 01" is "Phường 1".
         def unzero(ws: list[str]) -> str:
             return re.sub(r"\b0+(\d)", r"\1", " ".join(ws))
+        # marks in the name itself: "Phường Ben Thanh" is a name typed without diacritics
         return cls(prefix, unzero([_toned_word(w) for w in words]), unzero(folded),
-                   any(ord(ch) > 127 for ch in lowered))
+                   any(ord(ch) > 127 for w in words for ch in w))
 
     def fits(self, other: NameParts) -> bool:
         """Prefixes do not contradict each other (either is missing, or both are the same)."""

@@ -118,3 +118,16 @@ def test_refuses_to_change_the_state_of_a_running_daemon(tmp_path, venue, capsys
     assert rc == 1
     assert "daemon is running" in capsys.readouterr().err
     assert "venue_id" not in tomllib.loads(config.read_text()).get("device", {})
+
+
+def test_a_second_gate_on_one_machine_gets_its_own_runtime_dir(tmp_path, capsys):
+    config = tmp_path / "gate-2.toml"
+    assert main(["provision", "device", "--config", str(config), "--device-id", "gate-2", "--state-dir",
+                 "state-2"]) == 0
+    assert "device.runtime_dir stays /run/qrgate" in capsys.readouterr().err
+    assert main(["provision", "device", "--config", str(config), "--device-id", "gate-2", "--state-dir",
+                 "state-2", "--runtime-dir", "run-2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["device.runtime_dir: (unset) -> 'run-2'"]
+    assert "runtime_dir stays" not in captured.err
+    assert load_config(config).resolve(load_config(config).device.runtime_dir, "run") == tmp_path / "run-2"

@@ -102,6 +102,55 @@ def test_writer_writes_on_change_or_after_the_interval(tmp_path):
     assert len(calls) == 3
 
 
+def test_status_refuses_another_gates_file_in_a_shared_runtime_dir(tmp_path, capsys):
+    """Two gates on one PC with one runtime_dir: gate-2's status must not show gate-1's state."""
+    from firmware.adapters.process import hold_state_lock
+    from firmware.cli import main
+
+    shared = tmp_path / "run"
+    write_status(shared / "status.json", SNAPSHOT)  # gate-1, ready, written by a live pid
+    state_2 = tmp_path / "state-2"
+    state_2.mkdir()
+    config = tmp_path / "gate-2.toml"
+    config.write_text(f'[device]\nid = "gate-2"\nstate_dir = "{state_2}"\nruntime_dir = "{shared}"\n')
+    lock = hold_state_lock(state_2)  # gate-2 runs too
+    try:
+        rc = main(["status", "--config", str(config)])
+        captured = capsys.readouterr()
+        assert rc == EXIT_NOT_RUNNING
+        assert "gate-1" not in captured.out and "ready" not in captured.out
+        assert "is gate gate-1's" in captured.err and "device.runtime_dir" in captured.err
+        assert main(["status", "--config", str(config), "--json"]) == EXIT_NOT_RUNNING
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["running"] is False and answer["state"] is None and "gate-1" in answer["error"]
+    finally:
+        lock.close()
+
+
+def test_writer_reports_and_keeps_another_running_gates_file(tmp_path, caplog):
+    """A second daemon on the same runtime_dir says so once and never deletes the other's file."""
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    path = tmp_path / "status.json"
+    gate_1 = {**SNAPSHOT, "pid": other.pid}
+    try:
+        write_status(path, gate_1)
+        writer = StatusWriter(path)
+        gate_2 = {**SNAPSHOT, "device_id": "gate-2"}
+        with caplog.at_level("ERROR", logger="firmware.adapters.status_file"):
+            assert writer.maybe_write(0.0, lambda: gate_2, "ready")
+            assert writer.maybe_write(5.0, lambda: gate_2, "ready")
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "gate-1" in errors[0] and "runtime_dir" in errors[0]
+        write_status(path, gate_1)  # gate-1 writes again, then gate-2 stops
+        writer.remove()
+        assert read_status(path) == gate_1
+    finally:
+        other.stdin.close()
+        other.wait(timeout=10)
+    writer.remove()  # gate-1's pid is gone now: a file left behind is removed as before
+    assert not path.exists()
+
+
 # --------------------------------------------------------------------------- the daemon
 
 class NotifySocket:

@@ -6,8 +6,11 @@ import logging
 import os
 import sys
 
-# Loggers whose INFO lines a person needs without -v: one line each at start, stop and reconnect.
-LIFECYCLE_LOGGERS = ("firmware.commands.run", "provisioning.history.collector.lifecycle")
+# Loggers whose INFO lines a person needs without -v: one line each at start, stop and reconnect,
+# the gate's provisioning (once in its life, with the venue and broker it got) and each gate key
+# the history registers (enrolment or `history device add`).
+LIFECYCLE_LOGGERS = ("firmware.commands.run", "firmware.features.provisioning",
+                     "provisioning.history.collector.lifecycle", "provisioning.history.registry")
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 

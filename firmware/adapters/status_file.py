@@ -120,6 +120,8 @@ class StatusWriter:
         self._last_mono_s: float | None = None
         self._last_state: str | None = None
         self._last_error: str | None = None
+        self._checked_owner = False
+        self._own_pid: Any = None  # the pid in the snapshots this writer wrote
         self.writes = 0
 
     def maybe_write(self, now_mono_s: float, snapshot_fn: Callable[[], dict[str, Any]], state: str) -> bool:
@@ -129,8 +131,13 @@ class StatusWriter:
         if not due:
             return False
         self._last_mono_s, self._last_state = now_mono_s, state
+        snapshot = snapshot_fn()
+        self._own_pid = snapshot.get("pid")
+        if not self._checked_owner:
+            self._checked_owner = True
+            self._warn_if_shared(snapshot)
         try:
-            write_status(self.path, snapshot_fn())
+            write_status(self.path, snapshot)
         except OSError as err:
             if str(err) != self._last_error:
                 log.error("cannot write the status file %s: %s; `qrgate status` will say not running",
@@ -141,8 +148,23 @@ class StatusWriter:
         self.writes += 1
         return True
 
+    def _warn_if_shared(self, snapshot: dict[str, Any]) -> None:
+        """Log an error when the file is another running gate's: both would overwrite it."""
+        current = read_status(self.path)
+        if current is None or current.get("device_id") == snapshot.get("device_id"):
+            return
+        pid = current.get("pid")
+        if pid != snapshot.get("pid") and pid_alive(pid):
+            log.error("the status file %s belongs to gate %s (pid %s), which still runs: give each gate on "
+                      "this machine its own device.runtime_dir (`qrgate provision device --runtime-dir DIR`), "
+                      "or `qrgate status` shows one gate's state for the other", self.path,
+                      current.get("device_id"), pid)
+
     def remove(self) -> None:
-        """Delete the status file at shutdown. Never raises."""
+        """Delete the status file at shutdown, unless another live process wrote it last. Never raises."""
+        current = read_status(self.path)
+        if current is not None and current.get("pid") != self._own_pid and pid_alive(current.get("pid")):
+            return  # another running gate's (a shared runtime_dir): leave it to its writer
         try:
             self.path.unlink(missing_ok=True)
         except OSError as err:

@@ -167,6 +167,7 @@ class GateApp:
         self.alarms = Alarms()
         self.shutdown = Shutdown()
         self.exit_status = 0  # EX_RESTART (75) after a provisioning that changed the broker
+        self.restart_reason = ""  # why, for the stop line
         self.stop_event: threading.Event | None = None
         self.reload_requested = threading.Event()  # set by SIGHUP; served by the device monitor
         self.drain_timeout_s = 30.0
@@ -473,9 +474,13 @@ class GateApp:
         self._monitor_wake.set()
 
     def request_restart(self, why: str) -> None:
-        """RestartRequest: stop cleanly with EX_RESTART (75); systemd starts the gate again."""
-        log.warning("restarting: %s", why)
+        """RestartRequest: stop cleanly with EX_RESTART (75); systemd starts the gate again.
+
+        A planned restart, not a fault: the daemon's stop line gives ``why`` at INFO.
+        """
+        log.debug("restart requested: %s", why)
         self.exit_status = EX_RESTART
+        self.restart_reason = why
         if self.stop_event is not None:
             self.stop_event.set()
 

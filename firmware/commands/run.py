@@ -119,7 +119,8 @@ def run_command(args: argparse.Namespace) -> int:
                                     args.drain_timeout_s)
                     break
                 stop.wait()
-        log.info("gate %s stopping%s", cfg.device.id, " to be restarted" if app.exit_status else "")
+        log.info("gate %s stopping%s", cfg.device.id,
+                 f" to be restarted ({app.restart_reason})" if app.exit_status else "")
         return app.exit_status  # 75 after a provisioning that changed the broker: systemd restarts us
     except ConfigError:
         raise  # the CLI prints every problem and exits 78, so systemd does not restart-loop

@@ -4,7 +4,8 @@ Opens no camera, GPIO or database: it reads ``<runtime_dir>/status.json`` and ch
 that the daemon which wrote it still runs (its pid, and the state directory's lock).
 
 Exit status: 0 running and ``ready``; 1 running but in another state; 3 not running
-(no status file, or one left behind by a daemon that is gone).
+(no status file, or one left behind by a daemon that is gone) or unknown (the file is
+another gate's: two gates on one machine share ``device.runtime_dir``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ def status_command(args: argparse.Namespace) -> int:
         else:
             print(f"qrgate is not running (no status file at {path}); start it with "
                   "`systemctl start qrgate`", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    writer_id = snapshot.get("device_id")
+    if writer_id != cfg.device.id:
+        # never show another gate's state as this one's
+        problem = (f"the status file {path} is gate {writer_id}'s (pid {snapshot.get('pid')}), not "
+                   f"{cfg.device.id}'s: gates on one machine need their own device.runtime_dir "
+                   "(`qrgate provision device --runtime-dir DIR`)")
+        if args.json:
+            print(json.dumps({"running": False, "state": None, "status_file": str(path), "error": problem}))
+        else:
+            print(f"qrgate status: {problem}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     if args.json:
         print(json.dumps({**snapshot, "running": running}, ensure_ascii=False, sort_keys=True, indent=1))

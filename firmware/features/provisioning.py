@@ -167,17 +167,21 @@ class GateProvisioning:
             self.outputs.confirm(False)
             self.last = IntakeResult(False, "storage_full", result)
             return True
-        self._apply(record)
-        log.info("provisioned: venue %s, direction %s, broker %s, %d issuer key(s), by authority key %s",
+        restarts = self._apply(record)
+        log.info("provisioned: venue %s, direction %s, broker %s, %d issuer key(s), by authority key %s%s",
                  result.venue_id, result.direction, result.broker or "-", len(result.issuer_keys_der),
-                 result.authority_kid_hex)
+                 result.authority_kid_hex, "; the broker is new: restarting to connect to it" if restarts else "")
         self.outputs.confirm(True)
         self._record(sha, now, PROVISIONED, "ok", prov_nonce=nonce_hex)
         self.last = IntakeResult(True, "ok", result)
         return True
 
-    def _apply(self, record: dict[str, Any]) -> None:
-        """Put the record's identity in force at once; ask for a restart if the broker changed."""
+    def _apply(self, record: dict[str, Any]) -> bool:
+        """Put the record's identity in force at once; ask for a restart if the broker changed.
+
+        Returns:
+            True if a restart was asked for (the caller's log line says so).
+        """
         self.record = record
         self.identity.swap(record_identity(self.identity.current, record, self.config_trust))
         self.alarms.set("state_corrupt", None)
@@ -185,9 +189,10 @@ class GateProvisioning:
             self._on_change()
         broker = prov_code.parse_broker(record.get("broker") or "")
         if broker is not None and broker != self.settings.broker:
-            log.warning("provisioned with a new broker %s; restarting the daemon to connect to it",
-                        record["broker"])
+            # a normal step of a first provisioning: the INFO line of the caller says it
             self.restart.request_restart(f"new broker {record['broker']}")
+            return True
+        return False
 
     def _refuse(self, reason: str, detail: str, sha: str, now: Moment) -> None:
         log.warning("provisioning code %s refused: %s (%s)", sha[:12], reason, detail)

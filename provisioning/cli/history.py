@@ -552,9 +552,12 @@ def quarantine_command(args: argparse.Namespace) -> int:
         raise ConfigError("--device goes with --recheck")
     store = open_store(args.db, readonly=True)
     try:
-        for received_ms, topic, device, reason, size in store.quarantined(max(1, args.limit)):
+        kept = store.quarantined(max(1, args.limit))
+        for received_ms, topic, device, reason, size in kept:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(received_ms / 1000))
             print(f"{when}  {device or '-':24} {size:6d} B  {topic}: {reason}")
+        if not kept:
+            print("nothing quarantined", file=sys.stderr)
     finally:
         store.close()
     return 0

@@ -60,7 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--camera", default=None, metavar="SOURCE", help="camera.source: picamera2, v4l2:N, "
                    "dir:PATH (a folder of images, e.g. to try the gate on a PC) or file:PATH")
     d.add_argument("--state-dir", default=None, metavar="DIR", help="device.state_dir (default "
-                   "/var/lib/qrgate): outbox, state and the venue secret; e.g. for a second gate on one PC")
+                   "/var/lib/qrgate): outbox, state and the venue secret; e.g. for a second gate on one PC "
+                   "(give it its own --runtime-dir too)")
+    d.add_argument("--runtime-dir", default=None, metavar="DIR", help="device.runtime_dir (default "
+                   "/run/qrgate): the status file `qrgate status` reads; each gate on one machine needs its own")
     d.add_argument("--dry-run", action="store_true", help="show the changes without writing")
     d.set_defaults(func=cmd_device)
 
@@ -128,6 +131,7 @@ def cmd_device(args: argparse.Namespace) -> int:
     result = provision_device(config_path=args.config, device_id=args.device_id, venue_path=args.venue,
                               direction=args.direction, broker=args.broker, pins=args.pins,
                               camera=args.camera, venue_secret=args.venue_secret, state_dir=args.state_dir,
+                              runtime_dir=args.runtime_dir,
                               for_qr=args.for_qr, dry_run=args.dry_run)
     if not result.changes:
         print(f"{args.config}: already up to date")

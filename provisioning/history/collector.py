@@ -242,7 +242,8 @@ class ScanCollector:
         them again to the next collector with the same client id.
         """
         s = self.settings
-        lifecycle.info("history collector starting: broker %s:%d, topic %s", s.host, s.port, s.topic)
+        lifecycle.info("history collector starting: broker %s:%d, topics %s and %s", s.host, s.port, s.topic,
+                       s.skips_topic)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry_s
         props.ReceiveMaximum = s.receive_max
@@ -260,6 +261,10 @@ class ScanCollector:
         finally:
             self._client.disconnect()
             self._client.loop_stop()
+            with self.changed:
+                done = self.stats
+                lifecycle.info("history collector stopping: %d events stored, %d duplicates, %d quarantined "
+                               "since start", done.stored, done.duplicates, done.quarantined)
 
     def step(self, timeout_s: float, stop: threading.Event) -> int:
         """Handle what is queued (at most ``batch_max`` messages); wait up to timeout_s for the first.
@@ -296,8 +301,9 @@ class ScanCollector:
                 log.warning("broker %s:%d refused the connection: %s", self.settings.host,
                             self.settings.port, reason)
                 return
-            lifecycle.info("connected to %s:%d (session %s); subscribing to %s", self.settings.host,
-                     self.settings.port, "resumed" if session_present else "new", self.settings.topic)
+            lifecycle.info("connected to %s:%d (session %s); subscribing to %s and %s", self.settings.host,
+                           self.settings.port, "resumed" if session_present else "new", self.settings.topic,
+                           self.settings.skips_topic)
             self._client.subscribe([(self.settings.topic, 1), (self.settings.skips_topic, 1)])
             with self.changed:
                 self.stats.connected = True
@@ -307,7 +313,7 @@ class ScanCollector:
                 log.error("broker refused the subscription to %s: %s; check its ACL", self.settings.topic,
                           ", ".join(value))
             else:
-                lifecycle.info("subscribed to %s", self.settings.topic)
+                lifecycle.info("subscribed to %s and %s", self.settings.topic, self.settings.skips_topic)
             with self.changed:
                 self.stats.subscribed = not value
                 self.changed.notify_all()
@@ -471,10 +477,7 @@ class ScanCollector:
             if claimed is None:
                 return None
             if claimed:
-                self._keys[device] = enrolment.public_key
-                log.warning("enrolled %s with key %s (provisioning nonce %s...)", device,
-                            event_signature.fingerprint(event_signature.public_key_from_text(enrolment.public_key)),
-                            enrolment.nonce_hex[:8])
+                self._keys[device] = enrolment.public_key  # the store logged the registration
                 return event, True
             return Rejected(f"enrolment of {device} refused: provisioning nonce unknown, used, or for another gate")
         if registered is None:

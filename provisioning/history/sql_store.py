@@ -17,6 +17,8 @@ from provisioning.history.events import COLUMNS, HistoryEvent
 from provisioning.history.query import Filter, Gap, Page, SkippedReservation, WriteOff, build_where
 
 log = logging.getLogger(__name__)
+# who may sign a gate's events: one line per change, shown without -v (firmware.adapters.logsetup)
+registry = logging.getLogger("provisioning.history.registry")
 
 
 SCHEMA_VERSION = 1
@@ -425,20 +427,30 @@ class SqlHistoryStore:
         return [(str(d), str(k), str(s), int(a)) for d, k, s, a in found]
 
     def register_device(self, device: str, public_key: str, source: str, now_ms: int) -> None:
-        """Register (or replace) the key the device's events must verify with."""
+        """Register (or replace) the key the device's events must verify with.
+
+        Logs one line: INFO for a device's first key, WARNING when it replaces another key
+        (a new SD card, a rotated key, or a stolen gate's replacement: worth a look).
+        """
         with self._lock:
+            before = self.device_key(device)
             self._write("INSERT INTO devices (device_id, public_key, source, added_ms) VALUES (?, ?, ?, ?)"
                         " ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key,"
                         " source = excluded.source, added_ms = excluded.added_ms",
                         [device, public_key, source[:200], now_ms])
-        log.warning("device %s registered with key %s... (%s)", device, public_key[:8], source[:200])
+        if before is None:
+            registry.info("device %s registered with key %s (%s)", device, _fingerprint(public_key),
+                          source[:200])
+        elif before != public_key:
+            registry.warning("device %s: key %s replaced by %s (%s)", device, _fingerprint(before),
+                             _fingerprint(public_key), source[:200])
 
     def remove_device(self, device: str) -> bool:
         """Forget a device's key (its events are quarantined from then on). True if it had one."""
         with self._lock:
             removed = self._write("DELETE FROM devices WHERE device_id = ?", [device]) == 1
         if removed:
-            log.warning("device %s removed from the registry", device)
+            registry.warning("device %s removed from the registry", device)
         return removed
 
     def add_enrolment(self, nonce_hex: str, device: str, venue_id: str, now_ms: int) -> None:
@@ -525,3 +537,13 @@ class SqlHistoryStore:
         if total:
             log.info("retention: deleted %d events older than %d ms", total, before_ms)
         return total
+
+
+def _fingerprint(public_key: str) -> str:
+    """The key's ``SHA256:`` fingerprint for logs, or its first characters if it does not parse."""
+    from firmware.core.event_signature import SignatureError, fingerprint, public_key_from_text
+
+    try:
+        return fingerprint(public_key_from_text(public_key))
+    except (SignatureError, ValueError, TypeError):
+        return public_key[:8] + "..."
