@@ -63,16 +63,16 @@ def setup_lists(site: BackofficeSite, t0: float) -> None:
         history.close()
 
 
-def republish(site: BackofficeSite, now_s: float, older_than_h: float | None) -> dict:
+def republish(site: BackofficeSite, now_s: float, older_than_h: float | None, wait_budget_s: float = 300.0) -> dict:
     """One run at now_s (the clock the command would read), as the command makes it."""
     done = site.django(
         "import json\n"
         "from backoffice.gates.republish import republish_lists\n"
         f"out = republish_lists(now_s={now_s!r}, database_url={site.database_url_for_tests!r}, keep_days={KEEP_DAYS},\n"
-        f"                      older_than_h={older_than_h!r})\n"
+        f"                      older_than_h={older_than_h!r}, wait_budget_s={wait_budget_s!r})\n"
         "print(json.dumps({'deleted': out.deleted, 'ok': out.ok, 'lines': out.lines(), 'lists': [\n"
         "    {'list': f'{o.venue_id} {o.kind}', 'sent': o.sent, 'why': o.why, 'version': o.version,\n"
-        "     'gates': [g.text for g in o.gates]} for o in out.lists]}))\n")
+        "     'answer': o.answer, 'awaited': o.awaited, 'gates': [g.text for g in o.gates]} for o in out.lists]}))\n")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -104,6 +104,7 @@ def test_publish_lists_drops_ended_quarantines_keeps_lists_fresh_and_deletes_old
     trust_new_key(tmp_path, "issuer", "issuers")
     command_pub = (site.folder / "keys" / "command.pub.pem").read_bytes()
     lists = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/venues/+/lists/+")
+    responses = Collector(shared_broker.host, shared_broker.port, f"{topic_prefix}/+/response/lists")
     gates = {v: Gate(tmp_path, shared_broker, topic_prefix, f"gate-{v[2:]}", v, command_pub, tmp_path / "issuers", t0)
              for v in SECRETS}
     a, b = subject(CONTACT_A, "v-q1"), subject(NAMED_B, "v-q1")
@@ -174,6 +175,21 @@ def test_publish_lists_drops_ended_quarantines_keeps_lists_fresh_and_deletes_old
         allow = retained_list(shared_broker, topic_prefix, "v-q2", "allow", trust, t5)
         assert allow.ids == ["emp-2"] and allow.issued_at_s == int(t5)
 
+        # Day 6, every list, with the wait budget spent from the start (gates off at night): all are
+        # still published, none awaited, and the gates take them all the same.
+        t6 = t0 + 6 * DAY_S
+        move_gates_to(t6)
+        answered = len(responses.messages)
+        run = republish(site, t6, None, wait_budget_s=0.0)
+        assert [(item["list"], item["sent"], item["answer"], item["awaited"], item["gates"])
+                for item in run["lists"]] == [(name, True, "published", False, [])
+                                              for name in ("v-q1 deny", "v-q2 deny", "v-q2 allow")]
+        assert run["lines"].count("  (the gates' answers were not awaited: the wait budget was spent)") == 3
+        assert lists.wait_until(lambda ms: len(ms) >= 9, WAIT_S)
+        assert sent_topics()[6:] == ["v-q1/lists/deny", "v-q2/lists/deny", "v-q2/lists/allow"]
+        assert responses.wait_until(lambda ms: len(ms) >= answered + 3, WAIT_S)
+        assert all(m.json()["status"] == "ok" for m in responses.messages[answered:])
+
         # What is stored: the entries still inside their keeping, every audit row.
         stored = site.django(
             "import json\n"
@@ -184,10 +200,9 @@ def test_publish_lists_drops_ended_quarantines_keeps_lists_fresh_and_deletes_old
         found = json.loads(stored.stdout.strip().splitlines()[-1])
         assert found["entries"] == sorted([a, b]), "ended 40 and 27 (now 32) days ago: deleted; A ended 3 days ago"
         assert found["audit"] == sorted(
-            ["quarantine v-q2", "quarantine_retention ", "quarantine_retention ",
-             "list_deny_republished v-q1", "list_deny_republished v-q1",
-             "list_deny_republished v-q2", "list_deny_republished v-q2",
-             "list_allow_republished v-q2", "list_allow_republished v-q2"])
+            ["quarantine v-q2", "quarantine_retention ", "quarantine_retention "]
+            + ["list_deny_republished v-q1"] * 3 + ["list_deny_republished v-q2"] * 3
+            + ["list_allow_republished v-q2"] * 3)
         history = open_store(site.database_url_for_tests)
         try:
             assert [r.action for r in audit_records(history)] == ["quarantine"], "the trace audit keeps its row"
@@ -197,6 +212,7 @@ def test_publish_lists_drops_ended_quarantines_keeps_lists_fresh_and_deletes_old
         for gate in gates.values():
             gate.close()
         lists.close()
+        responses.close()
         for venue_id in SECRETS:
             for kind in ("deny", "allow"):
                 publish_raw(shared_broker, venue_list_topic(topic_prefix, venue_id, kind), b"", retain=True)

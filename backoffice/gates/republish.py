@@ -25,6 +25,7 @@ entry that has ended since; the others are reported as fresh.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from backoffice.gates.models import Gate, QuarantineEntry, VenueList
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 HOUR_S = 3600
 MAX_OLDER_THAN_H = MAX_VALIDITY_S // HOUR_S  # a list must go out again before its message expires
+# At night many gates are off, and each silent gate's list waits up to 5 s: past this budget the
+# remaining lists are published without waiting (the retained copy reaches those gates later).
+WAIT_BUDGET_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class ListOutcome:
         gates: each gate's answer, in the order they came.
         silent: the venue's known gates that did not answer in time (the retained list reaches
             them when they connect).
+        awaited: whether the gates' answers were awaited (not once the wait budget is spent).
     """
 
     venue_id: str
@@ -68,6 +73,7 @@ class ListOutcome:
     quarantined: int = 0
     gates: tuple[GateAnswer, ...] = ()
     silent: tuple[str, ...] = ()
+    awaited: bool = True
 
     @property
     def ok(self) -> bool:
@@ -102,6 +108,8 @@ class RepublishOutcome:
             out.append(f"{head} version {item.version} ({item.why}{extra}): {item.answer}")
             out.extend(f"  {g.device_id}: {g.text}" for g in item.gates)
             out.extend(f"  {device_id}: no answer" for device_id in item.silent)
+            if not item.awaited:
+                out.append("  (the gates' answers were not awaited: the wait budget was spent)")
         if not self.lists:
             out.append("no venue has a list or a gate: nothing to publish")
         return out
@@ -170,7 +178,8 @@ def _why_due(current: VenueList, now_s: float, older_than_h: float | None) -> tu
 
 
 def republish_lists(*, now_s: float, database_url: str, keep_days: int, venue_id: str = "",
-                    older_than_h: float | None = None, wait_for_gates: bool = True) -> RepublishOutcome:
+                    older_than_h: float | None = None, wait_for_gates: bool = True,
+                    wait_budget_s: float = WAIT_BUDGET_S) -> RepublishOutcome:
     """Delete the ended quarantines past their keeping, then publish the venues' lists again
     (see the module docstring). Blocks while each list's gates answer (up to a few seconds a list).
 
@@ -181,6 +190,8 @@ def republish_lists(*, now_s: float, database_url: str, keep_days: int, venue_id
         venue_id: only this venue (its lists and its quarantine entries); "" for all.
         older_than_h: publish only the lists that are due (above); None publishes every list.
         wait_for_gates: wait for the venue's known gates to answer each list.
+        wait_budget_s: no list starts waiting for its gates once this many seconds (monotonic)
+            have passed since the run's first publish; later lists are still published.
 
     Returns:
         What was deleted and each list's outcome, with its gates' answers.
@@ -199,6 +210,7 @@ def republish_lists(*, now_s: float, database_url: str, keep_days: int, venue_id
 
     with_gates = _venues_with_gates(database_url)
     outcomes = []
+    started_s: float | None = None
     for venue in venues:
         lists = {v.kind: v for v in VenueList.objects.filter(venue=venue)}
         for kind in (VenueList.DENY, VenueList.ALLOW):
@@ -212,13 +224,16 @@ def republish_lists(*, now_s: float, database_url: str, keep_days: int, venue_id
             if not due:
                 outcomes.append(ListOutcome(venue.venue_id, venue.name, kind, why, False))
                 continue
-            done = publish_list(None, venue, current, list(current.ids), wait_for_gates=wait_for_gates,
+            started_s = time.monotonic() if started_s is None else started_s
+            wait = wait_for_gates and time.monotonic() - started_s < wait_budget_s
+            done = publish_list(None, venue, current, list(current.ids), wait_for_gates=wait,
                                 action=f"list_{kind}_republished", now_s=now_s)
             answered = {d for d, _a in done.gates}
             # a gate is silent only when there was something to answer
             silent = tuple(d for d in done.known if d not in answered) if done.answer.startswith("published") else ()
             outcomes.append(ListOutcome(venue.venue_id, venue.name, kind, why, True, done.version, done.answer,
-                                        done.quarantined, tuple(gate_answer(d, a) for d, a in done.gates), silent))
+                                        done.quarantined, tuple(gate_answer(d, a) for d, a in done.gates), silent,
+                                        wait))
     log.info("publish-lists: %d of %d lists published, %d quarantine entries deleted",
              sum(1 for o in outcomes if o.sent), len(outcomes), deleted)
     return RepublishOutcome(deleted, ended_before_s, keep_days, tuple(outcomes))
