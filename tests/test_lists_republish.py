@@ -24,6 +24,7 @@ from provisioning.history.store import open_store
 from provisioning.history.trace_store import append_audit, audit_records
 from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, REPO, BackofficeSite, chromium_or_fail, qrgate
 from tests.daemon_support import trust_new_key
+from tests.history_support import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.mqtt_support import Collector, publish_raw
 from tests.test_quarantine import CONTACT_A, NAMED_B, SECRETS, Gate, backoffice_data, subject
 
@@ -90,10 +91,13 @@ def retained_list(broker, prefix: str, venue_id: str, kind: str, trust: TrustSto
 
 
 @pytest.mark.broker
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_publish_lists_drops_ended_quarantines_keeps_lists_fresh_and_deletes_old_entries(tmp_path, shared_broker,
-                                                                                           topic_prefix):
+                                                                                           topic_prefix, database,
+                                                                                           request):
     (tmp_path / "bo").mkdir()
-    site = BackofficeSite(tmp_path / "bo", mqtt={"host": shared_broker.host, "port": shared_broker.port,
+    site = BackofficeSite(tmp_path / "bo", request.getfixturevalue("pg_url") if database == "postgresql" else None,
+                          mqtt={"host": shared_broker.host, "port": shared_broker.port,
                                                  "prefix": topic_prefix},
                           privacy={"quarantine_keep_days": KEEP_DAYS})
     site.init()
