@@ -1,4 +1,5 @@
-"""`qrgate backoffice init|serve|createstaff|healthoffice --config F`: the back office's composition root.
+"""`qrgate backoffice init|serve|createstaff|healthoffice|publish-lists --config F`: the back office's
+composition root.
 
 Imported only when one of these subcommands runs (``firmware/commands/backoffice.py``
 imports it lazily), so the gate never loads Django.
@@ -139,6 +140,31 @@ def healthoffice(cfg: BackofficeConfig, phone_text: str, name: str, revoke: bool
              + ("" if revoke else f"; they log in at {cfg.site.base_url}/login/ and open /trace/"))
 
 
+def publish_lists(cfg: BackofficeConfig, venue_id: str, older_than_h: float | None, announce=print) -> int:
+    """Delete ended quarantines past their keeping and publish the venues' lists again
+    (``backoffice.gates.republish``); print each list's result and its gates' answers.
+
+    Returns:
+        0 when every due list was published and no gate refused one, else 1.
+
+    Raises:
+        ConfigError: an unknown venue or a bad ``--if-older-than-h`` (checked before anything is done).
+    """
+    import time
+
+    from backoffice.site import configure
+
+    configure(cfg)
+    from backoffice.gates.republish import republish_lists
+
+    outcome = republish_lists(now_s=time.time(), database_url=cfg.database_url,
+                              keep_days=cfg.privacy.quarantine_keep_days, venue_id=venue_id,
+                              older_than_h=older_than_h)
+    for line in outcome.lines():
+        announce(line)
+    return 0 if outcome.ok else 1
+
+
 def run(args: argparse.Namespace) -> int:
     """Dispatch ``qrgate backoffice ACTION``. Returns the exit status.
 
@@ -155,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     if args.backoffice_command == "healthoffice":
         healthoffice(cfg, args.phone, args.name, args.revoke)
         return 0
+    if args.backoffice_command == "publish-lists":
+        return publish_lists(cfg, args.venue.strip(), args.if_older_than_h)
     if args.backoffice_command == "serve":
         from backoffice.server import serve
         from backoffice.site import read_secret_key

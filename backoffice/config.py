@@ -28,6 +28,7 @@ folder. Example::
 
     [privacy]
     escrow_key = "health-office.pub.pem"    # phone check-ins carry the contact sealed to it
+    quarantine_keep_days = 90               # ended quarantine entries are deleted this long after their end
 
 Apart from the TOML, it reads the one key file the back office must hold in memory from start
 (``privacy.escrow_key``), so a bad key is a config problem at start, never an error at check-in.
@@ -60,7 +61,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
              "password_file"),
     "people": ("pass_valid_days", "health_hotline", "declaration_fresh_h", "checkin_repeat_s",
                "declaration_retention_days"),
-    "privacy": ("escrow_key",),
+    "privacy": ("escrow_key", "quarantine_keep_days"),
 }
 SMS_BACKENDS = ("console", "http")
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
@@ -155,17 +156,21 @@ class PeopleSettings:
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    """``[privacy]``: the contact escrow of phone check-ins.
+    """``[privacy]``: the contact escrow of phone check-ins, and how long ended quarantines are kept.
 
     Attributes:
         escrow_key: the health office's X25519 public key file (PEM, the ``.pub.pem`` of
             ``qrgate keys escrow-new``, the same file as the gates' ``privacy.escrow_key``), or
             None: phone check-ins then carry no sealed contact.
         escrow_public_key: that key, read and checked once at start.
+        quarantine_keep_days: a quarantine entry (``QuarantineEntry``) is deleted by
+            ``qrgate backoffice publish-lists`` once it ended more than this many days ago
+            (1 to 3650); the audit rows of the quarantine stay.
     """
 
     escrow_key: Path | None = None
     escrow_public_key: X25519PublicKey | None = field(default=None, repr=False, compare=False)
+    quarantine_keep_days: int = 90
 
 
 @dataclass(frozen=True)
@@ -396,17 +401,19 @@ def parse_config(data: dict[str, Any], base: Path, path: Path) -> BackofficeConf
 def _privacy(section: _Reader, base: Path, problems: list[str]) -> PrivacySettings:
     """``[privacy]``: read the escrow public key now, so a missing, private, foreign or unusable
     key stops the start with the others' problems instead of failing at a check-in."""
+    keep_days = section.number("quarantine_keep_days", PrivacySettings.quarantine_keep_days, 1, 3650)
     text = section.text("escrow_key", "").strip()
     if not text:
-        return PrivacySettings()
+        return PrivacySettings(quarantine_keep_days=keep_days)
     from firmware.adapters.escrow_key import load_escrow_public_key
 
     path = _path(base, text)
     try:
-        return PrivacySettings(escrow_key=path, escrow_public_key=load_escrow_public_key(path, "privacy.escrow_key"))
+        return PrivacySettings(escrow_key=path, escrow_public_key=load_escrow_public_key(path, "privacy.escrow_key"),
+                               quarantine_keep_days=keep_days)
     except ConfigError as err:
         problems.extend(err.problems)
-        return PrivacySettings()
+        return PrivacySettings(quarantine_keep_days=keep_days)
 
 
 def load_config(path: str | Path) -> BackofficeConfig:

@@ -47,7 +47,9 @@ class QuarantineEntry(models.Model):
     scan events carry), or a person id (only the case's, when it was traced by id). Every
     publish of the venue's deny list adds the entries still in force, each with its end, next
     to the managers' ids and the revoked passes; an ended entry leaves the list at the next
-    publish. Rows are kept after they end: they are the record of who was kept out, when and why.
+    publish. Rows are kept after they end, as the record of who was kept out, when and why, for
+    ``[privacy] quarantine_keep_days``; then ``qrgate backoffice publish-lists`` deletes them
+    (``delete_ended``; the trace audit and the audit log keep their rows).
     """
 
     CASE, CONTACT = "case", "contact"
@@ -75,3 +77,36 @@ class QuarantineEntry(models.Model):
         for entry, until_s in cls.objects.filter(venue=venue, until_s__gt=int(now_s)).values_list("entry", "until_s"):
             found[entry] = max(int(until_s), found.get(entry, 0))
         return found
+
+    @classmethod
+    def people_in_force(cls, venue: Venue, now_s: float) -> dict[int, int]:
+        """How many people the venue's quarantines keep out at now_s, by end: until (Unix s) -> people.
+
+        Counted as people, not entries: each contact entry is one person (a contact has one
+        subject at a venue), and the entries of one quarantine's case (its subject and its id)
+        are one person. A person is counted once, at their latest end. Nothing here names anyone.
+        """
+        latest: dict[tuple[object, ...], int] = {}
+        rows = cls.objects.filter(venue=venue, until_s__gt=int(now_s)).values_list(
+            "entry", "role", "until_s", "reason", "created_by_id", "operator")
+        for entry, role, until_s, reason, created_by, operator in rows:
+            # one quarantine's entries share its end, reason and author: its case is one person
+            person = ("case", until_s, reason, created_by, operator) if role == cls.CASE else ("contact", entry)
+            latest[person] = max(int(until_s), latest.get(person, 0))
+        people: dict[int, int] = {}
+        for until_s in latest.values():
+            people[until_s] = people.get(until_s, 0) + 1
+        return dict(sorted(people.items()))
+
+    @classmethod
+    def delete_ended(cls, ended_before_s: float, venues: list[Venue] | None = None) -> int:
+        """Delete the entries that ended before ended_before_s (Unix s), of these venues (None: all).
+
+        Returns:
+            How many entries were deleted.
+        """
+        rows = cls.objects.filter(until_s__lt=int(ended_before_s))
+        if venues is not None:
+            rows = rows.filter(venue__in=venues)
+        deleted, _by_model = rows.delete()
+        return deleted

@@ -178,7 +178,8 @@ def _audit(operator: str, reason: str, plan: QuarantinePlan, result: TraceResult
         store.close()
 
 
-def _gate_answer(device_id: str, answer: dict[str, Any]) -> GateAnswer:
+def gate_answer(device_id: str, answer: dict[str, Any]) -> GateAnswer:
+    """A gate's ``response/lists`` message as one line ("deny list version N, M ids" or the refusal)."""
     data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
     if answer.get("status") == "ok":
         return GateAnswer(device_id, True, f"{data.get('kind', 'deny')} list version {data.get('version')}, "
@@ -249,7 +250,7 @@ def quarantine_contacts(actor: Any, trace_result: TraceResult, days: int, reason
         done = publish_list(actor, venue, deny, list(deny.ids), wait_for_gates=wait, action=ACTION, now_s=now_s)
         answered = {d for d, _a in done.gates}
         outcomes.append(VenueOutcome(venue_id, venue.name, len(entries), done.quarantined, done.version,
-                                     done.answer, tuple(_gate_answer(d, a) for d, a in done.gates),
+                                     done.answer, tuple(gate_answer(d, a) for d, a in done.gates),
                                      tuple(d for d in done.known if d not in answered), wait))
     log.info("quarantine until %s: %d entries at %d venues", rfc3339_ms(until_s), plan.count(), len(outcomes))
     return QuarantineOutcome(until_s, days, plan.contacts, plan.named, tuple(outcomes), plan.unknown_venues)

@@ -15,13 +15,13 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
@@ -269,7 +269,18 @@ def venue_lists(request: HttpRequest, venue_id: str) -> HttpResponse:
         if not problems:
             message = _publish(request, venue, current, ids)
     return render(request, "gates/lists.html", {"venue": venue, "lists": lists, "message": message,
-                                                "problems": problems})
+                                                "problems": problems, "quarantine": _quarantine(venue)})
+
+
+def _quarantine(venue: Venue) -> dict[str, Any]:
+    """How many people the venue's quarantines keep out now and until when, by end (local
+    time, to the minute, as the quarantine's own page shows it); never an entry or an id."""
+    from provisioning.history.export import local_time
+
+    tz = site.current().tz
+    ends = [{"people": n, "until": local_time(until_s * 1000, tz)[:16]}
+            for until_s, n in QuarantineEntry.people_in_force(venue, time.time()).items()]
+    return {"people": sum(e["people"] for e in ends), "until": ends[-1]["until"] if ends else "", "ends": ends}
 
 
 def _publish(request: HttpRequest, venue: Venue, current: VenueList, ids: list[str]) -> str:
@@ -310,7 +321,9 @@ def publish_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *
     expire) and the venue's quarantine entries still in force (each with its ``until``;
     ``backoffice.gates.quarantine``) added to the managers' ids; an id a manager listed keeps
     no end. With ``wait_for_gates`` the answers of the venue's gates are awaited (up to a few
-    seconds); without, it returns once the broker took it.
+    seconds); without, it returns once the broker took it. The list's ``published`` becomes
+    now_s only once the broker took it, so a list that could not be sent counts as old for
+    ``qrgate backoffice publish-lists --if-older-than-h``.
 
     Returns:
         The version, the answer for the audit log and each gate's answer.
@@ -324,7 +337,7 @@ def publish_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *
     cfg = site.current()
     now_s = time.time() if now_s is None else now_s
     version = max(int(now_s), current.version + 1)
-    current.ids, current.version, current.published = ids, version, timezone.now()
+    current.ids, current.version = ids, version
     current.save()
     published = list(ids)
     ends: dict[str, int] = {}
@@ -357,6 +370,9 @@ def publish_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *
                            # a venue without a known gate has nobody to wait for (a quarantine publishes
                            # many venues' lists in a row)
                            enough=lambda got: not wait_for_gates or len(got) >= gates)
+            # when the broker last took the list: the re-publish (publish-lists) counts its age from it
+            current.published = datetime.fromtimestamp(now_s, tz=UTC)
+            current.save(update_fields=["published"])
             answers = [(topic.split("/")[-3], a) for topic, a in got]
             ok = sum(1 for _d, a in answers if a.get("status") == "ok")
             answer = f"published; {ok} of {len(answers)} gate(s) took it" if wait_for_gates else "published"

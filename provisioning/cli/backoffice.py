@@ -1,4 +1,4 @@
-"""`qrgate backoffice init|serve|createstaff|healthoffice --config F`: the back office (Django).
+"""`qrgate backoffice init|serve|createstaff|healthoffice|publish-lists --config F`: the back office (Django).
 
 Only the parser lives here; the work is in ``backoffice.cli``, imported when the command
 runs, so the gate's own commands never import Django.
@@ -25,7 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--phone", required=True, help="the staff member's mobile number; they log in by SMS code")
     h.add_argument("--name", default="", help="their full name (for a new account)")
     h.add_argument("--revoke", action="store_true", help="take the role back")
-    for a in (i, s, c, h):
+    pl = ps.add_parser("publish-lists", help="publish the venues' deny and allow lists again; delete ended "
+                       "quarantines past privacy.quarantine_keep_days",
+                       description="Each venue's deny list (the managers' ids, the revoked passes and the "
+                       "quarantine entries in force) and allow list, if it has one, published again signed and "
+                       "retained, so that ended quarantines drop out and the retained lists never expire (a "
+                       "list message is valid for 7 days). Prints each venue's result and its gates' answers; "
+                       "exits 1 when a list could not be published or a gate refused it. Run daily by "
+                       "systemd/qrgate-backoffice-lists.timer.")
+    pl.add_argument("--venue", default="", metavar="V", help="only this venue (its lists and its quarantine entries)")
+    pl.add_argument("--if-older-than-h", type=float, default=None, metavar="H",
+                    help="publish only the lists last published more than H hours ago, never published, or "
+                    "holding a quarantine entry that has ended since (default: every list)")
+    for a in (i, s, c, h, pl):
         a.add_argument("--config", required=True, help="the back office TOML config")
         a.set_defaults(func=_run)
 
