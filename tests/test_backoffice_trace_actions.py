@@ -396,6 +396,8 @@ def test_the_health_office_opens_exactly_the_traced_peoples_contacts_with_its_up
         staff.click("#reveal")
     assert answer.value.status == 200
     assert "no-store" in answer.value.headers["cache-control"]
+    # The response can arrive before the browser has swapped the document: wait for the new one.
+    staff.wait_for_selector("#opened tbody tr")
     case, a, b = PEOPLE[CASE_ID], PEOPLE[CONTACT_A], PEOPLE[NAMED_B]
     assert opened_table(staff) == [
         ("Người nhiễm", case.name, case.phone, case.id, "Chợ v-q1"),
