@@ -285,7 +285,11 @@ report() {
             grep -oE '[0-9.]+ ms from frame to decision' "$CACHE/demo.out" | awk '{n++; s+=$1; if ($1>m) m=$1}
                 END {if (n) printf "  demo:  %d decisions, frame to decision mean %.1f ms, max %.1f ms\n", n, s/n, m}'
         fi
-        if [ -s "$CACHE/bench.out" ]; then grep -v '^$' "$CACHE/bench.out" | tail -n 8 | sed 's/^/  bench: /'; fi
+        # The targets' rows and the read counts, picked by their words (the bench's tail grows).
+        if [ -s "$CACHE/bench.out" ]; then
+            grep -E '^\| (sample photos read|camera-like frames read|false detections|mean ms, no-code)|^(photos|synthetic): reads|^  read by' \
+                "$CACHE/bench.out" | sed 's/^/  bench: /'
+        fi
         echo "Not checked without a Pi: the camera (picamera2/libcamera, python3-picamera2 from the"
         echo "  Raspberry Pi archive), the pins (lgpio on /dev/gpiochip*, python3-lgpio), the hardware"
         echo "  watchdog and systemd running the unit as PID 1 (sd_notify, WatchdogSec), the SD card"
