@@ -93,6 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--days", type=float, default=30.0, help="keep this many days (default: %(default)s)")
     r.set_defaults(func=prune_command)
 
+    m = hsub.add_parser("migrate", help="bring a PostgreSQL history to the current layout (events partitioned by day)",
+                        description="Move an events table made before partitions into one partition per day, in "
+                        "one transaction. Stop the collectors first; small tables are migrated by any writer "
+                        "at open. SQLite needs nothing.")
+    _add_db(m)
+    m.set_defaults(func=migrate_command)
+
     t = hsub.add_parser("token", help="add or list access tokens of the web page (all or some venues)",
                         description="Access tokens for `qrgate history serve`. A token for some venues shows "
                         "only their events (the venue manager's view); one without --venue shows all.")
@@ -543,6 +550,29 @@ def prune_command(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"deleted {deleted} events older than {args.days:g} days")
+    return 0
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    from provisioning.history.store import parse_db_url
+
+    _apply_backoffice_config(args)
+    kind, target = parse_db_url(args.db)
+    if kind != "postgresql":
+        print("SQLite history: nothing to migrate")
+        return 0
+    from provisioning.history.pg_store import PostgresHistoryStore
+
+    store = PostgresHistoryStore(target, auto_migrate_max_rows=None)
+    try:
+        days = len(store.partitions())
+    finally:
+        store.close()
+    if store.migrated is None:
+        print(f"already partitioned by day ({days} daily partitions)")
+    else:
+        moved, made = store.migrated
+        print(f"moved {moved} events into {made} daily partitions and the default one")
     return 0
 
 

@@ -152,13 +152,18 @@ class PostgresHistoryStore(SqlHistoryStore):
     Args:
         url: a libpq URL, e.g. ``postgresql://qrgate@db.lan/history``.
         readonly: open every transaction read-only (the web page uses this).
+        auto_migrate_max_rows: an unpartitioned events table (from before partitions) of at
+            most this many rows is migrated at open; a bigger one raises ``StoreError``. None:
+            migrate whatever its size (``qrgate history migrate``).
 
     Raises:
         StoreError: the server is unreachable or refuses.
     """
 
-    def __init__(self, url: str, readonly: bool = False) -> None:
+    def __init__(self, url: str, readonly: bool = False,
+                 auto_migrate_max_rows: int | None = AUTO_MIGRATE_MAX_ROWS) -> None:
         super().__init__()
+        self.migrated: tuple[int, int] | None = None  # (events moved, partitions made) by this open
         self._url = url
         self._readonly = readonly
         self._db = self._connect()
@@ -170,18 +175,22 @@ class PostgresHistoryStore(SqlHistoryStore):
                     layout = self._layout()
                     if layout == "plain":
                         rows = self._estimated_rows()
-                        if rows > AUTO_MIGRATE_MAX_ROWS:
+                        if auto_migrate_max_rows is not None and rows > auto_migrate_max_rows:
                             raise StoreError(
                                 f"the history in {_redact(url)} has an unpartitioned events table of about "
                                 f"{rows:,} rows (made before partitions by day); stop the collectors and run "
                                 f"`qrgate history migrate --db URL` once, then start them again")
-                        self._migrate_locked()
+                        self.migrated = self._migrate_locked()
                     for ddl in (*_EVENTS, *_TABLES, *INDEXES):
                         self._db.execute(ddl)
                     self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
                                      " ON CONFLICT (key) DO NOTHING", [str(SCHEMA_VERSION)])
             except psycopg.Error as err:
+                self._db.close()
                 raise StoreError(f"cannot create the history tables in {_redact(url)}: {err}") from err
+            except StoreError:
+                self._db.close()
+                raise
             self._days = self._partition_days()
 
     def _connect(self) -> psycopg.Connection:
