@@ -208,7 +208,11 @@ class GateProcess:
         go = self._next_command("go", 3600.0)
         if go is None:
             return self._close()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_before_s = usage.ru_utime + usage.ru_stime
         produced_steps = self._produce(float(go["start_wall"]), [(float(r), float(s)) for r, s in go["steps"]])
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        production_cpu_s = usage.ru_utime + usage.ru_stime - cpu_before_s
         finish = self._next_command("finish", 3600.0)
         drained = False
         if finish is not None:
@@ -218,6 +222,7 @@ class GateProcess:
         self.conn.send(("done", {
             "gates": [g.report() for g in self.gates], "steps": produced_steps, "drained": drained,
             "undelivered": self._undelivered(), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "production_cpu_s": round(production_cpu_s, 2),
             "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "production_late_p99_s": round(late[int(0.99 * (len(late) - 1))], 3) if late else 0.0,
             "production_late_max_s": round(late[-1], 3) if late else 0.0}))

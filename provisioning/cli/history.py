@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--retention-days", type=float, default=30.0,
                    help="delete events older than this many days; 0 keeps all (default: %(default)s)")
     c.add_argument("--batch-max", type=int, default=500, help="events per transaction at most (default: %(default)s)")
+    c.add_argument("--ack-interval-s", type=float, default=1.0,
+                   help="at most one retained ack per gate this often (for gates with mqtt.app_ack; keep it well "
+                   "under their mqtt.app_ack_timeout_s; default: %(default)s)")
     c.add_argument("--username", default="", help="broker user name")
     c.add_argument("--password-file", default="", help="file holding the broker password")
     c.add_argument("--ca-file", default="", help="CA certificate (PEM); turns TLS on")
@@ -265,13 +268,15 @@ def collect_command(args: argparse.Namespace) -> int:
     args.prefix = args.prefix or "qrgate"
 
     host, port = parse_broker(args.broker)
-    if args.batch_max < 1 or args.retention_days < 0 or args.session_expiry_s < 0:
-        raise ConfigError("--batch-max must be at least 1, --retention-days and --session-expiry-s at least 0")
+    if args.batch_max < 1 or args.retention_days < 0 or args.session_expiry_s < 0 or args.ack_interval_s < 0:
+        raise ConfigError("--batch-max must be at least 1, --retention-days, --session-expiry-s and "
+                          "--ack-interval-s at least 0")
     client_id = args.client_id or "-".join(
         filter(None, ["qrgate-history", socket.gethostname().split(".")[0], args.shared]))
     settings = CollectorSettings(
         host=host, port=port, prefix=args.prefix.strip("/"), shared_group=args.shared, client_id=client_id,
         session_expiry_s=args.session_expiry_s, retention_days=args.retention_days, batch_max=args.batch_max,
+        ack_min_interval_s=args.ack_interval_s,
         username=args.username, password=_read_secret(args.password_file) if args.password_file else "",
         ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
     )

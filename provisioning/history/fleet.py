@@ -91,6 +91,8 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                    "files (default: a new folder in /dev/shm, else the temporary folder)")
     p.add_argument("--app-ack-timeout-s", type=float, default=60.0,
                    help="the gates' mqtt.app_ack_timeout_s (default: %(default)s)")
+    p.add_argument("--ack-interval-s", type=float, default=5.0,
+                   help="the collectors' --ack-interval-s: one ack per gate at most this often (default: %(default)s)")
     p.add_argument("--inflight-max", type=int, default=100, help="the gates' mqtt.inflight_max (default: %(default)s)")
     p.add_argument("--drain-timeout-s", type=float, default=180.0,
                    help="after the last scan, wait at most this long for every outbox to be delivered "
@@ -200,8 +202,9 @@ def proc_cpu_s(pid: int) -> float:
 class Collectors:
     """The ``qrgate history collect`` children: start, SIGKILL one and start it again, stop all."""
 
-    def __init__(self, count: int, host: str, port: int, db_url: str, folder: Path) -> None:
+    def __init__(self, count: int, host: str, port: int, db_url: str, folder: Path, ack_interval_s: float = 1.0) -> None:
         self.host, self.port, self.db_url, self.folder = host, port, db_url, folder
+        self.ack_interval_s = ack_interval_s
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.cpu_done_s = 0.0  # CPU of instances that ended
@@ -214,7 +217,7 @@ class Collectors:
         self.logs.append(log_path)
         cmd = [sys.executable, "-m", "firmware.cli", "-v", "history", "collect", "--broker", f"{self.host}:{self.port}",
                "--db", self.db_url, "--shared", SHARED_GROUP, "--client-id", f"qrgate-fleet-collector-{index}",
-               "--retention-days", "0"]
+               "--retention-days", "0", "--ack-interval-s", str(self.ack_interval_s)]
         with open(log_path, "wb") as out:
             return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
@@ -406,7 +409,8 @@ class GateProcs:
 def run_fleet(*, gates: int, rates: list[float], minutes: float, collectors: int, server_url: str,
               gate_procs: int = 2, faults: bool = True, broker: tuple[str, int] | None = None,
               workdir: Path | None = None, app_ack_timeout_s: float = 60.0, inflight_max: int = 100,
-              drain_timeout_s: float = 180.0, keep: bool = False, say: Any = None) -> dict[str, Any]:
+              drain_timeout_s: float = 180.0, keep: bool = False, ack_interval_s: float = 5.0,
+              say: Any = None) -> dict[str, Any]:
     """Run the whole fleet bench and return its report (see the module docstring)."""
     from provisioning.history.store import open_store
 
@@ -415,7 +419,8 @@ def run_fleet(*, gates: int, rates: list[float], minutes: float, collectors: int
         raise ConfigError("--gates, --collectors and --gate-procs must be at least 1, --minutes above 0")
     report: dict[str, Any] = {"bench": "fleet", **machine_info(), "gates": gates, "rates": rates,
                               "minutes_per_step": minutes, "collectors": collectors, "gate_procs": gate_procs,
-                              "faults": faults}
+                              "faults": faults, "ack_interval_s": ack_interval_s,
+                              "app_ack_timeout_s": app_ack_timeout_s}
     folder = workdir or _default_workdir()
     folder.mkdir(parents=True, exist_ok=True)
     report["workdir"] = str(folder)
@@ -437,7 +442,7 @@ def run_fleet(*, gates: int, rates: list[float], minutes: float, collectors: int
             device, venue, nonce = f"g{index:05d}", f"v{index // 10:04d}", secrets.token_hex(16)
             store.add_enrolment(nonce, device, venue, now_ms)
             specs.append({"device_id": device, "venue_id": venue, "nonce_hex": nonce})
-        collect = Collectors(collectors, host, port, url, folder)
+        collect = Collectors(collectors, host, port, url, folder, ack_interval_s)
         collect.wait_subscribed(60.0)
         prefix = "qrgate"
         plans = [{"gates": specs[i::gate_procs], "workdir": str(folder / "gates"), "host": host, "port": port,
@@ -522,8 +527,12 @@ def run_fleet(*, gates: int, rates: list[float], minutes: float, collectors: int
             "collectors_share_of_a_core": round((cpu1["collectors"] - cpu0["collectors"]) / wall_s, 2),
             "pg_backends_s": round(cpu1["pg"] - cpu0["pg"], 1),
             "broker_s": round(cpu1["broker"] - cpu0["broker"], 1),
-            "gate_procs_s": round(sum(d["cpu_s"] for d in done), 1),
+            "gate_procs_s": round(sum(d["production_cpu_s"] for d in done), 1),
             "seconds": round(wall_s, 1)}
+        events = max(1, report["produced"])
+        report["cpu_ms_per_event"] = {name: round(1000 * report["cpu_seconds"][key] / events, 3) for name, key in (
+            ("collectors", "collectors_s"), ("pg_backends", "pg_backends_s"), ("broker", "broker_s"),
+            ("gates", "gate_procs_s"))}
         report["load_avg_1m"] = {"start": round(load_start, 2), "end": round(load_end, 2)}
         report["db"] = db_size(store, report["stored"])
         report["gate_side"] = {
@@ -629,8 +638,8 @@ def render(report: dict[str, Any]) -> str:
     cpu = report["cpu_seconds"]
     lines = [f"fleet bench, {report['date']}, {report['cpu']} ({report['cpus']} CPUs), load "
              f"{report['load_avg_1m']['start']} -> {report['load_avg_1m']['end']}: {report['gates']:,} gates, "
-             f"{report['collectors']} collectors, {report['minutes_per_step']} min per step, faults "
-             f"{'on' if report['faults'] else 'off'}", ""]
+             f"{report['collectors']} collectors (acks every {report['ack_interval_s']:g} s), "
+             f"{report['minutes_per_step']} min per step, faults {'on' if report['faults'] else 'off'}", ""]
 
     def ms(value: Any) -> str:
         return "-" if value is None else f"{value:,}"
@@ -653,6 +662,9 @@ def render(report: dict[str, Any]) -> str:
     for fault in report.get("faults_done", []):
         rows.append([f"fault at {fault['at_s']} s: {fault['fault']}", f"away {fault['seconds_away']} s"])
     gs = report["gate_side"]
+    per = report["cpu_ms_per_event"]
+    rows.append(["CPU ms per event: collectors / PG backends / broker / gates",
+                 f"{per['collectors']} / {per['pg_backends']} / {per['broker']} / {per['gates']}"])
     rows.append(["gates: drained / republished (app ack) / reconnects / scans late p99 s",
                  f"{gs['drained']} / {gs['republished_unacked']} / {gs['reconnects']} / {gs['production_late_p99_s']}"])
     lines.append(format_table(["measure", "result"], rows))
@@ -674,6 +686,6 @@ def bench_fleet_command(args: argparse.Namespace) -> int:
                        faults=not args.no_faults, broker=parse_broker(args.broker) if args.broker else None,
                        workdir=Path(args.workdir) if args.workdir else None,
                        app_ack_timeout_s=args.app_ack_timeout_s, inflight_max=args.inflight_max,
-                       drain_timeout_s=args.drain_timeout_s, keep=args.keep)
+                       drain_timeout_s=args.drain_timeout_s, keep=args.keep, ack_interval_s=args.ack_interval_s)
     emit(args, report, render(report))
     return 0 if report["lost"] == 0 and report["unexpected"] == 0 else 1
