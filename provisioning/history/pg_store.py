@@ -111,9 +111,12 @@ _PRUNE_FUTURE_PG = ("DELETE FROM events WHERE (event_id, ts_ms) IN (SELECT event
                     " WHERE ts_ms >= %s AND received_ms < %s AND ts_ms > received_ms + %s LIMIT %s)")
 _CHILDREN = ("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
              " WHERE i.inhparent = to_regclass('events') ORDER BY c.relname")
+# One statement per batch (a fleet's batch names hundreds of gates): the (venue, device) pairs
+# are distinct (source_updates), so no row is updated twice.
 _UPSERT_SOURCE = (
     "INSERT INTO sources (venue_id, device_id, first_ms, last_ms, last_received_ms)"
-    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (venue_id, device_id) DO UPDATE SET"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])"
+    " ON CONFLICT (venue_id, device_id) DO UPDATE SET"
     " first_ms = LEAST(sources.first_ms, excluded.first_ms),"
     " last_ms = GREATEST(sources.last_ms, excluded.last_ms),"
     " last_received_ms = GREATEST(sources.last_received_ms, excluded.last_received_ms)"
@@ -249,8 +252,7 @@ class PostgresHistoryStore(SqlHistoryStore):
                             seen.add(ev.event_id)
                             fresh.append(ev)
                     if fresh:
-                        with conn.cursor() as upsert:
-                            upsert.executemany(_UPSERT_SOURCE, source_updates(fresh))
+                        conn.execute(_UPSERT_SOURCE, [list(column) for column in zip(*source_updates(fresh))])
             except psycopg.Error as err:
                 raise StoreError(f"cannot store {len(events)} events in PostgreSQL: {err}") from err
         return fresh
