@@ -252,7 +252,7 @@ class PostgresHistoryStore(SqlHistoryStore):
                             seen.add(ev.event_id)
                             fresh.append(ev)
                     if fresh:
-                        conn.execute(_UPSERT_SOURCE, [list(column) for column in zip(*source_updates(fresh))])
+                        conn.execute(_UPSERT_SOURCE, [list(column) for column in zip(*source_updates(fresh), strict=True)])
             except psycopg.Error as err:
                 raise StoreError(f"cannot store {len(events)} events in PostgreSQL: {err}") from err
         return fresh
