@@ -105,6 +105,7 @@ def test_retention_drops_whole_days_and_keeps_a_day_with_a_late_arrival(pg_url):
         assert {late.event_id, wrong_clock_new.event_id, on_day(2, 3).event_id} <= left
         assert store.prune(at(41)) == 5 and store.partitions() == []
         assert store.page(Filter(), 1, 50).total == 0
+        assert rows_in(pg_url, "event_days") == 0, "the per-day counts go with their days"
     finally:
         store.close()
 

@@ -24,7 +24,9 @@ deleting a million rows one by one:
 - **Retention** (``prune``) drops every day's partition that lies wholly before the cutoff
   once no event in it arrived after the cutoff (an event is old only when both its gate time
   and its arrival are, as before): an event is deleted at the first pass after its whole UTC
-  day is older than the retention, so it is kept between N and N + 1 days. Events in the
+  day is older than the retention, so it is kept between N and N + 1 days. Each batch adds
+  its new events to ``event_days`` (per day: how many, and the latest arrival), so a day's
+  table is dropped on that one row's word, without reading the day's million rows. Events in the
   default partition are deleted row by row by the exact rule, and events stamped more than a
   day after they arrived by their arrival time (``FUTURE_SLACK_MS``).
 - **Upgrade.** A database made before partitions (a plain ``events`` table) is migrated
@@ -65,6 +67,10 @@ _EVENTS = (
     "CREATE TABLE IF NOT EXISTS events_default PARTITION OF events DEFAULT",
 )
 _TABLES = (
+    # Per day of the gate's time: the events stored and the latest arrival, kept by each batch, so
+    # retention drops a day without reading its million rows.
+    "CREATE TABLE IF NOT EXISTS event_days (day BIGINT PRIMARY KEY, events BIGINT NOT NULL,"
+    " last_received_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sources ("
     " venue_id TEXT NOT NULL, device_id TEXT NOT NULL, first_ms BIGINT NOT NULL,"
     " last_ms BIGINT NOT NULL, last_received_ms BIGINT NOT NULL, PRIMARY KEY (venue_id, device_id))",
@@ -109,6 +115,12 @@ _PRUNE_DEFAULT = (f"DELETE FROM {DEFAULT_PARTITION} WHERE (event_id, ts_ms) IN (
 # Only rows not already old by their own time: those are the default partition's or a dropped day's.
 _PRUNE_FUTURE_PG = ("DELETE FROM events WHERE (event_id, ts_ms) IN (SELECT event_id, ts_ms FROM events"
                     " WHERE ts_ms >= %s AND received_ms < %s AND ts_ms > received_ms + %s LIMIT %s)")
+_COUNT_DAYS = (
+    "INSERT INTO event_days (day, events, last_received_ms)"
+    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])"
+    " ON CONFLICT (day) DO UPDATE SET events = event_days.events + excluded.events,"
+    " last_received_ms = GREATEST(event_days.last_received_ms, excluded.last_received_ms)"
+)
 _CHILDREN = ("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
              " WHERE i.inhparent = to_regclass('events') ORDER BY c.relname")
 # One statement per batch (a fleet's batch names hundreds of gates): the (venue, device) pairs
@@ -139,6 +151,17 @@ def partition_day(name: str) -> int | None:
     except ValueError:
         return None
     return int(moment.timestamp()) // 86_400
+
+
+def day_counts(events: Sequence[HistoryEvent]) -> list[list[int]]:
+    """The ``event_days`` update of a batch of new events: [days], [counts], [latest arrivals]."""
+    days: dict[int, list[int]] = {}
+    for ev in events:
+        entry = days.setdefault(ev.ts_ms // DAY_MS, [0, ev.received_ms])
+        entry[0] += 1
+        entry[1] = max(entry[1], ev.received_ms)
+    ordered = sorted(days.items())
+    return [[d for d, _ in ordered], [c for _, (c, _r) in ordered], [r for _, (_c, r) in ordered]]
 
 
 def _pg(sql: str) -> str:
@@ -253,6 +276,7 @@ class PostgresHistoryStore(SqlHistoryStore):
                             fresh.append(ev)
                     if fresh:
                         conn.execute(_UPSERT_SOURCE, [list(column) for column in zip(*source_updates(fresh), strict=True)])
+                        conn.execute(_COUNT_DAYS, day_counts(fresh))
             except psycopg.Error as err:
                 raise StoreError(f"cannot store {len(events)} events in PostgreSQL: {err}") from err
         return fresh
@@ -376,6 +400,10 @@ class PostgresHistoryStore(SqlHistoryStore):
                          f" FOR VALUES FROM ({day * DAY_MS}) TO ({(day + 1) * DAY_MS})")
         columns = ", ".join(COLUMNS)
         moved = conn.execute(f"INSERT INTO events ({columns}) SELECT {columns} FROM {old}").rowcount
+        conn.execute(_TABLES[0])
+        conn.execute(f"INSERT INTO event_days (day, events, last_received_ms) SELECT ts_ms / {DAY_MS}, count(*),"
+                     f" max(received_ms) FROM {old} GROUP BY 1 ON CONFLICT (day) DO UPDATE SET"
+                     " events = excluded.events, last_received_ms = excluded.last_received_ms")
         conn.execute(f"DROP TABLE {old}")
         log.warning("history: moved %d events into %d daily partitions (and the default one)", moved, len(days))
         return moved, len(days)
@@ -398,6 +426,11 @@ class PostgresHistoryStore(SqlHistoryStore):
                     break
                 total += self._drop_day(day, before_ms)
             self._days = self._partition_days()
+            try:  # the rows of old days that have no table (default partition, dropped days)
+                self._conn().execute("DELETE FROM event_days WHERE (day + 1) * %s <= %s AND NOT (day = ANY(%s))",
+                                     [DAY_MS, before_ms, sorted(self._days)])
+            except psycopg.Error as err:
+                raise StoreError(f"history retention failed on PostgreSQL: {err}") from err
         for sql, args in ((_PRUNE_DEFAULT, [before_ms, before_ms]),
                           (_PRUNE_FUTURE_PG, [before_ms, before_ms, FUTURE_SLACK_MS])):
             while True:
@@ -421,12 +454,18 @@ class PostgresHistoryStore(SqlHistoryStore):
         try:
             conn = self._conn()
             with conn.transaction():
-                count, newest = conn.execute(f'SELECT count(*), max(received_ms) FROM "{name}"').fetchone()
+                # event_days, kept by every batch; a day without its row (filled some other way)
+                # is read once instead
+                known = conn.execute("SELECT events, last_received_ms FROM event_days WHERE day = %s",
+                                     [day]).fetchone()
+                count, newest = known if known is not None else conn.execute(
+                    f'SELECT count(*), max(received_ms) FROM "{name}"').fetchone()
                 if newest is not None and int(newest) >= before_ms:
                     log.info("retention: keeping %s for now: some of its events arrived after the cutoff", name)
                     return 0
                 conn.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
                 conn.execute(f'DROP TABLE "{name}"')
+                conn.execute("DELETE FROM event_days WHERE day = %s", [day])
         except pg_errors.LockNotAvailable:
             log.warning("retention: %s is busy (a long query holds the events table); dropping it on the next pass",
                         name)
