@@ -92,13 +92,16 @@ def test_retention_drops_whole_days_and_keeps_a_day_with_a_late_arrival(pg_url):
         late = on_day(1, 10, received_day=40)                                # day 1, arrived 40 days later
         wrong_clock_old = event(device="gate-2", seq=1, ts_ms=0, received_ms=at(0, 1))
         wrong_clock_new = event(device="gate-2", seq=2, ts_ms=5, received_ms=at(40, 1))
-        store.add([late, wrong_clock_old, wrong_clock_new])
+        early = on_day(3, 20, received_day=1)                                # stamped 2 days ahead, in day 3's table
+        store.add([late, wrong_clock_old, wrong_clock_new, early])
         assert len(store.partitions()) == 4
         cutoff = at(2, 12 * 60)                                              # noon of day 2
         deleted = store.prune(cutoff)
         # day 0 dropped (1 event), day 1 kept (its late event arrived after the cutoff), day 2 holds
-        # the cutoff (kept whole until it is over); the default partition's old row goes by the rule
-        assert deleted == 2
+        # the cutoff (kept whole until it is over); the default partition's old row goes by the rule,
+        # and the far-future stamp in day 3's table goes by its arrival
+        assert deleted == 3
+        assert early.event_id not in {e.event_id for e in store.rows(Filter())}
         assert [name for name, _ in store.partitions()] == [partition_name(DAY0 + d) for d in (1, 2, 3)]
         left = {e.event_id for e in store.rows(Filter())}
         assert on_day(0, 1).event_id not in left and wrong_clock_old.event_id not in left

@@ -373,8 +373,8 @@ def bench_retention(server_url: str, days: int, per_day: int, end_ms: int, batch
                     conn.execute(f'ALTER TABLE events ATTACH PARTITION "{name}" FOR VALUES FROM '
                                  f"({day * PG_DAY_MS}) TO ({(day + 1) * PG_DAY_MS})")
                     # what the collector's batches add up as they store a day
-                    conn.execute(f"INSERT INTO event_days (day, events, last_received_ms) SELECT {day}, count(*),"
-                                 f' max(received_ms) FROM "{name}"')
+                    conn.execute(f"INSERT INTO event_days (day, events, last_received_ms, first_received_ms)"
+                                 f' SELECT {day}, count(*), max(received_ms), min(received_ms) FROM "{name}"')
                 say(f"retention bench: day {n + 1} of {days} filled ({time.perf_counter() - t0:.0f} s)")
             report["fill_s"] = round(time.perf_counter() - t0, 1)
             store.optimize()

@@ -70,7 +70,7 @@ _TABLES = (
     # Per day of the gate's time: the events stored and the latest arrival, kept by each batch, so
     # retention drops a day without reading its million rows.
     "CREATE TABLE IF NOT EXISTS event_days (day BIGINT PRIMARY KEY, events BIGINT NOT NULL,"
-    " last_received_ms BIGINT NOT NULL)",
+    " last_received_ms BIGINT NOT NULL, first_received_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sources ("
     " venue_id TEXT NOT NULL, device_id TEXT NOT NULL, first_ms BIGINT NOT NULL,"
     " last_ms BIGINT NOT NULL, last_received_ms BIGINT NOT NULL, PRIMARY KEY (venue_id, device_id))",
@@ -116,10 +116,11 @@ _PRUNE_DEFAULT = (f"DELETE FROM {DEFAULT_PARTITION} WHERE (event_id, ts_ms) IN (
 _PRUNE_FUTURE_PG = ("DELETE FROM events WHERE (event_id, ts_ms) IN (SELECT event_id, ts_ms FROM events"
                     " WHERE ts_ms >= %s AND received_ms < %s AND ts_ms > received_ms + %s LIMIT %s)")
 _COUNT_DAYS = (
-    "INSERT INTO event_days (day, events, last_received_ms)"
-    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])"
+    "INSERT INTO event_days (day, events, last_received_ms, first_received_ms)"
+    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])"
     " ON CONFLICT (day) DO UPDATE SET events = event_days.events + excluded.events,"
-    " last_received_ms = GREATEST(event_days.last_received_ms, excluded.last_received_ms)"
+    " last_received_ms = GREATEST(event_days.last_received_ms, excluded.last_received_ms),"
+    " first_received_ms = LEAST(event_days.first_received_ms, excluded.first_received_ms)"
 )
 _CHILDREN = ("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
              " WHERE i.inhparent = to_regclass('events') ORDER BY c.relname")
@@ -154,14 +155,16 @@ def partition_day(name: str) -> int | None:
 
 
 def day_counts(events: Sequence[HistoryEvent]) -> list[list[int]]:
-    """The ``event_days`` update of a batch of new events: [days], [counts], [latest arrivals]."""
+    """The ``event_days`` update of a batch of new events: [days], [counts], [latest arrivals],
+    [earliest arrivals]."""
     days: dict[int, list[int]] = {}
     for ev in events:
-        entry = days.setdefault(ev.ts_ms // DAY_MS, [0, ev.received_ms])
+        entry = days.setdefault(ev.ts_ms // DAY_MS, [0, ev.received_ms, ev.received_ms])
         entry[0] += 1
         entry[1] = max(entry[1], ev.received_ms)
+        entry[2] = min(entry[2], ev.received_ms)
     ordered = sorted(days.items())
-    return [[d for d, _ in ordered], [c for _, (c, _r) in ordered], [r for _, (_c, r) in ordered]]
+    return [[d for d, _ in ordered], *([v[i] for _, v in ordered] for i in range(3))]
 
 
 def _pg(sql: str) -> str:
@@ -401,9 +404,10 @@ class PostgresHistoryStore(SqlHistoryStore):
         columns = ", ".join(COLUMNS)
         moved = conn.execute(f"INSERT INTO events ({columns}) SELECT {columns} FROM {old}").rowcount
         conn.execute(_TABLES[0])
-        conn.execute(f"INSERT INTO event_days (day, events, last_received_ms) SELECT ts_ms / {DAY_MS}, count(*),"
-                     f" max(received_ms) FROM {old} GROUP BY 1 ON CONFLICT (day) DO UPDATE SET"
-                     " events = excluded.events, last_received_ms = excluded.last_received_ms")
+        conn.execute(f"INSERT INTO event_days (day, events, last_received_ms, first_received_ms) SELECT"
+                     f" ts_ms / {DAY_MS}, count(*), max(received_ms), min(received_ms) FROM {old} GROUP BY 1"
+                     " ON CONFLICT (day) DO UPDATE SET events = excluded.events,"
+                     " last_received_ms = excluded.last_received_ms, first_received_ms = excluded.first_received_ms")
         conn.execute(f"DROP TABLE {old}")
         log.warning("history: moved %d events into %d daily partitions (and the default one)", moved, len(days))
         return moved, len(days)
@@ -431,14 +435,28 @@ class PostgresHistoryStore(SqlHistoryStore):
                                      [DAY_MS, before_ms, sorted(self._days)])
             except psycopg.Error as err:
                 raise StoreError(f"history retention failed on PostgreSQL: {err}") from err
-        for sql, args in ((_PRUNE_DEFAULT, [before_ms, before_ms]),
-                          (_PRUNE_FUTURE_PG, [before_ms, before_ms, FUTURE_SLACK_MS])):
+        # Far-future stamps (ts more than a day after arrival): in the default partition, or in a
+        # day's table only if something of that day arrived before the day began (event_days).
+        suspects = [DEFAULT_PARTITION] + [partition_name(int(d)) for (d,) in self._fetch(
+            "SELECT day FROM event_days WHERE (day + 1) * ? > ? AND first_received_ms < day * ?",
+            [DAY_MS, before_ms, DAY_MS]) if int(d) in self._days]
+        jobs = [(_PRUNE_DEFAULT, [before_ms, before_ms])]
+        jobs += [(_PRUNE_FUTURE_PG.replace("FROM events WHERE", f'FROM "{name}" WHERE'),
+                  [before_ms, before_ms, FUTURE_SLACK_MS]) for name in suspects]
+        for sql, args in jobs:
             while True:
                 with self._lock:
                     try:
-                        deleted = self._conn().execute(sql, [*args, batch_rows]).rowcount
+                        conn = self._conn()
+                        with conn.transaction():
+                            days = [int(r[0]) for r in conn.execute(sql + f" RETURNING ts_ms / {DAY_MS}",
+                                                                    [*args, batch_rows]).fetchall()]
+                            if days:  # event_days keeps counting only what is there
+                                conn.execute("UPDATE event_days SET events = events - n.c FROM (SELECT d, count(*) AS c"
+                                             " FROM unnest(%s::bigint[]) AS d GROUP BY d) AS n WHERE day = n.d", [days])
                     except psycopg.Error as err:
                         raise StoreError(f"history retention failed on PostgreSQL: {err}") from err
+                deleted = len(days)
                 total += deleted
                 if deleted < batch_rows:
                     break
