@@ -19,4 +19,4 @@ def test_every_command_module_registers_in_table_order():
 
 def test_every_bench_module_registers():
     bench = _subcommands(build_parser())["bench"]
-    assert list(_subcommands(bench)) == ["decode", "loop", "outbox", "lists", "history", "approach"]
+    assert list(_subcommands(bench)) == ["decode", "loop", "outbox", "lists", "history", "fleet", "approach"]

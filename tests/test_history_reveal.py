@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -193,15 +194,34 @@ def test_reveal_in_every_format(tmp_path, office, capsys):
 
 def test_retention_deletes_sealed_contacts_with_their_events(db_url, office):
     events = scenario(public_of(office), public_of(office))
+    # One more visit the next day (PostgreSQL keeps days whole: a day goes as one partition).
+    events["u_next_day"] = ev("u", "in", 24 * 60 + 60, public_of(office))
     fill(db_url, events.values())
     store = open_store(db_url)
     try:
         count = lambda: int(store._fetch("SELECT count(*) FROM event_contacts")[0][0])  # noqa: E731
+        stored = lambda: {str(r[0]) for r in store._fetch("SELECT event_id FROM events")}  # noqa: E731
+        sealed = lambda: {str(r[0]) for r in store._fetch("SELECT event_id FROM event_contacts")}  # noqa: E731
         assert count() == len(events)
-        assert store.prune(T0 + 200 * MINUTE_MS) == 7  # everything up to minute 180; the four at 600+ stay
-        assert count() == 4
-        remaining = {str(r[0]) for r in store._fetch("SELECT event_id FROM event_contacts")}
-        assert remaining == {events[k].event_id for k in ("u_in", "u_out", "a_later_in", "a_later_out")}
+        if db_url.startswith("postgresql"):
+            # A gate whose clock was 30 days behind: its event lies in the default partition,
+            # which retention prunes row by row; its sealed contact goes with it too.
+            stale = replace(ev("w", "out", 5, public_of(office)), ts_ms=T0 - 30 * 24 * 60 * MINUTE_MS, received_ms=T0)
+            store.add([stale])
+            assert count() == len(events) + 1
+            # Whole days: nothing of 2026-07-02 goes while the cutoff is inside it; only the stale
+            # event, old by its stamp and its arrival, goes (row by row) with its sealed contact ...
+            assert store.prune(T0 + 200 * MINUTE_MS) == 1 and count() == len(events)
+            assert stale.event_id not in sealed() and sealed() == stored()
+            # ... and the whole day (its partition) with its sealed contacts once it is past.
+            day_end = (T0 // (24 * 60 * MINUTE_MS) + 1) * 24 * 60 * MINUTE_MS
+            assert store.prune(day_end) == len(events) - 1
+            assert sealed() == stored() == {events["u_next_day"].event_id}
+        else:  # row by row
+            assert store.prune(T0 + 200 * MINUTE_MS) == 7  # everything up to minute 180; the five at 600+ stay
+            assert count() == 5
+            assert sealed() == stored() == {events[k].event_id
+                                            for k in ("u_in", "u_out", "a_later_in", "a_later_out", "u_next_day")}
     finally:
         store.close()
 

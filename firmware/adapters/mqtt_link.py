@@ -134,6 +134,53 @@ def properties_dict(props: Any) -> dict[str, Any]:
     return out
 
 
+def gate_client(settings: MqttSettings) -> paho.Client:
+    """A paho client set up as a gate connects: client id ``qrgate-<device_id>``, the protocol,
+    the bounded in-flight window and queue, the retained ``offline`` last will, TLS and login.
+
+    Callbacks, the reconnect policy and the network loop are the caller's (``MqttLink``; the
+    fleet bench drives many of these clients from one selector).
+
+    Raises:
+        ConfigError: the TLS files cannot be loaded.
+    """
+    s = settings
+    if s.protocol == "5":
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qrgate-{s.device_id}", protocol=paho.MQTTv5)
+    else:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qrgate-{s.device_id}",
+                             protocol=paho.MQTTv311, clean_session=True)
+    if log.isEnabledFor(logging.DEBUG):
+        # paho's own log repeats every failed reconnect at ERROR; ours is rate-limited.
+        client.enable_logger(logging.getLogger("firmware.adapters.mqtt_link.paho"))
+    # Bounded in memory: the outbox feeds about inflight_max at a time, the rest stays on disk.
+    client.max_inflight_messages_set(s.inflight_max)
+    client.max_queued_messages_set(s.inflight_max + 200)
+    client.will_set(f"{s.base_topic}/availability", "offline", qos=1, retain=True)
+    if s.tls:
+        try:
+            client.tls_set(ca_certs=s.ca_file or None, certfile=s.cert_file or None, keyfile=s.key_file or None)
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            raise ConfigError(f"MQTT TLS files cannot be used (mqtt.ca_file = {s.ca_file!r}, "
+                              f"mqtt.cert_file = {s.cert_file!r}, mqtt.key_file = {s.key_file!r}): "
+                              f"{err}; "
+                              "give PEM files: the CA that signed the broker's certificate, and this "
+                              "gate's certificate with its key") from err
+    if s.username:
+        client.username_pw_set(s.username, s.password)
+    return client
+
+
+def connect_options(settings: MqttSettings) -> dict[str, Any]:
+    """The keyword arguments of ``connect``/``connect_async`` for a gate: always a clean session
+    (MQTT 5: ``clean_start`` with session expiry 0), so no command waits for an offline gate."""
+    if settings.protocol != "5":
+        return {}
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    return {"clean_start": True, "properties": props}
+
+
 def release_paho_sockets(client: Any) -> None:
     """Close the wake-up socket pair paho opens in loop_start.
 
@@ -183,33 +230,8 @@ class MqttLink:
     # ------------------------------------------------------------------ set-up
 
     def _make_client(self, min_s: float, max_s: float) -> paho.Client:
-        s = self.settings
-        if self._v5:
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qrgate-{s.device_id}",
-                                 protocol=paho.MQTTv5)
-        else:
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qrgate-{s.device_id}",
-                                 protocol=paho.MQTTv311, clean_session=True)
-        if log.isEnabledFor(logging.DEBUG):
-            # paho's own log repeats every failed reconnect at ERROR; ours is rate-limited.
-            client.enable_logger(logging.getLogger("firmware.adapters.mqtt_link.paho"))
-        # Bounded in memory: the outbox feeds about inflight_max at a time, the rest stays on disk.
-        client.max_inflight_messages_set(s.inflight_max)
-        client.max_queued_messages_set(s.inflight_max + 200)
+        client = gate_client(self.settings)
         client.reconnect_delay_set(min_delay=min_s, max_delay=max_s)  # type: ignore[arg-type]
-        client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
-        if s.tls:
-            try:
-                client.tls_set(ca_certs=s.ca_file or None, certfile=s.cert_file or None,
-                               keyfile=s.key_file or None)
-            except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
-                raise ConfigError(f"MQTT TLS files cannot be used (mqtt.ca_file = {s.ca_file!r}, "
-                                  f"mqtt.cert_file = {s.cert_file!r}, mqtt.key_file = {s.key_file!r}): "
-                                  f"{err}; "
-                                  "give PEM files: the CA that signed the broker's certificate, and this "
-                                  "gate's certificate with its key") from err
-        if s.username:
-            client.username_pw_set(s.username, s.password)
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
@@ -259,12 +281,7 @@ class MqttLink:
         self._worker = threading.Thread(target=self._work, name="qrgate-mqtt", daemon=True)
         self._worker.start()
         s = self.settings
-        kwargs: dict[str, Any] = {}
-        if self._v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 0
-            kwargs = {"clean_start": True, "properties": props}
-        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, **kwargs)
+        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, **connect_options(s))
         self._client.loop_start()
         log.info("MQTT: connecting to %s:%d as qrgate-%s (MQTT %s%s)", s.host, s.port, s.device_id,
                  s.protocol, ", TLS" if s.tls else "")

@@ -1,4 +1,4 @@
-"""`qrgate bench`: one subcommand, several sub-benches (`qrgate bench decode|loop|outbox|lists|history|approach`).
+"""`qrgate bench`: one subcommand, several sub-benches (`qrgate bench decode|loop|outbox|lists|history|fleet|approach`).
 
 Each sub-bench lives in a module from the fixed list ``BENCH_MODULES`` that exposes
 ``register(bench_subparsers)``; a missing module is an error. Every bench
@@ -18,6 +18,7 @@ BENCH_MODULES = (
     "firmware.bench.outbox",
     "firmware.bench.lists",
     "provisioning.history.bench",
+    "provisioning.history.fleet",
     "firmware.bench.approach",
 )
 

@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--retention-days", type=float, default=30.0,
                    help="delete events older than this many days; 0 keeps all (default: %(default)s)")
     c.add_argument("--batch-max", type=int, default=500, help="events per transaction at most (default: %(default)s)")
+    c.add_argument("--ack-interval-s", type=float, default=1.0,
+                   help="at most one retained ack per gate this often (for gates with mqtt.app_ack; keep it well "
+                   "under their mqtt.app_ack_timeout_s; default: %(default)s)")
     c.add_argument("--username", default="", help="broker user name")
     c.add_argument("--password-file", default="", help="file holding the broker password")
     c.add_argument("--ca-file", default="", help="CA certificate (PEM); turns TLS on")
@@ -93,6 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(r)
     r.add_argument("--days", type=float, default=30.0, help="keep this many days (default: %(default)s)")
     r.set_defaults(func=prune_command)
+
+    m = hsub.add_parser("migrate", help="bring a PostgreSQL history to the current layout (events partitioned by day)",
+                        description="Move an events table made before partitions into one partition per day, in "
+                        "one transaction. Stop the collectors first; small tables are migrated by any writer "
+                        "at open. SQLite needs nothing.")
+    _add_db(m)
+    m.set_defaults(func=migrate_command)
 
     t = hsub.add_parser("token", help="add or list access tokens of the web page (all or some venues)",
                         description="Access tokens for `qrgate history serve`. A token for some venues shows "
@@ -267,13 +277,15 @@ def collect_command(args: argparse.Namespace) -> int:
     args.prefix = args.prefix or "qrgate"
 
     host, port = parse_broker(args.broker)
-    if args.batch_max < 1 or args.retention_days < 0 or args.session_expiry_s < 0:
-        raise ConfigError("--batch-max must be at least 1, --retention-days and --session-expiry-s at least 0")
+    if args.batch_max < 1 or args.retention_days < 0 or args.session_expiry_s < 0 or args.ack_interval_s < 0:
+        raise ConfigError("--batch-max must be at least 1, --retention-days, --session-expiry-s and "
+                          "--ack-interval-s at least 0")
     client_id = args.client_id or "-".join(
         filter(None, ["qrgate-history", socket.gethostname().split(".")[0], args.shared]))
     settings = CollectorSettings(
         host=host, port=port, prefix=args.prefix.strip("/"), shared_group=args.shared, client_id=client_id,
         session_expiry_s=args.session_expiry_s, retention_days=args.retention_days, batch_max=args.batch_max,
+        ack_min_interval_s=args.ack_interval_s,
         username=args.username, password=_read_secret(args.password_file) if args.password_file else "",
         ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
     )
@@ -627,6 +639,29 @@ def prune_command(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"deleted {deleted} events older than {args.days:g} days")
+    return 0
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    from provisioning.history.store import parse_db_url
+
+    _apply_backoffice_config(args)
+    kind, target = parse_db_url(args.db)
+    if kind != "postgresql":
+        print("SQLite history: nothing to migrate")
+        return 0
+    from provisioning.history.pg_store import PostgresHistoryStore
+
+    store = PostgresHistoryStore(target, auto_migrate_max_rows=None)
+    try:
+        days = len(store.partitions())
+    finally:
+        store.close()
+    if store.migrated is None:
+        print(f"already partitioned by day ({days} daily partitions)")
+    else:
+        moved, made = store.migrated
+        print(f"moved {moved} events into {made} daily partitions and the default one")
     return 0
 
 

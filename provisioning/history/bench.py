@@ -57,6 +57,11 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", default="", help="also time the collector through this broker (host:port)")
     p.add_argument("--mqtt-events", type=int, default=20_000,
                    help="events published for the --broker run (default: %(default)s)")
+    p.add_argument("--retention-per-day", type=int, default=0, metavar="N",
+                   help="instead: PostgreSQL retention by partitions, --retention-days days of N events a day "
+                   "(1000000 for the README figure); drop one day and compare with deleting a day row by row")
+    p.add_argument("--retention-days", type=int, default=30, help="days filled for --retention-per-day "
+                   "(default: %(default)s)")
     add_json_flag(p)
     p.set_defaults(func=bench_history_command)
 
@@ -311,6 +316,138 @@ def bench_collector(host: str, port: int, events: int, end_ms: int, folder: str 
             store.close()
 
 
+_FILL_DAY = (
+    "INSERT INTO {table} (event_id, device_id, venue_id, direction, ts, ts_ms, seq, boot_id, time_synced, decision,"
+    " reason, credential, subject, display, person_key, latency_ms, code_sha256, received_ms)"
+    " SELECT md5(%(day)s::text || '-' || i), 'g' || lpad((i %% 1000)::text, 5, '0'),"
+    " 'v' || lpad((i %% 1000 / 10)::text, 4, '0'), CASE WHEN i %% 2 = 0 THEN 'in' ELSE 'out' END,"
+    " to_char(to_timestamp(t / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), t,"
+    " %(seq0)s + i / 1000, 'bench-boot', true, CASE WHEN i %% 8 = 0 THEN 'denied' ELSE 'granted' END,"
+    " CASE WHEN i %% 8 = 0 THEN 'expired' ELSE 'ok' END, 'qg1', md5('p' || (i %% 50000)),"
+    " 'NGUYỄN VĂN *** 0912 345 ***', 'nguyenvan***0912345***', 30.0, md5('c' || i) || md5('d' || i), t + 500"
+    " FROM generate_series(0, %(n)s - 1) AS i, LATERAL (SELECT %(start)s + i::bigint * 86400000 / %(n)s AS t) AS x"
+)
+
+
+def bench_retention(server_url: str, days: int, per_day: int, end_ms: int, batch: int = 500,
+                    say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """PostgreSQL retention by partitions: fill ``days`` days of ``per_day`` events (1,000 gates),
+    time dropping the oldest day (``prune``), then delete the next day row by row in batches of
+    5,000 (what the store did before partitions, on that day's table only: a lower bound for an
+    unpartitioned table, whose indexes are ``days`` times bigger) and VACUUM it; also the
+    collector's batch insert and the manager's query with ``days`` partitions."""
+    import urllib.parse
+
+    import psycopg
+
+    from provisioning.history.pg_store import DAY_MS as PG_DAY_MS
+    from provisioning.history.pg_store import partition_name
+    from provisioning.history.store import open_store
+
+    say = say or (lambda text: None)
+    schema = f"qrgate_bench_retention_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        with psycopg.connect(server_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.Error as err:
+        return {"skipped": f"PostgreSQL unreachable ({str(err).strip().splitlines()[0][:100]})"}
+    parts = urllib.parse.urlsplit(server_url)
+    query = urllib.parse.parse_qsl(parts.query) + [("options", f"-csearch_path={schema}")]
+    url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    last_day = end_ms // PG_DAY_MS - 1
+    first_day = last_day - days + 1
+    report: dict[str, Any] = {"days": days, "per_day": per_day}
+    try:
+        store = open_store(url)
+        try:
+            t0 = time.perf_counter()
+            for n, day in enumerate(range(first_day, last_day + 1)):
+                # Filled before it is attached, so its indexes are built once, in bulk (the
+                # collector makes a day's table when its first event arrives, empty).
+                name = partition_name(day)
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f'CREATE TABLE "{name}" (LIKE events INCLUDING DEFAULTS)')
+                    conn.execute(_FILL_DAY.replace("{table}", f'"{name}"'),
+                                 {"day": day, "n": per_day, "start": day * PG_DAY_MS,
+                                  "seq0": n * (per_day // 1000 + 1) + 1})
+                    conn.execute(f'ALTER TABLE events ATTACH PARTITION "{name}" FOR VALUES FROM '
+                                 f"({day * PG_DAY_MS}) TO ({(day + 1) * PG_DAY_MS})")
+                    # what the collector's batches add up as they store a day
+                    conn.execute(f"INSERT INTO event_days (day, events, last_received_ms, first_received_ms)"
+                                 f' SELECT {day}, count(*), max(received_ms), min(received_ms) FROM "{name}"')
+                say(f"retention bench: day {n + 1} of {days} filled ({time.perf_counter() - t0:.0f} s)")
+            report["fill_s"] = round(time.perf_counter() - t0, 1)
+            store.optimize()
+            size = store._fetch("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('events')")  # noqa: SLF001
+            report["events"] = int(store._fetch("SELECT count(*) FROM events")[0][0])  # noqa: SLF001
+            report["table_gb"] = round(int(size[0][0]) / 1e9, 2)
+            fresh_ms = end_ms - 60_000
+            inserts = []
+            for r in range(5):
+                evs = [HistoryEvent(
+                    event_id=f"ret-{r}-{i:06d}-{secrets.token_hex(6)}", device_id=f"g{i % 1000:05d}",
+                    venue_id=f"v{i % 1000 // 10:04d}", direction="in", ts=format_ts(fresh_ms + i), ts_ms=fresh_ms + i,
+                    seq=10_000_000 + r * batch + i, boot_id="bench-boot", time_synced=True, decision="granted",
+                    reason="ok", credential="qg1", subject="s" * 32, display="NGUYỄN VĂN *** 0912 345 ***",
+                    person_key="nguyenvan***0912345***", latency_ms=30.0, code_sha256="c" * 64,
+                    received_ms=fresh_ms + i) for i in range(batch)]
+                t1 = time.perf_counter()
+                store.add(evs)
+                inserts.append((time.perf_counter() - t1) * 1000)
+            report["insert_batch_ms_median"] = round(statistics.median(inserts), 1)
+            flt = Filter(venue="v0003", since_ms=end_ms - 7 * DAY_MS, decision="denied")
+            store.page(flt, 1, 50)
+            ms, page = _median_ms(lambda: store.page(flt, 1, 50), 5)
+            report["venue_7_days_denied_ms"] = round(ms, 1)
+            report["venue_7_days_denied_count"] = page.total
+            # a minute into the next day: the oldest day's last events (received 0.5 s after their
+            # time) are past the cutoff by both clocks, so its table may go
+            cutoff = (first_day + 1) * PG_DAY_MS + 60_000
+            t1 = time.perf_counter()
+            dropped = store.prune(cutoff)
+            report["drop_one_day_s"] = round(time.perf_counter() - t1, 3)
+            report["drop_one_day_events"] = dropped
+            name = partition_name(first_day + 1)
+            t1 = time.perf_counter()
+            deleted = 0
+            with psycopg.connect(url, autocommit=True) as conn:
+                while True:
+                    n = conn.execute(f'DELETE FROM "{name}" WHERE (event_id, ts_ms) IN (SELECT event_id, ts_ms'
+                                     f' FROM "{name}" ORDER BY ts_ms LIMIT 5000)').rowcount
+                    deleted += n
+                    if n < 5000:
+                        break
+                report["delete_one_day_rows_s"] = round(time.perf_counter() - t1, 1)
+                report["delete_one_day_rows_events"] = deleted
+                t1 = time.perf_counter()
+                conn.execute(f'VACUUM "{name}"')
+                report["vacuum_after_delete_s"] = round(time.perf_counter() - t1, 1)
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return report
+
+
+def render_retention(report: dict[str, Any]) -> str:
+    r = report["retention"]
+    if "skipped" in r:
+        return f"retention bench skipped: {r['skipped']}"
+    rows = [["events (days x per day)", f"{r['events']:,} ({r['days']} x {r['per_day']:,})"],
+            ["events table with indexes", f"{r['table_gb']} GB"],
+            ["fill (one INSERT ... SELECT a day)", f"{r['fill_s']} s"],
+            ["retention of one day: drop its partition (prune)", f"{r['drop_one_day_s']} s ({r['drop_one_day_events']:,} events)"],
+            ["the same by row deletes, batches of 5,000 (one day's table only)",
+             f"{r['delete_one_day_rows_s']} s ({r['delete_one_day_rows_events']:,} events) + VACUUM "
+             f"{r['vacuum_after_delete_s']} s"],
+            ["collector batch insert of 500 (median of 5)", f"{r['insert_batch_ms_median']} ms"],
+            ["one venue, last 7 days, denied: count + first page", f"{r['venue_7_days_denied_ms']} ms "
+             f"({r['venue_7_days_denied_count']:,})"]]
+    return (f"history retention bench, {report['date']}, {report['cpu']} ({report['cpus']} CPUs), load "
+            f"{report['load_avg_1m']}\n\n" + format_table(["measure", "result"], rows))
+
+
 def run_bench(events: int, batch: int, repeats: int, pg_url: str | None, folder: str = "",
               broker: tuple[str, int] | None = None, mqtt_events: int = 0,
               end_ms: int | None = None) -> dict[str, Any]:
@@ -360,6 +497,17 @@ def bench_history_command(args: argparse.Namespace) -> int:
 
     if args.events < 1 or args.batch < 1:
         raise ConfigError("--events and --batch must be at least 1")
+    if args.retention_per_day:
+        if args.retention_per_day < 1000 or args.retention_days < 2:
+            raise ConfigError("--retention-per-day must be at least 1000 and --retention-days at least 2")
+        import sys
+
+        report = {"bench": "history-retention", **machine_info(),
+                  "retention": bench_retention(args.pg, args.retention_days, args.retention_per_day,
+                                               int(time.time() * 1000), args.batch,
+                                               say=lambda text: print(text, file=sys.stderr, flush=True))}
+        emit(args, report, render_retention(report))
+        return 0
     broker = parse_broker(args.broker) if args.broker else None
     report = run_bench(args.events, args.batch, args.repeats, None if args.no_pg else args.pg, args.dir,
                        broker, args.mqtt_events)

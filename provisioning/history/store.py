@@ -105,6 +105,11 @@ class HistoryStore(Protocol):
         """
         ...
 
+    def contiguous_through_many(self, starts: dict[str, int | None]) -> dict[str, int | None]:
+        """``contiguous_through`` for several devices (device -> ``from_seq`` or None) in as few
+        statements as possible; a device with no events maps to None."""
+        ...
+
     def device_keys(self) -> dict[str, str]:
         """Return every registered device's public key (raw Ed25519, base64url), by device id."""
         ...
