@@ -46,10 +46,12 @@ _GAPS = (
 # Each device's lowest stored seq, with its time, and the oldest event time ever stored for the
 # device (``sources.first_ms`` is never lowered by retention): a leading hole is open only while
 # the lowest stored event is still the oldest one ever stored, i.e. nothing was pruned before it.
+# The minimum per device is taken once (GROUP BY), not once per stored row: with PostgreSQL's
+# partitions by day a correlated min() probed every day's index for each of a million rows (91 s).
 _FIRSTS = (
     "SELECT e.device_id, e.seq, e.ts, e.ts_ms, (SELECT min(first_ms) FROM sources s WHERE s.device_id = e.device_id)"
-    " FROM events e WHERE e.seq = (SELECT min(seq) FROM events m WHERE m.device_id = e.device_id){where}"
-    " ORDER BY e.device_id"
+    " FROM (SELECT device_id, min(seq) AS seq FROM events{where} GROUP BY device_id) AS m"
+    " JOIN events e ON e.device_id = m.device_id AND e.seq = m.seq ORDER BY e.device_id"
 )
 
 
@@ -307,7 +309,7 @@ class SqlHistoryStore:
         where, params = (" WHERE device_id = ?", [device]) if device else ("", [])
         with self._lock:
             found = self._fetch(_GAPS.format(where=where), params)
-            firsts = self._fetch(_FIRSTS.format(where=" AND e.device_id = ?" if device else ""), params)
+            firsts = self._fetch(_FIRSTS.format(where=" WHERE device_id = ?" if device else ""), params)
             written = self.write_offs(device)
         # A gate's seq starts at 1: events before the lowest stored one (published before the
         # collector first subscribed) are a hole too, unless retention pruned them.
