@@ -215,3 +215,19 @@ def pytest_collection_modifyitems(config, items):
     if hardware:
         config.hook.pytest_deselected(items=hardware)
         items[:] = [item for item in items if not item.get_closest_marker("hardware")]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) per test module."""
+    from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, chromium_or_fail
+
+    chromium_or_fail()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

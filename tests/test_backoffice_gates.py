@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, BackofficeSite, chromium_or_fail
+from tests.backoffice_support import BackofficeSite
 from tests.daemon_support import start_gate, write_config
 from tests.history_support import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.mqtt_support import Collector
@@ -18,17 +18,6 @@ from tests.test_backoffice_web import VENUE, register_venue, shot
 WAIT_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium_or_fail()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])

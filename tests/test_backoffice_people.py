@@ -22,12 +22,9 @@ from pathlib import Path
 import pytest
 
 from tests.backoffice_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PHONE_VIEWPORT,
     BackofficeSite,
     WebClient,
-    chromium_or_fail,
     register_by_http,
 )
 from tests.daemon_support import run_gate, start_gate, write_config
@@ -45,17 +42,6 @@ QUESTIONS = ("fever", "cough", "breath", "throat", "taste_smell", "fatigue", "pn
              "contact_suspect", "contact_abroad", "travel_outbreak")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium_or_fail()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def decode_png(data: bytes) -> list[str]:

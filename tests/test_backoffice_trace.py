@@ -25,7 +25,7 @@ from provisioning.history.events import HistoryEvent, parse_scan
 from provisioning.history.store import open_store
 from provisioning.history.trace_store import audit_records, ensure_audit_table, run_trace
 from provisioning.history.tracing import MINUTE_MS, TraceRules
-from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, BackofficeSite, WebClient, chromium_or_fail, qrgate
+from tests.backoffice_support import BackofficeSite, WebClient, qrgate
 from tests.history_support import BASE_MS, pg_server_url, pg_url, scan_dict  # noqa: F401 - fixtures
 from tests.test_backoffice_web import shot
 
@@ -117,17 +117,6 @@ def audits(site: BackofficeSite):
         store.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium_or_fail()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

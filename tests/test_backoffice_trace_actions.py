@@ -42,7 +42,7 @@ from provisioning.history.events import HistoryEvent, parse_scan
 from provisioning.history.store import open_store
 from provisioning.history.trace_store import audit_records
 from provisioning.history.tracing import MINUTE_MS
-from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, BackofficeSite, WebClient, chromium_or_fail, qrgate
+from tests.backoffice_support import BackofficeSite, WebClient, qrgate
 from tests.daemon_support import trust_new_key, valid_pass
 from tests.history_support import BASE_MS, pg_server_url, pg_url, scan_dict  # noqa: F401 - fixtures
 from tests.mqtt_support import Collector, publish_raw
@@ -170,17 +170,6 @@ def world(tmp_path_factory, shared_broker):
             publish_raw(shared_broker, venue_list_topic(made.prefix, venue_id, "deny"), b"", retain=True)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium_or_fail()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def login(browser, site: BackofficeSite, phone: str):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, PHONE_VIEWPORT, REPO, BackofficeSite, chromium_or_fail
+from tests.backoffice_support import PHONE_VIEWPORT, REPO, BackofficeSite
 from tests.history_support import pg_server_url, pg_url  # noqa: F401 - fixtures
 
 SCREENSHOTS = REPO / "docs" / "backoffice"
@@ -31,17 +31,6 @@ SCANS = 4
 WAIT_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium_or_fail()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

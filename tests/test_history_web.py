@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import stat
 import threading
 import urllib.error
@@ -22,9 +21,6 @@ from provisioning.history.web import Access, load_or_create_tokens, make_server
 from tests.history_support import BASE_MS
 from tests.test_history_store import event
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
 TOKEN = "test-token-0123456789abcdef"
 PEOPLE = [("NGUYỄN ĐÌNH *** 0966 323 ***", "hmac-aa11"), ("TRẦN THỊ *** 0912 555 ***", "hmac-bb22"),
@@ -35,19 +31,6 @@ def ids(rows) -> list[str]:
     return [r.event_id for r in rows]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing; install it with `sudo apt-get install -y chromium` "
-                    "(make test does this by itself when run as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from firmware.core.list_message import decode_message, venue_list_topic
 from provisioning import keys
 from provisioning.history.store import open_store
 from provisioning.history.trace_store import append_audit, audit_records
-from tests.backoffice_support import CHROMIUM, CHROMIUM_ARGS, REPO, BackofficeSite, chromium_or_fail, qrgate
+from tests.backoffice_support import REPO, BackofficeSite, qrgate
 from tests.daemon_support import trust_new_key
 from tests.history_support import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.mqtt_support import Collector, publish_raw
@@ -289,17 +289,6 @@ def test_the_timer_and_its_service_verify_and_carry_the_back_offices_hardening(t
     assert len(hardening) == 12 and all(line in service.splitlines() for line in hardening)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium_or_fail()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_the_lists_page_shows_the_manager_how_many_are_quarantined_and_until_when(browser, tmp_path):
