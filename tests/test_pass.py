@@ -67,6 +67,15 @@ def test_explicit_window(capsys, issuer):
     assert (result.not_before_s, result.expires_s) == (1796083200.0, 1798761600.0)
 
 
+def test_issuing_an_already_expired_pass_warns(capsys, issuer):
+    made, trust = issuer
+    code, text, err = issue_cli(capsys, made.private_path, "--not-before", "2026-01-01", "--expires", "2026-06-30")
+    assert code == 0 and check_payload(text.encode(), trust).expires_s == 1782777600.0
+    assert "warning: this pass expired at 2026-06-30T00:00:00Z, before it was issued" in err
+    code, _, err = issue_cli(capsys, made.private_path, "--valid-days", "3")
+    assert code == 0 and "warning" not in err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--valid-days", "3", "--expires", "2027-01-01"], "not both"),
     (["--not-before", "2027-01-02", "--expires", "2027-01-01"], "after"),

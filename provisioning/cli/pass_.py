@@ -68,6 +68,10 @@ def cmd_issue(args: argparse.Namespace) -> int:
         save_svg(text, args.svg)
     print(f"pass: {len(text)} characters, valid {_iso(window.not_before_s)} to {_iso(window.expires_s)}",
           file=sys.stderr)
+    # Still issued (a test pass for the `expired` refusal is useful), but never by surprise.
+    if window.expires_s is not None and window.expires_s <= now_s:
+        print(f"warning: this pass expired at {_iso(window.expires_s)}, before it was issued; "
+              "every gate refuses it (reason expired)", file=sys.stderr)
     return 0
 
 
