@@ -30,6 +30,7 @@ from typing import Any
 
 from firmware.bench.common import add_json_flag, emit, format_table, machine_info
 from provisioning.history.events import HistoryEvent, format_ts, person_key
+from provisioning.history.pg_schema import create_schema, drop_schema, schema_url
 from provisioning.history.query import Filter
 
 DAY_MS = 86_400_000
@@ -226,23 +227,16 @@ def bench_postgres(server_url: str, events: int, batch: int, end_ms: int, repeat
 
     Returns ``{"skipped": reason}`` when the server cannot be reached.
     """
-    import urllib.parse
-
     import psycopg
 
     from provisioning.history.store import open_store
 
-    schema = f"qrgate_bench_{os.getpid()}_{secrets.token_hex(3)}"
     try:
-        with psycopg.connect(server_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
+        schema = create_schema(server_url, "qrgate_bench")
     except psycopg.Error as err:
         return {"skipped": f"PostgreSQL unreachable ({str(err).strip().splitlines()[0][:100]})"}
-    parts = urllib.parse.urlsplit(server_url)
-    query = urllib.parse.parse_qsl(parts.query) + [("options", f"-csearch_path={schema}")]
-    url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
     try:
-        store = open_store(url)
+        store = open_store(schema_url(server_url, schema))
         try:
             report = bench_store(store, events, batch, end_ms, repeats)
             size = store._fetch("SELECT pg_total_relation_size('events')")[0][0]  # noqa: SLF001 - bench only
@@ -250,8 +244,7 @@ def bench_postgres(server_url: str, events: int, batch: int, end_ms: int, repeat
         finally:
             store.close()
     finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        drop_schema(server_url, schema)
     return report
 
 
@@ -336,7 +329,6 @@ def bench_retention(server_url: str, days: int, per_day: int, end_ms: int, batch
     5,000 (what the store did before partitions, on that day's table only: a lower bound for an
     unpartitioned table, whose indexes are ``days`` times bigger) and VACUUM it; also the
     collector's batch insert and the manager's query with ``days`` partitions."""
-    import urllib.parse
 
     import psycopg
 
@@ -345,15 +337,11 @@ def bench_retention(server_url: str, days: int, per_day: int, end_ms: int, batch
     from provisioning.history.store import open_store
 
     say = say or (lambda text: None)
-    schema = f"qrgate_bench_retention_{os.getpid()}_{secrets.token_hex(3)}"
     try:
-        with psycopg.connect(server_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
+        schema = create_schema(server_url, "qrgate_bench_retention")
     except psycopg.Error as err:
         return {"skipped": f"PostgreSQL unreachable ({str(err).strip().splitlines()[0][:100]})"}
-    parts = urllib.parse.urlsplit(server_url)
-    query = urllib.parse.parse_qsl(parts.query) + [("options", f"-csearch_path={schema}")]
-    url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    url = schema_url(server_url, schema)
     last_day = end_ms // PG_DAY_MS - 1
     first_day = last_day - days + 1
     report: dict[str, Any] = {"days": days, "per_day": per_day}
@@ -425,8 +413,7 @@ def bench_retention(server_url: str, days: int, per_day: int, end_ms: int, batch
         finally:
             store.close()
     finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        drop_schema(server_url, schema)
     return report
 
 

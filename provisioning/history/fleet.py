@@ -49,13 +49,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
 from firmware.bench.common import add_json_flag, emit, format_table, machine_info
 from firmware.core.errors import ConfigError
+from provisioning.history.pg_schema import create_schema, drop_schema, schema_url
 
 LOCAL_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SHARED_GROUP = "fleet"
@@ -280,13 +280,6 @@ class Collectors:
 
 # --------------------------------------------------------------------------- the database
 
-def private_schema_url(server_url: str, schema: str) -> str:
-    parts = urllib.parse.urlsplit(server_url)
-    query = urllib.parse.parse_qsl(parts.query) + [("options", f"-csearch_path={schema}"),
-                                                   ("application_name", APPLICATION_NAME)]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-
-
 def prepare_database(server_url: str) -> tuple[str, str]:
     """Make a private schema with the history tables and the bench's ``stored_at_ms`` column.
 
@@ -297,14 +290,12 @@ def prepare_database(server_url: str) -> tuple[str, str]:
 
     from provisioning.history.store import open_store
 
-    schema = f"qrgate_fleet_{os.getpid()}_{secrets.token_hex(3)}"
     try:
-        with psycopg.connect(server_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
+        schema = create_schema(server_url, "qrgate_fleet")
     except psycopg.Error as err:
         raise ConfigError(f"PostgreSQL at --db is unreachable ({str(err).strip().splitlines()[0][:120]}); "
                           "give a server URL such as postgresql://postgres@127.0.0.1:5432/test") from err
-    url = private_schema_url(server_url, schema)
+    url = schema_url(server_url, schema, application_name=APPLICATION_NAME)
     store = open_store(url)
     try:
         # The moment each row is inserted, in the transaction that commits it (latency figures only).
@@ -313,13 +304,6 @@ def prepare_database(server_url: str) -> tuple[str, str]:
     finally:
         store.close()
     return schema, url
-
-
-def drop_schema(server_url: str, schema: str) -> None:
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def pg_backend_cpu(store: Any, seen: dict[int, float]) -> float:
