@@ -55,22 +55,11 @@ _FIRSTS = (
 )
 
 
-# The end of the run: the lowest seq at or above the start, stored or the end of a write-off,
-# whose successor is neither stored nor written off.
-_CONTIGUOUS = (
-    "SELECT min(x) FROM ("
-    " SELECT seq AS x FROM events WHERE device_id = ? AND seq >= ?"
-    " UNION ALL SELECT last_seq AS x FROM written_off WHERE device_id = ? AND last_seq >= ?) AS ends"
-    " WHERE NOT EXISTS (SELECT 1 FROM events n WHERE n.device_id = ? AND n.seq = x + 1)"
-    " AND NOT EXISTS (SELECT 1 FROM written_off w WHERE w.device_id = ?"
-    " AND w.first_seq <= x + 1 AND w.last_seq >= x + 1)"
-)
-
-
-# The same for many devices in one statement (one round trip for a collector's acks): the lowest
-# run end among stored seqs and among write-off ends, per (device, start) row of the VALUES list.
+# The end of each device's run, for many devices in one statement (one round trip for a
+# collector's acks): the lowest seq at or above the start, stored or the end of a write-off, whose
+# successor is neither stored nor written off; per (device, start) row of the VALUES list.
 _RUN_END = (
-    " WHERE NOT EXISTS (SELECT 1 FROM events n WHERE n.device_id = d.device_id AND n.seq = {x} + 1)"
+    " AND NOT EXISTS (SELECT 1 FROM events n WHERE n.device_id = d.device_id AND n.seq = {x} + 1)"
     " AND NOT EXISTS (SELECT 1 FROM written_off w2 WHERE w2.device_id = d.device_id"
     " AND w2.first_seq <= {x} + 1 AND w2.last_seq >= {x} + 1)"
 )
@@ -78,9 +67,9 @@ _CONTIGUOUS_MANY = (
     "WITH d (device_id, from_seq) AS (VALUES {rows})"
     " SELECT d.device_id,"
     " (SELECT min(e.seq) FROM events e WHERE e.device_id = d.device_id AND e.seq >= d.from_seq"
-    + _RUN_END.format(x="e.seq").replace(" WHERE ", " AND ", 1) + "),"
+    + _RUN_END.format(x="e.seq") + "),"
     " (SELECT min(w.last_seq) FROM written_off w WHERE w.device_id = d.device_id AND w.last_seq >= d.from_seq"
-    + _RUN_END.format(x="w.last_seq").replace(" WHERE ", " AND ", 1) + ")"
+    + _RUN_END.format(x="w.last_seq") + ")"
     " FROM d"
 )
 CONTIGUOUS_MANY_CHUNK = 500
@@ -419,14 +408,7 @@ class SqlHistoryStore:
 
     def contiguous_through(self, device: str, from_seq: int | None = None) -> int | None:
         """Return the seq before the device's first gap at or above from_seq (see HistoryStore)."""
-        with self._lock:
-            if from_seq is None:
-                found = self._fetch("SELECT min(seq) FROM events WHERE device_id = ?", [device])
-                if not found or found[0][0] is None:
-                    return None
-                from_seq = int(found[0][0])
-            found = self._fetch(_CONTIGUOUS, [device, from_seq, device, from_seq, device, device])
-        return None if not found or found[0][0] is None else int(found[0][0])
+        return self.contiguous_through_many({device: from_seq})[device]
 
     def contiguous_through_many(self, starts: dict[str, int | None]) -> dict[str, int | None]:
         """``contiguous_through`` for many devices at once (device -> its previous answer or None),
