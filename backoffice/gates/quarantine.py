@@ -72,7 +72,8 @@ class VenueOutcome:
         answer: the publication's outcome (as in the audit log).
         gates: each gate's answer, in the order they came.
         silent: the venue's known gates that did not answer while we waited (the retained list
-            reaches them when they connect); empty when the answers were not awaited.
+            reaches them when they connect); empty when the answers were not awaited or the
+            list was not published.
         awaited: whether the gates' answers were awaited.
     """
 
@@ -248,9 +249,8 @@ def quarantine_contacts(actor: Any, trace_result: TraceResult, days: int, reason
         deny, _ = VenueList.objects.get_or_create(venue=venue, kind=VenueList.DENY)
         wait = wait_for_gates and (wait_budget_s is None or time.monotonic() - started_s < wait_budget_s)
         done = publish_list(actor, venue, deny, list(deny.ids), wait_for_gates=wait, action=ACTION, now_s=now_s)
-        answered = {d for d, _a in done.gates}
         outcomes.append(VenueOutcome(venue_id, venue.name, len(entries), done.quarantined, done.version,
                                      done.answer, tuple(gate_answer(d, a) for d, a in done.gates),
-                                     tuple(d for d in done.known if d not in answered), wait))
+                                     done.silent, wait))
     log.info("quarantine until %s: %d entries at %d venues", rfc3339_ms(until_s), plan.count(), len(outcomes))
     return QuarantineOutcome(until_s, days, plan.contacts, plan.named, tuple(outcomes), plan.unknown_venues)

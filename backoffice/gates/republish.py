@@ -228,12 +228,9 @@ def republish_lists(*, now_s: float, database_url: str, keep_days: int, venue_id
             wait = wait_for_gates and time.monotonic() - started_s < wait_budget_s
             done = publish_list(None, venue, current, list(current.ids), wait_for_gates=wait,
                                 action=f"list_{kind}_republished", now_s=now_s)
-            answered = {d for d, _a in done.gates}
-            # a gate is silent only when there was something to answer
-            silent = tuple(d for d in done.known if d not in answered) if done.answer.startswith("published") else ()
             outcomes.append(ListOutcome(venue.venue_id, venue.name, kind, why, True, done.version, done.answer,
-                                        done.quarantined, tuple(gate_answer(d, a) for d, a in done.gates), silent,
-                                        wait))
+                                        done.quarantined, tuple(gate_answer(d, a) for d, a in done.gates),
+                                        done.silent, wait))
     log.info("publish-lists: %d of %d lists published, %d quarantine entries deleted",
              sum(1 for o in outcomes if o.sent), len(outcomes), deleted)
     return RepublishOutcome(deleted, ended_before_s, keep_days, tuple(outcomes))

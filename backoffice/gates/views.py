@@ -306,6 +306,18 @@ class Publication:
     quarantined: int = 0
     known: tuple[str, ...] = ()
 
+    @property
+    def published(self) -> bool:
+        """Whether the broker took the list (retained: a gate that is away gets it when it connects)."""
+        return self.answer.startswith("published")
+
+    @property
+    def silent(self) -> tuple[str, ...]:
+        """The awaited gates that did not answer; none when the list was not published, since
+        then there was nothing to answer and no retained list will reach them."""
+        answered = {device_id for device_id, _ in self.gates}
+        return tuple(d for d in self.known if d not in answered) if self.published else ()
+
 
 def publish_venue_list(actor: Any, venue: Venue, current: VenueList, ids: list[str], *,
                        wait_for_gates: bool = True, action: str = "") -> str:
