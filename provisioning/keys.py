@@ -118,7 +118,7 @@ def new_escrow_keypair(out: str | Path, *, force: bool = False) -> NewEscrowKey:
     """
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from firmware.core.escrow import escrow_fingerprint
+    from firmware.core.event_signature import fingerprint
 
     private_path = Path(out)
     public_path = public_path_for(private_path)
@@ -134,7 +134,7 @@ def new_escrow_keypair(out: str | Path, *, force: bool = False) -> NewEscrowKey:
         write_atomic(public_path, public_pem(key), mode=0o644)
     except OSError as err:
         raise KeyFileError(f"cannot write {private_path} ({err.strerror}); check the directory") from err
-    return NewEscrowKey(escrow_fingerprint(key.public_key()), private_path, public_path)
+    return NewEscrowKey(fingerprint(key.public_key()), private_path, public_path)
 
 
 def _read(path: str | Path, what: str) -> bytes:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from firmware.core import escrow
 from firmware.core.escrow import Contact, EscrowError, open_contact, seal_contact
+from firmware.core.event_signature import b64url
 from firmware.core.events import ENTROPY_BYTES, EventFactory
 from firmware.core.model import Credential, CredentialType, Decision, Reason, Verdict
 from firmware.core.passage import not_passed_event
@@ -67,13 +68,13 @@ def test_damaged_blobs_are_refused_with_a_reason_never_another_exception(damage)
     text = seal_contact(CONTACT, HEALTH_OFFICE.public_key(), "gate-1", EVENT_ID, os.urandom(32))
     raw = escrow.decode_sealed(text)
     if damage == "truncated":
-        bad = escrow._b64url(raw[:-1])
+        bad = b64url(raw[:-1])
     elif damage == "cut_to_enc":
-        bad = escrow._b64url(raw[:40])
+        bad = b64url(raw[:40])
     elif damage == "flipped":
-        bad = escrow._b64url(raw[:50] + bytes([raw[50] ^ 1]) + raw[51:])
+        bad = b64url(raw[:50] + bytes([raw[50] ^ 1]) + raw[51:])
     elif damage == "extended":
-        bad = escrow._b64url(raw + b"\0")
+        bad = b64url(raw + b"\0")
     elif damage == "not_base64":
         bad = text[:-4] + "!!!!"
     elif damage == "empty":
@@ -81,7 +82,7 @@ def test_damaged_blobs_are_refused_with_a_reason_never_another_exception(damage)
     elif damage == "huge":
         bad = "A" * (escrow.MAX_SEALED_CHARS + 1)
     else:  # sealed correctly, but not a contact inside
-        bad = escrow._b64url(escrow.hpke_seal(HEALTH_OFFICE.public_key(), escrow.binding("gate-1", EVENT_ID), b"",
+        bad = b64url(escrow.hpke_seal(HEALTH_OFFICE.public_key(), escrow.binding("gate-1", EVENT_ID), b"",
                                               b"[1, 2, 3]" + b" " * 119, os.urandom(32)))
     with pytest.raises(EscrowError):
         open_contact(bad, HEALTH_OFFICE, "gate-1", EVENT_ID)

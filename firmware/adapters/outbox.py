@@ -790,16 +790,7 @@ def read_events(path: Path) -> list[dict]:
     Raises:
         StoreError: the file is missing or unreadable.
     """
-    if not Path(path).is_file():
-        raise StoreError(f"outbox {path} does not exist")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return [json.loads(body) for (body,) in conn.execute("SELECT body FROM events ORDER BY seq")]
-        finally:
-            conn.close()
-    except sqlite3.Error as err:
-        raise StoreError(f"cannot read the outbox {path} ({err})") from err
+    return [json.loads(body) for _seq, body in read_bodies(path)]
 
 
 def read_bodies(path: Path) -> list[tuple[int, str]]:

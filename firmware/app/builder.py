@@ -262,8 +262,8 @@ class GateApp:
         self.shutdown.add("close passback store", passback.close)
         self.passback = passback
         stats = LoopStats()
-        escrow_key = (load_escrow_public_key(cfg.resolve(cfg.privacy.escrow_key, cfg.privacy.escrow_key))
-                      if cfg.privacy.escrow_key else None)
+        escrow_path = cfg.escrow_key_path
+        escrow_key = load_escrow_public_key(escrow_path) if escrow_path is not None else None
         events = EventFactory(device_id=cfg.device.id, identity=identity, boot_id=self.boot_id,
                               subject_mode=cfg.privacy.subject, secret=secret,
                               publish_codes=cfg.privacy.publish_codes, escrow_key=escrow_key)

@@ -45,6 +45,7 @@ from firmware.adapters.device_key import load_or_create_device_key
 from firmware.adapters.mqtt_link import MqttSettings
 from firmware.adapters.outbox import SqliteOutbox
 from firmware.adapters.publisher import OutboxPublisher
+from firmware.bench.common import percentile
 from firmware.bench.fleet_link import NetworkLoop, SelectorLink
 from firmware.core.event_signature import fingerprint, public_key_text, seal
 from firmware.core.events import EventFactory
@@ -218,14 +219,13 @@ class GateProcess:
         if finish is not None:
             drained = self._wait(lambda: self._undelivered() == 0, float(finish["drain_timeout_s"]))
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        late = sorted(self.produced_late_s)
         self.conn.send(("done", {
             "gates": [g.report() for g in self.gates], "steps": produced_steps, "drained": drained,
             "undelivered": self._undelivered(), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "production_cpu_s": round(production_cpu_s, 2),
             "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "production_late_p99_s": round(late[int(0.99 * (len(late) - 1))], 3) if late else 0.0,
-            "production_late_max_s": round(late[-1], 3) if late else 0.0}))
+            "production_late_p99_s": round(percentile(self.produced_late_s, 99), 3),
+            "production_late_max_s": round(max(self.produced_late_s, default=0.0), 3)}))
         self._close()
 
     def _produce(self, start_wall: float, steps: list[tuple[float, float]]) -> list[dict[str, Any]]:

@@ -58,7 +58,6 @@ class NetworkLoop:
         self._links: list[SelectorLink] = []
         self._flush: set[SelectorLink] = set()   # clients with packets to write
         self._next_misc_s = 0.0
-        self.extra: dict[int, Callable[[], None]] = {}  # other fds to watch (a control pipe): fd -> callback
 
     def add(self, link: SelectorLink) -> None:
         self._links.append(link)

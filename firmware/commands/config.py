@@ -56,20 +56,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         commands, command_problems = read_trust_dir(cfg.command_keys_dir)
         problems += command_problems
     escrow = None
-    if cfg.privacy.escrow_key:
+    escrow_path = cfg.escrow_key_path
+    if escrow_path is not None:
         from firmware.adapters.escrow_key import load_escrow_public_key
 
         try:
-            escrow = load_escrow_public_key(cfg.resolve(cfg.privacy.escrow_key, cfg.privacy.escrow_key))
+            escrow = load_escrow_public_key(escrow_path)
         except ConfigError as err:
             problems += err.problems
     if problems:
         raise ConfigError(problems)
     if args.json:
-        from firmware.core.escrow import escrow_fingerprint
+        from firmware.core.event_signature import fingerprint
 
         print(json.dumps({**masked_dump(cfg), "sources": dict(eff.sources),
-                          "escrow_key_fingerprint": escrow_fingerprint(escrow) if escrow is not None else None},
+                          "escrow_key_fingerprint": fingerprint(escrow) if escrow is not None else None},
                          indent=1, sort_keys=True))
     else:
         print(f"{args.config}: OK (device {cfg.device.id}, venue {cfg.device.venue_id or 'not provisioned'}, "
@@ -79,10 +80,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {'issuer keys':<17} {len(config_issuers)} from {cfg.issuers_dir}, "
               f"{len(eff.record_issuer_ders)} from the provisioning record")
         if escrow is not None:
-            from firmware.core.escrow import escrow_fingerprint
+            from firmware.core.event_signature import fingerprint
 
-            print(f"  {'escrow key':<17} {escrow_fingerprint(escrow)} from "
-                  f"{cfg.resolve(cfg.privacy.escrow_key, cfg.privacy.escrow_key)}: contacts are sealed in events")
+            print(f"  {'escrow key':<17} {fingerprint(escrow)} from "
+                  f"{escrow_path}: contacts are sealed in events")
         else:
             print(f"  {'escrow key':<17} none: events carry no sealed contact")
     return 0

@@ -319,6 +319,11 @@ class Config:
         return self.resolve(self.keys.command_dir, "commands")
 
     @property
+    def escrow_key_path(self) -> Path | None:
+        """The health office's public key file (privacy.escrow_key), or None when contacts are not sealed."""
+        return self.resolve(self.privacy.escrow_key, self.privacy.escrow_key) if self.privacy.escrow_key else None
+
+    @property
     def state_dir(self) -> Path:
         return self.resolve(self.device.state_dir, "state")
 
@@ -464,7 +469,7 @@ def _cross_checks(cfg: Config) -> list[str]:
             c in cfg.mqtt.prefix for c in "#+"):
         problems.append(f"mqtt.prefix = {cfg.mqtt.prefix!r} must be a topic prefix without wildcards or "
                         "leading/trailing '/', for example \"qrgate\"")
-    if cfg.privacy.escrow_key and not cfg.resolve(cfg.privacy.escrow_key, cfg.privacy.escrow_key).is_file():
+    if cfg.escrow_key_path is not None and not cfg.escrow_key_path.is_file():
         problems.append(f"privacy.escrow_key = {cfg.privacy.escrow_key!r} does not exist or is not a file; copy the "
                         "health office's .pub.pem there (`qrgate keys escrow-new` makes one) or clear the setting")
     if cfg.mqtt.host:

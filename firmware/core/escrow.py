@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from firmware.core.event_signature import b64url
+
 KEM_ID, KDF_ID, AEAD_ID = 0x0020, 0x0001, 0x0003
 KEM_SUITE = b"KEM" + KEM_ID.to_bytes(2, "big")
 HPKE_SUITE = b"HPKE" + KEM_ID.to_bytes(2, "big") + KDF_ID.to_bytes(2, "big") + AEAD_ID.to_bytes(2, "big")
@@ -175,10 +177,6 @@ def binding(device_id: str, event_id: str) -> bytes:
     return CONTEXT + b"\n" + device_id.encode("utf-8") + b"\n" + event_id.encode("utf-8")
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def decode_sealed(text: str) -> bytes:
     """The bytes of a ``contact_sealed`` value.
 
@@ -204,7 +202,7 @@ def seal_contact(contact: Contact, recipient: X25519PublicKey, device_id: str, e
     padded = body + b" " * (-len(body) % PAD_BYTES)
     if len(padded) > MAX_PLAINTEXT_BYTES:
         raise EscrowError(f"the contact is longer than {MAX_PLAINTEXT_BYTES} bytes")
-    return _b64url(hpke_seal(recipient, binding(device_id, event_id), b"", padded, ikm_e))
+    return b64url(hpke_seal(recipient, binding(device_id, event_id), b"", padded, ikm_e))
 
 
 def open_contact(text: str, private: X25519PrivateKey, device_id: str, event_id: str) -> Contact:
@@ -222,9 +220,3 @@ def open_contact(text: str, private: X25519PrivateKey, device_id: str, event_id:
     if not isinstance(data, dict) or not all(isinstance(data.get(k, ""), str) for k in ("id", "name", "phone")):
         raise EscrowError("opened, but does not hold a contact")
     return Contact(name=data.get("name", ""), phone=data.get("phone", ""), id=data.get("id", ""))
-
-
-def escrow_fingerprint(key: X25519PublicKey) -> str:
-    """``SHA256:`` and the first 16 bytes of the SHA-256 of the raw public key, hex in groups of 4."""
-    digest = hashlib.sha256(_raw(key)).hexdigest()[:32]
-    return "SHA256:" + ":".join(digest[i:i + 4] for i in range(0, 32, 4))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 SCAN_CONTEXT = b"qrgate.scan-sig/1\n"
 SIG_MARKER = b',"sig":"'
@@ -81,9 +82,10 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(from_b64url(text, PUBLIC_KEY_BYTES))
 
 
-def fingerprint(key: Ed25519PublicKey) -> str:
+def fingerprint(key: Ed25519PublicKey | X25519PublicKey) -> str:
     """``SHA256:`` and the first 16 bytes of the SHA-256 of the raw key, hex in groups of 4:
-    what an installer compares between the gate's status and the registry."""
+    what an installer compares between the gate's status and the registry (device keys), or
+    with the health office (its escrow key)."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     digest = hashlib.sha256(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:32]
