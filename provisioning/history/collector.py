@@ -45,7 +45,6 @@ because an ack was lost (a broker restarted without persistence) is acknowledged
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -63,7 +62,17 @@ from paho.mqtt.properties import Properties
 from firmware.core import event_signature, seq_skips
 from firmware.core.errors import StoreError
 from firmware.core.seq_skips import SKIPS_SUBTOPIC
-from provisioning.history.events import HistoryEvent, Rejected, enrolment_of, parse_scan
+from provisioning.history.events import (
+    MAX_SCAN_PAYLOAD_BYTES,
+    HistoryEvent,
+    Rejected,
+    bad_signature_reason,
+    enrolment_of,
+    no_key_reason,
+    parse_scan,
+    registered_key,
+    verifies,
+)
 from provisioning.history.sql_store import SKIP_REASON
 from provisioning.history.store import HistoryStore
 
@@ -74,7 +83,7 @@ DAY_MS = 86_400_000
 
 
 # A scan event is well under 2 KiB; anything much longer is quarantined unparsed.
-MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_PAYLOAD_BYTES = MAX_SCAN_PAYLOAD_BYTES
 
 
 # Registered keys are read again at least this often (a `device remove` takes effect).
@@ -468,10 +477,10 @@ class ScanCollector:
         if keys is None:
             return None
         registered = keys.get(device)
-        if registered is not None and _verifies(sealed, registered):
+        if registered is not None and verifies(sealed, registered):
             return event
         enrolment = enrolment_of(sealed.body)
-        if enrolment is not None and enrolment.public_key != registered and _verifies(sealed, enrolment.public_key):
+        if enrolment is not None and enrolment.public_key != registered and verifies(sealed, enrolment.public_key):
             claimed = self._retry(lambda: self._store.claim_enrolment(
                 enrolment.nonce_hex, device, enrolment.public_key, received_ms), stop)
             if claimed is None:
@@ -481,8 +490,8 @@ class ScanCollector:
                 return event, True
             return Rejected(f"enrolment of {device} refused: provisioning nonce unknown, used, or for another gate")
         if registered is None:
-            return Rejected(f"no key registered for device {device} (`qrgate history device add`)")
-        return Rejected(f"signature does not verify with the key registered for {device}")
+            return Rejected(no_key_reason(device))
+        return Rejected(bad_signature_reason(device))
 
     def _registered_keys(self, device: str, stop: threading.Event) -> dict[str, str] | None:
         """The registered keys, read whole at most every ``KEYS_REFRESH_S`` (so a removal takes
@@ -610,17 +619,6 @@ class ScanCollector:
             log.error("retention failed: %s; will try again later", err)
 
 
-@functools.lru_cache(maxsize=4096)
-def _public_key(text: str) -> Any:
-    return event_signature.public_key_from_text(text)
-
-
-def _verifies(sealed: event_signature.Sealed, public_key: str) -> bool:
-    try:
-        event_signature.verify(sealed, _public_key(public_key))
-        return True
-    except (event_signature.SignatureError, ValueError):
-        return False
 
 
 def _uncovered(first: int, last: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -645,7 +643,7 @@ def _open_skips(device: str | None, payload: bytes,
     if public_key is None:
         return f"no key registered for device {device} (`qrgate history device add`)", ()
     try:
-        return None, seq_skips.open_document(device, payload, _public_key(public_key))
+        return None, seq_skips.open_document(device, payload, registered_key(public_key))
     except (seq_skips.SkipsError, event_signature.SignatureError, ValueError) as err:
         return str(err)[:200], ()
 

@@ -8,6 +8,7 @@ payload, which may carry a name, a phone number or a raw code).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from firmware.core import event_signature
 from firmware.core.escrow import EscrowError, decode_sealed
 from firmware.core.model import EVENT_SCHEMA
 
@@ -284,3 +286,39 @@ def _parse_scan(topic_device: str, payload: bytes, received_ms: int) -> HistoryE
 def _clean_quote(value: Any) -> str:
     text = str(value)[:40]
     return repr("".join(c if unicodedata.category(c) not in ("Cc", "Cs") else "?" for c in text))
+
+
+# --------------------------------------------------------------------------- signed scan messages
+
+MAX_SCAN_PAYLOAD_BYTES = 16 * 1024
+"""The largest scan message accepted (a gate's signed event is well under 2 KiB)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def registered_key(text: str) -> Any:
+    """A registered device key's text (``HistoryStore.device_keys``) parsed, cached: the
+    collector, the import and the quarantine re-check verify thousands of events per key.
+
+    Raises:
+        ValueError: the text is not an Ed25519 public key.
+    """
+    return event_signature.public_key_from_text(text)
+
+
+def verifies(sealed: event_signature.Sealed, key_text: str) -> bool:
+    """Whether ``sealed`` carries a valid signature by the key ``key_text`` (False for a bad key text too)."""
+    try:
+        event_signature.verify(sealed, registered_key(key_text))
+        return True
+    except (event_signature.SignatureError, ValueError):
+        return False
+
+
+def no_key_reason(device: str) -> str:
+    """Why a signed event of ``device`` cannot be verified yet."""
+    return f"no key registered for device {device} (`qrgate history device add`)"
+
+
+def bad_signature_reason(device: str) -> str:
+    """Why a signed event of ``device`` is refused."""
+    return f"signature does not verify with the key registered for {device}"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from firmware.core import event_signature
-from provisioning.history.events import HistoryEvent, Rejected, parse_scan
+from provisioning.history.events import HistoryEvent, Rejected, bad_signature_reason, no_key_reason, parse_scan, verifies
 from provisioning.history.sql_store import SqlHistoryStore
 
 MAX_LINE_BYTES = 64 * 1024
@@ -81,12 +81,9 @@ def _verify(raw: bytes, device: str, keys: dict[str, str]) -> tuple[bytes, str |
         return line, "unsigned", None
     registered = keys.get(device)
     if registered is None:
-        return sealed.body, f"no key registered for device {device} (`qrgate history device add`)", None
-    try:
-        event_signature.verify(sealed, event_signature.public_key_from_text(registered))
-    except (event_signature.SignatureError, ValueError):
-        return sealed.body, None, (f"signature does not verify with the key registered for {device} "
-                                   "(changed, forged, or signed by another key)")
+        return sealed.body, no_key_reason(device), None
+    if not verifies(sealed, registered):
+        return sealed.body, None, bad_signature_reason(device) + " (changed, forged, or signed by another key)"
     return sealed.body, None, None
 
 

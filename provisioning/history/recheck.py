@@ -18,19 +18,25 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from firmware.core import event_signature
 from firmware.core.errors import StoreError
-from provisioning.history.events import HistoryEvent, Rejected, parse_scan
+from provisioning.history.events import (
+    MAX_SCAN_PAYLOAD_BYTES,
+    HistoryEvent,
+    Rejected,
+    bad_signature_reason,
+    no_key_reason,
+    parse_scan,
+    verifies,
+)
 from provisioning.history.sql_store import QuarantinedMessage, SqlHistoryStore
 
 log = logging.getLogger(__name__)
 
 BATCH_MESSAGES = 500
 # The collector's own limit: a longer message was quarantined unparsed.
-MAX_PAYLOAD_BYTES = 16 * 1024
 
 
 @dataclass
@@ -55,15 +61,12 @@ class RecheckResult:
     devices: set[str] = field(default_factory=set)
 
 
-def recheck_message(message: QuarantinedMessage, keys: dict[str, str],
-                    public_key: Callable[[str], object] = event_signature.public_key_from_text
-                    ) -> HistoryEvent | Rejected:
+def recheck_message(message: QuarantinedMessage, keys: dict[str, str]) -> HistoryEvent | Rejected:
     """Check one quarantined message as the collector would now. Pure apart from the key parsing.
 
     Args:
         message: the quarantined message.
         keys: device_id -> registered public key text (``HistoryStore.device_keys``).
-        public_key: parses a key text (cached by the caller).
 
     Returns:
         The event to store, or why it still cannot be stored.
@@ -71,19 +74,17 @@ def recheck_message(message: QuarantinedMessage, keys: dict[str, str],
     device = message.device_id
     if not device or not message.topic.endswith(f"/{device}/scan"):
         return Rejected("topic is not <prefix>/<device>/scan")
-    if message.payload_bytes > len(message.payload) or message.payload_bytes > MAX_PAYLOAD_BYTES:
-        return Rejected(f"longer than {MAX_PAYLOAD_BYTES} bytes")
+    if message.payload_bytes > len(message.payload) or message.payload_bytes > MAX_SCAN_PAYLOAD_BYTES:
+        return Rejected(f"longer than {MAX_SCAN_PAYLOAD_BYTES} bytes")
     try:
         sealed = event_signature.unseal(message.payload)
     except event_signature.SignatureError as err:
         return Rejected(f"unsigned: {err}")
     registered = keys.get(device)
     if registered is None:
-        return Rejected(f"no key registered for device {device} (`qrgate history device add`)")
-    try:
-        event_signature.verify(sealed, public_key(registered))  # type: ignore[arg-type]
-    except (event_signature.SignatureError, ValueError):
-        return Rejected(f"signature does not verify with the key registered for {device}")
+        return Rejected(no_key_reason(device))
+    if not verifies(sealed, registered):
+        return Rejected(bad_signature_reason(device))
     return parse_scan(device, sealed.body, message.received_ms)
 
 
@@ -98,13 +99,6 @@ def recheck_quarantine(store: SqlHistoryStore, device: str = "", batch: int = BA
         StoreError: the database cannot be read or written (what was done before stays done).
     """
     keys = store.device_keys()
-    parsed: dict[str, object] = {}
-
-    def public_key(text: str) -> object:
-        if text not in parsed:
-            parsed[text] = event_signature.public_key_from_text(text)
-        return parsed[text]
-
     result = RecheckResult()
     after = 0
     while True:
@@ -115,7 +109,7 @@ def recheck_quarantine(store: SqlHistoryStore, device: str = "", batch: int = BA
         verified: list[tuple[QuarantinedMessage, HistoryEvent]] = []
         kept: list[tuple[int, str]] = []
         for message in messages:
-            outcome = recheck_message(message, keys, public_key)
+            outcome = recheck_message(message, keys)
             if isinstance(outcome, Rejected):
                 kept.append((message.id, outcome.problem))
             else:
