@@ -213,3 +213,35 @@ def register_by_http(site: BackofficeSite, client: WebClient, venue: dict[str, s
     status, _, headers = client.post("/register/otp/", {"code": site.last_code("+84" + venue["phone"][1:])})
     assert status == 302 and "/register/done/" in headers["Location"], status
     return headers["Location"].rstrip("/").rsplit("/", 1)[1]
+
+
+def e164(phone: str) -> str:
+    """A Vietnamese mobile number (``0912...``) as the back office stores it (``+84912...``)."""
+    return "+84" + phone[1:]
+
+
+def login(browser, site: BackofficeSite, phone: str):
+    """A new Chromium page (downloads accepted) logged in as ``phone`` through the login and OTP pages."""
+    page = browser.new_page(accept_downloads=True)
+    page.goto(site.base + "/login/")
+    page.fill("#id_phone", phone)
+    page.click("#send-code")
+    page.wait_for_url("**/login/otp/")
+    page.fill("#id_code", site.last_code(e164(phone)))
+    page.click("#verify")
+    page.wait_for_load_state()
+    return page
+
+
+def rows(page, table: str) -> list[list[str]]:
+    """The cell texts of each body row of the table with id ``table``."""
+    return [[cell.inner_text().strip() for cell in row.locator("td").all()]
+            for row in page.locator(f"#{table} tbody tr").all()]
+
+
+def http_login(site: BackofficeSite, phone: str) -> WebClient:
+    """A plain HTTP client logged in as ``phone`` (for requests a browser would not send)."""
+    client = WebClient(site.base)
+    assert client.post("/login/", {"phone": phone})[0] == 302
+    assert client.post("/login/otp/", {"code": site.last_code(e164(phone))})[0] == 302
+    return client

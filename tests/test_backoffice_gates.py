@@ -18,8 +18,6 @@ from tests.test_backoffice_web import VENUE, register_venue, shot
 WAIT_S = 60.0
 
 
-
-
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_gate_is_provisioned_from_the_page_opened_from_the_page_and_audited(browser, tmp_path, shared_broker,
                                                                              topic_prefix, database, request):

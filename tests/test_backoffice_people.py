@@ -42,8 +42,6 @@ QUESTIONS = ("fever", "cough", "breath", "throat", "taste_smell", "fatigue", "pn
              "contact_suspect", "contact_abroad", "travel_outbreak")
 
 
-
-
 def decode_png(data: bytes) -> list[str]:
     import zxingcpp
     from PIL import Image

@@ -25,7 +25,7 @@ from provisioning.history.events import HistoryEvent, parse_scan
 from provisioning.history.store import open_store
 from provisioning.history.trace_store import audit_records, ensure_audit_table, run_trace
 from provisioning.history.tracing import MINUTE_MS, TraceRules
-from tests.backoffice_support import BackofficeSite, WebClient, qrgate
+from tests.backoffice_support import BackofficeSite, WebClient, e164, http_login, login, qrgate, rows
 from tests.history_support import BASE_MS, pg_server_url, pg_url, scan_dict  # noqa: F401 - fixtures
 from tests.test_backoffice_web import shot
 
@@ -40,10 +40,6 @@ CASE_SHOWN, LE_SHOWN = "NGUYỄN VĂN *** 0966 323 ***", "LÊ THỊ *** 0901 111
 PHAM_SHOWN, TRAN_SHOWN = "PHẠM VĂN *** 0987 654 ***", "TRẦN MINH *** 0912 000 ***"
 DAY = {"since": "2026-07-02T00:00", "until": "2026-07-03T00:00"}
 REASON = "F0 2026-117"
-
-
-def e164(phone: str) -> str:
-    return "+84" + phone[1:]
 
 
 def at(person: str, venue: str) -> str:
@@ -117,8 +113,6 @@ def audits(site: BackofficeSite):
         store.close()
 
 
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     site = make_world(tmp_path_factory.mktemp("trace-sqlite"), None)
@@ -140,18 +134,6 @@ def any_world(request, tmp_path):
         site.stop()
 
 
-def login(browser, site: BackofficeSite, phone: str):
-    page = browser.new_page()
-    page.goto(site.base + "/login/")
-    page.fill("#id_phone", phone)
-    page.click("#send-code")
-    page.wait_for_url("**/login/otp/")
-    page.fill("#id_code", site.last_code(e164(phone)))
-    page.click("#verify")
-    page.wait_for_load_state()
-    return page
-
-
 def fill_trace(page, site: BackofficeSite, case: str = CASE_ID, by: str = "person_id", venue: str = "",
                reason: str = REASON) -> None:
     page.goto(site.base + "/trace/")
@@ -162,20 +144,6 @@ def fill_trace(page, site: BackofficeSite, case: str = CASE_ID, by: str = "perso
     if venue:
         page.select_option("#venue", venue)
     page.fill("#reason", reason)
-
-
-def rows(page, table: str) -> list[list[str]]:
-    return [[cell.inner_text().strip() for cell in row.locator("td").all()]
-            for row in page.locator(f"#{table} tbody tr").all()]
-
-
-def http_login(site: BackofficeSite, phone: str) -> WebClient:
-    client = WebClient(site.base)
-    status, _, headers = client.post("/login/", {"phone": phone})
-    assert status == 302, status
-    status, _, headers = client.post("/login/otp/", {"code": site.last_code(e164(phone))})
-    assert status == 302, status
-    return client
 
 
 def trace_fields(**over: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ from provisioning.history.events import HistoryEvent, parse_scan
 from provisioning.history.store import open_store
 from provisioning.history.trace_store import audit_records
 from provisioning.history.tracing import MINUTE_MS
-from tests.backoffice_support import BackofficeSite, WebClient, qrgate
+from tests.backoffice_support import BackofficeSite, WebClient, e164, http_login, login, qrgate, rows
 from tests.daemon_support import trust_new_key, valid_pass
 from tests.history_support import BASE_MS, pg_server_url, pg_url, scan_dict  # noqa: F401 - fixtures
 from tests.mqtt_support import Collector, publish_raw
@@ -66,10 +66,6 @@ PEOPLE = {
 SHOWN = {CASE_ID: "NGUYỄN VĂN *** 0966 323 ***", CONTACT_A: "LÊ THỊ *** 0901 111 ***",
          NAMED_B: "LÊ THỊ *** 0900 000 ***", CONTACT_C: "TRẦN VĂN *** 0933 444 ***",
          UNRELATED: "PHẠM THỊ *** 0944 555 ***"}
-
-
-def e164(phone: str) -> str:
-    return "+84" + phone[1:]
 
 
 def sealed_event(person: str, venue: str, direction: str, minute: int, public) -> HistoryEvent:
@@ -170,20 +166,6 @@ def world(tmp_path_factory, shared_broker):
             publish_raw(shared_broker, venue_list_topic(made.prefix, venue_id, "deny"), b"", retain=True)
 
 
-
-
-def login(browser, site: BackofficeSite, phone: str):
-    page = browser.new_page(accept_downloads=True)
-    page.goto(site.base + "/login/")
-    page.fill("#id_phone", phone)
-    page.click("#send-code")
-    page.wait_for_url("**/login/otp/")
-    page.fill("#id_code", site.last_code(e164(phone)))
-    page.click("#verify")
-    page.wait_for_load_state()
-    return page
-
-
 def trace_in_browser(page, site: BackofficeSite) -> None:
     page.goto(site.base + "/trace/")
     page.select_option("#by", "person_id")
@@ -193,18 +175,6 @@ def trace_in_browser(page, site: BackofficeSite) -> None:
     page.fill("#reason", REASON)
     page.click("#trace")
     page.wait_for_selector("#result")
-
-
-def rows(page, table: str) -> list[list[str]]:
-    return [[cell.inner_text().strip() for cell in row.locator("td").all()]
-            for row in page.locator(f"#{table} tbody tr").all()]
-
-
-def http_login(site: BackofficeSite, phone: str) -> WebClient:
-    client = WebClient(site.base)
-    assert client.post("/login/", {"phone": phone})[0] == 302
-    assert client.post("/login/otp/", {"code": site.last_code(e164(phone))})[0] == 302
-    return client
 
 
 def trace_token(client: WebClient) -> str:

@@ -31,8 +31,6 @@ SCANS = 4
 WAIT_S = 60.0
 
 
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def site(request, tmp_path, shared_broker, topic_prefix):
     database_url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None

@@ -31,8 +31,6 @@ def ids(rows) -> list[str]:
     return [r.event_id for r in rows]
 
 
-
-
 @pytest.fixture
 def site(tmp_path):
     db = tmp_path / "history.sqlite"

@@ -289,8 +289,6 @@ def test_the_timer_and_its_service_verify_and_carry_the_back_offices_hardening(t
     assert len(hardening) == 12 and all(line in service.splitlines() for line in hardening)
 
 
-
-
 def test_the_lists_page_shows_the_manager_how_many_are_quarantined_and_until_when(browser, tmp_path):
     from tests.test_backoffice_web import VENUE, register_venue, shot
 
